@@ -1,0 +1,444 @@
+//! The proxy's one `Config`, parsed once at start-up from `PIMESH_PROXY_*`
+//! environment variables (names: DESIGN.md "Interfaces"), read through the
+//! [`Env`] trait so tests pass a map instead of touching the process env.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Inbound listener: traffic redirected to the pod's own ports.
+pub const DEFAULT_INBOUND_LISTEN_ADDR: &str = "0.0.0.0:4143";
+/// Outbound listener: transparent target and explicit HTTP proxy.
+pub const DEFAULT_OUTBOUND_LISTEN_ADDR: &str = "127.0.0.1:4140";
+/// Admin listener: `/metrics`, `/ready`, `/live`, `/shutdown`, log level.
+pub const DEFAULT_ADMIN_LISTEN_ADDR: &str = "0.0.0.0:4191";
+/// Ports never protocol-detected, as linkerd2-proxy's default
+/// (SMTP, MySQL, Galera, PostgreSQL, Redis, Elasticsearch, memcached).
+pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
+/// Protocol detection timeout, as Linkerd's (then the connection is opaque TCP).
+pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read to detect the protocol; a longer HTTP/1 request line is opaque.
+pub const DEFAULT_DETECT_BUFFER_BYTES: usize = 4096;
+/// Limit on an HTTP/1 request head / HTTP/2 header list, in bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Limit on open connections per listener (inbound, outbound).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Close a connection that moved no byte for this long (Envoy's HTTP default).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Time a client has to send a whole HTTP/1 request head.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time to establish a TCP connection to the target (linkerd2-proxy's outbound default).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time given to open connections to finish after a shutdown request
+/// (linkerd2-proxy's `LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD`).
+pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(120);
+/// Data-plane runtime threads.
+pub const DEFAULT_THREADS: usize = 1;
+/// Log filter, `RUST_LOG` syntax.
+pub const DEFAULT_LOG: &str = "warn,pimesh=info";
+
+/// Where configuration values come from: the process environment in the
+/// binary, a map in tests (never `std::env::set_var`).
+pub trait Env {
+    /// The value of `name`, if set (an empty value counts as unset).
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsEnv;
+
+impl Env for OsEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).filter(|v| !v.is_empty()).cloned()
+    }
+}
+
+impl Env for HashMap<&str, &str> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_string())
+    }
+}
+
+/// A configuration value that could not be used. The binary prints it and
+/// exits with code 64.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {name}={value:?}: {reason}")]
+pub struct Error {
+    /// The environment variable, e.g. `PIMESH_PROXY_THREADS`.
+    pub name: &'static str,
+    /// The value as given.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Everything the proxy needs to start, parsed and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `PIMESH_PROXY_INBOUND_LISTEN_ADDR`: where redirected inbound traffic arrives.
+    pub inbound_addr: SocketAddr,
+    /// `PIMESH_PROXY_OUTBOUND_LISTEN_ADDR`: where the app's outbound traffic arrives.
+    pub outbound_addr: SocketAddr,
+    /// `PIMESH_PROXY_ADMIN_LISTEN_ADDR`: metrics, probes, shutdown, log level.
+    pub admin_addr: SocketAddr,
+    /// `PIMESH_PROXY_INBOUND_TARGET`: the app's address when inbound
+    /// connections carry no `SO_ORIGINAL_DST` (installs without iptables).
+    pub inbound_target: Option<SocketAddr>,
+    /// `PIMESH_PROXY_WORKLOAD_LABELS`: constant labels on every metric, so
+    /// that series from many pods can be told apart.
+    pub workload_labels: Vec<(String, String)>,
+    /// `PIMESH_PROXY_OPAQUE_PORTS`: target ports forwarded as TCP without
+    /// detection (server-speaks-first protocols would stall detection).
+    pub opaque_ports: Vec<u16>,
+    /// `PIMESH_PROXY_DETECT_TIMEOUT`: how long to wait for the first bytes.
+    pub detect_timeout: Duration,
+    /// `PIMESH_PROXY_DETECT_BUFFER_SIZE`: bytes buffered for detection (bytes).
+    pub detect_buffer_bytes: usize,
+    /// `PIMESH_PROXY_MAX_HEADER_BYTES`: HTTP head limit (bytes); over it
+    /// HTTP/1 gets 431 and HTTP/2 a stream reset.
+    pub max_header_bytes: usize,
+    /// `PIMESH_PROXY_MAX_CONNECTIONS`: open connections per listener; more
+    /// are accepted and closed at once, and counted.
+    pub max_connections: usize,
+    /// `PIMESH_PROXY_IDLE_TIMEOUT`: a connection without traffic is closed.
+    pub idle_timeout: Duration,
+    /// `PIMESH_PROXY_HEADER_READ_TIMEOUT`: time to receive an HTTP/1 head.
+    pub header_read_timeout: Duration,
+    /// `PIMESH_PROXY_CONNECT_TIMEOUT`: time to connect to a target.
+    pub connect_timeout: Duration,
+    /// `PIMESH_PROXY_SHUTDOWN_GRACE_PERIOD`: drain time on shutdown.
+    pub shutdown_grace_period: Duration,
+    /// `PIMESH_PROXY_THREADS`: data-plane runtime threads (memory first: 1).
+    pub threads: usize,
+    /// `PIMESH_PROXY_LOG`: log filter, `RUST_LOG` syntax.
+    pub log: String,
+}
+
+impl Config {
+    /// Parses and validates every `PIMESH_PROXY_*` variable; the first bad
+    /// value is returned as an [`Error`] naming the variable.
+    pub fn from_env(env: &dyn Env) -> Result<Self, Error> {
+        let p = Parser { env };
+        Ok(Config {
+            inbound_addr: p.parse(
+                "PIMESH_PROXY_INBOUND_LISTEN_ADDR",
+                DEFAULT_INBOUND_LISTEN_ADDR,
+                parse_addr,
+            )?,
+            outbound_addr: p.parse(
+                "PIMESH_PROXY_OUTBOUND_LISTEN_ADDR",
+                DEFAULT_OUTBOUND_LISTEN_ADDR,
+                parse_addr,
+            )?,
+            admin_addr: p.parse(
+                "PIMESH_PROXY_ADMIN_LISTEN_ADDR",
+                DEFAULT_ADMIN_LISTEN_ADDR,
+                parse_addr,
+            )?,
+            inbound_target: p.parse_opt("PIMESH_PROXY_INBOUND_TARGET", parse_addr)?,
+            workload_labels: p
+                .parse_opt("PIMESH_PROXY_WORKLOAD_LABELS", parse_labels)?
+                .unwrap_or_default(),
+            opaque_ports: p.parse(
+                "PIMESH_PROXY_OPAQUE_PORTS",
+                DEFAULT_OPAQUE_PORTS,
+                parse_ports,
+            )?,
+            detect_timeout: p.duration("PIMESH_PROXY_DETECT_TIMEOUT", DEFAULT_DETECT_TIMEOUT)?,
+            detect_buffer_bytes: p.number(
+                "PIMESH_PROXY_DETECT_BUFFER_SIZE",
+                DEFAULT_DETECT_BUFFER_BYTES,
+                64..=65536,
+            )?,
+            max_header_bytes: p.number(
+                "PIMESH_PROXY_MAX_HEADER_BYTES",
+                DEFAULT_MAX_HEADER_BYTES,
+                // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
+                8192..=1024 * 1024,
+            )?,
+            max_connections: p.number(
+                "PIMESH_PROXY_MAX_CONNECTIONS",
+                DEFAULT_MAX_CONNECTIONS,
+                1..=1_000_000,
+            )?,
+            idle_timeout: p.duration("PIMESH_PROXY_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT)?,
+            header_read_timeout: p.duration(
+                "PIMESH_PROXY_HEADER_READ_TIMEOUT",
+                DEFAULT_HEADER_READ_TIMEOUT,
+            )?,
+            connect_timeout: p.duration("PIMESH_PROXY_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)?,
+            shutdown_grace_period: p.duration(
+                "PIMESH_PROXY_SHUTDOWN_GRACE_PERIOD",
+                DEFAULT_SHUTDOWN_GRACE_PERIOD,
+            )?,
+            threads: p.number("PIMESH_PROXY_THREADS", DEFAULT_THREADS, 1..=64)?,
+            log: p.parse("PIMESH_PROXY_LOG", DEFAULT_LOG, |v| {
+                tracing_subscriber::EnvFilter::try_new(v)
+                    .map(|_| v.to_string())
+                    .map_err(|e| e.to_string())
+            })?,
+        })
+    }
+
+    /// Whether connections to `port` skip protocol detection.
+    pub fn is_opaque_port(&self, port: u16) -> bool {
+        self.opaque_ports.binary_search(&port).is_ok()
+    }
+}
+
+impl fmt::Display for Config {
+    /// One line for the start-up log: the effective configuration.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "inbound={} outbound={} admin={} inbound_target={} opaque_ports={:?} \
+             detect_timeout={:?} detect_buffer={}B max_header={}B max_connections={} \
+             idle_timeout={:?} header_read_timeout={:?} connect_timeout={:?} \
+             shutdown_grace_period={:?} threads={} workload_labels={:?}",
+            self.inbound_addr,
+            self.outbound_addr,
+            self.admin_addr,
+            self.inbound_target
+                .map_or_else(|| "original-destination".into(), |a| a.to_string()),
+            self.opaque_ports,
+            self.detect_timeout,
+            self.detect_buffer_bytes,
+            self.max_header_bytes,
+            self.max_connections,
+            self.idle_timeout,
+            self.header_read_timeout,
+            self.connect_timeout,
+            self.shutdown_grace_period,
+            self.threads,
+            self.workload_labels,
+        )
+    }
+}
+
+struct Parser<'a> {
+    env: &'a dyn Env,
+}
+
+impl Parser<'_> {
+    fn parse<T>(
+        &self,
+        name: &'static str,
+        default: &str,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, Error> {
+        let value = self.env.get(name).unwrap_or_else(|| default.to_string());
+        f(value.trim()).map_err(|reason| Error {
+            name,
+            value,
+            reason,
+        })
+    }
+
+    fn parse_opt<T>(
+        &self,
+        name: &'static str,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, Error> {
+        match self.env.get(name) {
+            None => Ok(None),
+            Some(value) => f(value.trim()).map(Some).map_err(|reason| Error {
+                name,
+                value,
+                reason,
+            }),
+        }
+    }
+
+    fn duration(&self, name: &'static str, default: Duration) -> Result<Duration, Error> {
+        Ok(self.parse_opt(name, parse_duration)?.unwrap_or(default))
+    }
+
+    fn number(
+        &self,
+        name: &'static str,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Result<usize, Error> {
+        let n = self.parse_opt(name, |v| {
+            let n: usize = v.parse().map_err(|_| "not a whole number".to_string())?;
+            if range.contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!(
+                    "must be between {} and {}",
+                    range.start(),
+                    range.end()
+                ))
+            }
+        })?;
+        Ok(n.unwrap_or(default))
+    }
+}
+
+fn parse_addr(v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| "not an IP:PORT socket address".to_string())
+}
+
+/// `25,587,3306` and ranges `8000-8010` (as Linkerd's opaque-ports
+/// annotation); sorted and deduplicated.
+fn parse_ports(v: &str) -> Result<Vec<u16>, String> {
+    let mut ports = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let port = |s: &str| -> Result<u16, String> {
+            match s.trim().parse::<u16>() {
+                Ok(p) if p > 0 => Ok(p),
+                _ => Err(format!("{s:?} is not a port (1-65535)")),
+            }
+        };
+        match item.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (port(lo)?, port(hi)?);
+                if lo > hi {
+                    return Err(format!("range {item:?} is reversed"));
+                }
+                ports.extend(lo..=hi);
+            }
+            None => ports.push(port(item)?),
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(ports)
+}
+
+/// `namespace=shop,deployment=web,pod=web-5f7c` → label pairs. Names follow
+/// Prometheus' `[a-zA-Z_][a-zA-Z0-9_]*`; values may not hold `"`, `\` or
+/// newlines (they go into the exposition format as they are).
+fn parse_labels(v: &str) -> Result<Vec<(String, String)>, String> {
+    let mut labels: Vec<(String, String)> = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, value) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not name=value"))?;
+        let (name, value) = (name.trim(), value.trim());
+        let valid_name = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if name.is_empty() || !valid_name {
+            return Err(format!("{name:?} is not a Prometheus label name"));
+        }
+        if value.contains(['"', '\\', '\n']) {
+            return Err(format!(
+                "value of {name:?} holds a quote, backslash or newline"
+            ));
+        }
+        if labels.iter().any(|(n, _)| n == name) {
+            return Err(format!("label {name:?} given twice"));
+        }
+        labels.push((name.to_string(), value.to_string()));
+    }
+    Ok(labels)
+}
+
+/// Durations as linkerd2-proxy writes them: an integer and a unit, one of
+/// `ms`, `s`, `m`, `h` (`100ms`, `10s`, `2m`); a bare number is seconds.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "not a duration such as 100ms, 10s, 2m or 1h".to_string())?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
+    };
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&'static str, &'static str)]) -> Result<Config, Error> {
+        let env: HashMap<&str, &str> = pairs.iter().copied().collect();
+        Config::from_env(&env)
+    }
+
+    #[test]
+    fn defaults_follow_design() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.inbound_addr.to_string(), "0.0.0.0:4143");
+        assert_eq!(c.outbound_addr.to_string(), "127.0.0.1:4140");
+        assert_eq!(c.admin_addr.to_string(), "0.0.0.0:4191");
+        assert_eq!(
+            c.opaque_ports,
+            [25, 587, 3306, 4444, 5432, 6379, 9300, 11211]
+        );
+        assert_eq!(c.detect_timeout, Duration::from_secs(10));
+        assert_eq!(c.threads, 1);
+        assert!(c.is_opaque_port(5432) && !c.is_opaque_port(80));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = cfg(&[("PIMESH_PROXY_THREADS", "many")]).unwrap_err();
+        assert_eq!(e.name, "PIMESH_PROXY_THREADS");
+        assert!(e.to_string().contains("\"many\""), "{e}");
+        let e = cfg(&[("PIMESH_PROXY_OPAQUE_PORTS", "25,abc")]).unwrap_err();
+        assert_eq!(e.name, "PIMESH_PROXY_OPAQUE_PORTS");
+        let e = cfg(&[("PIMESH_PROXY_DETECT_TIMEOUT", "10 parsecs")]).unwrap_err();
+        assert_eq!(e.name, "PIMESH_PROXY_DETECT_TIMEOUT");
+        let e = cfg(&[("PIMESH_PROXY_INBOUND_TARGET", "localhost")]).unwrap_err();
+        assert_eq!(e.name, "PIMESH_PROXY_INBOUND_TARGET");
+        let e = cfg(&[("PIMESH_PROXY_WORKLOAD_LABELS", "pod=\"x\"")]).unwrap_err();
+        assert_eq!(e.name, "PIMESH_PROXY_WORKLOAD_LABELS");
+        let e = cfg(&[("PIMESH_PROXY_LOG", "pimesh=loud")]).unwrap_err();
+        assert_eq!(e.name, "PIMESH_PROXY_LOG");
+        let e = cfg(&[("PIMESH_PROXY_MAX_HEADER_BYTES", "100")]).unwrap_err();
+        assert!(e.reason.contains("between"), "{e}");
+    }
+
+    #[test]
+    fn parses_values() {
+        let c = cfg(&[
+            ("PIMESH_PROXY_OPAQUE_PORTS", "9000-9002, 25,25"),
+            ("PIMESH_PROXY_WORKLOAD_LABELS", "namespace=shop, pod=web-1"),
+            ("PIMESH_PROXY_INBOUND_TARGET", "127.0.0.1:8080"),
+            ("PIMESH_PROXY_IDLE_TIMEOUT", "250ms"),
+        ])
+        .unwrap();
+        assert_eq!(c.opaque_ports, [25, 9000, 9001, 9002]);
+        assert_eq!(
+            c.workload_labels,
+            [
+                ("namespace".into(), "shop".into()),
+                ("pod".into(), "web-1".into())
+            ]
+        );
+        assert_eq!(c.inbound_target, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.idle_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

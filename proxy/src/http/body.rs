@@ -1,0 +1,131 @@
+//! The response body handed back to the client: the target's streaming
+//! body (data and trailers untouched) or a local one, recording the
+//! exchange's metrics at the first frame and at the end of the stream.
+
+use crate::metrics::RequestMetrics;
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Where the bytes come from.
+#[derive(Debug)]
+pub enum Inner {
+    /// The target's response body.
+    Upstream(Incoming),
+    /// A body the proxy wrote (errors, `CONNECT` answers); `None` is empty.
+    Local(Option<Bytes>),
+}
+
+/// A response body that records `response_latency_ms` at its first frame
+/// and `response_total` when it ends (classified by status and, for gRPC,
+/// the `grpc-status` trailer or trailers-only header). A body dropped
+/// before its end, e.g. because the client went away, counts as a failure
+/// with `error="cancel"`.
+#[derive(Debug)]
+pub struct ResponseBody {
+    inner: Inner,
+    metrics: Option<RequestMetrics>,
+    status: u16,
+    grpc_status: Option<u32>,
+}
+
+impl ResponseBody {
+    /// Wraps the target's response body; `headers` are the response's, where
+    /// a trailers-only gRPC response carries its `grpc-status`.
+    pub fn new(inner: Inner, metrics: RequestMetrics, status: u16, headers: &HeaderMap) -> Self {
+        let mut body = ResponseBody {
+            inner,
+            metrics: Some(metrics),
+            status,
+            grpc_status: grpc_status(headers),
+        };
+        if body.is_end_stream() {
+            body.finish("");
+        }
+        body
+    }
+
+    /// A body the proxy wrote itself, whose metrics are already recorded.
+    pub fn local(bytes: Bytes) -> Self {
+        ResponseBody {
+            inner: Inner::Local(Some(bytes)),
+            metrics: None,
+            status: 0,
+            grpc_status: None,
+        }
+    }
+
+    fn finish(&mut self, error: &'static str) {
+        if let Some(m) = self.metrics.take() {
+            m.end(Some(self.status), self.grpc_status, error);
+        }
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        let Poll::Ready(frame) = polled else {
+            return Poll::Pending;
+        };
+        match &frame {
+            Some(Ok(f)) => {
+                let status = Some(this.status);
+                if let Some(m) = this.metrics.as_mut() {
+                    m.first_frame(status);
+                }
+                if let Some(trailers) = f.trailers_ref() {
+                    if let Some(g) = grpc_status(trailers) {
+                        this.grpc_status = Some(g);
+                    }
+                }
+                if this.is_end_stream() {
+                    this.finish("");
+                }
+            }
+            Some(Err(_)) => this.finish("stream"),
+            None => this.finish(""),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Local(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(body) => body.size_hint(),
+            Inner::Local(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        let error = if self.is_end_stream() { "" } else { "cancel" };
+        self.finish(error);
+    }
+}

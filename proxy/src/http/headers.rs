@@ -1,0 +1,164 @@
+//! Header handling a proxy owes the peers: the request's authority,
+//! hop-by-hop headers (RFC 9110 §7.6.1), origin-form targets for explicit
+//! proxy requests (RFC 9112 §3.2), and the size of a request head.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
+use http::{Method, Request, Uri, Version};
+
+/// The request's authority: the URI's (absolute-form, authority-form,
+/// HTTP/2 `:authority`), else a valid `Host` header.
+pub fn authority<B>(req: &Request<B>) -> Option<Authority> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.clone());
+    }
+    let host = req.headers().get(header::HOST)?.to_str().ok()?;
+    host.parse().ok()
+}
+
+/// Bytes of the request head as HTTP/2 counts them for
+/// `SETTINGS_MAX_HEADER_LIST_SIZE` (RFC 9113 §6.5.2): name + value + 32 per
+/// field, plus the request target.
+pub fn head_size<B>(req: &Request<B>) -> usize {
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 32)
+        .sum();
+    fields + req.uri().to_string().len() + req.method().as_str().len()
+}
+
+/// Whether the request asks to switch protocols: HTTP/1.1 `Connection:
+/// upgrade` with an `Upgrade` header (RFC 9110 §7.8), or `CONNECT`.
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    if req.version() != Version::HTTP_11 && req.version() != Version::HTTP_10 {
+        return false;
+    }
+    if req.method() == Method::CONNECT {
+        return true;
+    }
+    req.headers().contains_key(header::UPGRADE) && has_token(req.headers(), "upgrade")
+}
+
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers: those named in `Connection`, and
+/// `Connection`, `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`,
+/// `TE` (except `TE: trailers`, which gRPC needs), `Upgrade`. With
+/// `keep_upgrade` the upgrade handshake (`Connection: upgrade`, `Upgrade`)
+/// is kept; with `explicit` (the client addressed us as its proxy)
+/// `Proxy-Authorization` is dropped too.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, explicit: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    headers.remove(header::CONNECTION);
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    headers.remove(header::TRANSFER_ENCODING);
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(header::TE);
+    }
+    if explicit {
+        headers.remove(header::PROXY_AUTHORIZATION);
+    }
+    if keep_upgrade && headers.contains_key(header::UPGRADE) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Rewrites an absolute-form target (`GET http://web:8080/a?b`) to origin
+/// form (`/a?b`) for the origin server, and sets `Host` from the authority
+/// when the client sent none.
+pub fn to_origin_form<B>(req: &mut Request<B>, authority: Option<&Authority>) {
+    if req.uri().authority().is_some() && req.method() != Method::CONNECT {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        *req.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    }
+    if let Some(a) = authority {
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-end-to-end", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h, false, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["te", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn keeps_upgrade_handshake() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h, true, false);
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form() {
+        let mut req = Request::get("http://web.shop:8080/a/b?c=d")
+            .body(())
+            .unwrap();
+        let a = authority(&req);
+        to_origin_form(&mut req, a.as_ref());
+        assert_eq!(req.uri(), "/a/b?c=d");
+        assert_eq!(req.headers()[header::HOST], "web.shop:8080");
+    }
+
+    #[test]
+    fn authority_from_host_header() {
+        let req = Request::get("/").header("host", "web:80").body(()).unwrap();
+        assert_eq!(authority(&req).unwrap().as_str(), "web:80");
+        let bad = Request::get("/").header("host", "a b").body(()).unwrap();
+        assert!(authority(&bad).is_none());
+    }
+}

@@ -1,0 +1,24 @@
+//! `pimesh-proxy`: pimesh's sidecar data plane. One process per meshed pod
+//! with an inbound listener (4143), an outbound listener (4140, also an
+//! explicit HTTP proxy) and an admin listener (4191); see ARCHITECTURE.md.
+//!
+//! Layout:
+//! - `config`: the one `Config`, parsed from `PIMESH_PROXY_*` variables.
+//! - `server`: listeners, per-connection dispatch, limits, shutdown.
+//! - `orig_dst`: `SO_ORIGINAL_DST` of redirected connections.
+//! - `detect`: protocol detection on the first bytes.
+//! - `http`: HTTP/1 and HTTP/2 proxying (upgrades, CONNECT, trailers).
+//! - `tcp`: opaque TCP forwarding with half-close.
+//! - `io`: replay of detection bytes and byte counting.
+//! - `metrics`: Linkerd-compatible series.
+//! - `admin`: `/metrics`, `/ready`, `/live`, `/shutdown`, `/proxy-log-level`.
+
+pub mod admin;
+pub mod config;
+pub mod detect;
+pub mod http;
+pub mod io;
+pub mod metrics;
+pub mod orig_dst;
+pub mod server;
+pub mod tcp;

@@ -1,0 +1,106 @@
+//! The `pimesh-proxy` binary: parses `PIMESH_PROXY_*` once, starts the
+//! runtime (one thread by default) and serves until SIGTERM, SIGINT or
+//! `POST /shutdown`. Exit codes: 0 after a drain, 1 when a listener cannot
+//! be bound, 64 on bad usage or configuration (sysexits `EX_USAGE`).
+
+use clap::Parser;
+use pimesh_proxy::config::{Config, OsEnv};
+use pimesh_proxy::server::{self, Listeners};
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter};
+
+/// Exit code for bad usage or configuration (sysexits.h `EX_USAGE`).
+const EX_USAGE: u8 = 64;
+
+/// pimesh's sidecar proxy. Configured by PIMESH_PROXY_* environment
+/// variables (see README): inbound listener (4143), outbound listener and
+/// explicit HTTP proxy (4140), admin (4191: /metrics, /ready, /live,
+/// POST /shutdown, /proxy-log-level).
+#[derive(Debug, Parser)]
+#[command(name = "pimesh-proxy", version, about, long_about = None)]
+struct Cli {}
+
+fn main() -> ExitCode {
+    if let Err(e) = Cli::try_parse() {
+        let code = if e.use_stderr() { EX_USAGE } else { 0 };
+        let _ = e.print();
+        return ExitCode::from(code);
+    }
+    let config = match Config::from_env(&OsEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pimesh-proxy: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    // The filter was validated by Config; the reload handle lets the admin
+    // port change it at run time.
+    let (filter, log) = reload::Layer::new(EnvFilter::new(&config.log));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .init();
+
+    let mut rt = if config.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.threads);
+        b
+    };
+    // DNS lookups in explicit proxy mode are the only blocking work.
+    let rt = match rt.enable_all().max_blocking_threads(4).build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pimesh-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "config: {config}");
+        let listeners = match Listeners::bind(&config).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("pimesh-proxy: {e}: {}", e.source);
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr =
+            |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(
+            "listening inbound={} outbound={} admin={}",
+            addr(&listeners.inbound),
+            addr(&listeners.outbound),
+            addr(&listeners.admin)
+        );
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        server::run(config, listeners, log, shutdown).await;
+        tracing::info!("drained; exiting");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Cancels `shutdown` on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

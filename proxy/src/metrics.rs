@@ -1,0 +1,610 @@
+//! Golden metrics with linkerd2-proxy's series names and labels, so that
+//! Linkerd's dashboards and PromQL work unchanged (DESIGN.md "Metrics").
+//! Label values come from bounded sets: authorities and target addresses
+//! are interned up to [`MAX_LABEL_VALUES`] each, later ones share `overflow`.
+
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+/// Distinct values kept per interned label (authority, target address).
+pub const MAX_LABEL_VALUES: usize = 1000;
+
+/// `response_latency_ms` buckets, milliseconds, as linkerd2-proxy's.
+pub const LATENCY_BUCKETS_MS: [f64; 25] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+    1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
+];
+
+/// `tcp_connection_duration_ms` buckets, milliseconds: decades, as
+/// linkerd2-proxy's, from 1 ms to ~28 h.
+pub const DURATION_BUCKETS_MS: [f64; 9] = [1.0, 10.0, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
+
+/// Which side of the pod a connection is on (`direction` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Traffic to the pod's app, accepted on the inbound listener.
+    Inbound,
+    /// Traffic from the pod's app, accepted on the outbound listener.
+    Outbound,
+}
+
+impl Direction {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// `peer` label of TCP series: the accepted side (`src`) or the side the
+/// proxy connected to (`dst`), as linkerd2-proxy's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// The connection the proxy accepted.
+    Src,
+    /// The connection the proxy opened to the target.
+    Dst,
+}
+
+/// TLS state of a connection: linkerd2-proxy's `tls` label, and its
+/// `no_tls_reason` when there is no mesh identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Tls {
+    /// No mTLS; the reason as linkerd2-proxy words it
+    /// (`no_tls_from_remote` inbound, `not_provided_by_service_discovery` outbound).
+    NoIdentity(&'static str),
+}
+
+impl Tls {
+    /// The state of plaintext traffic in `direction` before the mesh has identities.
+    pub fn plaintext(direction: Direction) -> Tls {
+        match direction {
+            Direction::Inbound => Tls::NoIdentity("no_tls_from_remote"),
+            Direction::Outbound => Tls::NoIdentity("not_provided_by_service_discovery"),
+        }
+    }
+
+    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            Tls::NoIdentity(reason) => {
+                ("tls", "no_identity").encode(e.encode_label())?;
+                ("no_tls_reason", *reason).encode(e.encode_label())
+            }
+        }
+    }
+}
+
+/// Labels shared by every series of one connection's target.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TargetLabels {
+    /// `direction`.
+    pub direction: Direction,
+    /// `target_addr`: `ip:port` the traffic is for (bounded).
+    pub target_addr: Arc<str>,
+    /// `tls` / `no_tls_reason`.
+    pub tls: Tls,
+}
+
+impl TargetLabels {
+    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("direction", self.direction.as_str()).encode(e.encode_label())?;
+        ("target_addr", &*self.target_addr).encode(e.encode_label())?;
+        self.tls.encode(e)
+    }
+}
+
+/// Labels of the `tcp_*` series.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TcpLabels {
+    /// Direction, target and TLS.
+    pub target: TargetLabels,
+    /// `peer`: `src` or `dst`.
+    pub peer: Peer,
+}
+
+impl EncodeLabelSet for TcpLabels {
+    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.target.encode(e)?;
+        let peer = match self.peer {
+            Peer::Src => "src",
+            Peer::Dst => "dst",
+        };
+        ("peer", peer).encode(e.encode_label())
+    }
+}
+
+/// `tcp_close_total` labels: [`TcpLabels`] plus `errno` (empty on a clean close).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TcpCloseLabels {
+    tcp: TcpLabels,
+    errno: &'static str,
+}
+
+impl EncodeLabelSet for TcpCloseLabels {
+    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.tcp.encode(e)?;
+        ("errno", self.errno).encode(e.encode_label())
+    }
+}
+
+/// `request_total` labels: target labels plus `authority` (bounded).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RequestLabels {
+    /// Direction, target and TLS.
+    pub target: TargetLabels,
+    /// `authority`: the request's `Host` / `:authority`, or empty.
+    pub authority: Arc<str>,
+}
+
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.target.encode(e)?;
+        ("authority", &*self.authority).encode(e.encode_label())
+    }
+}
+
+/// How a response counts, as linkerd2-proxy classifies: 5xx, a non-zero
+/// `grpc-status`, or no response at all are failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Classification {
+    /// `classification="success"`.
+    Success,
+    /// `classification="failure"`.
+    Failure,
+}
+
+/// `response_total` labels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ResponseLabels {
+    request: RequestLabels,
+    status_code: Option<u16>,
+    grpc_status: Option<u32>,
+    classification: Classification,
+    error: &'static str,
+}
+
+impl EncodeLabelSet for ResponseLabels {
+    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.request.encode(e)?;
+        if let Some(code) = self.status_code {
+            ("status_code", code as u64).encode(e.encode_label())?;
+        }
+        if let Some(code) = self.grpc_status {
+            ("grpc_status", code as u64).encode(e.encode_label())?;
+        }
+        let class = match self.classification {
+            Classification::Success => "success",
+            Classification::Failure => "failure",
+        };
+        ("classification", class).encode(e.encode_label())?;
+        if !self.error.is_empty() {
+            ("error", self.error).encode(e.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// `response_latency_ms` labels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct LatencyLabels {
+    request: RequestLabels,
+    status_code: Option<u16>,
+}
+
+impl EncodeLabelSet for LatencyLabels {
+    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.request.encode(e)?;
+        if let Some(code) = self.status_code {
+            ("status_code", code as u64).encode(e.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// Labels of the per-direction error counters: just `error`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ErrorLabels {
+    error: &'static str,
+}
+
+impl EncodeLabelSet for ErrorLabels {
+    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("error", self.error).encode(e.encode_label())
+    }
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every series the proxy exports, and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    request_total: Family<RequestLabels, Counter>,
+    response_total: Family<ResponseLabels, Counter>,
+    response_latency_ms: HistogramFamily<LatencyLabels>,
+    tcp_open_total: Family<TcpLabels, Counter>,
+    tcp_close_total: Family<TcpCloseLabels, Counter>,
+    tcp_open_connections: Family<TcpLabels, Gauge>,
+    tcp_read_bytes_total: Family<TcpLabels, Counter>,
+    tcp_write_bytes_total: Family<TcpLabels, Counter>,
+    tcp_connection_duration_ms: HistogramFamily<TcpLabels>,
+    /// `{inbound,outbound}_tcp_accept_errors_total{error}`: connections
+    /// refused or fallen back before any target handled them.
+    accept_errors: [Family<ErrorLabels, Counter>; 2],
+    /// `{inbound,outbound}_http_errors_total{error}`: HTTP connections that
+    /// ended in a protocol error (bad or oversized head, timeout, reset).
+    http_errors: [Family<ErrorLabels, Counter>; 2],
+    authorities: Interner,
+    targets: Interner,
+}
+
+impl Metrics {
+    /// Registers every series; `workload_labels` (`namespace`, `pod`, ...)
+    /// are added to each of them.
+    pub fn new(workload_labels: &[(String, String)]) -> Metrics {
+        let mut registry = Registry::with_labels(
+            workload_labels
+                .iter()
+                .map(|(k, v)| (k.clone().into(), v.clone().into())),
+        );
+        let build_info = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        build_info
+            .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register("proxy_build_info", "Proxy build information", build_info);
+
+        let m = Metrics {
+            request_total: Family::default(),
+            response_total: Family::default(),
+            response_latency_ms: Family::new_with_constructor(|| {
+                Histogram::new(LATENCY_BUCKETS_MS)
+            }),
+            tcp_open_total: Family::default(),
+            tcp_close_total: Family::default(),
+            tcp_open_connections: Family::default(),
+            tcp_read_bytes_total: Family::default(),
+            tcp_write_bytes_total: Family::default(),
+            tcp_connection_duration_ms: Family::new_with_constructor(|| {
+                Histogram::new(DURATION_BUCKETS_MS)
+            }),
+            accept_errors: Default::default(),
+            http_errors: Default::default(),
+            authorities: Interner::default(),
+            targets: Interner::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "request",
+            "Total count of HTTP requests",
+            m.request_total.clone(),
+        );
+        r.register(
+            "response",
+            "Total count of HTTP responses",
+            m.response_total.clone(),
+        );
+        r.register(
+            "response_latency_ms",
+            "Elapsed times between a request's headers being received and its response stream completing",
+            m.response_latency_ms.clone(),
+        );
+        r.register(
+            "tcp_open",
+            "Total count of opened connections",
+            m.tcp_open_total.clone(),
+        );
+        r.register(
+            "tcp_close",
+            "Total count of closed connections",
+            m.tcp_close_total.clone(),
+        );
+        r.register(
+            "tcp_open_connections",
+            "Number of currently-open connections",
+            m.tcp_open_connections.clone(),
+        );
+        r.register(
+            "tcp_read_bytes",
+            "Total count of bytes read from peers",
+            m.tcp_read_bytes_total.clone(),
+        );
+        r.register(
+            "tcp_write_bytes",
+            "Total count of bytes written to peers",
+            m.tcp_write_bytes_total.clone(),
+        );
+        r.register(
+            "tcp_connection_duration_ms",
+            "Connection lifetimes",
+            m.tcp_connection_duration_ms.clone(),
+        );
+        for (i, dir) in ["inbound", "outbound"].iter().enumerate() {
+            r.register(
+                format!("{dir}_tcp_accept_errors"),
+                "Connections that failed before a target handled them",
+                m.accept_errors[i].clone(),
+            );
+            r.register(
+                format!("{dir}_http_errors"),
+                "HTTP connections that ended in a protocol error",
+                m.http_errors[i].clone(),
+            );
+        }
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition (OpenMetrics 1.0 flavour) of every series.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The bounded `authority` label value for `authority`.
+    pub fn authority(&self, authority: &str) -> Arc<str> {
+        self.authorities.get(authority)
+    }
+
+    /// Target labels for traffic in `direction` to `target_addr`.
+    pub fn target(&self, direction: Direction, target_addr: &str, tls: Tls) -> TargetLabels {
+        TargetLabels {
+            direction,
+            target_addr: self.targets.get(target_addr),
+            tls,
+        }
+    }
+
+    /// Counts a connection that failed before it was handed to a target.
+    pub fn accept_error(&self, direction: Direction, error: &'static str) {
+        self.accept_errors[direction as usize]
+            .get_or_create(&ErrorLabels { error })
+            .inc();
+    }
+
+    /// Counts an HTTP connection that ended in a protocol error.
+    pub fn http_error(&self, direction: Direction, error: &'static str) {
+        self.http_errors[direction as usize]
+            .get_or_create(&ErrorLabels { error })
+            .inc();
+    }
+
+    /// Starts counting one TCP connection; the returned handle counts its
+    /// bytes and records its close when dropped.
+    pub fn tcp_open(self: &Arc<Self>, labels: TcpLabels) -> Arc<TcpConnection> {
+        self.tcp_open_total.get_or_create(&labels).inc();
+        self.tcp_open_connections.get_or_create(&labels).inc();
+        Arc::new(TcpConnection {
+            read: self.tcp_read_bytes_total.get_or_create_owned(&labels),
+            write: self.tcp_write_bytes_total.get_or_create_owned(&labels),
+            bytes: Default::default(),
+            opened: Instant::now(),
+            errno: OnceLock::new(),
+            metrics: self.clone(),
+            labels,
+        })
+    }
+
+    /// Counts one request; the handle records its response.
+    pub fn request(self: &Arc<Self>, labels: RequestLabels) -> RequestMetrics {
+        self.request_total.get_or_create(&labels).inc();
+        RequestMetrics {
+            metrics: self.clone(),
+            labels,
+            start: Instant::now(),
+            latency_recorded: false,
+        }
+    }
+}
+
+/// One open TCP connection's metrics.
+#[derive(Debug)]
+pub struct TcpConnection {
+    read: Counter,
+    write: Counter,
+    /// Bytes moved either way, for the idle timeout watchdog.
+    pub bytes: std::sync::atomic::AtomicU64,
+    opened: Instant,
+    errno: OnceLock<&'static str>,
+    metrics: Arc<Metrics>,
+    labels: TcpLabels,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl TcpConnection {
+    /// Counts `n` bytes read from the peer.
+    pub fn read(&self, n: usize) {
+        self.read.inc_by(n as u64);
+        self.bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts `n` bytes written to the peer.
+    pub fn wrote(&self, n: usize) {
+        self.write.inc_by(n as u64);
+        self.bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records why the connection ended (first error wins), for `errno`.
+    pub fn set_error(&self, error: &std::io::Error) {
+        let _ = self.errno.set(errno_label(error));
+    }
+}
+
+impl Drop for TcpConnection {
+    fn drop(&mut self) {
+        let m = &self.metrics;
+        m.tcp_open_connections.get_or_create(&self.labels).dec();
+        let errno = self.errno.get().copied().unwrap_or("");
+        m.tcp_close_total
+            .get_or_create(&TcpCloseLabels {
+                tcp: self.labels.clone(),
+                errno,
+            })
+            .inc();
+        m.tcp_connection_duration_ms
+            .get_or_create(&self.labels)
+            .observe(self.opened.elapsed().as_secs_f64() * 1e3);
+    }
+}
+
+/// One request in flight. Latency is recorded at the response's first
+/// frame (linkerd2-proxy's time-to-first-byte; end of stream when there is
+/// no data), the response when its stream ends.
+#[derive(Debug)]
+pub struct RequestMetrics {
+    metrics: Arc<Metrics>,
+    labels: RequestLabels,
+    start: Instant,
+    latency_recorded: bool,
+}
+
+impl RequestMetrics {
+    /// Records `response_latency_ms` once, at the first response frame.
+    pub fn first_frame(&mut self, status: Option<u16>) {
+        if std::mem::replace(&mut self.latency_recorded, true) {
+            return;
+        }
+        self.metrics
+            .response_latency_ms
+            .get_or_create(&LatencyLabels {
+                request: self.labels.clone(),
+                status_code: status,
+            })
+            .observe(self.start.elapsed().as_secs_f64() * 1e3);
+    }
+
+    /// Records the end of the exchange: `status` is the HTTP status sent to
+    /// the client (`None`: none was), `grpc_status` the `grpc-status`
+    /// trailer if any, `error` a short reason when the exchange failed
+    /// (`""` otherwise). 5xx, non-zero gRPC status or an error classify as
+    /// `failure`, as linkerd2-proxy does.
+    pub fn end(mut self, status: Option<u16>, grpc_status: Option<u32>, error: &'static str) {
+        self.first_frame(status);
+        let failed = !error.is_empty()
+            || status.is_none_or(|s| s >= 500)
+            || grpc_status.is_some_and(|g| g != 0);
+        let classification = if failed {
+            Classification::Failure
+        } else {
+            Classification::Success
+        };
+        self.metrics
+            .response_total
+            .get_or_create(&ResponseLabels {
+                request: self.labels.clone(),
+                status_code: status,
+                grpc_status,
+                classification,
+                error,
+            })
+            .inc();
+    }
+}
+
+/// `errno` label values for the errors a proxied socket commonly ends with.
+fn errno_label(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionReset => "ECONNRESET",
+        ConnectionRefused => "ECONNREFUSED",
+        ConnectionAborted => "ECONNABORTED",
+        BrokenPipe => "EPIPE",
+        TimedOut => "ETIMEDOUT",
+        NotConnected => "ENOTCONN",
+        HostUnreachable => "EHOSTUNREACH",
+        NetworkUnreachable => "ENETUNREACH",
+        _ => "EIO",
+    }
+}
+
+/// Keeps at most [`MAX_LABEL_VALUES`] distinct strings, so that a client
+/// sending random `Host` headers cannot grow the metrics without bound.
+#[derive(Default)]
+struct Interner {
+    values: Mutex<HashSet<Arc<str>>>,
+}
+
+impl Interner {
+    fn get(&self, value: &str) -> Arc<str> {
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = values.get(value) {
+            return v.clone();
+        }
+        if values.len() >= MAX_LABEL_VALUES {
+            return values
+                .get("overflow")
+                .cloned()
+                .unwrap_or_else(|| Arc::from("overflow"));
+        }
+        let v: Arc<str> = Arc::from(value);
+        values.insert(v.clone());
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_linkerd_names_and_labels() {
+        let m = Arc::new(Metrics::new(&[("namespace".into(), "shop".into())]));
+        let target = m.target(
+            Direction::Inbound,
+            "10.0.0.1:80",
+            Tls::plaintext(Direction::Inbound),
+        );
+        let labels = RequestLabels {
+            target: target.clone(),
+            authority: m.authority("web.shop:80"),
+        };
+        m.request(labels.clone()).end(Some(200), None, "");
+        m.request(labels).end(Some(502), None, "connect");
+        drop(m.tcp_open(TcpLabels {
+            target,
+            peer: Peer::Src,
+        }));
+        let text = m.encode();
+        for want in [
+            "request_total{namespace=\"shop\",direction=\"inbound\",target_addr=\"10.0.0.1:80\",tls=\"no_identity\",no_tls_reason=\"no_tls_from_remote\",authority=\"web.shop:80\"} 2",
+            "status_code=\"200\",classification=\"success\"} 1",
+            "status_code=\"502\",classification=\"failure\",error=\"connect\"} 1",
+            "response_latency_ms_bucket{",
+            "le=\"50000.0\"",
+            "tcp_open_total{",
+            "tcp_close_total{",
+            "errno=\"\"} 1",
+            "tcp_open_connections{",
+            "proxy_build_info{",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn interned_values_are_bounded() {
+        let i = Interner::default();
+        for n in 0..MAX_LABEL_VALUES + 50 {
+            i.get(&format!("host-{n}"));
+        }
+        assert_eq!(&*i.get("new-host"), "overflow");
+        assert_eq!(&*i.get("host-1"), "host-1");
+        assert!(i.values.lock().unwrap().len() <= MAX_LABEL_VALUES);
+    }
+}

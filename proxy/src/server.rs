@@ -1,0 +1,266 @@
+//! The listeners and what happens to each accepted connection: find its
+//! target (`SO_ORIGINAL_DST`, the configured inbound target, or explicit
+//! proxy mode), detect its protocol, and hand it to the HTTP or TCP path.
+//! Shutdown: stop accepting, let HTTP connections finish gracefully, give
+//! everything the grace period, then return.
+
+use crate::config::Config;
+use crate::detect::{self, Protocol};
+use crate::io::{MeteredIo, PrefixedIo};
+use crate::metrics::{Direction, Metrics, Peer, TargetLabels, TcpConnection, TcpLabels, Tls};
+use crate::{admin, http, tcp};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What every connection task shares.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The start-up configuration.
+    pub config: Config,
+    /// Where every connection and request is counted.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the proxy should drain and exit.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so that shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// The three bound listeners. Binding is separate from serving so that
+/// callers (tests, the binary's log line) learn the actual ports.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Inbound: connections redirected to the pod's ports.
+    pub inbound: TcpListener,
+    /// Outbound: the app's connections (transparent or explicit proxy).
+    pub outbound: TcpListener,
+    /// Admin: metrics, probes, shutdown, log level.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses (port 0 picks a free port).
+    ///
+    /// Errors: the address and the OS error of the first bind that fails.
+    pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError { addr, source })
+        };
+        Ok(Listeners {
+            inbound: bind(config.inbound_addr).await?,
+            outbound: bind(config.outbound_addr).await?,
+            admin: bind(config.admin_addr).await?,
+        })
+    }
+}
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}")]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Serves until `shutdown` is cancelled (by the caller, a signal handler or
+/// `POST /shutdown`), then drains for at most the grace period.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    log: admin::LogHandle,
+    shutdown: CancellationToken,
+) {
+    let metrics = Arc::new(Metrics::new(&config.workload_labels));
+    let grace = config.shutdown_grace_period;
+    let ctx = Arc::new(Ctx {
+        config,
+        metrics,
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+    });
+    let admin = tokio::spawn(admin::serve(listeners.admin, ctx.clone(), log));
+    tokio::join!(
+        accept_loop(ctx.clone(), Direction::Inbound, listeners.inbound),
+        accept_loop(ctx.clone(), Direction::Outbound, listeners.outbound),
+    );
+    ctx.tracker.close();
+    let open = ctx.tracker.len();
+    tracing::info!(open, grace = ?grace, "shutting down: draining connections");
+    if tokio::time::timeout(grace, ctx.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = ctx.tracker.len(),
+            "grace period over; closing remaining connections"
+        );
+    }
+    admin.abort();
+}
+
+async fn accept_loop(ctx: Arc<Ctx>, direction: Direction, listener: TcpListener) {
+    let limit = Arc::new(Semaphore::new(ctx.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%e, ?direction, "accept failed");
+                ctx.metrics.accept_error(direction, "accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            ctx.metrics.accept_error(direction, "connection_limit");
+            tracing::debug!(%peer, ?direction, "connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        let ctx2 = ctx.clone();
+        ctx.tracker.spawn(async move {
+            serve_connection(ctx2, direction, stream).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Where an accepted connection goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// A fixed address: inbound app port, or outbound original destination.
+    Fixed(SocketAddr),
+    /// Explicit HTTP proxy mode: each request names its target. Holds the
+    /// listener's own address, to refuse requests that would loop.
+    Explicit(SocketAddr),
+}
+
+async fn serve_connection(ctx: Arc<Ctx>, direction: Direction, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let orig_dst = crate::orig_dst::original_dst(&stream)
+        .ok()
+        .filter(|dst| *dst != local);
+    let target = match (direction, orig_dst) {
+        (Direction::Inbound, Some(dst)) => {
+            Target::Fixed(SocketAddr::from((Ipv4Addr::LOCALHOST, dst.port())))
+        }
+        (Direction::Inbound, None) => match ctx.config.inbound_target {
+            Some(t) => Target::Fixed(t),
+            None => {
+                ctx.metrics.accept_error(direction, "no_target");
+                tracing::info!(
+                    "inbound connection without original destination and no PIMESH_PROXY_INBOUND_TARGET; closing"
+                );
+                return;
+            }
+        },
+        (Direction::Outbound, Some(dst)) => Target::Fixed(dst),
+        (Direction::Outbound, None) => Target::Explicit(local),
+    };
+    let label_addr = match target {
+        Target::Fixed(t) => orig_dst.unwrap_or(t),
+        Target::Explicit(local) => local,
+    };
+    let labels = ctx.metrics.target(
+        direction,
+        &label_addr.to_string(),
+        Tls::plaintext(direction),
+    );
+    let conn = ctx.metrics.tcp_open(TcpLabels {
+        target: labels.clone(),
+        peer: Peer::Src,
+    });
+    let opaque_port = match target {
+        Target::Fixed(_) => ctx.config.is_opaque_port(label_addr.port()),
+        Target::Explicit(_) => false,
+    };
+    let serve = async {
+        let (protocol, prefix) = if opaque_port {
+            (Protocol::Opaque, bytes::BytesMut::new())
+        } else {
+            let cfg = &ctx.config;
+            match detect::detect(&mut stream, cfg.detect_buffer_bytes, cfg.detect_timeout).await {
+                Ok(d) => {
+                    if let Some(reason) = d.fallback.filter(|r| *r != "detect_eof") {
+                        ctx.metrics.accept_error(direction, reason);
+                    }
+                    (d.protocol, d.buffered)
+                }
+                Err(e) => {
+                    conn.set_error(&e);
+                    ctx.metrics.accept_error(direction, "io");
+                    return;
+                }
+            }
+        };
+        let io = MeteredIo::new(PrefixedIo::new(prefix.freeze(), stream), conn.clone());
+        match (protocol, target) {
+            (Protocol::Http1 | Protocol::Http2, _) => {
+                http::serve(&ctx, direction, io, protocol, target, labels).await
+            }
+            (_, Target::Fixed(addr)) => tcp::forward(&ctx, io, addr, labels).await,
+            (_, Target::Explicit(_)) => {
+                ctx.metrics.accept_error(direction, "no_target");
+                tracing::debug!("non-HTTP connection in explicit proxy mode; closing");
+            }
+        }
+    };
+    tokio::select! {
+        _ = serve => {}
+        _ = idle(&conn, ctx.config.idle_timeout) => {
+            tracing::debug!(?direction, "idle timeout; closing");
+            ctx.metrics.accept_error(direction, "idle_timeout");
+        }
+    }
+}
+
+/// Resolves once `conn` moved no byte for between `timeout` and twice it.
+async fn idle(conn: &TcpConnection, timeout: Duration) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut seen = conn.bytes.load(Relaxed);
+    loop {
+        tokio::time::sleep(timeout).await;
+        let now = conn.bytes.load(Relaxed);
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
+/// Opens a TCP connection to `addr` within the connect timeout, counted in
+/// the `peer="dst"` TCP series.
+///
+/// Errors: `TimedOut` after the timeout, else the OS error.
+pub async fn connect(
+    ctx: &Ctx,
+    addr: SocketAddr,
+    labels: &TargetLabels,
+) -> std::io::Result<MeteredIo<TcpStream>> {
+    let stream = tokio::time::timeout(ctx.config.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = stream.set_nodelay(true);
+    let conn = ctx.metrics.tcp_open(TcpLabels {
+        target: labels.clone(),
+        peer: Peer::Dst,
+    });
+    Ok(MeteredIo::new(stream, conn))
+}
