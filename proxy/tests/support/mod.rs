@@ -1,0 +1,511 @@
+//! Test support: the real `pimesh-proxy` binary on port 0, real peers
+//! (nginx, curl, h2load, Python grpcio/websockets), TCP and HTTP test
+//! servers, and network namespaces that clean up after themselves.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let p = std::env::temp_dir().join(format!(
+            "pimesh-test-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A command, run inside network namespace `netns` when given.
+pub fn cmd(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Runs `c` to completion with a timeout; panics (failing the test) when
+/// it does not finish in time.
+pub fn run(c: &mut Command, timeout: Duration) -> Output {
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{c:?} did not finish within {timeout:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `pimesh-proxy`, killed on drop.
+pub struct Proxy {
+    child: Child,
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub netns: Option<String>,
+    log: Arc<Mutex<String>>,
+}
+
+pub fn proxy_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pimesh-proxy")
+}
+
+impl Proxy {
+    /// Starts the proxy on 127.0.0.1 port 0 listeners, with `env` on top.
+    pub fn start(env: &[(&str, &str)]) -> Proxy {
+        Proxy::start_in(None, &[], env)
+    }
+
+    /// Starts the proxy inside `netns` (when given), prefixed by `wrapper`
+    /// (e.g. `setpriv --reuid ...`), with `env`.
+    pub fn start_in(netns: Option<&str>, wrapper: &[&str], env: &[(&str, &str)]) -> Proxy {
+        let mut c = match wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = cmd(netns, w);
+                c.args(rest).arg(proxy_bin());
+                c
+            }
+            None => cmd(netns, proxy_bin()),
+        };
+        c.env("PIMESH_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
+            .env("PIMESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
+            .env("PIMESH_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
+            .env("PIMESH_PROXY_LOG", "warn,pimesh=debug")
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pimesh-proxy");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening inbound=") {
+                    let _ = tx.send(line.clone());
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("proxy did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        let addr = |key: &str| -> SocketAddr {
+            let start = line.find(key).unwrap() + key.len();
+            line[start..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        Proxy {
+            inbound: addr(" inbound="),
+            outbound: addr("outbound="),
+            admin: addr("admin="),
+            child,
+            netns: netns.map(str::to_string),
+            log,
+        }
+    }
+
+    /// The proxy's log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// `GET /metrics` text.
+    pub fn metrics(&self) -> String {
+        let out = run(
+            cmd(self.netns.as_deref(), "curl")
+                .args(["-sS", "--max-time", "5"])
+                .arg(format!("http://{}/metrics", self.admin)),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "metrics: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Sum of the samples of series `name` whose labels include all of
+    /// `labels` (`name` matches exactly, before `{`).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        sum_metric(&self.metrics(), name, labels)
+    }
+
+    /// Panics if the proxy exited or logged a panic.
+    pub fn assert_healthy(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("proxy exited with {status}:\n{}", self.log());
+        }
+        assert!(
+            !self.log().contains("panicked"),
+            "proxy panicked:\n{}",
+            self.log()
+        );
+    }
+
+    /// Waits up to `timeout` for the process to exit, returning its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sum of matching samples in a Prometheus text exposition.
+pub fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            let series = l.split(['{', ' ']).next().unwrap_or("");
+            series == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// nginx serving `/` (`hello from nginx`), `/big.bin` (1 MiB) and
+/// `/status/503`, over HTTP/1.1 on `port` and HTTP/2 prior knowledge
+/// (h2c) on `h2_port`.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    pub h2_port: u16,
+    pub dir: TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx on `listen_ip` (inside `netns` when given). Ports are
+    /// picked free on loopback, or fixed (8080/8081) inside a namespace.
+    pub fn start(netns: Option<&str>, listen_ip: &str) -> Nginx {
+        let dir = TempDir::new("nginx");
+        let (port, h2_port) = match netns {
+            Some(_) => (8080, 8081),
+            None => (free_port(), free_port()),
+        };
+        let d = dir.path().display();
+        std::fs::create_dir_all(dir.path().join("www/status")).unwrap();
+        std::fs::write(dir.path().join("www/index.html"), "hello from nginx\n").unwrap();
+        std::fs::write(dir.path().join("www/big.bin"), pattern(1 << 20)).unwrap();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  default_type text/plain;
+  keepalive_requests 100000;
+  server {{ listen {listen_ip}:{port}; root {d}/www;
+    location = /status/503 {{ return 503 \"unavailable\\n\"; }} }}
+  server {{ listen {listen_ip}:{h2_port} http2; root {d}/www;
+    location = /status/503 {{ return 503 \"unavailable\\n\"; }} }}
+}}
+"
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = cmd(netns, "nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (apt-get install nginx-light)");
+        let n = Nginx {
+            child,
+            port,
+            h2_port,
+            dir,
+        };
+        let url = format!("http://{listen_ip}:{port}/");
+        let up = eventually(Duration::from_secs(10), || {
+            run(
+                cmd(netns, "curl").args(["-s", "-o", "/dev/null", "--max-time", "1", &url]),
+                Duration::from_secs(5),
+            )
+            .status
+            .success()
+        });
+        assert!(
+            up,
+            "nginx did not start: {}",
+            std::fs::read_to_string(n.dir.path().join("error.log")).unwrap_or_default()
+        );
+        n
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` deterministic bytes that are not all alike.
+pub fn pattern(n: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// A TCP echo server on 127.0.0.1 that reads a connection to EOF, then
+/// writes everything back and closes: it only answers if the half-close
+/// reached it. With `banner`, it first sends that (server-speaks-first).
+pub struct TcpEcho {
+    pub addr: SocketAddr,
+}
+
+impl TcpEcho {
+    pub fn start(banner: Option<&'static [u8]>) -> TcpEcho {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                std::thread::spawn(move || {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                    if let Some(b) = banner {
+                        let _ = s.write_all(b);
+                    }
+                    let mut buf = Vec::new();
+                    if s.read_to_end(&mut buf).is_ok() {
+                        let _ = s.write_all(&buf);
+                    }
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        TcpEcho { addr }
+    }
+}
+
+/// Sends `payload`, half-closes, and returns everything read until EOF.
+pub fn tcp_roundtrip(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        let payload = payload.to_vec();
+        std::thread::spawn(move || {
+            w.write_all(&payload).unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// A Python test peer under `tests/peers/`, started in `serve` mode; it
+/// prints `PORT n` when ready. Killed on drop.
+pub struct PyPeer {
+    child: Child,
+    pub port: u16,
+}
+
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
+}
+
+impl PyPeer {
+    pub fn start(script: &str) -> PyPeer {
+        let mut child = Command::new("python3")
+            .arg(peer_script(script))
+            .args(["serve", "--port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next().expect("peer printed nothing").unwrap();
+        let port = line
+            .strip_prefix("PORT ")
+            .unwrap_or_else(|| panic!("unexpected peer output {line:?}"))
+            .trim()
+            .parse()
+            .unwrap();
+        PyPeer { child, port }
+    }
+}
+
+impl Drop for PyPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a Python peer's client mode; returns its stdout, failing the test
+/// with its output when it exits non-zero.
+pub fn py_client(netns: Option<&str>, script: &str, args: &[&str]) -> String {
+    let out = run(
+        cmd(netns, "python3")
+            .arg(peer_script(script))
+            .arg("client")
+            .args(args),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{script} client {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// curl with a 10 s limit; returns (exit status success, stdout, stderr).
+pub fn curl(netns: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let out = run(
+        cmd(netns, "curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(args),
+        Duration::from_secs(20),
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs h2load and returns how many requests succeeded (its "succeeded" count).
+pub fn h2load(netns: Option<&str>, args: &[&str]) -> u64 {
+    let out = run(cmd(netns, "h2load").args(args), Duration::from_secs(120));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .unwrap_or_else(|| {
+            panic!(
+                "h2load printed no summary:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    // "requests: 200 total, 200 started, 200 done, 200 succeeded, 0 failed, ..."
+    let succeeded = line
+        .split(',')
+        .find(|p| p.trim().ends_with("succeeded"))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse {line:?}"));
+    succeeded
+}
