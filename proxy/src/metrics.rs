@@ -3,6 +3,8 @@
 //! Label values come from bounded sets: authorities and target addresses
 //! are interned up to [`MAX_LABEL_VALUES`] each, later ones share `overflow`.
 
+mod process;
+
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -260,6 +262,7 @@ impl Metrics {
             .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
             .set(1);
         registry.register("proxy_build_info", "Proxy build information", build_info);
+        registry.register_collector(Box::new(process::ProcessCollector::new()));
 
         let m = Metrics {
             request_total: Family::default(),
@@ -592,6 +595,9 @@ mod tests {
             "errno=\"\"} 1",
             "tcp_open_connections{",
             "proxy_build_info{",
+            "process_cpu_seconds_total{namespace=\"shop\"} ",
+            "process_resident_memory_bytes{namespace=\"shop\"} ",
+            "process_start_time_seconds{",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
