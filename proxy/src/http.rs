@@ -70,6 +70,20 @@ impl Error {
         }
     }
 
+    /// The gRPC status a gRPC client gets: `UNAVAILABLE` (14) when the
+    /// target cannot be reached, `RESOURCE_EXHAUSTED` (8) for oversized
+    /// headers, `INTERNAL` (13) for requests the proxy cannot route.
+    pub fn grpc_status(&self) -> u32 {
+        match self {
+            Error::NoTarget | Error::Loop => 13,
+            Error::HeadersTooLarge => 8,
+            Error::Resolve(..)
+            | Error::ConnectTimeout(_)
+            | Error::Connect(..)
+            | Error::Upstream(..) => 14,
+        }
+    }
+
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -198,13 +212,14 @@ impl Service {
             }
             _ => self.labels.clone(),
         };
-        let mut metrics = self.ctx.metrics.request(RequestLabels {
+        let metrics = self.ctx.metrics.request(RequestLabels {
             target: labels.clone(),
             authority: self
                 .ctx
                 .metrics
                 .authority(authority.as_ref().map_or("", |a| a.as_str())),
         });
+        let is_grpc = headers::is_grpc(req.headers());
         let result = if headers::head_size(&req) > self.ctx.config.max_header_bytes {
             self.ctx
                 .metrics
@@ -225,10 +240,10 @@ impl Service {
             Ok(rsp) => rsp,
             Err(e) => {
                 tracing::debug!(error = %e, "request failed");
-                let status = e.status();
-                metrics.first_frame(Some(status.as_u16()));
-                metrics.end(Some(status.as_u16()), None, e.label());
-                return Ok(error_response(&e));
+                let rsp = error_response(&e, is_grpc);
+                let grpc_status = is_grpc.then(|| e.grpc_status());
+                metrics.end(Some(rsp.status().as_u16()), grpc_status, e.label());
+                return Ok(rsp);
             }
         };
         let (parts, body) = rsp.into_parts();
@@ -344,20 +359,47 @@ impl Service {
 }
 
 /// A response made by the proxy itself: the error's status, its message
-/// as text, and a `pimesh-proxy-error` header (as Linkerd's `l5d-proxy-error`).
-fn error_response(e: &Error) -> Response<ResponseBody> {
+/// as text, and a `pimesh-proxy-error` header (as Linkerd's
+/// `l5d-proxy-error`). gRPC clients get a trailers-only response (HTTP 200,
+/// `grpc-status`, `grpc-message`) as the gRPC over HTTP/2 protocol asks of
+/// proxies, and as linkerd2-proxy answers.
+fn error_response(e: &Error, grpc: bool) -> Response<ResponseBody> {
     let msg = error_chain(e);
-    let mut rsp = Response::new(ResponseBody::local(Bytes::from(format!(
-        "pimesh-proxy: {msg}\n"
-    ))));
-    *rsp.status_mut() = e.status();
-    let h = rsp.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if let Ok(v) = http::HeaderValue::from_str(&msg) {
-        h.insert("pimesh-proxy-error", v);
+    // Header-safe: printable ASCII, the rest percent-encoded (as
+    // grpc-message requires).
+    let encoded: String = msg
+        .bytes()
+        .map(|b| match b {
+            b' '..=b'~' if b != b'%' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let encoded = http::HeaderValue::from_str(&encoded).ok();
+    let mut rsp = if grpc {
+        let mut rsp = Response::new(ResponseBody::local(Bytes::new()));
+        let h = rsp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", http::HeaderValue::from(e.grpc_status()));
+        if let Some(v) = &encoded {
+            h.insert("grpc-message", v.clone());
+        }
+        rsp
+    } else {
+        let mut rsp = Response::new(ResponseBody::local(Bytes::from(format!(
+            "pimesh-proxy: {msg}\n"
+        ))));
+        *rsp.status_mut() = e.status();
+        rsp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        rsp
+    };
+    if let Some(v) = encoded {
+        rsp.headers_mut().insert("pimesh-proxy-error", v);
     }
     rsp
 }

@@ -405,6 +405,7 @@ impl Metrics {
             labels,
             start: Instant::now(),
             latency_recorded: false,
+            ended: false,
         }
     }
 }
@@ -468,13 +469,16 @@ impl Drop for TcpConnection {
 
 /// One request in flight. Latency is recorded at the response's first
 /// frame (linkerd2-proxy's time-to-first-byte; end of stream when there is
-/// no data), the response when its stream ends.
+/// no data), the response when its stream ends. Dropped without an end
+/// (the client cancelled before a response head), it records a failure
+/// with `error="cancel"`, so every request gets a response series.
 #[derive(Debug)]
 pub struct RequestMetrics {
     metrics: Arc<Metrics>,
     labels: RequestLabels,
     start: Instant,
     latency_recorded: bool,
+    ended: bool,
 }
 
 impl RequestMetrics {
@@ -498,6 +502,13 @@ impl RequestMetrics {
     /// (`""` otherwise). 5xx, non-zero gRPC status or an error classify as
     /// `failure`, as linkerd2-proxy does.
     pub fn end(mut self, status: Option<u16>, grpc_status: Option<u32>, error: &'static str) {
+        self.record(status, grpc_status, error);
+    }
+
+    fn record(&mut self, status: Option<u16>, grpc_status: Option<u32>, error: &'static str) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
         self.first_frame(status);
         let failed = !error.is_empty()
             || status.is_none_or(|s| s >= 500)
@@ -517,6 +528,12 @@ impl RequestMetrics {
                 error,
             })
             .inc();
+    }
+}
+
+impl Drop for RequestMetrics {
+    fn drop(&mut self) {
+        self.record(None, None, "cancel");
     }
 }
 

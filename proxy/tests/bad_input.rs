@@ -441,3 +441,26 @@ fn admin_endpoints_and_shutdown_drains_in_flight_requests() {
     assert!(status.success(), "{status}");
     assert!(!proxy.log().contains("panicked"));
 }
+
+#[test]
+fn a_client_that_gives_up_before_the_response_is_counted_as_cancelled() {
+    let target = slow_server(Duration::from_millis(1500)).to_string();
+    let mut proxy = Proxy::start(&[("PIMESH_PROXY_INBOUND_TARGET", &target)]);
+    let url = format!("http://{}/", proxy.inbound);
+    let (ok, _, _) = curl(None, &["--max-time", "0.3", &url]);
+    assert!(!ok, "curl must time out");
+    let cancelled = [
+        ("direction", "inbound"),
+        ("classification", "failure"),
+        ("error", "cancel"),
+    ];
+    assert!(
+        eventually(Duration::from_secs(5), || proxy
+            .metric("response_total", &cancelled)
+            == 1.0),
+        "{}",
+        proxy.metrics()
+    );
+    assert_eq!(proxy.metric("request_total", &[]), 1.0);
+    proxy.assert_healthy();
+}

@@ -23,8 +23,15 @@ struct Lab {
 }
 
 fn sh(args: &[&str]) {
-    let out = run(Command::new(args[0]).args(&args[1..]), Duration::from_secs(20));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        Command::new(args[0]).args(&args[1..]),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Lab {
@@ -44,21 +51,48 @@ impl Lab {
         };
         sh(&["ip", "netns", "add", &lab.client]);
         sh(&["ip", "netns", "add", &lab.pod]);
-        sh(&["ip", "link", "add", "eth0", "netns", &lab.client, "type", "veth", "peer", "name", "eth0", "netns", &lab.pod]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            &lab.client,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &lab.pod,
+        ]);
         for (ns, ip) in [(&lab.client, CLIENT_IP), (&lab.pod, POD_IP)] {
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            sh(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "eth0",
+            ]);
             sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
         }
         let ipt = |args: &str| {
-            let mut v = vec!["ip", "netns", "exec", &lab.pod, "iptables", "-w", "-t", "nat"];
+            let mut v = vec![
+                "ip", "netns", "exec", &lab.pod, "iptables", "-w", "-t", "nat",
+            ];
             v.extend(args.split_whitespace());
             sh(&v);
         };
         // Inbound: every TCP connection to the pod but the proxy's admin port.
         ipt("-A PREROUTING -p tcp ! --dport 4191 -j REDIRECT --to-ports 4143");
         // Outbound: everything but the proxy's own and loopback traffic.
-        ipt(&format!("-A OUTPUT -p tcp -m owner --uid-owner {PROXY_UID} -j RETURN"));
+        ipt(&format!(
+            "-A OUTPUT -p tcp -m owner --uid-owner {PROXY_UID} -j RETURN"
+        ));
         ipt("-A OUTPUT -o lo -j RETURN");
         ipt("-A OUTPUT -p tcp -j REDIRECT --to-ports 4140");
         Some(lab)
@@ -115,7 +149,10 @@ fn inbound_redirected_http1_http2_and_h2load() {
     let (ok, out, err) = curl(client, &["--http2-prior-knowledge", &h2_url]);
     assert!(ok, "{err}");
     assert_eq!(out, "hello from nginx\n");
-    assert_eq!(h2load(client, &["-n", "300", "-c", "3", "-m", "10", &h2_url]), 300);
+    assert_eq!(
+        h2load(client, &["-n", "300", "-c", "3", "-m", "10", &h2_url]),
+        300
+    );
     assert_eq!(h2load(client, &["--h1", "-n", "300", "-c", "3", &url]), 300);
 
     // Labelled with the original destination, counted exactly.
@@ -123,9 +160,28 @@ fn inbound_redirected_http1_http2_and_h2load() {
     let h1 = format!("{POD_IP}:8080");
     let h2 = format!("{POD_IP}:8081");
     let ok = [("direction", "inbound"), ("classification", "success")];
-    assert_eq!(sum_metric(&m, "response_total", &[ok.as_slice(), &[("target_addr", &h1)]].concat()), 303.0, "{m}");
-    assert_eq!(sum_metric(&m, "response_total", &[ok.as_slice(), &[("target_addr", &h2)]].concat()), 301.0, "{m}");
-    assert_eq!(sum_metric(&m, "request_total", &[("direction", "outbound")]), 0.0);
+    assert_eq!(
+        sum_metric(
+            &m,
+            "response_total",
+            &[ok.as_slice(), &[("target_addr", &h1)]].concat()
+        ),
+        303.0,
+        "{m}"
+    );
+    assert_eq!(
+        sum_metric(
+            &m,
+            "response_total",
+            &[ok.as_slice(), &[("target_addr", &h2)]].concat()
+        ),
+        301.0,
+        "{m}"
+    );
+    assert_eq!(
+        sum_metric(&m, "request_total", &[("direction", "outbound")]),
+        0.0
+    );
     proxy.assert_healthy();
 }
 
@@ -145,15 +201,87 @@ fn outbound_redirected_without_loops() {
     assert!(ok, "{err}");
     assert_eq!(out, "hello from nginx\n");
     let h2_url = format!("http://{CLIENT_IP}:8081/");
-    assert_eq!(h2load(pod, &["-n", "200", "-c", "2", "-m", "10", &h2_url]), 200);
+    assert_eq!(
+        h2load(pod, &["-n", "200", "-c", "2", "-m", "10", &h2_url]),
+        200
+    );
 
     let m = proxy.metrics();
     let h1 = format!("{CLIENT_IP}:8080");
     let h2 = format!("{CLIENT_IP}:8081");
-    assert_eq!(sum_metric(&m, "request_total", &[("direction", "outbound"), ("target_addr", &h1)]), 2.0, "{m}");
-    assert_eq!(sum_metric(&m, "request_total", &[("direction", "outbound"), ("target_addr", &h2)]), 200.0, "{m}");
+    assert_eq!(
+        sum_metric(
+            &m,
+            "request_total",
+            &[("direction", "outbound"), ("target_addr", &h1)]
+        ),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        sum_metric(
+            &m,
+            "request_total",
+            &[("direction", "outbound"), ("target_addr", &h2)]
+        ),
+        200.0,
+        "{m}"
+    );
     // A redirect loop would show up as inbound or extra outbound traffic.
     assert_eq!(sum_metric(&m, "request_total", &[]), 202.0, "{m}");
-    assert_eq!(sum_metric(&m, "tcp_open_total", &[("direction", "outbound"), ("peer", "dst")]), 3.0, "{m}");
+    assert_eq!(
+        sum_metric(
+            &m,
+            "tcp_open_total",
+            &[("direction", "outbound"), ("peer", "dst")]
+        ),
+        3.0,
+        "{m}"
+    );
+    proxy.assert_healthy();
+}
+
+#[test]
+fn grpc_and_websocket_across_pods_with_unchanged_apps() {
+    let Some(lab) = Lab::new("rpc") else { return };
+    // gRPC server on the other host, WebSocket server in the pod.
+    let grpc = PyPeer::start_in(Some(&lab.client), "grpc_echo.py", "0.0.0.0", 9090);
+    let ws = PyPeer::start_in(Some(&lab.pod), "ws_echo.py", "0.0.0.0", 9091);
+    let mut proxy = lab.proxy();
+
+    // Outbound: the pod's gRPC client dials the other host directly.
+    let target = format!("{CLIENT_IP}:{}", grpc.port);
+    let out = py_client(
+        Some(&lab.pod),
+        "grpc_echo.py",
+        &["--target", &target, "--messages", "30"],
+    );
+    assert!(
+        out.contains("\"bidi_ok\": 30") && out.contains("\"error_code\": 5"),
+        "{out}"
+    );
+    // Inbound: a WebSocket client on the other host dials the pod.
+    let url = format!("ws://{POD_IP}:{}/echo", ws.port);
+    let out = py_client(
+        Some(&lab.client),
+        "ws_echo.py",
+        &["--url", &url, "--messages", "20"],
+    );
+    assert!(out.contains("\"echoed\": 20"), "{out}");
+
+    let m = proxy.metrics();
+    let grpc_ok = [
+        ("direction", "outbound"),
+        ("target_addr", target.as_str()),
+        ("grpc_status", "0"),
+    ];
+    assert_eq!(sum_metric(&m, "response_total", &grpc_ok), 11.0, "{m}");
+    let ws_addr = format!("{POD_IP}:{}", ws.port);
+    let ws_ok = [
+        ("direction", "inbound"),
+        ("target_addr", ws_addr.as_str()),
+        ("status_code", "101"),
+    ];
+    assert_eq!(sum_metric(&m, "response_total", &ws_ok), 1.0, "{m}");
     proxy.assert_healthy();
 }

@@ -49,9 +49,10 @@ impl ResponseBody {
     }
 
     /// A body the proxy wrote itself, whose metrics are already recorded.
+    /// An empty one ends with the response head (for gRPC, trailers-only).
     pub fn local(bytes: Bytes) -> Self {
         ResponseBody {
-            inner: Inner::Local(Some(bytes)),
+            inner: Inner::Local(Some(bytes).filter(|b| !b.is_empty())),
             metrics: None,
             status: 0,
             grpc_status: None,

@@ -28,6 +28,13 @@ pub fn head_size<B>(req: &Request<B>) -> usize {
     fields + req.uri().to_string().len() + req.method().as_str().len()
 }
 
+/// Whether this is a gRPC request (`content-type: application/grpc[+proto|...]`).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// Whether the request asks to switch protocols: HTTP/1.1 `Connection:
 /// upgrade` with an `Upgrade` header (RFC 9110 §7.8), or `CONNECT`.
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {

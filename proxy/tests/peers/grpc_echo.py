@@ -10,7 +10,7 @@ Service ``pimesh.test.Echo`` with two methods whose messages are raw bytes:
 
 Usage:
     python3 grpc_echo.py serve [--port 0]
-        Listens on 127.0.0.1 (port 0 picks a free port), prints ``PORT <n>``
+        Listens on 127.0.0.1 or --host (port 0 picks a free port), prints ``PORT <n>``
         on stdout, then serves until SIGTERM/SIGINT.
     python3 grpc_echo.py client --target HOST:PORT [--unary N] [--messages M]
         Runs N unary echoes, one expected-failure call and an interleaved
@@ -54,16 +54,16 @@ def bidi_stream(request_iterator, context):
     context.set_trailing_metadata(((TRAILER, f"bidi-{count}"),))
 
 
-def serve(port):
+def serve(port, host="127.0.0.1"):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     handler = grpc.method_handlers_generic_handler(SERVICE, {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "BidiStream": grpc.stream_stream_rpc_method_handler(bidi_stream),
     })
     server.add_generic_rpc_handlers((handler,))
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
-        sys.exit(f"grpc_echo: could not bind 127.0.0.1:{port}")
+        sys.exit(f"grpc_echo: could not bind {host}:{port}")
     server.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: server.stop(grace=1))
@@ -181,13 +181,14 @@ def main():
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_serve = sub.add_parser("serve")
     p_serve.add_argument("--port", type=int, default=0)
+    p_serve.add_argument("--host", default="127.0.0.1")
     p_client = sub.add_parser("client")
     p_client.add_argument("--target", required=True)
     p_client.add_argument("--unary", type=int, default=10)
     p_client.add_argument("--messages", type=int, default=20)
     args = parser.parse_args()
     if args.cmd == "serve":
-        return serve(args.port)
+        return serve(args.port, args.host)
     return client(args.target, args.unary, args.messages)
 
 

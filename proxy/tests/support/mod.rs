@@ -426,9 +426,14 @@ pub fn peer_script(name: &str) -> PathBuf {
 
 impl PyPeer {
     pub fn start(script: &str) -> PyPeer {
-        let mut child = Command::new("python3")
+        PyPeer::start_in(None, script, "127.0.0.1", 0)
+    }
+
+    /// Starts `script serve` inside `netns` on `host:port`.
+    pub fn start_in(netns: Option<&str>, script: &str, host: &str, port: u16) -> PyPeer {
+        let mut child = cmd(netns, "python3")
             .arg(peer_script(script))
-            .args(["serve", "--port", "0"])
+            .args(["serve", "--host", host, "--port", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
