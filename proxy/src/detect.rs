@@ -52,7 +52,7 @@ pub fn classify(buf: &[u8]) -> Option<Protocol> {
             _ => Some(Protocol::Opaque),
         };
     }
-    Some(classify_http1(buf)?)
+    classify_http1(buf)
 }
 
 /// `METHOD SP request-target SP HTTP/1.x CRLF` (RFC 9112 §3), deciding as
