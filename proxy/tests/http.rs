@@ -186,3 +186,85 @@ fn explicit_http_proxy_absolute_form_env_and_connect() {
     assert_eq!(sum_metric(&m, "response_total", &failed), 1.0, "{m}");
     proxy.assert_healthy();
 }
+
+/// An HTTP/1.1 server (hyper) that streams each request body back as the
+/// response body (chunked), in a thread of its own.
+fn echo_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        |req: http::Request<hyper::body::Incoming>| async move {
+                            let chunked = req
+                                .headers()
+                                .get("transfer-encoding")
+                                .map(|v| v.as_bytes().to_vec());
+                            let mut rsp = http::Response::new(req.into_body());
+                            if let Some(v) = chunked {
+                                rsp.headers_mut().insert(
+                                    "x-request-transfer-encoding",
+                                    http::HeaderValue::from_bytes(&v).unwrap(),
+                                );
+                            }
+                            Ok::<_, std::convert::Infallible>(rsp)
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+#[test]
+fn chunked_request_and_response_bodies_stream_through() {
+    let target = echo_server().to_string();
+    let mut proxy = Proxy::start(&[("PIMESH_PROXY_INBOUND_TARGET", &target)]);
+    let dir = TempDir::new("chunked");
+    let (input, output) = (dir.path().join("in.bin"), dir.path().join("out.bin"));
+    std::fs::write(&input, pattern(5 << 20)).unwrap();
+    let url = format!("http://{}/echo", proxy.inbound);
+    let (ok, headers, err) = curl(
+        None,
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &format!("@{}", input.display()),
+            "-D",
+            "-",
+            "-o",
+            output.to_str().unwrap(),
+            &url,
+        ],
+    );
+    assert!(ok, "{err}");
+    let headers = headers.to_ascii_lowercase();
+    assert!(
+        headers.contains("x-request-transfer-encoding: chunked"),
+        "{headers}"
+    );
+    assert!(headers.contains("transfer-encoding: chunked"), "{headers}");
+    assert!(
+        std::fs::read(&output).unwrap() == pattern(5 << 20),
+        "body differs"
+    );
+    assert_eq!(
+        proxy.metric("response_total", &[("classification", "success")]),
+        1.0
+    );
+    proxy.assert_healthy();
+}
