@@ -58,8 +58,10 @@ pub fn classify(buf: &[u8]) -> Option<Protocol> {
 /// `METHOD SP request-target SP HTTP/1.x CRLF` (RFC 9112 §3), deciding as
 /// early as a byte rules HTTP/1 out.
 fn classify_http1(buf: &[u8]) -> Option<Protocol> {
-    let method_len = buf.iter().position(|&b| b == b' ');
-    let method = &buf[..method_len.unwrap_or(buf.len())];
+    // Only the first MAX_METHOD_LEN + 1 bytes can hold the method's end.
+    let head = &buf[..buf.len().min(MAX_METHOD_LEN + 1)];
+    let method_len = head.iter().position(|&b| b == b' ');
+    let method = &head[..method_len.unwrap_or(head.len())];
     if method.len() > MAX_METHOD_LEN || !method.iter().all(|&b| is_tchar(b)) {
         return Some(Protocol::Opaque);
     }
