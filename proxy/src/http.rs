@@ -130,7 +130,6 @@ pub async fn serve<I>(
             .initial_stream_window_size(H2_STREAM_WINDOW)
             .initial_connection_window_size(H2_CONN_WINDOW)
             .max_send_buf_size(H2_MAX_SEND_BUF)
-            .enable_connect_protocol()
             .serve_connection(io, service);
         let mut conn = std::pin::pin!(conn);
         tokio::select! {
