@@ -38,6 +38,8 @@ echo "==> demo app (python3 http.server) on 127.0.0.1:$APP_PORT"
 mkdir -p "$work/www" && echo "hello from the demo app" > "$work/www/index.html"
 python3 -m http.server "$APP_PORT" --bind 127.0.0.1 --directory "$work/www" >"$work/app.log" 2>&1 &
 pids+=($!)
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$APP_PORT/" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$APP_PORT/" >/dev/null || { echo "quickstart: the demo app did not start (port $APP_PORT busy?)" >&2; cat "$work/app.log" >&2; exit 1; }
 
 echo "==> pimesh-proxy (log: $work/proxy.log)"
 "$PROXY" 2>"$work/proxy.log" &
@@ -55,10 +57,10 @@ http_proxy=http://$PIMESH_PROXY_OUTBOUND_LISTEN_ADDR curl -s -o /dev/null -w "  
 
 echo "==> golden metrics from $admin/metrics"
 curl -s "$admin/metrics" | grep -E '^(request_total|response_total|tcp_open_connections)' | sed 's/^/    /'
-echo
-echo "The proxy is still running: try  curl -s $admin/metrics  or"
-echo "  http_proxy=http://$PIMESH_PROXY_OUTBOUND_LISTEN_ADDR curl http://127.0.0.1:$APP_PORT/"
 if [ -t 0 ]; then
+  echo
+  echo "The proxy is still running: try  curl -s $admin/metrics  or"
+  echo "  http_proxy=http://$PIMESH_PROXY_OUTBOUND_LISTEN_ADDR curl http://127.0.0.1:$APP_PORT/"
   echo "Press Ctrl-C to stop."
   wait
 fi
