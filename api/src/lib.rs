@@ -1,9 +1,12 @@
 //! The wire contract between `pimesh-proxy` and the `pimesh` controller:
-//! paths, versions and (as the control plane lands) the serde types of the
-//! proxy ↔ controller API. No I/O lives here.
+//! paths, versions, and the serde types of the proxy ↔ controller API
+//! (HTTP/2 over mTLS, JSON bodies). No I/O lives here.
 //!
-//! Layout: everything is in this file until the identity and discovery
-//! types arrive (issues on identity and discovery).
+//! Layout:
+//! - `identity`: identities (`NAMESPACE/SERVICEACCOUNT`, SPIFFE IDs, the
+//!   DNS-style names in certificates) and the certify API.
+
+pub mod identity;
 
 /// Version of the proxy ↔ controller API, carried in every path
 /// (`/v1/...`). Bumped on any incompatible change.
@@ -14,3 +17,17 @@ pub const DEFAULT_CONTROLLER_PROXY_PORT: u16 = 8086;
 
 /// Default operator-facing port of the controller (API, dashboard, `/metrics`).
 pub const DEFAULT_CONTROLLER_ADMIN_PORT: u16 = 8085;
+
+/// Default trust domain, as Kubernetes' and Linkerd's `cluster.local`.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+/// The body of every non-2xx answer of the controller's APIs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApiError {
+    /// A stable machine-readable reason, e.g. `invalid_token`,
+    /// `token_expired`, `token_revoked`, `identity_not_allowed`, `bad_csr`,
+    /// `bad_request`.
+    pub error: String,
+    /// A human-readable explanation.
+    pub message: String,
+}
