@@ -75,6 +75,10 @@ async fn handle(
         (&Method::GET, "/ready") if ctx.shutdown.is_cancelled() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
         }
+        (&Method::GET, "/ready") if !ctx.is_ready() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for a certificate\n",
+        ),
         (&Method::GET, "/ready") => text(StatusCode::OK, "ready\n"),
         (&Method::POST, "/shutdown") if loopback => {
             tracing::info!(%peer, "shutdown requested on the admin port");

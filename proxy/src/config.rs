@@ -2,9 +2,11 @@
 //! environment variables (names: DESIGN.md "Interfaces"), read through the
 //! [`Env`] trait so tests pass a map instead of touching the process env.
 
+use pimesh_api::identity::{Identity, CONTROLLER_IDENTITY};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Inbound listener: traffic redirected to the pod's own ports.
@@ -37,6 +39,8 @@ pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(120);
 pub const DEFAULT_THREADS: usize = 1;
 /// Log filter, `RUST_LOG` syntax.
 pub const DEFAULT_LOG: &str = "warn,pimesh=info";
+/// The identity a proxy asks for when none is configured (Kubernetes' defaults).
+pub const DEFAULT_IDENTITY: &str = "default/default";
 
 /// Where configuration values come from: the process environment in the
 /// binary, a map in tests (never `std::env::set_var`).
@@ -122,6 +126,49 @@ pub struct Config {
     pub threads: usize,
     /// `PIMESH_PROXY_LOG`: log filter, `RUST_LOG` syntax.
     pub log: String,
+    /// The mesh identity settings; `None` without a controller (plain
+    /// proxy, no mTLS).
+    pub identity: Option<IdentityConfig>,
+    /// `PIMESH_PROXY_MESH_DESTINATIONS`: destinations reached over mTLS and
+    /// the identity each must present, until discovery provides them.
+    pub mesh_destinations: Vec<MeshDestination>,
+    /// `PIMESH_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`: inbound ports that
+    /// refuse connections without a mesh identity (Linkerd's
+    /// `LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`).
+    pub inbound_ports_require_identity: Vec<u16>,
+}
+
+/// How the proxy gets its certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityConfig {
+    /// `PIMESH_PROXY_CONTROLLER_ADDR`: `host:port` of the controller's
+    /// proxy-facing (mTLS) port.
+    pub controller_addr: String,
+    /// `PIMESH_PROXY_CONTROLLER_IDENTITY`: the identity the controller's
+    /// certificate must carry.
+    pub controller_identity: Identity,
+    /// `PIMESH_PROXY_TRUST_ANCHORS`: PEM bundle of trust anchors.
+    pub trust_anchors: PathBuf,
+    /// `PIMESH_PROXY_IDENTITY`: `NAMESPACE/SERVICEACCOUNT` this proxy asks to be.
+    pub identity: Identity,
+    /// `PIMESH_PROXY_TOKEN_FILE`: join token or ServiceAccount token, read
+    /// again at each request (tokens rotate).
+    pub token_file: PathBuf,
+    /// `PIMESH_PROXY_TRUST_DOMAIN`: the SPIFFE trust domain.
+    pub trust_domain: String,
+}
+
+/// A destination reached over mTLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshDestination {
+    /// The `ip:port` the app connects to (original destination or the
+    /// explicit proxy target).
+    pub addr: SocketAddr,
+    /// The identity its proxy must present.
+    pub identity: Identity,
+    /// Where its proxy's inbound listener is: the destination itself
+    /// (redirected there by iptables) unless given as `@ip:port`.
+    pub proxy_addr: SocketAddr,
 }
 
 impl Config {
@@ -187,7 +234,43 @@ impl Config {
                     .map(|_| v.to_string())
                     .map_err(|e| e.to_string())
             })?,
+            identity: identity_config(&p)?,
+            mesh_destinations: p
+                .parse_opt("PIMESH_PROXY_MESH_DESTINATIONS", parse_destinations)?
+                .unwrap_or_default(),
+            inbound_ports_require_identity: p
+                .parse_opt("PIMESH_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY", parse_ports)?
+                .unwrap_or_default(),
         })
+        .and_then(|c| {
+            let needs_identity =
+                !c.mesh_destinations.is_empty() || !c.inbound_ports_require_identity.is_empty();
+            if needs_identity && c.identity.is_none() {
+                let (name, value) = if c.mesh_destinations.is_empty() {
+                    ("PIMESH_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY", "")
+                } else {
+                    ("PIMESH_PROXY_MESH_DESTINATIONS", "")
+                };
+                return Err(Error {
+                    name,
+                    value: env.get(name).unwrap_or_else(|| value.into()),
+                    reason: "needs PIMESH_PROXY_CONTROLLER_ADDR (mTLS needs an identity)".into(),
+                });
+            }
+            Ok(c)
+        })
+    }
+
+    /// Whether inbound connections to `port` must carry a mesh identity.
+    pub fn requires_identity(&self, port: u16) -> bool {
+        self.inbound_ports_require_identity
+            .binary_search(&port)
+            .is_ok()
+    }
+
+    /// The mTLS settings of `addr`, if it is a mesh destination.
+    pub fn mesh_destination(&self, addr: SocketAddr) -> Option<&MeshDestination> {
+        self.mesh_destinations.iter().find(|d| d.addr == addr)
     }
 
     /// Whether connections to `port` skip protocol detection.
@@ -221,8 +304,112 @@ impl fmt::Display for Config {
             self.shutdown_grace_period,
             self.threads,
             self.workload_labels,
-        )
+        )?;
+        if let Some(id) = &self.identity {
+            write!(
+                f,
+                " identity={} trust_domain={} controller={} ({}) mesh_destinations={} inbound_ports_require_identity={:?}",
+                id.identity,
+                id.trust_domain,
+                id.controller_addr,
+                id.controller_identity,
+                self.mesh_destinations.len(),
+                self.inbound_ports_require_identity,
+            )?;
+        }
+        Ok(())
     }
+}
+
+/// The identity settings: all of them with a controller, none without.
+fn identity_config(p: &Parser<'_>) -> Result<Option<IdentityConfig>, Error> {
+    let Some(controller_addr) = p.parse_opt("PIMESH_PROXY_CONTROLLER_ADDR", |v| {
+        match v.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+                Ok(v.to_string())
+            }
+            _ => Err("not a host:port address".to_string()),
+        }
+    })?
+    else {
+        return Ok(None);
+    };
+    let required = |name: &'static str| -> Result<PathBuf, Error> {
+        let value = p.env.get(name).ok_or_else(|| Error {
+            name,
+            value: String::new(),
+            reason: "required with PIMESH_PROXY_CONTROLLER_ADDR".into(),
+        })?;
+        let path = PathBuf::from(&value);
+        std::fs::metadata(&path).map_err(|e| Error {
+            name,
+            value: value.clone(),
+            reason: format!("cannot read the file: {e}"),
+        })?;
+        Ok(path)
+    };
+    let trust_anchors = required("PIMESH_PROXY_TRUST_ANCHORS")?;
+    crate::tls::load_anchors(&trust_anchors).map_err(|e| Error {
+        name: "PIMESH_PROXY_TRUST_ANCHORS",
+        value: trust_anchors.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(IdentityConfig {
+        controller_addr,
+        controller_identity: p.parse(
+            "PIMESH_PROXY_CONTROLLER_IDENTITY",
+            CONTROLLER_IDENTITY,
+            parse_identity,
+        )?,
+        trust_anchors,
+        identity: p.parse("PIMESH_PROXY_IDENTITY", DEFAULT_IDENTITY, parse_identity)?,
+        token_file: required("PIMESH_PROXY_TOKEN_FILE")?,
+        trust_domain: p.parse(
+            "PIMESH_PROXY_TRUST_DOMAIN",
+            pimesh_api::DEFAULT_TRUST_DOMAIN,
+            |v| {
+                let ok = !v.is_empty()
+                    && v.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    });
+                if ok {
+                    Ok(v.to_string())
+                } else {
+                    Err("not a DNS-style trust domain".into())
+                }
+            },
+        )?,
+    }))
+}
+
+fn parse_identity(v: &str) -> Result<Identity, String> {
+    v.parse()
+        .map_err(|e: pimesh_api::identity::InvalidIdentity| e.to_string())
+}
+
+/// `10.0.0.2:8080=shop/web,10.0.0.3:80=shop/db@127.0.0.1:14143`.
+fn parse_destinations(v: &str) -> Result<Vec<MeshDestination>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (addr, rest) = item.split_once('=').ok_or_else(|| {
+                format!("{item:?} is not ADDR=NAMESPACE/SERVICEACCOUNT[@PROXY_ADDR]")
+            })?;
+            let addr = parse_addr(addr.trim())?;
+            let (identity, proxy_addr) = match rest.split_once('@') {
+                Some((id, proxy)) => (id, parse_addr(proxy.trim())?),
+                None => (rest, addr),
+            };
+            Ok(MeshDestination {
+                addr,
+                identity: parse_identity(identity.trim())?,
+                proxy_addr,
+            })
+        })
+        .collect()
 }
 
 struct Parser<'a> {
@@ -430,6 +617,23 @@ mod tests {
         );
         assert_eq!(c.inbound_target, Some("127.0.0.1:8080".parse().unwrap()));
         assert_eq!(c.idle_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn identity_settings_come_together() {
+        let e = cfg(&[("PIMESH_PROXY_CONTROLLER_ADDR", "ctl:8086")]).unwrap_err();
+        assert_eq!(e.name, "PIMESH_PROXY_TRUST_ANCHORS");
+        let e = cfg(&[("PIMESH_PROXY_CONTROLLER_ADDR", "ctl")]).unwrap_err();
+        assert_eq!(e.name, "PIMESH_PROXY_CONTROLLER_ADDR");
+        let e = cfg(&[("PIMESH_PROXY_MESH_DESTINATIONS", "127.0.0.1:80=shop/web")]).unwrap_err();
+        assert_eq!(e.name, "PIMESH_PROXY_MESH_DESTINATIONS");
+        assert!(e.reason.contains("PIMESH_PROXY_CONTROLLER_ADDR"));
+        assert!(parse_destinations("127.0.0.1:80=Shop/web").is_err());
+        let d = parse_destinations("10.0.0.2:80=shop/web, 10.0.0.3:80=shop/db@127.0.0.1:14143")
+            .unwrap();
+        assert_eq!(d[0].proxy_addr, d[0].addr);
+        assert_eq!(d[1].proxy_addr.to_string(), "127.0.0.1:14143");
+        assert_eq!(d[1].identity.to_string(), "shop/db");
     }
 
     #[test]

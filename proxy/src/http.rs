@@ -8,6 +8,7 @@ mod headers;
 mod upstream;
 
 use crate::detect::Protocol;
+use crate::mesh;
 use crate::metrics::{Direction, RequestLabels, TargetLabels};
 use crate::server::{Ctx, Target};
 use body::ResponseBody;
@@ -18,14 +19,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
+pub use upstream::connect;
 use upstream::Upstream;
 
 /// HTTP/2 flow-control windows and send buffer, in bytes: the spec's
 /// defaults (RFC 9113 §6.9.2) rather than hyper's megabytes, so that a slow
 /// reader costs at most this much memory per stream.
-const H2_STREAM_WINDOW: u32 = 64 * 1024;
-const H2_CONN_WINDOW: u32 = 256 * 1024;
-const H2_MAX_SEND_BUF: usize = 64 * 1024;
+pub(crate) const H2_STREAM_WINDOW: u32 = 64 * 1024;
+pub(crate) const H2_CONN_WINDOW: u32 = 256 * 1024;
+pub(crate) const H2_MAX_SEND_BUF: usize = 64 * 1024;
 /// Concurrent streams accepted per HTTP/2 connection.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 
@@ -54,6 +56,13 @@ pub enum Error {
     /// The target failed before sending a response head.
     #[error("target {0} failed")]
     Upstream(SocketAddr, #[source] hyper::Error),
+    /// The destination needs mTLS and this proxy has no certificate yet.
+    #[error("no mesh identity yet (waiting for a certificate from the controller)")]
+    NoIdentity,
+    /// The mTLS handshake with the destination's proxy failed (e.g. it
+    /// presented another identity, or a certificate the anchors do not trust).
+    #[error("mTLS with {0} failed")]
+    Tls(SocketAddr, #[source] std::io::Error),
 }
 
 impl Error {
@@ -67,6 +76,8 @@ impl Error {
             Error::ConnectTimeout(_) => "connect_timeout",
             Error::Connect(..) => "connect",
             Error::Upstream(..) => "upstream",
+            Error::NoIdentity => "no_identity",
+            Error::Tls(..) => "tls",
         }
     }
 
@@ -80,7 +91,9 @@ impl Error {
             Error::Resolve(..)
             | Error::ConnectTimeout(_)
             | Error::Connect(..)
-            | Error::Upstream(..) => 14,
+            | Error::Upstream(..)
+            | Error::NoIdentity
+            | Error::Tls(..) => 14,
         }
     }
 
@@ -90,7 +103,8 @@ impl Error {
             Error::NoTarget | Error::Loop => StatusCode::BAD_REQUEST,
             Error::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Error::Resolve(..) | Error::Connect(..) | Error::Upstream(..) => {
+            Error::NoIdentity => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Resolve(..) | Error::Connect(..) | Error::Upstream(..) | Error::Tls(..) => {
                 StatusCode::BAD_GATEWAY
             }
         }
@@ -115,7 +129,7 @@ pub async fn serve<I>(
         direction,
         target,
         labels,
-        upstream: Upstream::new(protocol),
+        upstream: Upstream::default(),
     });
     let service = hyper::service::service_fn(move |req| svc.clone().handle(req));
     let io = TokioIo::new(io);
@@ -264,14 +278,34 @@ impl Service {
         let upgrade = headers::is_upgrade(&req);
         let is_connect = req.method() == Method::CONNECT;
         headers::strip_hop_by_hop(req.headers_mut(), upgrade, explicit);
-        if explicit && req.version() != http::Version::HTTP_2 {
+        // An HTTP/1 request that crossed the mesh as HTTP/2 goes to the app
+        // as HTTP/1 again.
+        if let Some(orig) = req.headers_mut().remove(mesh::ORIG_PROTO) {
+            *req.version_mut() = if orig == "HTTP/1.0" {
+                http::Version::HTTP_10
+            } else {
+                http::Version::HTTP_11
+            };
+            headers::to_origin_form(&mut req, authority.as_ref());
+        } else if explicit && req.version() != http::Version::HTTP_2 {
             headers::to_origin_form(&mut req, authority.as_ref());
         }
+        let mesh_dest = match self.direction {
+            Direction::Outbound => self.ctx.config.mesh_destination(target),
+            Direction::Inbound => None,
+        };
+        if let (Some(dest), false) = (mesh_dest, upgrade) {
+            return self.send_mesh(dest, labels, req, authority, target).await;
+        }
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let mut rsp = self
-            .upstream
-            .send(&self.ctx, target, labels, req, upgrade)
-            .await?;
+        let mut rsp = match mesh_dest {
+            Some(dest) => self.send_mesh_upgrade(dest, labels, req).await?,
+            None => {
+                self.upstream
+                    .send(&self.ctx, target, labels, req, upgrade)
+                    .await?
+            }
+        };
         if let Some(client_upgrade) = client_upgrade {
             let switched = rsp.status() == StatusCode::SWITCHING_PROTOCOLS
                 || (is_connect && rsp.status().is_success());
@@ -291,6 +325,62 @@ impl Service {
         let keep_upgrade = rsp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::strip_hop_by_hop(rsp.headers_mut(), keep_upgrade, false);
         Ok(rsp.map(body::Inner::Upstream))
+    }
+
+    /// Sends a request to a mesh destination over the shared HTTP/2
+    /// connection to its proxy; HTTP/1 requests travel as HTTP/2 marked
+    /// with their version and come back as HTTP/1 responses.
+    async fn send_mesh(
+        &self,
+        dest: &crate::config::MeshDestination,
+        labels: &TargetLabels,
+        mut req: Request<Incoming>,
+        authority: Option<http::uri::Authority>,
+        target: SocketAddr,
+    ) -> Result<Response<body::Inner>, Error> {
+        let version = req.version();
+        if version != http::Version::HTTP_2 {
+            let authority = authority.map_or_else(|| target.to_string(), |a| a.to_string());
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            *req.uri_mut() = format!("http://{authority}{path}")
+                .parse()
+                .map_err(|_| Error::NoTarget)?;
+            let orig = if version == http::Version::HTTP_10 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            };
+            let h = req.headers_mut();
+            h.remove(http::header::HOST);
+            h.insert(mesh::ORIG_PROTO, http::HeaderValue::from_static(orig));
+            *req.version_mut() = http::Version::HTTP_2;
+        }
+        let mut rsp = self.ctx.mesh.send(&self.ctx, dest, labels, req).await?;
+        *rsp.version_mut() = version;
+        headers::strip_hop_by_hop(rsp.headers_mut(), false, false);
+        Ok(rsp.map(body::Inner::Upstream))
+    }
+
+    /// Sends an upgrade request to a mesh destination on an mTLS HTTP/1
+    /// connection of its own (upgrades cannot ride HTTP/2).
+    async fn send_mesh_upgrade(
+        &self,
+        dest: &crate::config::MeshDestination,
+        labels: &TargetLabels,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, Error> {
+        let tls = mesh::connect(&self.ctx, dest, mesh::Carries::Http1, labels).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| Error::Upstream(dest.proxy_addr, e))?;
+        self.ctx.tracker.spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| Error::Upstream(dest.proxy_addr, e))
     }
 
     /// Explicit proxy mode: the target named by the request, resolved.
@@ -363,7 +453,7 @@ impl Service {
 /// `grpc-status`, `grpc-message`) as the gRPC over HTTP/2 protocol asks of
 /// proxies, and as linkerd2-proxy answers.
 fn error_response(e: &Error, grpc: bool) -> Response<ResponseBody> {
-    let msg = error_chain(e);
+    let msg = crate::error_chain(e);
     // Header-safe: printable ASCII, the rest percent-encoded (as
     // grpc-message requires).
     let encoded: String = msg
@@ -401,16 +491,4 @@ fn error_response(e: &Error, grpc: bool) -> Response<ResponseBody> {
         rsp.headers_mut().insert("pimesh-proxy-error", v);
     }
     rsp
-}
-
-/// `e: source: source...` in one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
 }

@@ -9,16 +9,34 @@
 //! - `detect`: protocol detection on the first bytes.
 //! - `http`: HTTP/1 and HTTP/2 proxying (upgrades, CONNECT, trailers).
 //! - `tcp`: opaque TCP forwarding with half-close.
+//! - `mesh`: mTLS between proxies (inbound termination, outbound origination).
 //! - `io`: replay of detection bytes and byte counting.
 //! - `metrics`: Linkerd-compatible series.
+//! - `identity`: the certificate from the controller, renewed.
+//! - `tls`: mesh TLS configurations, peer identities, SNI.
 //! - `admin`: `/metrics`, `/ready`, `/live`, `/shutdown`, `/proxy-log-level`.
 
 pub mod admin;
 pub mod config;
 pub mod detect;
 pub mod http;
+pub mod identity;
 pub mod io;
+pub mod mesh;
 pub mod metrics;
 pub mod orig_dst;
 pub mod server;
 pub mod tcp;
+pub mod tls;
+
+/// `error: source: source...` in one line, for logs and error responses.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}

@@ -64,6 +64,14 @@ pub enum Tls {
     /// No mTLS; the reason as linkerd2-proxy words it
     /// (`no_tls_from_remote` inbound, `not_provided_by_service_discovery` outbound).
     NoIdentity(&'static str),
+    /// Mesh mTLS with a verified peer: `tls="true"` and the peer's identity
+    /// (its DNS-style name) as `client_id` (inbound) or `server_id` (outbound).
+    Established {
+        /// Which side the peer is on.
+        direction: Direction,
+        /// The peer's identity name (bounded: interned).
+        peer: Arc<str>,
+    },
 }
 
 impl Tls {
@@ -80,6 +88,14 @@ impl Tls {
             Tls::NoIdentity(reason) => {
                 ("tls", "no_identity").encode(e.encode_label())?;
                 ("no_tls_reason", *reason).encode(e.encode_label())
+            }
+            Tls::Established { direction, peer } => {
+                ("tls", "true").encode(e.encode_label())?;
+                let key = match direction {
+                    Direction::Inbound => "client_id",
+                    Direction::Outbound => "server_id",
+                };
+                (key, &**peer).encode(e.encode_label())
             }
         }
     }
@@ -244,8 +260,35 @@ pub struct Metrics {
     /// `{inbound,outbound}_http_errors_total{error}`: HTTP connections that
     /// ended in a protocol error (bad or oversized head, timeout, reset).
     http_errors: [Family<ErrorLabels, Counter>; 2],
+    /// `identity_cert_expiration_timestamp_seconds`: when the proxy's
+    /// certificate expires (Linkerd's name), 0 before the first one.
+    identity_expiry: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// `identity_cert_renewals_total{result,error}`.
+    identity_renewals: Family<RenewalLabels, Counter>,
     authorities: Interner,
     targets: Interner,
+    identities: Interner,
+}
+
+/// `identity_cert_renewals_total` labels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct RenewalLabels {
+    error: &'static str,
+}
+
+impl EncodeLabelSet for RenewalLabels {
+    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let result = if self.error.is_empty() {
+            "success"
+        } else {
+            "failure"
+        };
+        ("result", result).encode(e.encode_label())?;
+        if !self.error.is_empty() {
+            ("error", self.error).encode(e.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 impl Metrics {
@@ -280,8 +323,11 @@ impl Metrics {
             }),
             accept_errors: Default::default(),
             http_errors: Default::default(),
+            identity_expiry: Gauge::default(),
+            identity_renewals: Family::default(),
             authorities: Interner::default(),
             targets: Interner::default(),
+            identities: Interner::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -342,7 +388,43 @@ impl Metrics {
                 m.http_errors[i].clone(),
             );
         }
+        r.register(
+            "identity_cert_expiration_timestamp_seconds",
+            "Time when the proxy's current certificate expires, in seconds since the Unix epoch",
+            m.identity_expiry.clone(),
+        );
+        r.register(
+            "identity_cert_renewals",
+            "Certificate requests to the controller, by result",
+            m.identity_renewals.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// The `tls="true"` state for a verified peer named `peer_name`.
+    pub fn tls_established(&self, direction: Direction, peer_name: &str) -> Tls {
+        Tls::Established {
+            direction,
+            peer: self.identities.get(peer_name),
+        }
+    }
+
+    /// Records a new certificate expiring at `not_after`.
+    pub fn identity_renewed(&self, not_after: std::time::SystemTime) {
+        let secs = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.identity_expiry.set(secs);
+        self.identity_renewals
+            .get_or_create(&RenewalLabels { error: "" })
+            .inc();
+    }
+
+    /// Counts a failed certificate request.
+    pub fn identity_failed(&self, error: &'static str) {
+        self.identity_renewals
+            .get_or_create(&RenewalLabels { error })
+            .inc();
     }
 
     /// The Prometheus text exposition (OpenMetrics 1.0 flavour) of every series.

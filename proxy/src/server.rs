@@ -8,7 +8,8 @@ use crate::config::Config;
 use crate::detect::{self, Protocol};
 use crate::io::{MeteredIo, PrefixedIo};
 use crate::metrics::{Direction, Metrics, Peer, TargetLabels, TcpConnection, TcpLabels, Tls};
-use crate::{admin, http, tcp};
+use crate::tls::CredentialStore;
+use crate::{admin, http, mesh, tcp};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,17 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
     /// Every connection task, so that shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// The proxy's certificate, once the controller issued one.
+    pub creds: Arc<CredentialStore>,
+    /// Multiplexed mTLS connections to peer proxies.
+    pub mesh: mesh::Pool,
+}
+
+impl Ctx {
+    /// Whether the proxy can serve: it has a certificate if it needs one.
+    pub fn is_ready(&self) -> bool {
+        self.config.identity.is_none() || self.creds.get().is_some()
+    }
 }
 
 /// The three bound listeners. Binding is separate from serving so that
@@ -81,11 +93,22 @@ pub async fn run(
 ) {
     let metrics = Arc::new(Metrics::new(&config.workload_labels));
     let grace = config.shutdown_grace_period;
+    let creds = Arc::new(CredentialStore::default());
+    if let Some(id) = config.identity.clone() {
+        tokio::spawn(crate::identity::run(
+            id,
+            creds.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     let ctx = Arc::new(Ctx {
         config,
         metrics,
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
+        creds,
+        mesh: mesh::Pool::default(),
     });
     let admin = tokio::spawn(admin::serve(listeners.admin, ctx.clone(), log));
     tokio::join!(
@@ -178,39 +201,82 @@ async fn serve_connection(ctx: Arc<Ctx>, direction: Direction, mut stream: TcpSt
         Target::Fixed(t) => orig_dst.unwrap_or(t),
         Target::Explicit(local) => local,
     };
-    let labels = ctx.metrics.target(
-        direction,
-        &label_addr.to_string(),
-        Tls::plaintext(direction),
-    );
-    let conn = ctx.metrics.tcp_open(TcpLabels {
-        target: labels.clone(),
-        peer: Peer::Src,
-    });
     let opaque_port = match target {
         Target::Fixed(_) => ctx.config.is_opaque_port(label_addr.port()),
         Target::Explicit(_) => false,
     };
-    let serve = async {
-        let (protocol, prefix) = if opaque_port {
-            (Protocol::Opaque, bytes::BytesMut::new())
-        } else {
-            let cfg = &ctx.config;
-            match detect::detect(&mut stream, cfg.detect_buffer_bytes, cfg.detect_timeout).await {
-                Ok(d) => {
-                    if let Some(reason) = d.fallback.filter(|r| *r != "detect_eof") {
-                        ctx.metrics.accept_error(direction, reason);
-                    }
-                    (d.protocol, d.buffered)
+    let cfg = &ctx.config;
+    let (protocol, mut prefix) = if opaque_port {
+        (Protocol::Opaque, bytes::BytesMut::new())
+    } else {
+        match detect::detect(&mut stream, cfg.detect_buffer_bytes, cfg.detect_timeout).await {
+            Ok(d) => {
+                if let Some(reason) = d.fallback.filter(|r| *r != "detect_eof") {
+                    ctx.metrics.accept_error(direction, reason);
                 }
-                Err(e) => {
-                    conn.set_error(&e);
-                    ctx.metrics.accept_error(direction, "io");
+                (d.protocol, d.buffered)
+            }
+            Err(e) => {
+                tracing::debug!(%e, "connection failed during detection");
+                ctx.metrics.accept_error(direction, "io");
+                return;
+            }
+        }
+    };
+    let requires_identity =
+        direction == Direction::Inbound && cfg.requires_identity(label_addr.port());
+    if direction == Direction::Inbound && protocol == Protocol::Tls {
+        if let Some(id) = &cfg.identity {
+            let name = id.identity.dns_name(&id.trust_domain);
+            match mesh::read_sni(&mut stream, &mut prefix, cfg).await {
+                Some(sni) if sni == name => {
+                    let io = PrefixedIo::new(prefix.freeze(), stream);
+                    return mesh::serve_inbound(ctx, io, target, label_addr).await;
+                }
+                _ if requires_identity => {
+                    ctx.metrics.accept_error(direction, "identity_required");
                     return;
                 }
+                _ => {} // the app's own TLS: passed through
             }
-        };
-        let io = MeteredIo::new(PrefixedIo::new(prefix.freeze(), stream), conn.clone());
+        }
+    } else if requires_identity {
+        tracing::debug!(
+            port = label_addr.port(),
+            "plaintext on a port that requires identity; closing"
+        );
+        ctx.metrics.accept_error(direction, "identity_required");
+        return;
+    }
+    let tls = match (direction, target) {
+        (Direction::Outbound, Target::Fixed(addr)) => match cfg.mesh_destination(addr) {
+            Some(dest) => mesh::outbound_tls(&ctx, dest),
+            None => Tls::plaintext(direction),
+        },
+        _ => Tls::plaintext(direction),
+    };
+    let labels = ctx.metrics.target(direction, &label_addr.to_string(), tls);
+    let io = PrefixedIo::new(prefix.freeze(), stream);
+    dispatch(ctx, direction, io, protocol, target, labels).await
+}
+
+/// Serves a connection whose protocol is known, until it ends or idles out.
+pub async fn dispatch<I>(
+    ctx: Arc<Ctx>,
+    direction: Direction,
+    io: I,
+    protocol: Protocol,
+    target: Target,
+    labels: TargetLabels,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = ctx.metrics.tcp_open(TcpLabels {
+        target: labels.clone(),
+        peer: Peer::Src,
+    });
+    let io = MeteredIo::new(io, conn.clone());
+    let serve = async {
         match (protocol, target) {
             (Protocol::Http1 | Protocol::Http2, _) => {
                 http::serve(&ctx, direction, io, protocol, target, labels).await

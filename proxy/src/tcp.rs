@@ -3,7 +3,8 @@
 //! the other, and the other direction keeps flowing until it closes too).
 
 use crate::io::MeteredIo;
-use crate::metrics::TargetLabels;
+use crate::mesh;
+use crate::metrics::{Direction, TargetLabels};
 use crate::server::{self, Ctx};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,6 +20,22 @@ pub async fn forward<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    // Mesh destinations get mTLS to their proxy (outbound only: inbound
+    // targets are the local app).
+    let dest = match labels.direction {
+        Direction::Outbound => ctx.config.mesh_destination(target),
+        Direction::Inbound => None,
+    };
+    if let Some(dest) = dest {
+        match mesh::connect(ctx, dest, mesh::Carries::Opaque, &labels).await {
+            Ok(mut upstream) => splice(&mut client, &mut upstream, target).await,
+            Err(e) => {
+                tracing::info!(%target, error = %crate::error_chain(&e), "cannot reach the mesh destination; closing connection");
+                client.conn().set_error(&std::io::Error::other(e));
+            }
+        }
+        return;
+    }
     let mut upstream = match server::connect(ctx, target, &labels).await {
         Ok(u) => u,
         Err(e) => {
@@ -27,7 +44,15 @@ pub async fn forward<I>(
             return;
         }
     };
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    splice(&mut client, &mut upstream, target).await
+}
+
+async fn splice<A, B>(client: &mut A, upstream: &mut B, target: SocketAddr)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::io::copy_bidirectional(client, upstream).await {
         Ok((sent, received)) => tracing::debug!(%target, sent, received, "TCP connection closed"),
         Err(e) => tracing::debug!(%target, %e, "TCP connection failed"),
     }

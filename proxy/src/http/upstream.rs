@@ -1,44 +1,34 @@
-//! Connections from one client connection to its target(s), in the
-//! client's protocol: HTTP/2 multiplexes every stream on one connection;
-//! HTTP/1 keeps the last idle connection for the next request (a client
-//! connection sends one request at a time), and retries a request once on
-//! a fresh connection when a kept one closed before the request was sent.
+//! Connections from one client connection to its local or unmeshed
+//! target(s). Each request goes out in its own HTTP version: HTTP/2 on one
+//! multiplexed connection, HTTP/1 on a kept idle connection when there is
+//! one (a few are kept, since requests from one HTTP/2 client connection can
+//! be concurrent), retried once on a fresh connection when a kept one
+//! closed before the request was written.
 
 use super::Error;
-use crate::detect::Protocol;
 use crate::metrics::TargetLabels;
 use crate::server::{self, Ctx};
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use tokio::net::TcpStream;
 
-/// A handle to send requests on one connection.
-enum Sender {
-    H1(http1::SendRequest<Incoming>),
-    H2(http2::SendRequest<Incoming>),
-}
+/// Idle HTTP/1 connections kept per client connection.
+const MAX_IDLE_HTTP1: usize = 4;
 
-/// The cached connection to the last target, for reuse.
+/// The connections of one client connection.
+#[derive(Default)]
 pub struct Upstream {
-    protocol: Protocol,
-    cached: tokio::sync::Mutex<Option<(SocketAddr, Sender)>>,
+    h1: std::sync::Mutex<Vec<(SocketAddr, http1::SendRequest<Incoming>)>>,
+    h2: tokio::sync::Mutex<Option<(SocketAddr, http2::SendRequest<Incoming>)>>,
 }
 
 impl Upstream {
-    /// No connection yet; requests will use `protocol` (the client's).
-    pub fn new(protocol: Protocol) -> Self {
-        Upstream {
-            protocol,
-            cached: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    /// Sends `req` to `target` and returns its response head and streaming
-    /// body. `upgrade` requests get a connection of their own, which the
-    /// upgrade then consumes.
+    /// Sends `req` to `target` in `req`'s HTTP version and returns the
+    /// response head and streaming body. `upgrade` requests get an HTTP/1
+    /// connection of their own, which the upgrade then consumes.
     ///
     /// Errors: connect failures and a target that fails before answering.
     pub async fn send(
@@ -49,25 +39,25 @@ impl Upstream {
         req: Request<Incoming>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, Error> {
-        if self.protocol == Protocol::Http2 {
+        if req.version() == Version::HTTP_2 {
             return self.send_h2(ctx, target, labels, req).await;
         }
         let mut req = req;
         if !upgrade {
-            let cached = self.cached.lock().await.take();
-            if let Some((addr, Sender::H1(mut sender))) = cached.filter(|(a, _)| *a == target) {
-                if sender.ready().await.is_ok() {
-                    match sender.try_send_request(req).await {
-                        Ok(rsp) => {
-                            *self.cached.lock().await = Some((addr, Sender::H1(sender)));
-                            return Ok(rsp);
-                        }
-                        Err(mut e) => match e.take_message() {
-                            // Never written: safe to send on a new connection.
-                            Some(unsent) => req = unsent,
-                            None => return Err(Error::Upstream(target, e.into_error())),
-                        },
+            while let Some(mut sender) = self.take_idle(target) {
+                if sender.ready().await.is_err() {
+                    continue; // closed while idle
+                }
+                match sender.try_send_request(req).await {
+                    Ok(rsp) => {
+                        self.put_idle(target, sender);
+                        return Ok(rsp);
                     }
+                    Err(mut e) => match e.take_message() {
+                        // Never written: safe to send on another connection.
+                        Some(unsent) => req = unsent,
+                        None => return Err(Error::Upstream(target, e.into_error())),
+                    },
                 }
             }
         }
@@ -86,9 +76,25 @@ impl Upstream {
             .await
             .map_err(|e| Error::Upstream(target, e))?;
         if !upgrade {
-            *self.cached.lock().await = Some((target, Sender::H1(sender)));
+            self.put_idle(target, sender);
         }
         Ok(rsp)
+    }
+
+    fn take_idle(&self, target: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        let i = idle.iter().position(|(a, _)| *a == target)?;
+        Some(idle.swap_remove(i).1)
+    }
+
+    /// Keeps `sender` for the next request; it becomes ready once the
+    /// current response body has been read.
+    fn put_idle(&self, target: SocketAddr, sender: http1::SendRequest<Incoming>) {
+        let mut idle = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= MAX_IDLE_HTTP1 {
+            idle.remove(0);
+        }
+        idle.push((target, sender));
     }
 
     async fn send_h2(
@@ -99,12 +105,25 @@ impl Upstream {
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, Error> {
         let mut sender = {
-            let mut cached = self.cached.lock().await;
+            let mut cached = self.h2.lock().await;
             match &*cached {
-                Some((addr, Sender::H2(s))) if *addr == target && !s.is_closed() => s.clone(),
+                Some((addr, s)) if *addr == target && !s.is_closed() => s.clone(),
                 _ => {
-                    let s = self.connect_h2(ctx, target, labels).await?;
-                    *cached = Some((target, Sender::H2(s.clone())));
+                    let io = TokioIo::new(connect(ctx, target, labels).await?);
+                    let (s, conn) = http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .initial_stream_window_size(super::H2_STREAM_WINDOW)
+                        .initial_connection_window_size(super::H2_CONN_WINDOW)
+                        .max_send_buf_size(super::H2_MAX_SEND_BUF)
+                        .handshake(io)
+                        .await
+                        .map_err(|e| Error::Upstream(target, e))?;
+                    ctx.tracker.spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%e, "HTTP/2 target connection failed");
+                        }
+                    });
+                    *cached = Some((target, s.clone()));
                     s
                 }
             }
@@ -113,29 +132,6 @@ impl Upstream {
             .send_request(req)
             .await
             .map_err(|e| Error::Upstream(target, e))
-    }
-
-    async fn connect_h2(
-        &self,
-        ctx: &Ctx,
-        target: SocketAddr,
-        labels: &TargetLabels,
-    ) -> Result<http2::SendRequest<Incoming>, Error> {
-        let io = TokioIo::new(connect(ctx, target, labels).await?);
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(super::H2_STREAM_WINDOW)
-            .initial_connection_window_size(super::H2_CONN_WINDOW)
-            .max_send_buf_size(super::H2_MAX_SEND_BUF)
-            .handshake(io)
-            .await
-            .map_err(|e| Error::Upstream(target, e))?;
-        ctx.tracker.spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%e, "HTTP/2 target connection failed");
-            }
-        });
-        Ok(sender)
     }
 }
 
