@@ -39,6 +39,8 @@ pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(120);
 pub const DEFAULT_THREADS: usize = 1;
 /// Log filter, `RUST_LOG` syntax.
 pub const DEFAULT_LOG: &str = "warn,pimesh=info";
+/// How often the trust-anchor bundle is refreshed between renewals.
+pub const DEFAULT_TRUST_ANCHORS_REFRESH: Duration = Duration::from_secs(30);
 /// The identity a proxy asks for when none is configured (Kubernetes' defaults).
 pub const DEFAULT_IDENTITY: &str = "default/default";
 
@@ -156,6 +158,10 @@ pub struct IdentityConfig {
     pub token_file: PathBuf,
     /// `PIMESH_PROXY_TRUST_DOMAIN`: the SPIFFE trust domain.
     pub trust_domain: String,
+    /// `PIMESH_PROXY_TRUST_ANCHORS_REFRESH`: how often the trust-anchor
+    /// bundle is fetched between renewals, so that anchor rotations reach
+    /// the proxy before new issuers sign.
+    pub anchors_refresh: Duration,
 }
 
 /// A destination reached over mTLS.
@@ -364,6 +370,10 @@ fn identity_config(p: &Parser<'_>) -> Result<Option<IdentityConfig>, Error> {
         trust_anchors,
         identity: p.parse("PIMESH_PROXY_IDENTITY", DEFAULT_IDENTITY, parse_identity)?,
         token_file: required("PIMESH_PROXY_TOKEN_FILE")?,
+        anchors_refresh: p.duration(
+            "PIMESH_PROXY_TRUST_ANCHORS_REFRESH",
+            DEFAULT_TRUST_ANCHORS_REFRESH,
+        )?,
         trust_domain: p.parse(
             "PIMESH_PROXY_TRUST_DOMAIN",
             pimesh_api::DEFAULT_TRUST_DOMAIN,

@@ -31,6 +31,10 @@ pub(crate) const H2_MAX_SEND_BUF: usize = 64 * 1024;
 /// Concurrent streams accepted per HTTP/2 connection.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 
+/// A byte stream to a target (plain TCP or mTLS), for tunnels.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// Why a request got a response from the proxy instead of its target.
 /// Each variant is also the `error` label of `response_total`.
 #[derive(Debug, thiserror::Error)]
@@ -432,7 +436,14 @@ impl Service {
         target: SocketAddr,
         labels: &TargetLabels,
     ) -> Result<Response<body::Inner>, Error> {
-        let mut server = upstream::connect(&self.ctx, target, labels).await?;
+        // A mesh destination is reached over mTLS to its proxy (opaque).
+        let server: Box<dyn Io> = match self.ctx.config.mesh_destination(target) {
+            Some(dest) => {
+                Box::new(mesh::connect(&self.ctx, dest, mesh::Carries::Opaque, labels).await?)
+            }
+            None => Box::new(upstream::connect(&self.ctx, target, labels).await?),
+        };
+        let mut server = server;
         let client = hyper::upgrade::on(&mut req);
         self.ctx.tracker.spawn(async move {
             match client.await {

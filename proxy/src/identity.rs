@@ -17,8 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
-/// How often the trust-anchor bundle is fetched between renewals.
-pub const ANCHOR_REFRESH: Duration = Duration::from_secs(30);
 /// First retry delay after a failed request; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -107,7 +105,7 @@ pub async fn run(
                     renew_at
                         .duration_since(now)
                         .unwrap_or_default()
-                        .min(ANCHOR_REFRESH)
+                        .min(cfg.anchors_refresh)
                 }
                 Err(e) => {
                     metrics.identity_failed(e.label());
@@ -136,7 +134,7 @@ pub async fn run(
             renew_at
                 .duration_since(now)
                 .unwrap_or_default()
-                .min(ANCHOR_REFRESH)
+                .min(cfg.anchors_refresh)
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,

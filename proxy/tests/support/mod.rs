@@ -514,3 +514,264 @@ pub fn h2load(netns: Option<&str>, args: &[&str]) -> u64 {
         .unwrap_or_else(|| panic!("cannot parse {line:?}"));
     succeeded
 }
+
+/// The `pimesh` binary (the controller), built beside `pimesh-proxy`; built
+/// on demand when only the proxy's tests were compiled.
+pub fn controller_bin() -> PathBuf {
+    let dir = Path::new(proxy_bin()).parent().unwrap();
+    let bin = dir.join("pimesh");
+    if !bin.exists() {
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let out = run(
+            Command::new(cargo)
+                .args(["build", "-p", "pimesh-controller", "--bin", "pimesh"])
+                .current_dir(env!("CARGO_MANIFEST_DIR")),
+            Duration::from_secs(600),
+        );
+        assert!(
+            out.status.success(),
+            "building pimesh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    bin
+}
+
+/// A running standalone controller on loopback port 0, killed on drop;
+/// its data dir survives a restart.
+pub struct Controller {
+    child: Option<Child>,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub dir: Arc<TempDir>,
+    extra: Vec<String>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Controller {
+    /// Starts `pimesh controller --standalone` with `extra` flags.
+    pub fn start(extra: &[&str]) -> Controller {
+        Controller::start_at("127.0.0.1:0", extra)
+    }
+
+    /// Starts it with its proxy-facing port at `proxy_addr` (fixed, so that
+    /// proxies find it again after a restart).
+    pub fn start_at(proxy_addr: &str, extra: &[&str]) -> Controller {
+        let dir = Arc::new(TempDir::new("controller"));
+        let mut args: Vec<String> = vec!["--proxy-addr".into(), proxy_addr.into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Controller::start_in(dir, args)
+    }
+
+    fn start_in(dir: Arc<TempDir>, extra: Vec<String>) -> Controller {
+        let mut child = Command::new(controller_bin())
+            .args(["controller", "--standalone", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--admin-addr", "127.0.0.1:0"])
+            .args(&extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pimesh controller");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening proxy=") {
+                    let _ = tx.send(line.clone());
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("controller did not start:\n{}", log.lock().unwrap());
+        };
+        let addr = |key: &str| -> SocketAddr {
+            let start = line.find(key).unwrap() + key.len();
+            line[start..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        Controller {
+            proxy_addr: addr("proxy="),
+            admin_addr: addr("admin="),
+            child: Some(child),
+            dir,
+            extra,
+            log,
+        }
+    }
+
+    /// Kills the controller with SIGKILL (no chance to flush anything).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A new controller process on the same data dir (new ports).
+    pub fn restart(&mut self) -> Controller {
+        self.kill();
+        Controller::start_in(self.dir.clone(), self.extra.clone())
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Runs `pimesh ARGS --controller http://ADMIN` and returns stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = run(
+            Command::new(controller_bin())
+                .args(args)
+                .args(["--controller", &format!("http://{}", self.admin_addr)]),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success(),
+            "pimesh {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Writes the trust anchors to a file in the controller's temp dir.
+    pub fn anchors_file(&self) -> PathBuf {
+        let pem = self.cli(&["identity", "trust-anchors"]);
+        let path = self.dir.path().join("anchors.pem");
+        std::fs::write(&path, pem).unwrap();
+        path
+    }
+
+    /// Creates a join token for `identity` and writes it to a file.
+    pub fn token_file(&self, identity: &str) -> PathBuf {
+        let out = self.cli(&["token", "create", "--identity", identity]);
+        let token = out
+            .split_whitespace()
+            .find(|w| w.starts_with("pmt_"))
+            .unwrap_or_else(|| panic!("no token in {out:?}"))
+            .to_string();
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}.token", identity.replace('/', "_")));
+        std::fs::write(&path, token).unwrap();
+        path
+    }
+
+    /// The environment of a meshed proxy with `identity`.
+    pub fn proxy_env(&self, identity: &str) -> Vec<(String, String)> {
+        vec![
+            (
+                "PIMESH_PROXY_CONTROLLER_ADDR".into(),
+                self.proxy_addr.to_string(),
+            ),
+            (
+                "PIMESH_PROXY_TRUST_ANCHORS".into(),
+                self.anchors_file().display().to_string(),
+            ),
+            (
+                "PIMESH_PROXY_TOKEN_FILE".into(),
+                self.token_file(identity).display().to_string(),
+            ),
+            ("PIMESH_PROXY_IDENTITY".into(), identity.into()),
+        ]
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts a proxy with `base` plus `env` and waits until it is ready.
+pub fn meshed_proxy(base: &[(String, String)], env: &[(&str, &str)]) -> Proxy {
+    let mut all: Vec<(&str, &str)> = base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    all.extend_from_slice(env);
+    let proxy = Proxy::start(&all);
+    let ready = eventually(Duration::from_secs(20), || {
+        curl(
+            None,
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("http://{}/ready", proxy.admin),
+            ],
+        )
+        .1 == "200"
+    });
+    assert!(ready, "proxy never got a certificate:\n{}", proxy.log());
+    proxy
+}
+
+/// A TCP relay that records every byte passing through it (both ways), to
+/// see what crosses the wire between two proxies.
+pub struct Tap {
+    pub addr: SocketAddr,
+    /// Client-to-server bytes, then server-to-client bytes.
+    pub bytes: [Arc<Mutex<Vec<u8>>>; 2],
+}
+
+impl Tap {
+    pub fn start(to: SocketAddr) -> Tap {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let bytes = [
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(Mutex::new(Vec::new())),
+        ];
+        let rec = bytes.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let Ok(u) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let pairs = [(c.try_clone().unwrap(), u.try_clone().unwrap()), (u, c)];
+                for (i, (mut from, mut to)) in pairs.into_iter().enumerate() {
+                    let rec = rec[i].clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Write);
+                                    return;
+                                }
+                                Ok(n) => {
+                                    rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Tap { addr, bytes }
+    }
+
+    /// (client-to-server, server-to-client) bytes so far.
+    pub fn recorded(&self) -> (Vec<u8>, Vec<u8>) {
+        (
+            self.bytes[0].lock().unwrap().clone(),
+            self.bytes[1].lock().unwrap().clone(),
+        )
+    }
+}
