@@ -5,12 +5,14 @@
 //!
 //! - `ca`: CA material, rotation, leaf issuance (pure).
 //! - `csr`: parsing and verifying proxies' CSRs.
+//! - `pem`: PEM bundles in and out.
 //!
 //! [`Authority`] is synchronous (signing and flushing block): the servers
 //! call it from `spawn_blocking`. Times are Unix seconds passed in.
 
 pub mod ca;
 pub mod csr;
+pub mod pem;
 
 use crate::store::{self, Store, Table};
 use crate::token::{self, Refusal, Tokens};
@@ -36,6 +38,9 @@ pub enum Error {
     /// CA material is unusable, or a rotation step is not allowed now.
     #[error(transparent)]
     Ca(#[from] ca::Error),
+    /// The operator's CA files (first start) are unusable.
+    #[error("cannot import the CA given by --trust-anchor-pem, --issuer-pem and --issuer-key-pem")]
+    Import(#[source] ca::Error),
     /// The database holds data but no CA: never replaced by a new CA.
     #[error(
         "the database {} {} but holds no CA material; refusing to create a new CA over it \
@@ -227,7 +232,9 @@ impl Authority {
             }
             None => {
                 let state = match &settings.import {
-                    Some((anchors, issuer, key)) => CaState::import(anchors, issuer, key, now)?,
+                    Some((anchors, issuer, key)) => {
+                        CaState::import(anchors, issuer, key, now).map_err(Error::Import)?
+                    }
                     None => CaState::generate(now)?,
                 };
                 ca_table.put(CA_KEY, &state)?;
@@ -319,7 +326,7 @@ impl Authority {
             self.settings.cert_lifetime,
             now,
         )?;
-        let issuer = ca::certs_from_pem(&signer.cert_pem, "issuer")?.remove(0);
+        let issuer = pem::certs_from_pem(&signer.cert_pem, "issuer")?.remove(0);
         Ok(ControllerCert {
             chain: vec![leaf.der, issuer],
             key_pkcs8: key.serialize_der(),

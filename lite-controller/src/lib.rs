@@ -1,14 +1,42 @@
 //! `pimesh-controller`: pimesh's control plane in one process (`pimesh
-//! controller`) and the operator CLI. See DESIGN.md "The control plane".
+//! controller`) and the operator CLI. See DESIGN.md "The control plane"
+//! and ARCHITECTURE.md.
 //!
 //! Layout:
-//! - `store`: the sled database (the only module that knows sled).
-//! - `crypto`: SHA-256, random bytes, hex, constant-time comparison (ring).
+//! - `config`: the controller's `Config`, from flags with `PIMESH_CONTROLLER_*` fallbacks.
+//! - `server`: start-up, the controller's own certificate, shutdown.
+//! - `proxy_api`: the proxy-facing port (8086): HTTP/2 over TLS 1.3, certify.
+//! - `admin`: the operator port (8085): metrics, probes, tokens, CA, rotation.
+//! - `rest`: JSON responses, `ApiError`s, size-limited bodies.
 //! - `identity`: the CA: trust anchors, issuer, rotation, CSRs, leaves,
 //!   issued-serial records.
 //! - `token`: join tokens (standalone mode) and their operator API types.
+//! - `store`: the sled database (the only module that knows sled).
+//! - `metrics`: `pimesh_controller_*` series.
+//! - `crypto`: SHA-256, random bytes, hex, constant-time comparison (ring).
+//! - `client`, `cli`: the operator CLI (`pimesh token`, `pimesh identity`).
 
+pub mod admin;
+pub mod cli;
+pub mod client;
+pub mod config;
 pub mod crypto;
 pub mod identity;
+pub mod metrics;
+pub mod proxy_api;
+pub mod rest;
+pub mod server;
 pub mod store;
 pub mod token;
+
+/// `error: source: source...` in one line, for logs and error messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}

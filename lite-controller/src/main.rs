@@ -1,11 +1,15 @@
-//! `pimesh`: the control plane (`pimesh controller`) and the operator CLI.
-//!
-//! Only the command-line shell exists so far; the controller's roles
-//! (identity, discovery, policy, injector, telemetry) arrive with their
-//! issues. Exit codes: 0 success, 64 bad usage (sysexits `EX_USAGE`).
+//! `pimesh`: the control plane (`pimesh controller`) and the operator CLI
+//! (`pimesh token ...`, `pimesh identity ...`). Exit codes: 0 success, 1
+//! runtime failure (unusable database, controller unreachable or refusing),
+//! 64 bad usage or configuration (sysexits `EX_USAGE`).
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use pimesh_controller::cli::{self, IdentityCommand, TokenCommand};
+use pimesh_controller::config::{Config, ControllerArgs, OsEnv};
+use pimesh_controller::{error_chain, server};
 use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
 
 /// Exit code for bad usage or configuration (sysexits.h `EX_USAGE`).
 const EX_USAGE: u8 = 64;
@@ -13,21 +17,105 @@ const EX_USAGE: u8 = 64;
 /// pimesh: a service mesh for small ARM clusters.
 #[derive(Debug, Parser)]
 #[command(name = "pimesh", version, about, long_about = None)]
-struct Cli {}
+#[command(subcommand_required = true, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane: the mesh CA on the proxy port (8086) and the
+    /// operator API on the admin port (8085)
+    Controller(ControllerArgs),
+    /// Join tokens for proxies (standalone mode)
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The mesh CA: trust anchors and their rotation
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
 
 fn main() -> ExitCode {
-    match Cli::try_parse() {
-        Ok(Cli {}) => {
-            eprintln!(
-                "pimesh {}: no subcommand yet; the controller arrives with the identity issue (see --help)",
-                env!("CARGO_PKG_VERSION")
-            );
-            ExitCode::from(EX_USAGE)
-        }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EX_USAGE } else { 0 };
             let _ = e.print();
-            ExitCode::from(code)
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Controller(args) => return controller(&args),
+        Command::Token(cmd) => cli::token::run(cmd, &OsEnv),
+        Command::Identity(cmd) => cli::identity::run(cmd, &OsEnv),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pimesh: {}", error_chain(&e));
+            ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// `pimesh controller`: parses the configuration, then serves until
+/// SIGTERM or SIGINT, drains, flushes the database and exits 0.
+fn controller(args: &ControllerArgs) -> ExitCode {
+    let config = match Config::from_args(args, &OsEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pimesh controller: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    // The filter was validated by Config.
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(&config.log))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    // One thread serves both ports; signing and flushed writes run on the
+    // (small) blocking pool.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pimesh controller: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "config: {config}");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        match server::run(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "controller failed");
+                eprintln!("pimesh controller: {}", error_chain(&e));
+                ExitCode::from(e.exit_code())
+            }
+        }
+    })
+}
+
+/// Cancels `shutdown` on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
 }

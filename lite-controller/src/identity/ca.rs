@@ -9,17 +9,17 @@
 //! (the new issuer signs) → [`CaState::finish_rotation`] → `stable` with
 //! only the new anchor and issuer.
 
+use super::pem::{certs_from_pem, parse_cert, pem_encode};
 use crate::crypto;
+use generate::{datetime, generate_anchor, generate_issuer, random_serial};
 use pimesh_api::identity::Identity;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
-use time::OffsetDateTime;
-use x509_parser::pem::Pem;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Validity of a generated trust anchor (operators rotate yearly).
@@ -29,8 +29,6 @@ pub const ISSUER_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How far a leaf's `notBefore` lies in the past at most, for clock skew
 /// between boards without RTC (seconds; never more than the lifetime).
 pub const LEAF_BACKDATE_SECS: u64 = 60;
-/// How far a generated CA's `notBefore` lies in the past (seconds).
-const CA_BACKDATE_SECS: u64 = 3600;
 
 /// CA material that cannot be made, read or used.
 #[derive(Debug, thiserror::Error)]
@@ -461,156 +459,21 @@ fn signer(pem: &IssuerPem, anchors: &[Vec<u8>], what: &str) -> Result<Signer, Er
     })
 }
 
-/// A self-signed P-256 anchor (and its key, to sign issuers).
-fn generate_anchor(now: u64) -> Result<(Anchor, KeyPair), Error> {
-    let key = new_key("a trust anchor key")?;
-    let params = ca_params("pimesh trust anchor", now, ANCHOR_LIFETIME, None);
-    let cert = params.self_signed(&key).map_err(|source| Error::Generate {
-        what: "a trust anchor",
-        source,
-    })?;
-    let anchor = Anchor {
-        cert_pem: cert.pem(),
-        key_pem: Some(key.serialize_pem()),
-    };
-    Ok((anchor, key))
-}
-
-/// A P-256 issuer signed by `anchor` (path length 0: it signs only leaves).
-fn generate_issuer(anchor: &Anchor, key: &KeyPair, now: u64) -> Result<IssuerPem, Error> {
-    let anchor_key = KeyPair::from_pem(&key.serialize_pem()).map_err(|source| Error::Generate {
-        what: "an issuer",
-        source,
-    })?;
-    let parent = Issuer::from_ca_cert_pem(&anchor.cert_pem, anchor_key).map_err(|source| {
-        Error::Generate {
-            what: "an issuer",
-            source,
-        }
-    })?;
-    let issuer_key = new_key("an issuer key")?;
-    let mut params = ca_params("pimesh issuer", now, ISSUER_LIFETIME, Some(0));
-    params.use_authority_key_identifier_extension = true;
-    let cert = params
-        .signed_by(&issuer_key, &parent)
-        .map_err(|source| Error::Generate {
-            what: "an issuer",
-            source,
-        })?;
-    Ok(IssuerPem {
-        cert_pem: cert.pem(),
-        key_pem: issuer_key.serialize_pem(),
-    })
-}
-
-fn new_key(what: &'static str) -> Result<KeyPair, Error> {
-    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|source| Error::Generate { what, source })
-}
-
-/// CA parameters; `CN = "<name> <8 random hex>"` keeps the subjects of
-/// successive generations apart.
-fn ca_params(name: &str, now: u64, lifetime: Duration, path_len: Option<u8>) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    p.distinguished_name = DistinguishedName::new();
-    p.distinguished_name
-        .push(DnType::OrganizationName, "pimesh");
-    p.distinguished_name.push(
-        DnType::CommonName,
-        format!("{name} {}", crypto::hex(&crypto::random_bytes::<4>())),
-    );
-    p.is_ca = IsCa::Ca(match path_len {
-        Some(n) => BasicConstraints::Constrained(n),
-        None => BasicConstraints::Unconstrained,
-    });
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    p.not_before = datetime(now.saturating_sub(CA_BACKDATE_SECS));
-    p.not_after = datetime(now.saturating_add(lifetime.as_secs()));
-    p.serial_number = Some(SerialNumber::from_slice(&random_serial()));
-    p
-}
-
-/// 16 random bytes with the top bit clear and a non-zero first byte: a
-/// positive DER INTEGER of exactly these bytes (RFC 5280 §4.1.2.2: ≤ 20 octets).
-fn random_serial() -> [u8; 16] {
-    let mut s = crypto::random_bytes::<16>();
-    s[0] &= 0x7f;
-    if s[0] == 0 {
-        s[0] = 1;
-    }
-    s
-}
-
-fn datetime(unix: u64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(unix as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
 fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
-    Error::Invalid {
-        what: what.into(),
-        reason: reason.into(),
-    }
+    Error::invalid(what, reason)
 }
 
-/// The DER of every `CERTIFICATE` block in `pem` (at least one).
-pub fn certs_from_pem(pem: &str, what: &str) -> Result<Vec<Vec<u8>>, Error> {
-    let mut out = Vec::new();
-    for block in Pem::iter_from_buffer(pem.as_bytes()) {
-        let block = block.map_err(|_| invalid(what, "not PEM"))?;
-        if block.label != "CERTIFICATE" {
-            return Err(invalid(
-                what,
-                format!("a PEM {:?}, not a CERTIFICATE", block.label),
-            ));
-        }
-        parse_cert(&block.contents, what)?;
-        out.push(block.contents);
-    }
-    if out.is_empty() {
-        return Err(invalid(what, "no PEM CERTIFICATE in it"));
-    }
-    Ok(out)
-}
-
-fn parse_cert<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, Error> {
-    match X509Certificate::from_der(der) {
-        Ok((&[], x509)) => Ok(x509),
-        _ => Err(invalid(what, "not an X.509 certificate")),
-    }
-}
-
-/// PEM of a DER certificate (64-character lines, RFC 7468).
-pub fn pem_encode(der: &[u8]) -> String {
-    pem_block("CERTIFICATE", der)
-}
-
-/// A PEM block labelled `label` around `der` (standard base64, RFC 7468).
-pub fn pem_block(label: &str, der: &[u8]) -> String {
-    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = Vec::with_capacity(der.len().div_ceil(3) * 4);
-    for chunk in der.chunks(3) {
-        let n = chunk.iter().fold(0u32, |a, b| a << 8 | u32::from(*b)) << (8 * (3 - chunk.len()));
-        for i in 0..4 {
-            b64.push(if i <= chunk.len() {
-                B64[(n >> (18 - 6 * i) & 63) as usize]
-            } else {
-                b'='
-            });
+impl Error {
+    /// An [`Error::Invalid`].
+    pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::Invalid {
+            what: what.into(),
+            reason: reason.into(),
         }
     }
-    let mut s = format!("-----BEGIN {label}-----\n");
-    for line in b64.chunks(64) {
-        // Base64 output is ASCII.
-        s.push_str(std::str::from_utf8(line).unwrap_or_default());
-        s.push('\n');
-    }
-    s.push_str(&format!("-----END {label}-----\n"));
-    s
 }
+
+mod generate;
 
 #[cfg(test)]
 mod tests;

@@ -118,11 +118,14 @@ pub(crate) mod tests {
         // The last byte is inside the ECDSA signature's `s` integer.
         *der.last_mut().unwrap() ^= 0x01;
         assert_eq!(
-            parse(&crate::identity::ca::pem_block("CERTIFICATE REQUEST", &der)),
+            parse(&crate::identity::pem::pem_block(
+                "CERTIFICATE REQUEST",
+                &der
+            )),
             Err(Error::BadSignature)
         );
         // The untouched request round-trips through the test encoder.
-        assert!(parse(&crate::identity::ca::pem_block(
+        assert!(parse(&crate::identity::pem::pem_block(
             "CERTIFICATE REQUEST",
             &block.contents
         ))

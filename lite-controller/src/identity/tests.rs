@@ -45,7 +45,7 @@ fn request(a: &Authority, identity: &str) -> CertifyRequest {
 }
 
 fn issuer_of_chain(chain_pem: &str) -> CertInfo {
-    let ders = ca::certs_from_pem(chain_pem, "chain").unwrap();
+    let ders = pem::certs_from_pem(chain_pem, "chain").unwrap();
     assert_eq!(ders.len(), 2, "leaf + issuer");
     let (_, x) = X509Certificate::from_der(&ders[1]).unwrap();
     CertInfo {

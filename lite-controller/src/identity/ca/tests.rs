@@ -4,6 +4,7 @@
 use super::*;
 use crate::identity::csr::tests::csr_pem;
 use crate::identity::csr::{self, CsrKey};
+use crate::identity::pem::{certs_from_pem, pem_encode};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 const TD: &str = "cluster.local";

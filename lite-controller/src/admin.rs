@@ -1,0 +1,299 @@
+//! The operator listener (8085, plain HTTP/1.1): `GET /metrics`, `/ready`,
+//! `/live`, the trust-anchor bundle, CA status and issued serials, join
+//! tokens, and trust-anchor rotation. The `pimesh` CLI talks to it.
+//!
+//! Interim authorization model: every mutating request (`POST`, `DELETE`:
+//! creating or revoking tokens, rotating the CA) is only accepted from
+//! loopback clients (403 otherwise), so only someone on the controller's
+//! host (or in its pod) can change anything. Reads are open. mTLS client
+//! authentication for operators replaces this later.
+//!
+//! | method and path | what |
+//! | --- | --- |
+//! | `GET /v1/identity/trust-anchors` | the bundle, PEM |
+//! | `GET /v1/identity/ca` | [`CaStatus`](crate::identity::CaStatus) |
+//! | `GET /v1/identity/certificates` | [`Certificates`]: every issued-serial record |
+//! | `POST /v1/identity/rotate` | [`RotateRequest`] → `CaStatus` (409 while a rotation runs) |
+//! | `POST /v1/identity/rotate/finish` | [`FinishRequest`] → `CaStatus` (409 while refused) |
+//! | `POST /v1/tokens` | [`CreateToken`] → 201 [`CreatedToken`](crate::token::CreatedToken) |
+//! | `GET /v1/tokens` | `[TokenInfo]` |
+//! | `DELETE /v1/tokens/{id}` | revokes → `TokenInfo` (404 unknown) |
+
+use crate::identity::{self, ca, now_unix, IssuedCert};
+use crate::rest::{self, Body};
+use crate::server::Ctx;
+use crate::token::{self, CreateToken, Status};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use pimesh_api::identity::TRUST_ANCHORS_PATH;
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+/// `POST /v1/identity/rotate` body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateRequest {
+    /// Seconds until the new issuer signs, so that every proxy fetches the
+    /// new bundle first; default [`DEFAULT_ACTIVATE_AFTER_SECS`].
+    #[serde(default)]
+    pub activate_after_seconds: Option<u64>,
+}
+
+/// Default wait between a rotation's start and the new issuer signing.
+pub const DEFAULT_ACTIVATE_AFTER_SECS: u64 = 120;
+
+/// `POST /v1/identity/rotate/finish` body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishRequest {
+    /// Finish even before activation or while old leaves are valid.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `GET /v1/identity/certificates` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certificates {
+    /// How many records.
+    pub count: usize,
+    /// The records, in serial order.
+    pub certificates: Vec<IssuedCert>,
+}
+
+const TOKENS_PATH: &str = "/v1/tokens";
+const CA_PATH: &str = "/v1/identity/ca";
+const CERTIFICATES_PATH: &str = "/v1/identity/certificates";
+const ROTATE_PATH: &str = "/v1/identity/rotate";
+const FINISH_PATH: &str = "/v1/identity/rotate/finish";
+
+/// `Content-Type` of `/metrics`.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves operators until `ctx.shutdown`; open connections finish their
+/// request (HTTP/1 graceful shutdown).
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let ctx = ctx.clone();
+        tracker.spawn(async move {
+            let shutdown = ctx.shutdown.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(handle(&ctx, peer, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(Duration::from_secs(5), conn.as_mut())
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "admin connection failed");
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let loopback = peer.ip().to_canonical().is_loopback();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    if matches!(method, Method::POST | Method::DELETE | Method::PUT) && !loopback {
+        tracing::warn!(%peer, %method, path, "mutating request from a non-loopback client refused");
+        return rest::error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "changes are only accepted from loopback clients (interim authorization model)",
+        );
+    }
+    let token_id = path.strip_prefix("/v1/tokens/").map(str::to_string);
+    match (&method, path.as_str()) {
+        (&Method::GET, "/metrics") => metrics(ctx).await,
+        (&Method::GET, "/live") => rest::text(StatusCode::OK, "live\n"),
+        (&Method::GET, "/ready") if ctx.shutdown.is_cancelled() => {
+            rest::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+        }
+        (&Method::GET, "/ready") => rest::text(StatusCode::OK, "ready\n"),
+        (&Method::GET, TRUST_ANCHORS_PATH) => rest::pem(ctx.authority.trust_anchors_pem()),
+        (&Method::GET, CA_PATH) => blocking(ctx, |c, now| c.authority.status(now)).await,
+        (&Method::GET, CERTIFICATES_PATH) => {
+            blocking(ctx, |c, _| {
+                c.authority.certificates().map(|certificates| Certificates {
+                    count: certificates.len(),
+                    certificates,
+                })
+            })
+            .await
+        }
+        (&Method::POST, ROTATE_PATH) => match rest::read_json::<RotateRequest, _>(req).await {
+            Ok(r) => {
+                let after = r
+                    .activate_after_seconds
+                    .unwrap_or(DEFAULT_ACTIVATE_AFTER_SECS);
+                blocking(ctx, move |c, now| {
+                    c.authority.rotate(Duration::from_secs(after), now)
+                })
+                .await
+            }
+            Err(e) => e.response(),
+        },
+        (&Method::POST, FINISH_PATH) => match rest::read_json::<FinishRequest, _>(req).await {
+            Ok(r) => blocking(ctx, move |c, now| c.authority.finish_rotation(r.force, now)).await,
+            Err(e) => e.response(),
+        },
+        (&Method::POST, TOKENS_PATH) => match rest::read_json::<CreateToken, _>(req).await {
+            Ok(r) => {
+                let rsp = blocking(ctx, move |c, now| c.authority.tokens().create(&r, now)).await;
+                if rsp.status() == StatusCode::OK {
+                    let (mut parts, body) = rsp.into_parts();
+                    parts.status = StatusCode::CREATED;
+                    return Response::from_parts(parts, body);
+                }
+                rsp
+            }
+            Err(e) => e.response(),
+        },
+        (&Method::GET, TOKENS_PATH) => blocking(ctx, |c, now| c.authority.tokens().list(now)).await,
+        (&Method::DELETE, _) if token_id.is_some() => {
+            let id = token_id.unwrap_or_default();
+            blocking(ctx, move |c, now| c.authority.tokens().revoke(&id, now)).await
+        }
+        (_, "/metrics" | "/live" | "/ready" | TRUST_ANCHORS_PATH | CA_PATH | CERTIFICATES_PATH)
+        | (_, ROTATE_PATH | FINISH_PATH | TOKENS_PATH) => rest::method_not_allowed(),
+        (_, _) if token_id.is_some() => rest::method_not_allowed(),
+        _ => rest::not_found(),
+    }
+}
+
+/// Runs `f` on the blocking pool (database reads and flushed writes) and
+/// answers its value as JSON, or its error as an `ApiError`.
+async fn blocking<T, E>(
+    ctx: &Arc<Ctx>,
+    f: impl FnOnce(&Ctx, u64) -> Result<T, E> + Send + 'static,
+) -> Response<Body>
+where
+    T: Serialize + Send + 'static,
+    E: Into<ApiFailure> + Send + 'static,
+{
+    let ctx = ctx.clone();
+    match tokio::task::spawn_blocking(move || f(&ctx, now_unix())).await {
+        Ok(Ok(v)) => rest::json(StatusCode::OK, &v),
+        Ok(Err(e)) => e.into().response(),
+        Err(e) => {
+            tracing::error!(error = %e, "operator request task failed");
+            rest::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        }
+    }
+}
+
+/// An operator request that failed, with its HTTP status and code.
+pub struct ApiFailure {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiFailure {
+    fn response(self) -> Response<Body> {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, "{}", self.message);
+        }
+        rest::error(self.status, self.code, self.message)
+    }
+}
+
+impl From<identity::Error> for ApiFailure {
+    fn from(e: identity::Error) -> Self {
+        let (status, code) = match &e {
+            identity::Error::Ca(ca::Error::RotationInProgress { .. }) => {
+                (StatusCode::CONFLICT, "rotation_in_progress")
+            }
+            identity::Error::Ca(ca::Error::NoRotation) => (StatusCode::CONFLICT, "no_rotation"),
+            identity::Error::Ca(ca::Error::NotActiveYet { .. }) => {
+                (StatusCode::CONFLICT, "not_active_yet")
+            }
+            identity::Error::Ca(ca::Error::OldLeavesValid { .. }) => {
+                (StatusCode::CONFLICT, "old_leaves_valid")
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiFailure {
+            status,
+            code,
+            message: crate::error_chain(&e),
+        }
+    }
+}
+
+impl From<token::Error> for ApiFailure {
+    fn from(e: token::Error) -> Self {
+        let (status, code) = match &e {
+            token::Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            token::Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            token::Error::Refused(r) => (StatusCode::FORBIDDEN, r.code()),
+            token::Error::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiFailure {
+            status,
+            code,
+            message: crate::error_chain(&e),
+        }
+    }
+}
+
+/// Sets the gauges that mirror stored state, then encodes every series.
+async fn metrics(ctx: &Arc<Ctx>) -> Response<Body> {
+    let c = ctx.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let now = now_unix();
+        if let Ok(st) = c.authority.status(now) {
+            c.metrics.issuer_expiry.set(st.issuer.not_after_unix as i64);
+            let first = st.anchors.iter().map(|a| a.not_after_unix).min();
+            c.metrics.anchor_expiry.set(first.unwrap_or(0) as i64);
+            c.metrics.issued_records.set(st.certificates as i64);
+        }
+        if let Ok(counts) = c.authority.tokens().counts(now) {
+            for (status, n) in counts {
+                c.metrics.set_tokens(Status::as_str(status), n);
+            }
+        }
+        c.metrics.encode()
+    })
+    .await
+    .unwrap_or_default();
+    let mut rsp = rest::text(StatusCode::OK, text);
+    rsp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(OPENMETRICS),
+    );
+    rsp
+}

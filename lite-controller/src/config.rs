@@ -1,0 +1,393 @@
+//! The controller's one [`Config`], parsed once at start-up from the
+//! `pimesh controller` flags, each with a `PIMESH_CONTROLLER_<FLAG>`
+//! environment fallback (flag wins), read through the [`Env`] trait so
+//! tests pass a map instead of touching the process environment.
+
+use clap::Args;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Proxy-facing listener (mTLS, HTTP/2), DESIGN.md "control plane".
+pub const DEFAULT_PROXY_ADDR: &str = "0.0.0.0:8086";
+/// Operator listener (HTTP/1.1: API, `/metrics`).
+pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:8085";
+/// Lifetime of proxies' certificates (Linkerd's default: 24 h).
+pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Shortest certificate lifetime (X.509 times have whole seconds).
+pub const MIN_CERT_LIFETIME: Duration = Duration::from_secs(1);
+/// Longest certificate lifetime: the issuer's own (one year).
+pub const MAX_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Log filter, `RUST_LOG` syntax.
+pub const DEFAULT_LOG: &str = "warn,pimesh=info";
+
+/// Where fallback values come from: the process environment in the binary,
+/// a map in tests (never `std::env::set_var`).
+pub trait Env {
+    /// The value of `name`, if set (an empty value counts as unset).
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsEnv;
+
+impl Env for OsEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<&str, &str> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_string())
+    }
+}
+
+/// `pimesh controller` flags, as given (validated by [`Config::from_args`]).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ControllerArgs {
+    /// Standalone mode: no Kubernetes; proxies authenticate with join
+    /// tokens (`pimesh token create`) [env: PIMESH_CONTROLLER_STANDALONE]
+    #[arg(long)]
+    pub standalone: bool,
+    /// Directory of the controller's database (created, mode 0700, if
+    /// missing); holds the CA's keys [env: PIMESH_CONTROLLER_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// Proxy-facing listener, HTTP/2 over TLS 1.3 [default: 0.0.0.0:8086]
+    /// [env: PIMESH_CONTROLLER_PROXY_ADDR]
+    #[arg(long, value_name = "ADDR")]
+    pub proxy_addr: Option<String>,
+    /// Operator listener: API, /metrics, /ready, /live [default:
+    /// 0.0.0.0:8085] [env: PIMESH_CONTROLLER_ADMIN_ADDR]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_addr: Option<String>,
+    /// SPIFFE trust domain of the identities [default: cluster.local]
+    /// [env: PIMESH_CONTROLLER_TRUST_DOMAIN]
+    #[arg(long, value_name = "DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// Bring your own CA: trust anchor(s), PEM; imported on first start
+    /// only, with --issuer-pem and --issuer-key-pem
+    /// [env: PIMESH_CONTROLLER_TRUST_ANCHOR_PEM]
+    #[arg(long, value_name = "FILE")]
+    pub trust_anchor_pem: Option<String>,
+    /// Bring your own CA: the issuer certificate, PEM, signed by a trust
+    /// anchor [env: PIMESH_CONTROLLER_ISSUER_PEM]
+    #[arg(long, value_name = "FILE")]
+    pub issuer_pem: Option<String>,
+    /// Bring your own CA: the issuer's PKCS#8 private key, PEM
+    /// [env: PIMESH_CONTROLLER_ISSUER_KEY_PEM]
+    #[arg(long, value_name = "FILE")]
+    pub issuer_key_pem: Option<String>,
+    /// Lifetime of proxies' certificates: 10s, 2m, 24h ... (at least 1s)
+    /// [default: 24h] [env: PIMESH_CONTROLLER_CERT_LIFETIME]
+    #[arg(long, value_name = "DURATION")]
+    pub cert_lifetime: Option<String>,
+    /// Log filter, RUST_LOG syntax [default: warn,pimesh=info]
+    /// [env: PIMESH_CONTROLLER_LOG]
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+/// A flag or variable that could not be used. The binary prints it and
+/// exits with code 64.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {flag} {value:?} (env {env}): {reason}")]
+pub struct Error {
+    /// The flag, e.g. `--cert-lifetime`.
+    pub flag: &'static str,
+    /// Its environment variable, e.g. `PIMESH_CONTROLLER_CERT_LIFETIME`.
+    pub env: &'static str,
+    /// The value as given (empty when missing).
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The operator's own CA, read from the three PEM files.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ImportPems {
+    /// `--trust-anchor-pem` contents.
+    pub anchors: String,
+    /// `--issuer-pem` contents.
+    pub issuer: String,
+    /// `--issuer-key-pem` contents (a private key: never printed).
+    pub issuer_key: String,
+}
+
+impl fmt::Debug for ImportPems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ImportPems { .. }")
+    }
+}
+
+/// Everything `pimesh controller` needs, parsed and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `--standalone`: join tokens instead of Kubernetes ServiceAccount tokens.
+    pub standalone: bool,
+    /// `--data-dir`: the database directory.
+    pub data_dir: PathBuf,
+    /// `--proxy-addr`: where proxies certify (mTLS port).
+    pub proxy_addr: SocketAddr,
+    /// `--admin-addr`: where operators and the CLI connect.
+    pub admin_addr: SocketAddr,
+    /// `--trust-domain`: the SPIFFE trust domain.
+    pub trust_domain: String,
+    /// The three bring-your-own-CA files, read; imported on first start only.
+    pub import: Option<ImportPems>,
+    /// `--cert-lifetime`: leaves' validity (and the controller's own).
+    pub cert_lifetime: Duration,
+    /// `--log`: log filter.
+    pub log: String,
+}
+
+impl Config {
+    /// Validates `args`, falling back to `env` for flags not given; the
+    /// first bad value is returned as an [`Error`] naming flag and variable.
+    pub fn from_args(args: &ControllerArgs, env: &dyn Env) -> Result<Config, Error> {
+        let p = Resolver { env };
+        let standalone = args.standalone
+            || p.parse_opt(
+                "--standalone",
+                "PIMESH_CONTROLLER_STANDALONE",
+                None,
+                parse_bool,
+            )?
+            .unwrap_or(false);
+        if !standalone {
+            return Err(Error {
+                flag: "--standalone",
+                env: "PIMESH_CONTROLLER_STANDALONE",
+                value: "false".into(),
+                reason: "Kubernetes mode (ServiceAccount tokens via TokenReview) is not \
+                         implemented yet; run with --standalone (join tokens)"
+                    .into(),
+            });
+        }
+        let data_dir = p
+            .parse_opt(
+                "--data-dir",
+                "PIMESH_CONTROLLER_DATA_DIR",
+                args.data_dir.as_deref(),
+                |v| Ok(PathBuf::from(v)),
+            )?
+            .ok_or_else(|| Error {
+                flag: "--data-dir",
+                env: "PIMESH_CONTROLLER_DATA_DIR",
+                value: String::new(),
+                reason: "required".into(),
+            })?;
+        let pem = |flag, var, given: &Option<String>| {
+            p.parse_opt(flag, var, given.as_deref(), |path| {
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))
+            })
+        };
+        let anchors = pem(
+            "--trust-anchor-pem",
+            "PIMESH_CONTROLLER_TRUST_ANCHOR_PEM",
+            &args.trust_anchor_pem,
+        )?;
+        let issuer = pem(
+            "--issuer-pem",
+            "PIMESH_CONTROLLER_ISSUER_PEM",
+            &args.issuer_pem,
+        )?;
+        let issuer_key = pem(
+            "--issuer-key-pem",
+            "PIMESH_CONTROLLER_ISSUER_KEY_PEM",
+            &args.issuer_key_pem,
+        )?;
+        let import = match (anchors, issuer, issuer_key) {
+            (Some(anchors), Some(issuer), Some(issuer_key)) => Some(ImportPems {
+                anchors,
+                issuer,
+                issuer_key,
+            }),
+            (None, None, None) => None,
+            (a, i, _) => {
+                let (flag, env) = if a.is_none() {
+                    ("--trust-anchor-pem", "PIMESH_CONTROLLER_TRUST_ANCHOR_PEM")
+                } else if i.is_none() {
+                    ("--issuer-pem", "PIMESH_CONTROLLER_ISSUER_PEM")
+                } else {
+                    ("--issuer-key-pem", "PIMESH_CONTROLLER_ISSUER_KEY_PEM")
+                };
+                return Err(Error {
+                    flag,
+                    env,
+                    value: String::new(),
+                    reason: "--trust-anchor-pem, --issuer-pem and --issuer-key-pem go together"
+                        .into(),
+                });
+            }
+        };
+        Ok(Config {
+            standalone,
+            data_dir,
+            proxy_addr: p.parse(
+                "--proxy-addr",
+                "PIMESH_CONTROLLER_PROXY_ADDR",
+                args.proxy_addr.as_deref(),
+                DEFAULT_PROXY_ADDR,
+                parse_addr,
+            )?,
+            admin_addr: p.parse(
+                "--admin-addr",
+                "PIMESH_CONTROLLER_ADMIN_ADDR",
+                args.admin_addr.as_deref(),
+                DEFAULT_ADMIN_ADDR,
+                parse_addr,
+            )?,
+            trust_domain: p.parse(
+                "--trust-domain",
+                "PIMESH_CONTROLLER_TRUST_DOMAIN",
+                args.trust_domain.as_deref(),
+                pimesh_api::DEFAULT_TRUST_DOMAIN,
+                parse_trust_domain,
+            )?,
+            import,
+            cert_lifetime: p.parse(
+                "--cert-lifetime",
+                "PIMESH_CONTROLLER_CERT_LIFETIME",
+                args.cert_lifetime.as_deref(),
+                "24h",
+                |v| {
+                    let d = parse_duration(v)?;
+                    if d < MIN_CERT_LIFETIME || d > MAX_CERT_LIFETIME {
+                        return Err("must be between 1s and 365d".into());
+                    }
+                    Ok(d)
+                },
+            )?,
+            log: p.parse(
+                "--log",
+                "PIMESH_CONTROLLER_LOG",
+                args.log.as_deref(),
+                DEFAULT_LOG,
+                |v| {
+                    tracing_subscriber::EnvFilter::try_new(v)
+                        .map(|_| v.to_string())
+                        .map_err(|e| e.to_string())
+                },
+            )?,
+        })
+    }
+}
+
+impl fmt::Display for Config {
+    /// One line for the start-up log: the effective configuration.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "standalone={} data_dir={} proxy_addr={} admin_addr={} trust_domain={} \
+             own_ca_files={} cert_lifetime={:?}",
+            self.standalone,
+            self.data_dir.display(),
+            self.proxy_addr,
+            self.admin_addr,
+            self.trust_domain,
+            self.import.is_some(),
+            self.cert_lifetime,
+        )
+    }
+}
+
+struct Resolver<'a> {
+    env: &'a dyn Env,
+}
+
+impl Resolver<'_> {
+    /// The flag's value, else the variable's, else `default`, parsed.
+    fn parse<T>(
+        &self,
+        flag: &'static str,
+        env: &'static str,
+        given: Option<&str>,
+        default: &str,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, Error> {
+        match self.parse_opt(flag, env, given, &f)? {
+            Some(v) => Ok(v),
+            None => f(default).map_err(|reason| Error {
+                flag,
+                env,
+                value: default.into(),
+                reason,
+            }),
+        }
+    }
+
+    /// The flag's value, else the variable's, parsed; `None` if neither.
+    fn parse_opt<T>(
+        &self,
+        flag: &'static str,
+        env: &'static str,
+        given: Option<&str>,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, Error> {
+        let Some(value) = given.map(str::to_string).or_else(|| self.env.get(env)) else {
+            return Ok(None);
+        };
+        f(value.trim()).map(Some).map_err(|reason| Error {
+            flag,
+            env,
+            value,
+            reason,
+        })
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err("not a boolean (true or false)".into()),
+    }
+}
+
+fn parse_addr(v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| "not an IP:PORT socket address".to_string())
+}
+
+/// A DNS name of RFC 1123 labels (`cluster.local`), at most 253 characters.
+fn parse_trust_domain(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|label| {
+            pimesh_api::identity::Identity::new(label, "x").is_ok() // an RFC 1123 label
+        });
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("not a DNS name of lowercase RFC 1123 labels".into())
+    }
+}
+
+/// Durations as linkerd2-proxy writes them: an integer and a unit, one of
+/// `ms`, `s`, `m`, `h`, `d` (`500ms`, `10s`, `2m`, `24h`, `30d`); a bare
+/// number is seconds. Zero is allowed (callers set their own bounds).
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "not a duration such as 500ms, 10s, 2m, 24h or 30d".to_string())?;
+    Ok(match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(24 * 3600)),
+        other => return Err(format!("unknown unit {other:?} (use ms, s, m, h or d)")),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,204 @@
+//! The proxy-facing listener (8086): HTTP/2 over TLS 1.3 (ALPN `h2`),
+//! serving the controller's own certificate for `CONTROLLER_IDENTITY`
+//! (swapped in place on renewal, see [`CertSlot`]). Proxies connect
+//! without a client certificate: they have none before certifying.
+//!
+//! `POST /v1/identity/certify` (`CertifyRequest` → `CertifyResponse`; 400
+//! bad JSON or CSR, 401 bad token, 403 identity not allowed, 413 body too
+//! large), `GET /v1/identity/trust-anchors` (PEM). Errors are `ApiError` JSON.
+
+use crate::identity::{now_unix, ControllerCert};
+use crate::rest::{self, Body};
+use crate::server::Ctx;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pimesh_api::identity::{ALPN_H2, CERTIFY_PATH, TRUST_ANCHORS_PATH};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+/// Open proxy connections at most; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Concurrent HTTP/2 streams per connection.
+const MAX_STREAMS: u32 = 16;
+/// Time for a client to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time open connections get to finish after shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The controller's current certificate; rustls asks it on every handshake.
+pub struct CertSlot(RwLock<Arc<CertifiedKey>>);
+
+impl std::fmt::Debug for CertSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertSlot")
+    }
+}
+
+impl CertSlot {
+    /// A slot holding `cert`.
+    pub fn new(cert: &ControllerCert) -> Result<CertSlot, rustls::Error> {
+        Ok(CertSlot(RwLock::new(certified_key(cert)?)))
+    }
+
+    /// Serves `cert` from the next handshake on.
+    pub fn set(&self, cert: &ControllerCert) -> Result<(), rustls::Error> {
+        let key = certified_key(cert)?;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+fn certified_key(cert: &ControllerCert) -> Result<Arc<CertifiedKey>, rustls::Error> {
+    let key = PrivateKeyDer::Pkcs8(cert.key_pkcs8.clone().into());
+    let signer = rustls::crypto::ring::sign::any_ecdsa_type(&key)?;
+    let chain = cert
+        .chain
+        .iter()
+        .map(|d| CertificateDer::from(d.clone()))
+        .collect();
+    Ok(Arc::new(CertifiedKey::new(chain, signer)))
+}
+
+/// TLS 1.3 only (ring provider), ALPN `h2`, certificates from `slot`.
+pub fn tls_config(slot: Arc<CertSlot>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(slot);
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts proxies until `ctx.shutdown`, then lets open connections finish
+/// their streams for up to [`SHUTDOWN_GRACE`].
+pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, ctx: Arc<Ctx>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let tracker = TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "proxy port accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; closing");
+            continue;
+        };
+        let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
+        tracker.spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let shutdown = ctx.shutdown.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
+            });
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_STREAMS)
+                .initial_stream_window_size(64 * 1024)
+                .initial_connection_window_size(256 * 1024)
+                .max_header_list_size(16 * 1024)
+                .serve_connection(TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut())
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "proxy connection failed");
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, CERTIFY_PATH) => certify(ctx, req).await,
+        (&Method::GET, TRUST_ANCHORS_PATH) => rest::pem(ctx.authority.trust_anchors_pem()),
+        (_, CERTIFY_PATH | TRUST_ANCHORS_PATH) => rest::method_not_allowed(),
+        _ => rest::not_found(),
+    }
+}
+
+/// Parses the request, then checks, signs and records on the blocking pool
+/// (signing and the flushed write block); every outcome is counted.
+async fn certify(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let req = match rest::read_json(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.metrics.refused(e.code());
+            return e.response();
+        }
+    };
+    let authority = ctx.authority.clone();
+    let result = tokio::task::spawn_blocking(move || authority.certify(&req, now_unix())).await;
+    ctx.metrics
+        .certify_duration
+        .observe(start.elapsed().as_secs_f64());
+    match result {
+        Ok(Ok(rsp)) => {
+            ctx.metrics.certificates_issued.inc();
+            rest::json(StatusCode::OK, &rsp)
+        }
+        Ok(Err(e)) => {
+            ctx.metrics.refused(e.code());
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            if status.is_server_error() {
+                tracing::error!(error = %crate::error_chain(&e), "certify failed");
+                rest::error(
+                    status,
+                    e.code(),
+                    "the controller cannot issue now; see its log",
+                )
+            } else {
+                tracing::info!(reason = e.code(), "certify refused");
+                rest::error(status, e.code(), e.to_string())
+            }
+        }
+        Err(e) => {
+            ctx.metrics.refused("internal");
+            tracing::error!(error = %e, "certify task failed");
+            rest::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        }
+    }
+}

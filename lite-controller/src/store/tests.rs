@@ -1,0 +1,147 @@
+//! Unit tests of the store: reopen, locking, decoding, and damaged files.
+
+use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A directory removed on drop (unit tests).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "pimesh-ctl-unit-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Rec {
+    n: u32,
+}
+
+#[test]
+fn creates_dir_and_survives_reopen() {
+    let dir = TempDir::new("reopen");
+    let nested = dir.0.join("a/b");
+    {
+        let s = Store::open(&nested).unwrap();
+        assert!(s.is_empty());
+        let t = s.table::<Rec>("t").unwrap();
+        t.put("k1", &Rec { n: 1 }).unwrap();
+        t.put("k2", &Rec { n: 2 }).unwrap();
+        assert!(t.remove("k2").unwrap());
+        assert!(!t.remove("k2").unwrap());
+        assert!(!s.is_empty());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&nested).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let s = Store::open(&nested).unwrap();
+    let t = s.table::<Rec>("t").unwrap();
+    assert_eq!(t.get("k1").unwrap(), Some(Rec { n: 1 }));
+    assert_eq!(t.get("k2").unwrap(), None);
+    assert_eq!(t.all().unwrap(), vec![("k1".to_string(), Rec { n: 1 })]);
+    assert_eq!(t.len(), 1);
+    assert!(!s.is_empty());
+}
+
+#[test]
+fn second_open_is_refused_as_locked() {
+    let dir = TempDir::new("locked");
+    let _s = Store::open(&dir.0).unwrap();
+    let e = Store::open(&dir.0).unwrap_err();
+    assert!(matches!(e, Error::Locked { .. }), "{e:?}");
+}
+
+#[test]
+fn undecodable_record_is_an_error() {
+    let dir = TempDir::new("decode");
+    let s = Store::open(&dir.0).unwrap();
+    s.table::<String>("t")
+        .unwrap()
+        .put("k", &"x".into())
+        .unwrap();
+    let e = s.table::<Rec>("t").unwrap().get("k").unwrap_err();
+    assert!(matches!(e, Error::Decode { .. }), "{e:?}");
+}
+
+/// A store with one record, marked initialized, closed; then `damage`
+/// is applied to each file of `DIR/db`.
+fn damaged(tag: &str, damage: impl Fn(&Path)) -> TempDir {
+    let dir = TempDir::new(tag);
+    {
+        let s = Store::open(&dir.0).unwrap();
+        assert!(!s.initialized());
+        s.table::<Rec>("t")
+            .unwrap()
+            .put("k", &Rec { n: 7 })
+            .unwrap();
+        s.mark_initialized("test\n").unwrap();
+    }
+    for entry in std::fs::read_dir(dir.0.join("db")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            damage(&p);
+        }
+    }
+    dir
+}
+
+#[test]
+fn garbage_files_are_corrupt() {
+    let dir = damaged("garbage", |p| {
+        let len = std::fs::metadata(p).unwrap().len().max(64) as usize;
+        std::fs::write(p, vec![0x5a; len]).unwrap();
+    });
+    let e = Store::open(&dir.0).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+}
+
+#[test]
+fn emptied_or_deleted_files_of_an_initialized_dir_are_refused_untouched() {
+    // sled itself would open these as a new, empty database.
+    for (tag, truncate) in [("emptied", true), ("deleted", false)] {
+        let dir = damaged(tag, |p| {
+            if truncate {
+                std::fs::write(p, b"").unwrap()
+            } else {
+                std::fs::remove_file(p).unwrap()
+            }
+        });
+        let before: Vec<_> = std::fs::read_dir(dir.0.join("db"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let e = Store::open(&dir.0).unwrap_err();
+        assert!(matches!(e, Error::Missing { .. }), "{tag}: {e:?}");
+        assert!(e.to_string().contains("missing or empty"), "{e}");
+        let after: Vec<_> = std::fs::read_dir(dir.0.join("db"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(before, after, "{tag}: the directory changed");
+    }
+}
+
+#[test]
+fn marker_is_seen_on_reopen() {
+    let dir = TempDir::new("marker");
+    Store::open(&dir.0)
+        .unwrap()
+        .mark_initialized("x\n")
+        .unwrap();
+    let s = Store::open(&dir.0).unwrap();
+    assert!(s.initialized());
+    assert!(s.is_empty());
+}
