@@ -223,9 +223,13 @@ impl Service {
         // Explicit proxy mode: label with the request's own target.
         let labels = match (&target, self.target) {
             (Ok(addr), Target::Explicit(_)) => {
+                let tls = match self.ctx.config.mesh_destination(*addr) {
+                    Some(dest) => mesh::outbound_tls(&self.ctx, dest),
+                    None => self.labels.tls.clone(),
+                };
                 self.ctx
                     .metrics
-                    .target(self.direction, &addr.to_string(), self.labels.tls.clone())
+                    .target(self.direction, &addr.to_string(), tls)
             }
             _ => self.labels.clone(),
         };
