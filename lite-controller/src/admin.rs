@@ -120,10 +120,9 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
 }
 
 async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
-    let loopback = peer.ip().to_canonical().is_loopback();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    if matches!(method, Method::POST | Method::DELETE | Method::PUT) && !loopback {
+    if !allowed(&method, peer) {
         tracing::warn!(%peer, %method, path, "mutating request from a non-loopback client refused");
         return rest::error(
             StatusCode::FORBIDDEN,
@@ -190,6 +189,13 @@ async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Res
     }
 }
 
+/// The interim authorization rule: reads from anywhere, changes
+/// (anything but `GET`/`HEAD`) only from loopback (IPv4, IPv6, or
+/// IPv4-mapped IPv6).
+fn allowed(method: &Method, peer: SocketAddr) -> bool {
+    matches!(*method, Method::GET | Method::HEAD) || peer.ip().to_canonical().is_loopback()
+}
+
 /// Runs `f` on the blocking pool (database reads and flushed writes) and
 /// answers its value as JSON, or its error as an `ApiError`.
 async fn blocking<T, E>(
@@ -244,6 +250,9 @@ impl From<identity::Error> for ApiFailure {
             identity::Error::Ca(ca::Error::OldLeavesValid { .. }) => {
                 (StatusCode::CONFLICT, "old_leaves_valid")
             }
+            identity::Error::Ca(ca::Error::ClockNotSet { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "clock_not_set")
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiFailure {
@@ -296,4 +305,35 @@ async fn metrics(ctx: &Arc<Ctx>) -> Response<Body> {
         http::HeaderValue::from_static(OPENMETRICS),
     );
     rsp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_only_from_loopback() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for peer in [
+            "127.0.0.1:1",
+            "127.9.9.9:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            for m in [Method::POST, Method::DELETE, Method::PUT, Method::GET] {
+                assert!(allowed(&m, at(peer)), "{m} from {peer}");
+            }
+        }
+        for peer in [
+            "10.0.0.5:1",
+            "[fd00::5]:1",
+            "[::ffff:10.0.0.5]:1",
+            "0.0.0.0:1",
+        ] {
+            assert!(allowed(&Method::GET, at(peer)), "GET from {peer}");
+            for m in [Method::POST, Method::DELETE, Method::PUT, Method::PATCH] {
+                assert!(!allowed(&m, at(peer)), "{m} from {peer}");
+            }
+        }
+    }
 }

@@ -216,7 +216,7 @@ impl Authority {
         let ca_table: Table<CaState> = store.table("ca")?;
         let state = match ca_table.get(CA_KEY)? {
             Some(state) => {
-                if settings.import.is_some() {
+                if settings.import.as_ref().is_some_and(|i| differs(&state, i)) {
                     tracing::warn!(
                         "the database already holds a CA: the --trust-anchor-pem/--issuer-pem/\
                          --issuer-key-pem files are only imported on first start and are ignored"
@@ -467,6 +467,17 @@ impl Authority {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Ca> {
         self.ca.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether the operator's CA files (anchors, issuer) differ from `state`'s.
+fn differs(state: &CaState, (anchors, issuer, _): &(String, String, String)) -> bool {
+    let ders = |pem: &str| pem::certs_from_pem(pem, "").unwrap_or_default();
+    let stored: Vec<Vec<u8>> = state
+        .anchors
+        .iter()
+        .flat_map(|a| ders(&a.cert_pem))
+        .collect();
+    ders(anchors) != stored || ders(issuer) != ders(&state.issuer.cert_pem)
 }
 
 /// The current time, Unix seconds.

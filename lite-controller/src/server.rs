@@ -21,6 +21,8 @@ use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// Longest sleep of the renewal loop between wall-clock checks.
+const MAX_RENEWAL_SLEEP: Duration = Duration::from_secs(60);
 /// How often issued-serial records are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -157,12 +159,15 @@ async fn renew_serving_cert(ctx: Arc<Ctx>, slot: Arc<CertSlot>, issued: u64, not
         if let Some(t) = ctx.authority.next_activation(now_unix()) {
             at = at.min(t);
         }
+        // Sleep at most a minute: a board's wall clock may jump (NTP after
+        // boot), and renewal follows the wall clock, not the monotonic one.
         let wait = (SystemTime::UNIX_EPOCH + Duration::from_secs(at))
             .duration_since(SystemTime::now())
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .min(MAX_RENEWAL_SLEEP);
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(wait) => if now_unix() < at { continue },
             r = changes.changed() => if r.is_err() { return },
         }
         let authority = ctx.authority.clone();

@@ -26,6 +26,10 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 pub const ANCHOR_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Validity of a generated issuer.
 pub const ISSUER_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// CA material is never generated while the clock reads earlier than this
+/// (2024-01-01, Unix seconds): a board without RTC that booted before NTP
+/// would otherwise make anchors that expired decades ago.
+pub const EARLIEST_PLAUSIBLE_UNIX: u64 = 1_704_067_200;
 /// How far a leaf's `notBefore` lies in the past at most, for clock skew
 /// between boards without RTC (seconds; never more than the lifetime).
 pub const LEAF_BACKDATE_SECS: u64 = 60;
@@ -61,6 +65,12 @@ pub enum Error {
     RotationInProgress {
         /// When the pending issuer starts (or started) signing.
         activate_unix: u64,
+    },
+    /// The system clock is not plausible (not synchronised yet?).
+    #[error("the system clock reads {now_unix} (Unix time), before 2024: refusing to create CA material until it is set (NTP)")]
+    ClockNotSet {
+        /// What the clock read.
+        now_unix: u64,
     },
     /// `finish` without a rotation.
     #[error("no rotation is in progress")]
@@ -155,6 +165,7 @@ pub enum Stage {
 impl CaState {
     /// A new self-signed anchor and an issuer signed by it.
     pub fn generate(now: u64) -> Result<CaState, Error> {
+        check_clock(now)?;
         let (anchor, key) = generate_anchor(now)?;
         let issuer = generate_issuer(&anchor, &key, now)?;
         Ok(CaState {
@@ -205,6 +216,7 @@ impl CaState {
                 activate_unix: r.activate_unix,
             });
         }
+        check_clock(now)?;
         let (anchor, key) = generate_anchor(now)?;
         let issuer = generate_issuer(&anchor, &key, now)?;
         Ok(CaState {
@@ -461,6 +473,13 @@ fn signer(pem: &IssuerPem, anchors: &[Vec<u8>], what: &str) -> Result<Signer, Er
 
 fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
     Error::invalid(what, reason)
+}
+
+fn check_clock(now: u64) -> Result<(), Error> {
+    if now < EARLIEST_PLAUSIBLE_UNIX {
+        return Err(Error::ClockNotSet { now_unix: now });
+    }
+    Ok(())
 }
 
 impl Error {

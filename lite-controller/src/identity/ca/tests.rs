@@ -258,6 +258,19 @@ fn rotation_stages() {
 }
 
 #[test]
+fn refuses_to_generate_with_an_unset_clock() {
+    // A Pi without RTC before NTP: 1970 plus the uptime.
+    let e = CaState::generate(120).unwrap_err();
+    assert!(matches!(e, Error::ClockNotSet { now_unix: 120 }), "{e}");
+    let s = CaState::generate(NOW).unwrap();
+    assert!(matches!(
+        s.start_rotation(EARLIEST_PLAUSIBLE_UNIX - 1, Duration::ZERO),
+        Err(Error::ClockNotSet { .. })
+    ));
+    assert!(CaState::generate(EARLIEST_PLAUSIBLE_UNIX).is_ok());
+}
+
+#[test]
 fn stored_state_round_trips_and_is_checked_on_load() {
     let s = CaState::generate(NOW)
         .unwrap()
