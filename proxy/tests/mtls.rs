@@ -365,3 +365,195 @@ fn trust_anchor_rotation_under_load_without_failures() {
     assert!(sent >= 100);
     assert_eq!(failed, 0, "{}\n{}", m.client.log(), m.server.log());
 }
+
+#[test]
+fn testssl_sees_tls_13_only_and_no_weak_ciphers_on_the_inbound_port() {
+    let ctl = Controller::start(&[]);
+    let server = meshed_proxy(
+        &ctl.proxy_env("shop/server"),
+        &[("PIMESH_PROXY_INBOUND_TARGET", "127.0.0.1:9")],
+    );
+    let dir = TempDir::new("testssl");
+    let json = dir.path().join("out.json");
+    // SNI must be the proxy's identity, or the TLS would be the app's.
+    let target = format!("{SERVER_ID}:{}", server.inbound.port());
+    let out = run(
+        std::process::Command::new("testssl")
+            .args([
+                "--quiet",
+                "--color",
+                "0",
+                "--warnings",
+                "off",
+                "--ip",
+                "127.0.0.1",
+                "-p",
+                "-s",
+                "--jsonfile",
+            ])
+            .arg(&json)
+            .arg(&target),
+        Duration::from_secs(300),
+    );
+    let text =
+        std::fs::read_to_string(&json).unwrap_or_else(|_| panic!("testssl wrote nothing: {out:?}"));
+    let finding = |id: &str| -> String {
+        let key = format!("\"id\"           : \"{id}\"");
+        let at = text
+            .find(&key)
+            .unwrap_or_else(|| panic!("no {id} in {text}"));
+        let rest = &text[at..];
+        let f = rest.find("\"finding\"").unwrap();
+        rest[f..].split('"').nth(3).unwrap().to_string()
+    };
+    for id in ["SSLv2", "SSLv3", "TLS1", "TLS1_1", "TLS1_2"] {
+        assert_eq!(finding(id), "not offered", "{id}");
+    }
+    assert!(
+        finding("TLS1_3").starts_with("offered"),
+        "{}",
+        finding("TLS1_3")
+    );
+    for id in [
+        "cipherlist_NULL",
+        "cipherlist_aNULL",
+        "cipherlist_EXPORT",
+        "cipherlist_LOW",
+        "cipherlist_3DES_IDEA",
+        "cipherlist_AVERAGE",
+    ] {
+        assert_eq!(finding(id), "not offered", "{id}");
+    }
+}
+
+#[test]
+fn not_ready_until_a_certificate_and_retries_while_the_controller_is_away() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // A controller to make the token and anchors, then gone.
+    let mut ctl = Controller::start_at(&addr, &[]);
+    let env = ctl.proxy_env("shop/web");
+    ctl.kill();
+    let all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut proxy = Proxy::start(&all);
+    let ready = || {
+        curl(
+            None,
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("http://{}/ready", proxy.admin),
+            ],
+        )
+        .1
+    };
+    assert_eq!(ready(), "503");
+    assert!(eventually(Duration::from_secs(10), || {
+        proxy.metric(
+            "identity_cert_renewals_total",
+            &[("result", "failure"), ("error", "unreachable")],
+        ) >= 2.0
+    }));
+    assert_eq!(ready(), "503");
+    // The controller comes back (same data, same port): the proxy gets its
+    // certificate without a restart.
+    let _ctl = ctl.restart();
+    assert!(
+        eventually(Duration::from_secs(40), || ready() == "200"),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(
+        proxy.metric("identity_cert_renewals_total", &[("result", "success")]),
+        1.0
+    );
+    proxy.assert_healthy();
+}
+
+/// A trust anchor and an issuer signed by it, as PEM files in `dir`
+/// (anchor, issuer, issuer key): a CA the operator brings.
+fn own_ca(dir: &std::path::Path) -> [String; 3] {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca = |cn: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p
+    };
+    let anchor_key = KeyPair::generate().unwrap();
+    let anchor_params = ca("test anchor");
+    let anchor = anchor_params.self_signed(&anchor_key).unwrap();
+    let issuer_key = KeyPair::generate().unwrap();
+    let issuer = ca("test issuer")
+        .signed_by(&issuer_key, &rcgen::Issuer::new(anchor_params, anchor_key))
+        .unwrap();
+    let files = [
+        ("anchor.pem", anchor.pem()),
+        ("issuer.pem", issuer.pem()),
+        ("issuer-key.pem", issuer_key.serialize_pem()),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    })
+}
+
+#[test]
+fn an_expired_client_certificate_is_refused() {
+    let dir = TempDir::new("own-ca");
+    let [anchor, issuer, key] = own_ca(dir.path());
+    let ca = [
+        "--trust-anchor-pem",
+        &anchor,
+        "--issuer-pem",
+        &issuer,
+        "--issuer-key-pem",
+        &key,
+    ];
+    // Two controllers sharing one CA: long-lived certificates for the
+    // server, 2-second ones for the client, whose controller then goes away.
+    let long = Controller::start(&ca);
+    let short = Controller::start(&[ca.as_slice(), &["--cert-lifetime", "2s"]].concat());
+    let nginx = Nginx::start(None, "127.0.0.1");
+    let app = format!("127.0.0.1:{}", nginx.port);
+    let mut server = meshed_proxy(
+        &long.proxy_env("shop/server"),
+        &[("PIMESH_PROXY_INBOUND_TARGET", &app)],
+    );
+    let dest = format!("{app}=shop/server@{}", server.inbound);
+    let mut client = meshed_proxy(
+        &short.proxy_env("shop/client"),
+        &[("PIMESH_PROXY_MESH_DESTINATIONS", &dest)],
+    );
+    drop(short);
+    std::thread::sleep(Duration::from_secs(3));
+    let (ok, code, _) = curl(
+        None,
+        &[
+            "-x",
+            &format!("http://{}", client.outbound),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{app}/"),
+        ],
+    );
+    assert!(ok);
+    assert_eq!(
+        code, "502",
+        "an expired client certificate must not get through"
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        server.metric(
+            "inbound_tcp_accept_errors_total",
+            &[("error", "tls_handshake")],
+        ) == 1.0
+    }));
+    assert_eq!(server.metric("request_total", &[]), 0.0);
+    client.assert_healthy();
+    server.assert_healthy();
+}
