@@ -30,6 +30,12 @@ pub const MAX_CONNECTIONS: usize = 1024;
 const MAX_STREAMS: u32 = 16;
 /// Time for a client to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection older than this is asked to go away (GOAWAY, graceful), so
+/// that idle or forgotten clients cannot hold connection slots forever;
+/// proxies open a connection per exchange anyway.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+/// HTTP/2 PING interval and timeout that detect dead peers.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Time open connections get to finish after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -126,11 +132,18 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, ctx: Arc<Ctx>)
                 .initial_stream_window_size(64 * 1024)
                 .initial_connection_window_size(256 * 1024)
                 .max_header_list_size(16 * 1024)
+                .keep_alive_interval(KEEP_ALIVE)
+                .keep_alive_timeout(KEEP_ALIVE)
                 .serve_connection(TokioIo::new(tls), service);
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
+                _ = async {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(MAX_CONNECTION_AGE) => {}
+                    }
+                } => {
                     conn.as_mut().graceful_shutdown();
                     tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut())
                         .await

@@ -83,6 +83,17 @@ fn bad_usage_exits_64_naming_the_flag_and_value() {
                 "create",
                 "--identity",
                 "a/b",
+                "--service",
+                "Bad_Name",
+            ],
+            "--service",
+        ),
+        (
+            vec![
+                "token",
+                "create",
+                "--identity",
+                "a/b",
                 "--controller",
                 "https://x",
             ],

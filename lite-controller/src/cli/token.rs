@@ -73,6 +73,16 @@ pub fn run(cmd: TokenCommand, env: &dyn Env) -> Result<(), Error> {
                     reason: "must be at least 1s".into(),
                 });
             }
+            if let Some(s) = service
+                .as_deref()
+                .filter(|s| Identity::new(s, "x").is_err())
+            {
+                return Err(Error::Usage {
+                    flag: "--service",
+                    value: s.to_string(),
+                    reason: "not an RFC 1123 label (lowercase letters, digits, '-')".into(),
+                });
+            }
             let client = controller.client(env)?;
             let req = CreateToken {
                 identity,
