@@ -45,6 +45,13 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if !matches!(cli.command, Command::Controller(_)) {
+        // Like other Unix tools, end quietly when a pipe reader goes away
+        // (`pimesh token ls | head`); Rust ignores SIGPIPE, which makes
+        // `println!` panic instead. The controller keeps ignoring it.
+        // SAFETY: restores the default disposition before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Controller(args) => return controller(&args),
         Command::Token(cmd) => cli::token::run(cmd, &OsEnv),

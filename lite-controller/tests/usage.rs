@@ -145,6 +145,24 @@ fn cli_without_a_controller_is_a_clear_error() {
     }
 }
 
+#[test]
+fn a_closed_pipe_ends_the_cli_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = TempDir::new("pipe");
+    let ctl = Controller::start(&dir.path().join("data"), &[]);
+    let mut child = std::process::Command::new(bin())
+        .args(["identity", "status", "--controller", &ctl.url()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the CLI has its answer to print.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{out:?}");
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
 /// PEM files of an operator's own CA: anchor, issuer (signed by it), issuer key.
 fn own_ca(dir: &std::path::Path) -> [String; 3] {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
