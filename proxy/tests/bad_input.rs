@@ -160,6 +160,15 @@ fn unreachable_app_is_a_counted_502() {
     proxy.assert_healthy();
 }
 
+/// Reads an HTTP/1 request head (up to the empty line).
+fn read_head(s: &TcpStream) {
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+        line.clear();
+    }
+}
+
 /// An HTTP/1.1 server that answers every request with a chunked body that
 /// never ends, one chunk per 10 ms, until the peer goes away.
 fn endless_server() -> SocketAddr {
@@ -168,11 +177,7 @@ fn endless_server() -> SocketAddr {
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
             std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
+                read_head(&s);
                 let mut s = s;
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
                 for _ in 0..3000 {
@@ -345,11 +350,7 @@ fn slow_server(delay: Duration) -> SocketAddr {
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
             std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
+                read_head(&s);
                 std::thread::sleep(delay);
                 let mut s = s;
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow\n");

@@ -89,6 +89,55 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Spawns `c` with stderr captured into a shared log and waits (20 s at
+/// most) for a line containing `marker`; returns the child, that line and
+/// the log. Panics with the log when the line never comes.
+fn spawn_logged(c: &mut Command, marker: &'static str) -> (Child, String, Arc<Mutex<String>>) {
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {c:?}: {e}"));
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(marker) {
+                let _ = tx.send(line.clone());
+            }
+            let mut l = log2.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(line) => (child, line, log),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{c:?} did not start:\n{}", log.lock().unwrap());
+        }
+    }
+}
+
+/// The address after `key` in a "listening" log line.
+fn line_addr(line: &str, key: &str) -> SocketAddr {
+    let start = line
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len();
+    line[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// A running `pimesh-proxy`, killed on drop.
 pub struct Proxy {
     child: Child,
@@ -129,43 +178,8 @@ impl Proxy {
         for (k, v) in env {
             c.env(k, v);
         }
-        let mut child = c
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pimesh-proxy");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("listening inbound=") {
-                    let _ = tx.send(line.clone());
-                }
-                let mut l = log2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("proxy did not start:\n{}", log.lock().unwrap());
-            }
-        };
-        let addr = |key: &str| -> SocketAddr {
-            let start = line.find(key).unwrap() + key.len();
-            line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+        let (child, line, log) = spawn_logged(&mut c, "listening inbound=");
+        let addr = |key: &str| line_addr(&line, key);
         Proxy {
             inbound: addr(" inbound="),
             outbound: addr("outbound="),
@@ -564,44 +578,13 @@ impl Controller {
     }
 
     fn start_in(dir: Arc<TempDir>, extra: Vec<String>) -> Controller {
-        let mut child = Command::new(controller_bin())
-            .args(["controller", "--standalone", "--data-dir"])
+        let mut c = Command::new(controller_bin());
+        c.args(["controller", "--standalone", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--admin-addr", "127.0.0.1:0"])
-            .args(&extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pimesh controller");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("listening proxy=") {
-                    let _ = tx.send(line.clone());
-                }
-                let mut l = log2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            panic!("controller did not start:\n{}", log.lock().unwrap());
-        };
-        let addr = |key: &str| -> SocketAddr {
-            let start = line.find(key).unwrap() + key.len();
-            line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+            .args(&extra);
+        let (child, line, log) = spawn_logged(&mut c, "listening proxy=");
+        let addr = |key: &str| line_addr(&line, key);
         Controller {
             proxy_addr: addr("proxy="),
             admin_addr: addr("admin="),
