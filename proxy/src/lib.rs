@@ -5,6 +5,7 @@
 //! Layout:
 //! - `config`: the one `Config`, parsed from `PIMESH_PROXY_*` variables.
 //! - `server`: listeners, per-connection dispatch, limits, shutdown.
+//! - `init`: `pimesh-proxy init`, the iptables redirection.
 //! - `orig_dst`: `SO_ORIGINAL_DST` of redirected connections.
 //! - `detect`: protocol detection on the first bytes.
 //! - `http`: HTTP/1 and HTTP/2 proxying (upgrades, CONNECT, trailers).
@@ -21,6 +22,7 @@ pub mod config;
 pub mod detect;
 pub mod http;
 pub mod identity;
+pub mod init;
 pub mod io;
 pub mod mesh;
 pub mod metrics;

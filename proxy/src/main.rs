@@ -21,13 +21,40 @@ const EX_USAGE: u8 = 64;
 /// POST /shutdown, /proxy-log-level).
 #[derive(Debug, Parser)]
 #[command(name = "pimesh-proxy", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Program this network namespace's iptables so that the pod's TCP
+    /// goes through the proxy (an init container; needs NET_ADMIN).
+    Init(pimesh_proxy::init::InitConfig),
+}
 
 fn main() -> ExitCode {
-    if let Err(e) = Cli::try_parse() {
-        let code = if e.use_stderr() { EX_USAGE } else { 0 };
-        let _ = e.print();
-        return ExitCode::from(code);
+    match Cli::try_parse() {
+        Err(e) => {
+            let code = if e.use_stderr() { EX_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+        Ok(Cli {
+            command: Some(Command::Init(cfg)),
+        }) => {
+            return match pimesh_proxy::init::run(&cfg) {
+                Ok(summary) => {
+                    println!("pimesh-proxy init: {summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pimesh-proxy init: {}", pimesh_proxy::error_chain(&e));
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Ok(Cli { command: None }) => {}
     }
     let config = match Config::from_env(&OsEnv) {
         Ok(c) => c,

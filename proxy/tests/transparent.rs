@@ -1,7 +1,7 @@
 //! Transparent mode: two network namespaces joined by a veth pair, a
-//! "client" host and a "pod" whose TCP is redirected into the proxy by
-//! iptables REDIRECT (inbound → 4143, outbound → 4140, the proxy's own uid
-//! excluded), as `pimesh-proxy init` will program it. The apps (nginx,
+//! "client" host and a "pod" whose TCP is redirected into the proxy by the
+//! iptables rules `pimesh-proxy init` programs (inbound → 4143, outbound →
+//! 4140, the proxy's own uid excluded). The apps (nginx,
 //! curl, h2load, Python gRPC) carry no proxy settings. Needs root.
 
 mod support;
@@ -80,21 +80,18 @@ impl Lab {
             ]);
             sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
         }
-        let ipt = |args: &str| {
-            let mut v = vec![
-                "ip", "netns", "exec", &lab.pod, "iptables", "-w", "-t", "nat",
-            ];
-            v.extend(args.split_whitespace());
-            sh(&v);
-        };
-        // Inbound: every TCP connection to the pod but the proxy's admin port.
-        ipt("-A PREROUTING -p tcp ! --dport 4191 -j REDIRECT --to-ports 4143");
-        // Outbound: everything but the proxy's own and loopback traffic.
-        ipt(&format!(
-            "-A OUTPUT -p tcp -m owner --uid-owner {PROXY_UID} -j RETURN"
-        ));
-        ipt("-A OUTPUT -o lo -j RETURN");
-        ipt("-A OUTPUT -p tcp -j REDIRECT --to-ports 4140");
+        // The redirection `pimesh-proxy init` programs: inbound TCP but the
+        // admin port → 4143, outbound TCP but the proxy's own uid and
+        // loopback → 4140.
+        let out = run(
+            cmd(Some(&lab.pod), proxy_bin()).args(["init", "--proxy-uid", PROXY_UID]),
+            Duration::from_secs(20),
+        );
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Some(lab)
     }
 
