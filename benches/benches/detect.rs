@@ -10,9 +10,9 @@
 //! Run: `cargo bench -p pimesh-benches` (see benches/README.md).
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use pimesh_benches::criterion_ratios::{self, Pair};
 use pimesh_proxy::detect::{classify, Protocol, H2_PREFACE};
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// Criterion's group name, also the first directory of its saved results.
@@ -115,62 +115,18 @@ fn main() {
 /// run; inputs without fresh estimates (`--test`, `--list`, skipped by a
 /// filter) are left out.
 fn print_ratios(started: SystemTime) {
-    let Some(dir) = criterion_dir() else { return };
-    let rows: Vec<_> = inputs()
+    let pairs: Vec<Pair> = inputs()
         .into_iter()
-        .filter_map(|(name, _, _)| {
-            let time = |f: &str| typical_ns(&dir.join(GROUP).join(f).join(name), started);
-            Some((name, time("classify")?, time("naive_crlf")?))
+        .map(|(name, _, _)| Pair {
+            name,
+            subject: format!("classify/{name}"),
+            baseline: format!("naive_crlf/{name}"),
         })
         .collect();
-    if rows.is_empty() {
-        return;
-    }
-    println!("\n{GROUP}: time per call, naive_crlf / classify (> 1: classify is faster)");
-    for (name, classify, naive) in rows {
-        println!(
-            "  {name:<18} classify {classify:>8.2} ns   naive_crlf {naive:>8.2} ns   ratio {:>5.2}",
-            naive / classify
-        );
-    }
-}
-
-/// Where criterion writes its results, searched as criterion does:
-/// `$CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion`, else the `criterion`
-/// directory in the target directory holding this executable.
-fn criterion_dir() -> Option<PathBuf> {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return Some(home.into());
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        return Some(PathBuf::from(target).join("criterion"));
-    }
-    std::env::current_exe()
-        .ok()?
-        .ancestors()
-        .map(|a| a.join("criterion"))
-        .find(|d| d.is_dir())
-}
-
-/// The time per call (ns) criterion prints as the middle of `time: [..]`:
-/// the slope estimate, or the mean when there is no slope. Read from
-/// `<bench>/new/estimates.json` if it was written after `since`.
-fn typical_ns(bench: &Path, since: SystemTime) -> Option<f64> {
-    let file = bench.join("new").join("estimates.json");
-    if std::fs::metadata(&file).ok()?.modified().ok()? < since {
-        return None;
-    }
-    let json = std::fs::read_to_string(&file).ok()?;
-    point_estimate(&json, "slope").or_else(|| point_estimate(&json, "mean"))
-}
-
-/// `point_estimate` of the object under `key` in criterion's estimates
-/// JSON (`None` for `"slope":null`). A tiny scan rather than a JSON parser,
-/// to keep the benches free of extra dependencies.
-fn point_estimate(json: &str, key: &str) -> Option<f64> {
-    let tag = format!("\"{key}\":{{");
-    let object = &json[json.find(&tag)? + tag.len()..];
-    const FIELD: &str = "\"point_estimate\":";
-    let value = &object[object.find(FIELD)? + FIELD.len()..];
-    value[..value.find([',', '}'])?].trim().parse().ok()
+    criterion_ratios::print(
+        GROUP,
+        "time per call, naive_crlf / classify (> 1: classify is faster)",
+        &pairs,
+        started,
+    );
 }

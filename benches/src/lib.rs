@@ -1,1 +1,7 @@
-//! Hosts pimesh's criterion benchmarks (see `benches/` and README.md); the library itself is empty.
+//! Hosts pimesh's criterion benchmarks (see `benches/` and README.md) and
+//! their shared helper.
+//!
+//! Layout:
+//! - `criterion_ratios`: ratio tables for the criterion benches.
+
+pub mod criterion_ratios;
