@@ -19,8 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-pub use upstream::connect;
 use upstream::Upstream;
+pub use upstream::{connect, Http1Pool};
 
 /// HTTP/2 flow-control windows and send buffer, in bytes: the spec's
 /// defaults (RFC 9113 §6.9.2) rather than hyper's megabytes, so that a slow

@@ -33,6 +33,8 @@ pub struct Ctx {
     pub creds: Arc<CredentialStore>,
     /// Multiplexed mTLS connections to peer proxies.
     pub mesh: mesh::Pool,
+    /// Idle HTTP/1 connections to targets, shared by client connections.
+    pub h1_pool: http::Http1Pool,
 }
 
 impl Ctx {
@@ -109,6 +111,7 @@ pub async fn run(
         tracker: TaskTracker::new(),
         creds,
         mesh: mesh::Pool::default(),
+        h1_pool: http::Http1Pool::default(),
     });
     let admin = tokio::spawn(admin::serve(listeners.admin, ctx.clone(), log));
     tokio::join!(
@@ -231,7 +234,9 @@ async fn serve_connection(ctx: Arc<Ctx>, direction: Direction, mut stream: TcpSt
             match mesh::read_sni(&mut stream, &mut prefix, cfg).await {
                 Some(sni) if sni == name => {
                     let io = PrefixedIo::new(prefix.freeze(), stream);
-                    return mesh::serve_inbound(ctx, io, target, label_addr).await;
+                    // Boxed: idle connections waiting in detection then
+                    // cost only the detection state, not the largest one.
+                    return Box::pin(mesh::serve_inbound(ctx, io, target, label_addr)).await;
                 }
                 _ if requires_identity => {
                     ctx.metrics.accept_error(direction, "identity_required");
@@ -257,7 +262,7 @@ async fn serve_connection(ctx: Arc<Ctx>, direction: Direction, mut stream: TcpSt
     };
     let labels = ctx.metrics.target(direction, &label_addr.to_string(), tls);
     let io = PrefixedIo::new(prefix.freeze(), stream);
-    dispatch(ctx, direction, io, protocol, target, labels).await
+    Box::pin(dispatch(ctx, direction, io, protocol, target, labels)).await
 }
 
 /// Serves a connection whose protocol is known, until it ends or idles out.

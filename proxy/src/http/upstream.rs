@@ -1,9 +1,9 @@
-//! Connections from one client connection to its local or unmeshed
-//! target(s). Each request goes out in its own HTTP version: HTTP/2 on one
-//! multiplexed connection, HTTP/1 on a kept idle connection when there is
-//! one (a few are kept, since requests from one HTTP/2 client connection can
-//! be concurrent), retried once on a fresh connection when a kept one
-//! closed before the request was written.
+//! Connections to local or unmeshed targets. Each request goes out in its
+//! own HTTP version: HTTP/2 on one multiplexed connection per client
+//! connection; HTTP/1 on an idle connection from a pool shared by every
+//! client connection (so that idle clients hold no upstream connection),
+//! retried once on a fresh connection when a pooled one closed before the
+//! request was written.
 
 use super::Error;
 use crate::metrics::TargetLabels;
@@ -12,16 +12,46 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use tokio::net::TcpStream;
 
-/// Idle HTTP/1 connections kept per client connection.
-const MAX_IDLE_HTTP1: usize = 4;
+/// Idle HTTP/1 connections kept per target.
+const MAX_IDLE_HTTP1: usize = 16;
 
-/// The connections of one client connection.
+/// Idle HTTP/1 connections to targets, shared by all client connections.
+#[derive(Debug, Default)]
+pub struct Http1Pool {
+    idle: std::sync::Mutex<HashMap<SocketAddr, Vec<http1::SendRequest<Incoming>>>>,
+}
+
+impl Http1Pool {
+    fn take(&self, target: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let senders = idle.get_mut(&target)?;
+        let sender = senders.pop();
+        if senders.is_empty() {
+            idle.remove(&target);
+        }
+        sender
+    }
+
+    /// Keeps `sender` for a later request; it becomes ready once the
+    /// current response body has been read. Closed ones are dropped.
+    fn put(&self, target: SocketAddr, sender: http1::SendRequest<Incoming>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let senders = idle.entry(target).or_default();
+        senders.retain(|s| !s.is_closed());
+        if senders.len() >= MAX_IDLE_HTTP1 {
+            senders.remove(0);
+        }
+        senders.push(sender);
+    }
+}
+
+/// The HTTP/2 connection of one client connection.
 #[derive(Default)]
 pub struct Upstream {
-    h1: std::sync::Mutex<Vec<(SocketAddr, http1::SendRequest<Incoming>)>>,
     h2: tokio::sync::Mutex<Option<(SocketAddr, http2::SendRequest<Incoming>)>>,
 }
 
@@ -44,13 +74,13 @@ impl Upstream {
         }
         let mut req = req;
         if !upgrade {
-            while let Some(mut sender) = self.take_idle(target) {
+            while let Some(mut sender) = ctx.h1_pool.take(target) {
                 if sender.ready().await.is_err() {
                     continue; // closed while idle
                 }
                 match sender.try_send_request(req).await {
                     Ok(rsp) => {
-                        self.put_idle(target, sender);
+                        ctx.h1_pool.put(target, sender);
                         return Ok(rsp);
                     }
                     Err(mut e) => match e.take_message() {
@@ -76,25 +106,9 @@ impl Upstream {
             .await
             .map_err(|e| Error::Upstream(target, e))?;
         if !upgrade {
-            self.put_idle(target, sender);
+            ctx.h1_pool.put(target, sender);
         }
         Ok(rsp)
-    }
-
-    fn take_idle(&self, target: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
-        let mut idle = self.h1.lock().unwrap_or_else(|e| e.into_inner());
-        let i = idle.iter().position(|(a, _)| *a == target)?;
-        Some(idle.swap_remove(i).1)
-    }
-
-    /// Keeps `sender` for the next request; it becomes ready once the
-    /// current response body has been read.
-    fn put_idle(&self, target: SocketAddr, sender: http1::SendRequest<Incoming>) {
-        let mut idle = self.h1.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() >= MAX_IDLE_HTTP1 {
-            idle.remove(0);
-        }
-        idle.push((target, sender));
     }
 
     async fn send_h2(
