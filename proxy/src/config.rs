@@ -2,12 +2,18 @@
 //! environment variables (names: DESIGN.md "Interfaces"), read through the
 //! [`Env`] trait so tests pass a map instead of touching the process env.
 
-use pimesh_api::identity::{Identity, CONTROLLER_IDENTITY};
+use pimesh_api::identity::Identity;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+mod identity;
+#[cfg(test)]
+mod tests;
+
+use identity::{identity_config, parse_destinations};
 
 /// Inbound listener: traffic redirected to the pod's own ports.
 pub const DEFAULT_INBOUND_LISTEN_ADDR: &str = "0.0.0.0:4143";
@@ -327,101 +333,6 @@ impl fmt::Display for Config {
     }
 }
 
-/// The identity settings: all of them with a controller, none without.
-fn identity_config(p: &Parser<'_>) -> Result<Option<IdentityConfig>, Error> {
-    let Some(controller_addr) = p.parse_opt("PIMESH_PROXY_CONTROLLER_ADDR", |v| {
-        match v.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
-                Ok(v.to_string())
-            }
-            _ => Err("not a host:port address".to_string()),
-        }
-    })?
-    else {
-        return Ok(None);
-    };
-    let required = |name: &'static str| -> Result<PathBuf, Error> {
-        let value = p.env.get(name).ok_or_else(|| Error {
-            name,
-            value: String::new(),
-            reason: "required with PIMESH_PROXY_CONTROLLER_ADDR".into(),
-        })?;
-        let path = PathBuf::from(&value);
-        std::fs::metadata(&path).map_err(|e| Error {
-            name,
-            value: value.clone(),
-            reason: format!("cannot read the file: {e}"),
-        })?;
-        Ok(path)
-    };
-    let trust_anchors = required("PIMESH_PROXY_TRUST_ANCHORS")?;
-    crate::tls::load_anchors(&trust_anchors).map_err(|e| Error {
-        name: "PIMESH_PROXY_TRUST_ANCHORS",
-        value: trust_anchors.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok(Some(IdentityConfig {
-        controller_addr,
-        controller_identity: p.parse(
-            "PIMESH_PROXY_CONTROLLER_IDENTITY",
-            CONTROLLER_IDENTITY,
-            parse_identity,
-        )?,
-        trust_anchors,
-        identity: p.parse("PIMESH_PROXY_IDENTITY", DEFAULT_IDENTITY, parse_identity)?,
-        token_file: required("PIMESH_PROXY_TOKEN_FILE")?,
-        anchors_refresh: p.duration(
-            "PIMESH_PROXY_TRUST_ANCHORS_REFRESH",
-            DEFAULT_TRUST_ANCHORS_REFRESH,
-        )?,
-        trust_domain: p.parse(
-            "PIMESH_PROXY_TRUST_DOMAIN",
-            pimesh_api::DEFAULT_TRUST_DOMAIN,
-            |v| {
-                let ok = !v.is_empty()
-                    && v.split('.').all(|l| {
-                        !l.is_empty()
-                            && l.bytes()
-                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    });
-                if ok {
-                    Ok(v.to_string())
-                } else {
-                    Err("not a DNS-style trust domain".into())
-                }
-            },
-        )?,
-    }))
-}
-
-fn parse_identity(v: &str) -> Result<Identity, String> {
-    v.parse()
-        .map_err(|e: pimesh_api::identity::InvalidIdentity| e.to_string())
-}
-
-/// `10.0.0.2:8080=shop/web,10.0.0.3:80=shop/db@127.0.0.1:14143`.
-fn parse_destinations(v: &str) -> Result<Vec<MeshDestination>, String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|item| {
-            let (addr, rest) = item.split_once('=').ok_or_else(|| {
-                format!("{item:?} is not ADDR=NAMESPACE/SERVICEACCOUNT[@PROXY_ADDR]")
-            })?;
-            let addr = parse_addr(addr.trim())?;
-            let (identity, proxy_addr) = match rest.split_once('@') {
-                Some((id, proxy)) => (id, parse_addr(proxy.trim())?),
-                None => (rest, addr),
-            };
-            Ok(MeshDestination {
-                addr,
-                identity: parse_identity(identity.trim())?,
-                proxy_addr,
-            })
-        })
-        .collect()
-}
-
 struct Parser<'a> {
     env: &'a dyn Env,
 }
@@ -563,96 +474,4 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
         return Err("must be greater than zero".into());
     }
     Ok(d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(pairs: &[(&'static str, &'static str)]) -> Result<Config, Error> {
-        let env: HashMap<&str, &str> = pairs.iter().copied().collect();
-        Config::from_env(&env)
-    }
-
-    #[test]
-    fn defaults_follow_design() {
-        let c = cfg(&[]).unwrap();
-        assert_eq!(c.inbound_addr.to_string(), "0.0.0.0:4143");
-        assert_eq!(c.outbound_addr.to_string(), "127.0.0.1:4140");
-        assert_eq!(c.admin_addr.to_string(), "0.0.0.0:4191");
-        assert_eq!(
-            c.opaque_ports,
-            [25, 587, 3306, 4444, 5432, 6379, 9300, 11211]
-        );
-        assert_eq!(c.detect_timeout, Duration::from_secs(10));
-        assert_eq!(c.threads, 1);
-        assert!(c.is_opaque_port(5432) && !c.is_opaque_port(80));
-    }
-
-    #[test]
-    fn bad_values_name_the_variable() {
-        let e = cfg(&[("PIMESH_PROXY_THREADS", "many")]).unwrap_err();
-        assert_eq!(e.name, "PIMESH_PROXY_THREADS");
-        assert!(e.to_string().contains("\"many\""), "{e}");
-        let e = cfg(&[("PIMESH_PROXY_OPAQUE_PORTS", "25,abc")]).unwrap_err();
-        assert_eq!(e.name, "PIMESH_PROXY_OPAQUE_PORTS");
-        let e = cfg(&[("PIMESH_PROXY_DETECT_TIMEOUT", "10 parsecs")]).unwrap_err();
-        assert_eq!(e.name, "PIMESH_PROXY_DETECT_TIMEOUT");
-        let e = cfg(&[("PIMESH_PROXY_INBOUND_TARGET", "localhost")]).unwrap_err();
-        assert_eq!(e.name, "PIMESH_PROXY_INBOUND_TARGET");
-        let e = cfg(&[("PIMESH_PROXY_WORKLOAD_LABELS", "pod=\"x\"")]).unwrap_err();
-        assert_eq!(e.name, "PIMESH_PROXY_WORKLOAD_LABELS");
-        let e = cfg(&[("PIMESH_PROXY_LOG", "pimesh=loud")]).unwrap_err();
-        assert_eq!(e.name, "PIMESH_PROXY_LOG");
-        let e = cfg(&[("PIMESH_PROXY_MAX_HEADER_BYTES", "100")]).unwrap_err();
-        assert!(e.reason.contains("between"), "{e}");
-    }
-
-    #[test]
-    fn parses_values() {
-        let c = cfg(&[
-            ("PIMESH_PROXY_OPAQUE_PORTS", "9000-9002, 25,25"),
-            ("PIMESH_PROXY_WORKLOAD_LABELS", "namespace=shop, pod=web-1"),
-            ("PIMESH_PROXY_INBOUND_TARGET", "127.0.0.1:8080"),
-            ("PIMESH_PROXY_IDLE_TIMEOUT", "250ms"),
-        ])
-        .unwrap();
-        assert_eq!(c.opaque_ports, [25, 9000, 9001, 9002]);
-        assert_eq!(
-            c.workload_labels,
-            [
-                ("namespace".into(), "shop".into()),
-                ("pod".into(), "web-1".into())
-            ]
-        );
-        assert_eq!(c.inbound_target, Some("127.0.0.1:8080".parse().unwrap()));
-        assert_eq!(c.idle_timeout, Duration::from_millis(250));
-    }
-
-    #[test]
-    fn identity_settings_come_together() {
-        let e = cfg(&[("PIMESH_PROXY_CONTROLLER_ADDR", "ctl:8086")]).unwrap_err();
-        assert_eq!(e.name, "PIMESH_PROXY_TRUST_ANCHORS");
-        let e = cfg(&[("PIMESH_PROXY_CONTROLLER_ADDR", "ctl")]).unwrap_err();
-        assert_eq!(e.name, "PIMESH_PROXY_CONTROLLER_ADDR");
-        let e = cfg(&[("PIMESH_PROXY_MESH_DESTINATIONS", "127.0.0.1:80=shop/web")]).unwrap_err();
-        assert_eq!(e.name, "PIMESH_PROXY_MESH_DESTINATIONS");
-        assert!(e.reason.contains("PIMESH_PROXY_CONTROLLER_ADDR"));
-        assert!(parse_destinations("127.0.0.1:80=Shop/web").is_err());
-        let d = parse_destinations("10.0.0.2:80=shop/web, 10.0.0.3:80=shop/db@127.0.0.1:14143")
-            .unwrap();
-        assert_eq!(d[0].proxy_addr, d[0].addr);
-        assert_eq!(d[1].proxy_addr.to_string(), "127.0.0.1:14143");
-        assert_eq!(d[1].identity.to_string(), "shop/db");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("").is_err());
-    }
 }
