@@ -281,19 +281,28 @@ pub fn idle_figure(
         streams.extend(more.streams);
         failed += more.failed;
         first_error = first_error.or(more.first_error);
+        if more.failed > 0 {
+            // A proxy being killed resets connections before it is reaped.
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let p = &mut setup.procs[0].proc;
         if let Some(how) = p.exited() {
             died = Some(format!("{how} with {} connections open", streams.len()));
             break;
         }
-        sample = (streams.len(), p.rss_kib());
+        // A process on its way out has no VmRSS any more: keep the last figure.
+        let rss = p.rss_kib();
+        if rss > 0 {
+            sample = (streams.len(), rss);
+        }
     }
     if died.is_none() {
         std::thread::sleep(Duration::from_secs(1));
         let p = &mut setup.procs[0].proc;
         match p.exited() {
             Some(how) => died = Some(format!("{how} with {} connections open", streams.len())),
-            None => sample = (streams.len(), p.rss_kib()),
+            None if p.rss_kib() > 0 => sample = (streams.len(), p.rss_kib()),
+            None => {}
         }
     }
     let (open, rss) = sample;
