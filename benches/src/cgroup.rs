@@ -74,6 +74,34 @@ impl Hierarchy {
         }
     }
 
+    /// Removes the groups an interrupted earlier run left behind (named
+    /// `pimesh-bench-PID-...` with that PID gone; rmdir only succeeds on
+    /// an empty group). Returns how many were removed.
+    pub fn remove_stale(&self) -> usize {
+        let parents = match self {
+            Hierarchy::V1 { memory, cpu } => vec![memory.clone(), cpu.clone()],
+            Hierarchy::V2 { parent } => vec![parent.clone()],
+        };
+        let mut removed = 0;
+        for parent in parents {
+            let Ok(dir) = std::fs::read_dir(&parent) else {
+                continue;
+            };
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(pid) = stale_pid(&name) else {
+                    continue;
+                };
+                if !Path::new(&format!("/proc/{pid}")).exists()
+                    && std::fs::remove_dir(e.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Creates a group named after `role` with `limits`.
     pub fn create(&self, role: &str, limits: Limits) -> Result<Cgroup, Error> {
         static N: AtomicUsize = AtomicUsize::new(0);
@@ -136,6 +164,15 @@ fn own_v1_path<'a>(proc_self_cgroup: &'a str, controller: &str) -> &'a str {
         })
         .next()
         .unwrap_or("/")
+}
+
+/// The PID in a group name `pimesh-bench-PID-N-ROLE`.
+fn stale_pid(name: &str) -> Option<u32> {
+    name.strip_prefix("pimesh-bench-")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn mkdir(dir: &Path, cg: &mut Cgroup) -> Result<PathBuf, Error> {
@@ -310,6 +347,13 @@ mod tests {
         let v2 = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n";
         assert_eq!(keyed(v2, "oom_kill"), Some(1));
         assert_eq!(keyed("", "oom_kill"), None);
+    }
+
+    #[test]
+    fn stale_group_names() {
+        assert_eq!(stale_pid("pimesh-bench-4242-3-inbound"), Some(4242));
+        assert_eq!(stale_pid("pimesh-bench-x-3-inbound"), None);
+        assert_eq!(stale_pid("system.slice"), None);
     }
 
     #[test]

@@ -97,6 +97,12 @@ pub fn run(args: &Args) -> Result<Report, Error> {
         None
     } else {
         let h = Hierarchy::detect()?;
+        let stale = h.remove_stale();
+        if stale > 0 {
+            note(&format!(
+                "pimesh-bench: removed {stale} cgroup(s) left by an interrupted run"
+            ));
+        }
         // Fail now, not in the middle: can this process make groups?
         drop(h.create("probe", limits(args))?);
         Some(h)

@@ -227,26 +227,40 @@ impl Drop for Proc {
 /// execute the binary (ENOEXEC: a foreign architecture and no binfmt_misc,
 /// e.g. this harness itself running under qemu).
 fn spawn(launch: &Launch, cgroup: Option<&Cgroup>, stdout: bool) -> std::io::Result<Child> {
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     let attempt = |wrapper: Option<&str>| {
         let mut c = launch.command(wrapper, stdout);
-        if let Some(cg) = cgroup {
-            let files = cg.open_procs()?;
-            // SAFETY: between fork and exec the closure only calls write(2)
-            // on descriptors opened above, which is async-signal-safe; "0"
-            // moves the writing process (the child) into the cgroup, so its
-            // first allocation is already accounted and limited.
-            unsafe {
-                c.pre_exec(move || {
-                    for f in &files {
-                        use std::os::fd::AsRawFd;
-                        if libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                            return Err(std::io::Error::last_os_error());
-                        }
+        let files = match cgroup {
+            Some(cg) => cg.open_procs()?,
+            None => Vec::new(),
+        };
+        // SAFETY: between fork and exec the closure only makes
+        // async-signal-safe system calls (prctl, getppid, write) on values
+        // prepared before the fork.
+        unsafe {
+            c.pre_exec(move || {
+                // Killed with the harness, however it ends (even SIGKILL),
+                // instead of running on as an orphan. (The signal follows
+                // the spawning thread: children are started from the main
+                // thread only.)
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("the harness is gone"));
+                }
+                // "0" moves the writing process (the child) into the
+                // cgroup, so its first allocation is already accounted.
+                for f in &files {
+                    use std::os::fd::AsRawFd;
+                    if libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
                     }
-                    Ok(())
-                })
-            };
-        }
+                }
+                Ok(())
+            })
+        };
         c.spawn()
     };
     match attempt(None) {
