@@ -44,7 +44,7 @@ pub struct InitConfig {
     pub subnets_to_ignore: SubnetList,
     /// Which iptables backend: `auto` uses the one that already holds the
     /// node's rules (nft when neither does), as k3s's iptables wrapper does.
-    #[arg(long, env = "PIMESH_INIT_IPTABLES_MODE", default_value = "auto", value_parser = ["auto", "legacy", "nft"])]
+    #[arg(long, visible_alias = "backend", env = "PIMESH_INIT_IPTABLES_MODE", default_value = "auto", value_parser = ["auto", "legacy", "nft"])]
     pub iptables_mode: String,
 }
 

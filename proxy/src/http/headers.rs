@@ -18,14 +18,19 @@ pub fn authority<B>(req: &Request<B>) -> Option<Authority> {
 
 /// Bytes of the request head as HTTP/2 counts them for
 /// `SETTINGS_MAX_HEADER_LIST_SIZE` (RFC 9113 §6.5.2): name + value + 32 per
-/// field, plus the request target.
+/// field, plus the request target's parts (counted without formatting the
+/// URI: this runs on every request).
 pub fn head_size<B>(req: &Request<B>) -> usize {
     let fields: usize = req
         .headers()
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 32)
         .sum();
-    fields + req.uri().to_string().len() + req.method().as_str().len()
+    let uri = req.uri();
+    let target = uri.scheme_str().map_or(0, str::len)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    fields + target + req.method().as_str().len()
 }
 
 /// Whether this is a gRPC request (`content-type: application/grpc[+proto|...]`).
