@@ -5,7 +5,10 @@
 //! Layout:
 //! - `identity`: identities (`NAMESPACE/SERVICEACCOUNT`, SPIFFE IDs, the
 //!   DNS-style names in certificates) and the certify API.
+//! - `discovery`: service names, endpoint registration with leases, and
+//!   the watch API that resolves names and addresses to endpoint sets.
 
+pub mod discovery;
 pub mod identity;
 
 /// Version of the proxy ↔ controller API, carried in every path
