@@ -18,6 +18,9 @@
 //! | `POST /v1/tokens` | [`CreateToken`] → 201 [`CreatedToken`](crate::token::CreatedToken) |
 //! | `GET /v1/tokens` | `[TokenInfo]` |
 //! | `DELETE /v1/tokens/{id}` | revokes → `TokenInfo` (404 unknown) |
+//! | `/v1/services...`, `/v1/endpoints` | the service registry, see `services` |
+
+pub mod services;
 
 use crate::identity::{self, ca, now_unix, IssuedCert};
 use crate::rest::{self, Body};
@@ -129,6 +132,9 @@ async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Res
             "forbidden",
             "changes are only accepted from loopback clients (interim authorization model)",
         );
+    }
+    if services::owns(&path) {
+        return services::handle(ctx, req).await;
     }
     let token_id = path.strip_prefix("/v1/tokens/").map(str::to_string);
     match (&method, path.as_str()) {
@@ -295,6 +301,7 @@ async fn metrics(ctx: &Arc<Ctx>) -> Response<Body> {
                 c.metrics.set_tokens(Status::as_str(status), n);
             }
         }
+        c.metrics.discovery.observe(&c.registry);
         c.metrics.encode()
     })
     .await

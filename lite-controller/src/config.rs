@@ -22,6 +22,8 @@ pub const MIN_CERT_LIFETIME: Duration = Duration::from_secs(1);
 pub const MAX_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Log filter, `RUST_LOG` syntax.
 pub const DEFAULT_LOG: &str = "warn,pimesh=info";
+/// Longest lease of a registered endpoint: one day.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Where fallback values come from: the process environment in the binary,
 /// a map in tests (never `std::env::set_var`).
@@ -88,6 +90,11 @@ pub struct ControllerArgs {
     /// [default: 24h] [env: PIMESH_CONTROLLER_CERT_LIFETIME]
     #[arg(long, value_name = "DURATION")]
     pub cert_lifetime: Option<String>,
+    /// How long a proxy's endpoint registration lasts unless renewed
+    /// (proxies renew every third of it): 2s, 30s, 1m ... [default: 30s]
+    /// [env: PIMESH_CONTROLLER_LEASE_TTL]
+    #[arg(long, value_name = "DURATION")]
+    pub lease_ttl: Option<String>,
     /// Log filter, RUST_LOG syntax [default: warn,pimesh=info]
     /// [env: PIMESH_CONTROLLER_LOG]
     #[arg(long, value_name = "FILTER")]
@@ -143,6 +150,8 @@ pub struct Config {
     pub import: Option<ImportPems>,
     /// `--cert-lifetime`: leaves' validity (and the controller's own).
     pub cert_lifetime: Duration,
+    /// `--lease-ttl`: lease of registered endpoints (whole seconds).
+    pub lease_ttl: Duration,
     /// `--log`: log filter.
     pub log: String,
 }
@@ -265,6 +274,19 @@ impl Config {
                     Ok(d)
                 },
             )?,
+            lease_ttl: p.parse(
+                "--lease-ttl",
+                "PIMESH_CONTROLLER_LEASE_TTL",
+                args.lease_ttl.as_deref(),
+                &format!("{}s", pimesh_api::discovery::DEFAULT_LEASE_TTL_SECS),
+                |v| {
+                    let d = parse_duration(v)?;
+                    if d.subsec_nanos() != 0 || d < Duration::from_secs(1) || d > MAX_LEASE_TTL {
+                        return Err("must be whole seconds between 1s and 24h".into());
+                    }
+                    Ok(d)
+                },
+            )?,
             log: p.parse(
                 "--log",
                 "PIMESH_CONTROLLER_LOG",
@@ -286,7 +308,7 @@ impl fmt::Display for Config {
         write!(
             f,
             "standalone={} data_dir={} proxy_addr={} admin_addr={} trust_domain={} \
-             own_ca_files={} cert_lifetime={:?}",
+             own_ca_files={} cert_lifetime={:?} lease_ttl={:?}",
             self.standalone,
             self.data_dir.display(),
             self.proxy_addr,
@@ -294,6 +316,7 @@ impl fmt::Display for Config {
             self.trust_domain,
             self.import.is_some(),
             self.cert_lifetime,
+            self.lease_ttl,
         )
     }
 }

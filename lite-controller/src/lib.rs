@@ -5,16 +5,21 @@
 //! Layout:
 //! - `config`: the controller's `Config`, from flags with `PIMESH_CONTROLLER_*` fallbacks.
 //! - `server`: start-up, the controller's own certificate, shutdown.
-//! - `proxy_api`: the proxy-facing port (8086): HTTP/2 over TLS 1.3, certify.
-//! - `admin`: the operator port (8085): metrics, probes, tokens, CA, rotation.
+//! - `proxy_api`: the proxy-facing port (8086): HTTP/2 over TLS 1.3, certify,
+//!   endpoint registration, discovery watches.
+//! - `admin`: the operator port (8085): metrics, probes, tokens, CA, rotation,
+//!   services.
 //! - `rest`: JSON responses, `ApiError`s, size-limited bodies.
 //! - `identity`: the CA: trust anchors, issuer, rotation, CSRs, leaves,
 //!   issued-serial records.
+//! - `registry`: the discovery role: the service registry (sled), leases,
+//!   revisions, watch streams.
 //! - `token`: join tokens (standalone mode) and their operator API types.
 //! - `store`: the sled database (the only module that knows sled).
 //! - `metrics`: `pimesh_controller_*` series.
 //! - `crypto`: SHA-256, random bytes, hex, constant-time comparison (ring).
-//! - `client`, `cli`: the operator CLI (`pimesh token`, `pimesh identity`).
+//! - `client`, `cli`: the operator CLI (`pimesh token`, `pimesh identity`,
+//!   `pimesh service`).
 
 pub mod admin;
 pub mod cli;
@@ -24,6 +29,7 @@ pub mod crypto;
 pub mod identity;
 pub mod metrics;
 pub mod proxy_api;
+pub mod registry;
 pub mod rest;
 pub mod server;
 pub mod store;

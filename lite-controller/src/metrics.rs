@@ -3,6 +3,7 @@
 //! that mirror stored state (tokens, expiries) are set at scrape time by
 //! [`Metrics::encode`]'s caller, so they never drift from the database.
 
+use crate::registry::metrics::DiscoveryMetrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -48,6 +49,8 @@ pub struct Metrics {
     pub serving_cert_expiry: Gauge,
     /// `pimesh_controller_issued_certificates`: issued-serial records held.
     pub issued_records: Gauge,
+    /// The discovery role's series (registrations, leases, watches).
+    pub discovery: DiscoveryMetrics,
 }
 
 impl Default for Metrics {
@@ -69,6 +72,7 @@ impl Metrics {
             anchor_expiry: Gauge::default(),
             serving_cert_expiry: Gauge::default(),
             issued_records: Gauge::default(),
+            discovery: DiscoveryMetrics::register(&mut registry),
             registry: Registry::default(),
         };
         let p = "pimesh_controller_";

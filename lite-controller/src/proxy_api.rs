@@ -1,19 +1,29 @@
 //! The proxy-facing listener (8086): HTTP/2 over TLS 1.3 (ALPN `h2`),
 //! serving the controller's own certificate for `CONTROLLER_IDENTITY`
-//! (swapped in place on renewal, see [`CertSlot`]). Proxies connect
-//! without a client certificate: they have none before certifying.
+//! (swapped in place on renewal, see [`CertSlot`]). Client certificates
+//! are optional at the TLS level (a proxy has none before certifying) and
+//! required per route (see `client_auth`).
 //!
 //! `POST /v1/identity/certify` (`CertifyRequest` → `CertifyResponse`; 400
 //! bad JSON or CSR, 401 bad token, 403 identity not allowed, 413 body too
-//! large), `GET /v1/identity/trust-anchors` (PEM). Errors are `ApiError` JSON.
+//! large), `GET /v1/identity/trust-anchors` (PEM), `PUT`/`DELETE`
+//! `/v1/discovery/endpoints` (join token) and `GET /v1/discovery/watch`
+//! (client certificate), see `discovery`. Errors are `ApiError` JSON.
+
+pub mod client_auth;
+pub mod discovery;
 
 use crate::identity::{now_unix, ControllerCert};
+use crate::registry::watch::WatchBody;
 use crate::rest::{self, Body};
 use crate::server::Ctx;
+use client_auth::ClientAuth;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use pimesh_api::identity::{ALPN_H2, CERTIFY_PATH, TRUST_ANCHORS_PATH};
+use pimesh_api::discovery::{ENDPOINTS_PATH, WATCH_PATH};
+use pimesh_api::identity::{Identity, ALPN_H2, CERTIFY_PATH, TRUST_ANCHORS_PATH};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -26,13 +36,15 @@ use tokio_util::task::TaskTracker;
 
 /// Open proxy connections at most; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// Concurrent HTTP/2 streams per connection.
-const MAX_STREAMS: u32 = 16;
+/// Concurrent HTTP/2 streams per connection (a proxy keeps one watch per
+/// destination it talks to open on one connection).
+const MAX_STREAMS: u32 = 128;
 /// Time for a client to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection older than this is asked to go away (GOAWAY, graceful), so
 /// that idle or forgotten clients cannot hold connection slots forever;
-/// proxies open a connection per exchange anyway.
+/// its watch streams end cleanly first and proxies resume them, with their
+/// last revision, on a new connection.
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
 /// HTTP/2 PING interval and timeout that detect dead peers.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -79,12 +91,19 @@ fn certified_key(cert: &ControllerCert) -> Result<Arc<CertifiedKey>, rustls::Err
     Ok(Arc::new(CertifiedKey::new(chain, signer)))
 }
 
-/// TLS 1.3 only (ring provider), ALPN `h2`, certificates from `slot`.
-pub fn tls_config(slot: Arc<CertSlot>) -> Result<Arc<ServerConfig>, rustls::Error> {
+/// Every response body: a complete one, or a watch stream.
+pub type ProxyBody = Either<Body, WatchBody>;
+
+/// TLS 1.3 only (ring provider), ALPN `h2`, certificates from `slot`,
+/// optional client certificates verified by `client_auth`.
+pub fn tls_config(
+    slot: Arc<CertSlot>,
+    client_auth: Arc<ClientAuth>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_auth)
         .with_cert_resolver(slot);
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
@@ -121,10 +140,16 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, ctx: Arc<Ctx>)
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
-            let shutdown = ctx.shutdown.clone();
+            let peer_id = client_auth::peer_identity(
+                tls.get_ref().1.peer_certificates(),
+                ctx.authority.trust_domain(),
+            );
+            // Ends this connection's watch streams (shutdown, or age).
+            let stop = ctx.shutdown.child_token();
+            let conn_stop = stop.clone();
             let service = hyper::service::service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
+                let (ctx, peer_id, stop) = (ctx.clone(), peer_id.clone(), stop.clone());
+                async move { Ok::<_, Infallible>(handle(&ctx, req, peer_id.as_ref(), stop).await) }
             });
             let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -140,10 +165,11 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, ctx: Arc<Ctx>)
                 r = conn.as_mut() => r,
                 _ = async {
                     tokio::select! {
-                        _ = shutdown.cancelled() => {}
+                        _ = conn_stop.cancelled() => {}
                         _ = tokio::time::sleep(MAX_CONNECTION_AGE) => {}
                     }
                 } => {
+                    conn_stop.cancel();
                     conn.as_mut().graceful_shutdown();
                     tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut())
                         .await
@@ -159,12 +185,24 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, ctx: Arc<Ctx>)
     tracker.wait().await;
 }
 
-async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+/// Routes one request; `peer` is the client certificate's identity.
+async fn handle(
+    ctx: &Arc<Ctx>,
+    req: Request<Incoming>,
+    peer: Option<&Identity>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Response<ProxyBody> {
+    let left = |r: Response<Body>| r.map(Either::Left);
     match (req.method(), req.uri().path()) {
-        (&Method::POST, CERTIFY_PATH) => certify(ctx, req).await,
-        (&Method::GET, TRUST_ANCHORS_PATH) => rest::pem(ctx.authority.trust_anchors_pem()),
-        (_, CERTIFY_PATH | TRUST_ANCHORS_PATH) => rest::method_not_allowed(),
-        _ => rest::not_found(),
+        (&Method::POST, CERTIFY_PATH) => left(certify(ctx, req).await),
+        (&Method::GET, TRUST_ANCHORS_PATH) => left(rest::pem(ctx.authority.trust_anchors_pem())),
+        (&Method::PUT, ENDPOINTS_PATH) => discovery::register(ctx, req, false).await,
+        (&Method::DELETE, ENDPOINTS_PATH) => discovery::register(ctx, req, true).await,
+        (&Method::GET, WATCH_PATH) => discovery::watch(ctx, &req, peer, stop),
+        (_, CERTIFY_PATH | TRUST_ANCHORS_PATH | ENDPOINTS_PATH | WATCH_PATH) => {
+            left(rest::method_not_allowed())
+        }
+        _ => left(rest::not_found()),
     }
 }
 

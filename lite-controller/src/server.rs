@@ -1,7 +1,8 @@
-//! `pimesh controller`: opens the store, starts the identity role, binds
-//! the proxy-facing and operator listeners, keeps the controller's own
-//! certificate fresh, prunes old serial records, and on shutdown drains
-//! both listeners and flushes the database.
+//! `pimesh controller`: opens the store, starts the identity and discovery
+//! roles, binds the proxy-facing and operator listeners, keeps the
+//! controller's own certificate fresh (and the client-certificate trust
+//! anchors current), prunes old serial records, expires leases, and on
+//! shutdown drains both listeners and flushes the database.
 //!
 //! The controller's own certificate is issued at every start and renewed
 //! in the background at two thirds of its lifetime, at a pending rotation's
@@ -11,7 +12,10 @@
 use crate::config::Config;
 use crate::identity::{self, now_unix, Authority, Settings};
 use crate::metrics::Metrics;
+use crate::proxy_api::client_auth::ClientAuth;
+use crate::proxy_api::discovery::MAX_WATCHES;
 use crate::proxy_api::{self, CertSlot, SHUTDOWN_GRACE};
+use crate::registry::{self, Registry};
 use crate::store::{self, Store};
 use crate::token::Tokens;
 use crate::{admin, error_chain};
@@ -25,11 +29,17 @@ use tokio_util::sync::CancellationToken;
 const MAX_RENEWAL_SLEEP: Duration = Duration::from_secs(60);
 /// How often issued-serial records are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Longest time between lease sweeps (shorter for short leases).
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What both listeners share.
 pub struct Ctx {
     /// The CA.
     pub authority: Arc<Authority>,
+    /// The service registry (discovery role).
+    pub registry: Arc<Registry>,
+    /// Watch streams still allowed ([`MAX_WATCHES`] in all).
+    pub watch_slots: Arc<tokio::sync::Semaphore>,
     /// Every series.
     pub metrics: Metrics,
     /// Cancelled on SIGTERM/SIGINT: listeners stop, `/ready` fails.
@@ -45,6 +55,9 @@ pub enum Error {
     /// The CA cannot be loaded, created or imported.
     #[error("cannot start the identity role")]
     Identity(#[from] identity::Error),
+    /// The registry cannot be loaded.
+    #[error("cannot start the discovery role")]
+    Registry(#[from] registry::Error),
     /// A listener cannot be bound.
     #[error("cannot listen on {addr} ({which})")]
     Bind {
@@ -94,9 +107,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         certificates = status.certificates,
         "CA loaded"
     );
+    let registry = Arc::new(Registry::open(
+        &store,
+        config.lease_ttl,
+        pimesh_api::discovery::DEFAULT_CLUSTER_DOMAIN,
+        std::time::Instant::now(),
+    )?);
+    let (services, registered, operator) = registry.counts();
+    tracing::info!(
+        services,
+        registered,
+        operator,
+        revision = registry.revision(),
+        lease_ttl = ?config.lease_ttl,
+        "registry loaded; registered endpoints have a fresh lease"
+    );
     let cert = authority.controller_cert(now_unix())?;
     let slot = Arc::new(CertSlot::new(&cert)?);
-    let tls = proxy_api::tls_config(slot.clone())?;
+    let client_auth = Arc::new(ClientAuth::new(&authority.trust_anchors_pem())?);
+    let tls = proxy_api::tls_config(slot.clone(), client_auth.clone())?;
 
     let bind = |which, addr| async move {
         TcpListener::bind(addr).await.map_err(|source| Error::Bind {
@@ -116,6 +145,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 
     let ctx = Arc::new(Ctx {
         authority: authority.clone(),
+        registry,
+        watch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHES)),
         metrics: Metrics::new(),
         shutdown: shutdown.clone(),
     });
@@ -131,6 +162,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         cert.not_after_unix,
     ));
     let prune = tokio::spawn(prune(ctx.clone()));
+    let anchors = tokio::spawn(follow_anchors(ctx.clone(), client_auth));
+    let sweep = tokio::spawn(sweep_leases(ctx.clone()));
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: draining connections");
@@ -144,6 +177,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     }
     renew.abort();
     prune.abort();
+    anchors.abort();
+    sweep.abort();
     authority.flush()?;
     tracing::info!("database flushed; exiting");
     Ok(())
@@ -209,6 +244,41 @@ async fn prune(ctx: Arc<Ctx>) {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             _ = tokio::time::sleep(PRUNE_INTERVAL) => {}
+        }
+    }
+}
+
+/// Keeps the client-certificate verifier on the current trust anchors
+/// (they change with every rotation step).
+async fn follow_anchors(ctx: Arc<Ctx>, client_auth: Arc<ClientAuth>) {
+    let mut changes = ctx.authority.changes();
+    while changes.changed().await.is_ok() {
+        if let Err(e) = client_auth.set(&ctx.authority.trust_anchors_pem()) {
+            tracing::error!(error = %e, "cannot verify client certificates with the new trust anchors");
+        }
+    }
+}
+
+/// Drops endpoints whose lease ran out, every TTL/4 (at most every
+/// [`MAX_SWEEP_INTERVAL`]); a failed write is retried at the next sweep.
+async fn sweep_leases(ctx: Arc<Ctx>) {
+    let every = (ctx.registry.lease_ttl() / 4).min(MAX_SWEEP_INTERVAL);
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let registry = ctx.registry.clone();
+        let now = std::time::Instant::now();
+        match tokio::task::spawn_blocking(move || registry.expire(now)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                ctx.metrics.discovery.lease_expirations.inc_by(n as u64);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "cannot expire leases"),
+            Err(_) => {}
         }
     }
 }

@@ -267,6 +267,18 @@ impl Tokens {
     /// secret's hash is compared in constant time; expiry and revocation are
     /// only told to a caller that knows the secret.
     pub fn verify(&self, token: &str, identity: &Identity, now: u64) -> Result<TokenRecord, Error> {
+        let record = self.check(token, now)?;
+        if record.identity != *identity {
+            return Err(Refusal::IdentityNotAllowed.into());
+        }
+        Ok(record)
+    }
+
+    /// Checks `token` at `now` whatever it is used for (a registration: the
+    /// caller then checks the record's identity and service). The secret's
+    /// hash is compared in constant time; expiry and revocation are only
+    /// told to a caller that knows the secret.
+    pub fn check(&self, token: &str, now: u64) -> Result<TokenRecord, Error> {
         let (id, secret) = parse(token.trim()).ok_or(Refusal::InvalidToken)?;
         let record = self.table.get(id)?.ok_or(Refusal::InvalidToken)?;
         let stored = crypto::unhex(&record.secret_sha256).unwrap_or_default();
@@ -277,9 +289,6 @@ impl Tokens {
             Status::Revoked => return Err(Refusal::TokenRevoked.into()),
             Status::Expired => return Err(Refusal::TokenExpired.into()),
             Status::Active => {}
-        }
-        if record.identity != *identity {
-            return Err(Refusal::IdentityNotAllowed.into());
         }
         Ok(record)
     }

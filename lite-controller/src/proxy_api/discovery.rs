@@ -1,0 +1,195 @@
+//! The discovery API on the proxy port: endpoint registration with the join
+//! token (`PUT`/`DELETE` `ENDPOINTS_PATH`) and watches (`GET`
+//! `WATCH_PATH`, client certificate required). Every outcome is counted
+//! (`pimesh_controller_registrations_total`, `..._registration_refused_total{reason}`,
+//! `..._watch_refused_total{reason}`, `..._watches`).
+
+use super::ProxyBody;
+use crate::identity::now_unix;
+use crate::registry::{self, watch};
+use crate::rest;
+use crate::server::Ctx;
+use crate::token;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use pimesh_api::discovery::{Lease, Registration};
+use pimesh_api::identity::Identity;
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Concurrent watch streams at most (all proxies); more are answered 503.
+pub const MAX_WATCHES: usize = 4096;
+
+/// Why a registration was refused.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(transparent)]
+    Token(#[from] token::Error),
+    #[error("the token only allows registering service {allowed:?}")]
+    ServiceNotAllowed { allowed: String },
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+}
+
+impl Refused {
+    fn status_code(&self) -> (u16, &'static str) {
+        match self {
+            Refused::Token(token::Error::Refused(r)) => (r.status(), r.code()),
+            Refused::Token(_) => (500, "internal"),
+            Refused::ServiceNotAllowed { .. } => (403, "service_not_allowed"),
+            Refused::Registry(e) => (e.status(), e.code()),
+        }
+    }
+}
+
+/// `PUT` (register or renew) or, with `deregister`, `DELETE` a
+/// [`Registration`]: the token is checked as certify checks it, its
+/// identity is the endpoint's and its namespace the service's; a token
+/// made with `--service NAME` registers only NAME. Answers a [`Lease`]
+/// (`ttl_secs` 0 for a deregistration).
+pub async fn register(
+    ctx: &Arc<Ctx>,
+    req: Request<Incoming>,
+    deregister: bool,
+) -> Response<ProxyBody> {
+    let m = &ctx.metrics.discovery;
+    let reg: Registration = match rest::read_json(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            m.registration_refused(e.code());
+            return e.response().map(Either::Left);
+        }
+    };
+    let c = ctx.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<Lease, Refused> {
+        registry::validate::label("service", &reg.service).map_err(registry::Error::from)?;
+        let record = c.authority.tokens().check(&reg.token, now_unix())?;
+        if let Some(allowed) = record.service.filter(|s| *s != reg.service) {
+            return Err(Refused::ServiceNotAllowed { allowed });
+        }
+        if deregister {
+            let revision = c.registry.deregister(&reg, &record.identity)?;
+            tracing::info!(identity = %record.identity, service = %reg.service, port = reg.port, addr = %reg.addr, "deregistered");
+            Ok(Lease {
+                ttl_secs: 0,
+                revision,
+            })
+        } else {
+            Ok(c.registry
+                .register(&reg, &record.identity, &record.id, Instant::now())?)
+        }
+    })
+    .await;
+    let rsp = match result {
+        Ok(Ok(lease)) => {
+            if deregister {
+                m.deregistrations.inc();
+            } else {
+                m.registrations.inc();
+            }
+            rest::json(StatusCode::OK, &lease)
+        }
+        Ok(Err(e)) => {
+            let (status, code) = e.status_code();
+            m.registration_refused(code);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            if status.is_server_error() {
+                tracing::error!(error = %crate::error_chain(&e), "registration failed");
+                rest::error(
+                    status,
+                    code,
+                    "the controller cannot register now; see its log",
+                )
+            } else {
+                tracing::info!(reason = code, "registration refused");
+                rest::error(status, code, crate::error_chain(&e))
+            }
+        }
+        Err(e) => {
+            m.registration_refused("internal");
+            tracing::error!(error = %e, "registration task failed");
+            rest::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        }
+    };
+    rsp.map(Either::Left)
+}
+
+/// `GET WATCH_PATH?name=…|addr=…[&revision=N]`: 401 without a client
+/// certificate of the mesh, 400 for a bad query, 503 over [`MAX_WATCHES`];
+/// else an `application/x-ndjson` stream that ends when `stop` is cancelled.
+pub fn watch(
+    ctx: &Arc<Ctx>,
+    req: &Request<Incoming>,
+    peer: Option<&Identity>,
+    stop: CancellationToken,
+) -> Response<ProxyBody> {
+    let m = &ctx.metrics.discovery;
+    let Some(peer) = peer else {
+        m.watch_refused("unauthenticated");
+        return rest::error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "watches need a client certificate of the mesh (certify first, then present it)",
+        )
+        .map(Either::Left);
+    };
+    let query = match watch::Query::parse(req.uri().query(), peer.namespace()) {
+        Ok(q) => q,
+        Err(e) => {
+            m.watch_refused("bad_request");
+            return rest::error(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+                .map(Either::Left);
+        }
+    };
+    let Ok(permit) = ctx.watch_slots.clone().try_acquire_owned() else {
+        m.watch_refused("too_many_watches");
+        tracing::warn!("watch limit reached; refusing a watch");
+        return rest::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_watches",
+            format!("the controller serves at most {MAX_WATCHES} watches"),
+        )
+        .map(Either::Left);
+    };
+    tracing::debug!(peer = %peer, query = ?query, "watch");
+    let gauge = OpenWatch::new(m.watches.clone());
+    let events = ctx.metrics.discovery.clone();
+    let body = watch::spawn(
+        ctx.registry.clone(),
+        query,
+        stop,
+        Arc::new(move |kind| events.watch_event(kind)),
+        (permit, gauge),
+    );
+    let mut rsp = Response::new(Either::Right(body));
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    rsp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    rsp
+}
+
+/// Counts an open watch in the gauge for as long as it lives.
+struct OpenWatch(Gauge);
+
+impl OpenWatch {
+    fn new(g: Gauge) -> OpenWatch {
+        g.inc();
+        OpenWatch(g)
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

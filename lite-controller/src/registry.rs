@@ -1,0 +1,658 @@
+//! The discovery role in standalone mode (Linkerd's destination
+//! controller): a service registry kept in sled, and the state that watch
+//! streams resolve names and addresses against.
+//!
+//! - `model`: stored records and the operator API's JSON.
+//! - `validate`: checks of names, addresses, labels and policies.
+//! - `watch`: destinations, and the NDJSON watch streams.
+//! - `metrics`: `pimesh_controller_*` series of the role.
+//!
+//! One record per service (`services` table, key `NAMESPACE/NAME`) holds
+//! its ports, policy and endpoints, so every change is one flushed write.
+//! The registry **revision** is a counter bumped by every change; each
+//! service record carries the revision of its last change, and the
+//! `registry` table keeps the counter across deletions, so after a restart
+//! the revision is the maximum of both and never goes backwards.
+//!
+//! Leases live in memory only: a registration or renewal sets the
+//! endpoint's deadline to now + TTL (a renewal that changes nothing writes
+//! nothing), an expired endpoint is removed by [`Registry::expire`], and at
+//! start every registered endpoint gets a fresh TTL, since proxies could
+//! not renew while the controller was down.
+//!
+//! [`Registry`] is synchronous (writes flush): the servers call mutations
+//! from `spawn_blocking`; reads ([`Registry::resolve`],
+//! [`Registry::endpoints`]) only take a read lock and are cheap.
+
+pub mod metrics;
+pub mod model;
+pub mod validate;
+pub mod watch;
+
+use crate::identity::now_unix;
+use crate::store::{self, Store, Table};
+use model::{
+    key, AddEndpoints, EndpointInfo, EndpointRecord, LiveEndpoint, ServiceInfo, ServiceRecord,
+    SetPolicy, Source,
+};
+use pimesh_api::discovery::{Endpoint, Lease, Registration, Resolution, ServicePolicy};
+use pimesh_api::identity::Identity;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+use watch::Destination;
+
+/// Key of the revision counter in the `registry` table.
+const REVISION_KEY: &str = "revision";
+
+/// A registry operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value was refused (HTTP 400 `bad_request`).
+    #[error("invalid {0}")]
+    Invalid(#[from] validate::Invalid),
+    /// No such service or endpoint (HTTP 404 `not_found`).
+    #[error("{0}")]
+    NotFound(String),
+    /// A proxy tried to deregister an endpoint another identity registered
+    /// (HTTP 403 `identity_not_allowed`).
+    #[error("the endpoint was registered by another identity")]
+    NotOwner,
+    /// The database failed.
+    #[error("registry database")]
+    Store(#[from] store::Error),
+}
+
+impl Error {
+    /// The `ApiError` code (also a metric label).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => "bad_request",
+            Error::NotFound(_) => "not_found",
+            Error::NotOwner => "identity_not_allowed",
+            Error::Store(_) => "internal",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::Invalid(_) => 400,
+            Error::NotFound(_) => 404,
+            Error::NotOwner => 403,
+            Error::Store(_) => 500,
+        }
+    }
+}
+
+/// A registered endpoint's lease: (service key, port, addr).
+type LeaseKey = (String, u16, SocketAddr);
+
+/// What readers see; replaced piecewise under the write lock.
+#[derive(Debug, Default)]
+struct State {
+    /// Every service by key, as stored.
+    services: BTreeMap<String, ServiceRecord>,
+    /// Lease deadlines of registered endpoints (monotonic clock: a board's
+    /// wall clock may jump at boot).
+    leases: HashMap<LeaseKey, Instant>,
+    /// The registry revision.
+    revision: u64,
+    /// Revision of the last change of any endpoint address, which is what
+    /// `?addr=` watches depend on (in memory: the current revision at start).
+    addr_revision: u64,
+}
+
+/// A destination's state at one revision (see [`Registry::resolve`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// What the watch sends.
+    pub resolution: Resolution,
+    /// The registry revision it is consistent with.
+    pub revision: u64,
+    /// The revision of the destination's last change (≤ `revision`); a
+    /// watch resuming from `N ≥ modified` has nothing to catch up on.
+    pub modified: u64,
+}
+
+/// The standalone service registry.
+pub struct Registry {
+    table: Table<ServiceRecord>,
+    meta: Table<u64>,
+    state: RwLock<State>,
+    /// Serialises mutations (read-modify-write of one record, then the commit).
+    write: Mutex<()>,
+    lease_ttl: Duration,
+    cluster_domain: String,
+    /// The revision, announced after every change (watches re-resolve).
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("revision", &self.revision())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Loads the registry from `store`; every registered endpoint gets a
+    /// lease of `lease_ttl` from `now`.
+    pub fn open(
+        store: &Store,
+        lease_ttl: Duration,
+        cluster_domain: &str,
+        now: Instant,
+    ) -> Result<Registry, Error> {
+        let table: Table<ServiceRecord> = store.table("services")?;
+        let meta: Table<u64> = store.table("registry")?;
+        let mut state = State {
+            revision: meta.get(REVISION_KEY)?.unwrap_or(0),
+            ..State::default()
+        };
+        for (k, rec) in table.all()? {
+            state.revision = state.revision.max(rec.revision);
+            for e in rec
+                .endpoints
+                .iter()
+                .filter(|e| e.source == Source::Registered)
+            {
+                state
+                    .leases
+                    .insert((k.clone(), e.port, e.addr), now + lease_ttl);
+            }
+            state.services.insert(k, rec);
+        }
+        state.addr_revision = state.revision;
+        let (changes, _) = tokio::sync::watch::channel(state.revision);
+        Ok(Registry {
+            table,
+            meta,
+            state: RwLock::new(state),
+            write: Mutex::new(()),
+            lease_ttl,
+            cluster_domain: cluster_domain.to_string(),
+            changes,
+        })
+    }
+
+    /// The lease TTL granted to registrations.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    /// The cluster DNS domain of fully-qualified names.
+    pub fn cluster_domain(&self) -> &str {
+        &self.cluster_domain
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> u64 {
+        self.read().revision
+    }
+
+    /// Notified with the new revision after every change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Registers (or renews) a proxy's endpoint as `identity` (the join
+    /// token's, whose id is `token_id`), in the identity's namespace; creates
+    /// the service and port if missing. Whether the token allows the service
+    /// is the caller's check.
+    ///
+    /// Errors: [`Error::Invalid`] (nothing stored), [`Error::Store`].
+    pub fn register(
+        &self,
+        reg: &Registration,
+        identity: &Identity,
+        token_id: &str,
+        now: Instant,
+    ) -> Result<Lease, Error> {
+        validate::label("service", &reg.service)?;
+        validate::port("port", reg.port)?;
+        validate::addr("addr", reg.addr)?;
+        if let Some(a) = reg.proxy_addr {
+            validate::addr("proxy_addr", a)?;
+        }
+        if let Some(a) = reg.admin_addr {
+            validate::addr("admin_addr", a)?;
+        }
+        validate::labels(&reg.labels)?;
+        let ns = identity.namespace();
+        let k = key(ns, &reg.service);
+        let ep = EndpointRecord {
+            port: reg.port,
+            addr: reg.addr,
+            proxy_addr: reg.proxy_addr,
+            admin_addr: reg.admin_addr,
+            identity: Some(identity.clone()),
+            weight: Endpoint::DEFAULT_WEIGHT,
+            protocol: reg.protocol,
+            labels: reg.labels.clone(),
+            source: Source::Registered,
+            token_id: Some(token_id.to_string()),
+        };
+        let _w = self.lock();
+        let before = self.get(&k);
+        let mut rec = before
+            .clone()
+            .unwrap_or_else(|| ServiceRecord::new(ns, &reg.service, now_unix()));
+        let revision = if rec.upsert(ep) {
+            self.commit(&k, before.as_ref(), Some(rec))?
+        } else {
+            self.revision()
+        };
+        self.state_mut()
+            .leases
+            .insert((k, reg.port, reg.addr), now + self.lease_ttl);
+        Ok(Lease {
+            ttl_secs: self.lease_ttl.as_secs(),
+            revision,
+        })
+    }
+
+    /// Removes a proxy's registered endpoint (idempotent: an unknown one is
+    /// fine); the revision after.
+    ///
+    /// Errors: [`Error::Invalid`], [`Error::NotOwner`] when another identity
+    /// registered it, [`Error::Store`].
+    pub fn deregister(&self, reg: &Registration, identity: &Identity) -> Result<u64, Error> {
+        validate::label("service", &reg.service)?;
+        let k = key(identity.namespace(), &reg.service);
+        let _w = self.lock();
+        let Some(before) = self.get(&k) else {
+            return Ok(self.revision());
+        };
+        match before.endpoint(reg.port, reg.addr) {
+            Some(e) if e.source == Source::Registered => {
+                if e.identity.as_ref() != Some(identity) {
+                    return Err(Error::NotOwner);
+                }
+            }
+            _ => return Ok(self.revision()),
+        }
+        let mut rec = before.clone();
+        rec.endpoints
+            .retain(|e| (e.port, e.addr) != (reg.port, reg.addr));
+        let rev = self.commit(&k, Some(&before), Some(rec))?;
+        self.state_mut().leases.remove(&(k, reg.port, reg.addr));
+        Ok(rev)
+    }
+
+    /// Drops every registered endpoint whose lease ran out by `now`; how many.
+    pub fn expire(&self, now: Instant) -> Result<usize, Error> {
+        let _w = self.lock();
+        let mut expired: BTreeMap<String, Vec<(u16, SocketAddr)>> = BTreeMap::new();
+        for ((k, port, addr), deadline) in &self.read().leases {
+            if *deadline <= now {
+                expired.entry(k.clone()).or_default().push((*port, *addr));
+            }
+        }
+        let mut count = 0;
+        for (k, eps) in expired {
+            if let Some(before) = self.get(&k) {
+                let mut rec = before.clone();
+                rec.endpoints.retain(|e| {
+                    !(e.source == Source::Registered && eps.contains(&(e.port, e.addr)))
+                });
+                let n = before.endpoints.len() - rec.endpoints.len();
+                if n > 0 {
+                    self.commit(&k, Some(&before), Some(rec))?;
+                    count += n;
+                    tracing::info!(service = %k, endpoints = ?eps, "leases expired");
+                }
+            }
+            let mut st = self.state_mut();
+            for (port, addr) in eps {
+                st.leases.remove(&(k.clone(), port, addr));
+            }
+        }
+        Ok(count)
+    }
+
+    /// Adds or replaces operator endpoints (no lease), creating the service
+    /// and port if missing; the service after.
+    ///
+    /// Errors: [`Error::Invalid`] (nothing stored), [`Error::Store`].
+    pub fn add_endpoints(
+        &self,
+        namespace: &str,
+        name: &str,
+        req: &AddEndpoints,
+    ) -> Result<ServiceInfo, Error> {
+        validate::label("namespace", namespace)?;
+        validate::label("name", name)?;
+        validate::port("port", req.port)?;
+        for a in &req.endpoints {
+            validate::addr("endpoints", *a)?;
+        }
+        validate::labels(&req.labels)?;
+        if req.weight == Some(0) {
+            return Err(validate::Invalid {
+                field: "weight",
+                reason: "must be at least 1".into(),
+            }
+            .into());
+        }
+        let k = key(namespace, name);
+        let _w = self.lock();
+        let before = self.get(&k);
+        let mut rec = before
+            .clone()
+            .unwrap_or_else(|| ServiceRecord::new(namespace, name, now_unix()));
+        let mut changed = rec.ports.insert(req.port) || before.is_none();
+        for a in &req.endpoints {
+            changed |= rec.upsert(EndpointRecord {
+                port: req.port,
+                addr: *a,
+                proxy_addr: None,
+                admin_addr: None,
+                identity: req.identity.clone(),
+                weight: req.weight.unwrap_or(Endpoint::DEFAULT_WEIGHT),
+                protocol: req.protocol,
+                labels: req.labels.clone(),
+                source: Source::Operator,
+                token_id: None,
+            });
+        }
+        if changed {
+            self.commit(&k, before.as_ref(), Some(rec))?;
+        }
+        let mut st = self.state_mut();
+        for a in &req.endpoints {
+            st.leases.remove(&(k.clone(), req.port, *a));
+        }
+        drop(st);
+        self.info_of(&k)
+            .ok_or_else(|| Error::NotFound(format!("no service {k}")))
+    }
+
+    /// Removes a whole service (no `endpoints`) or the endpoints with these
+    /// addresses (any port, any source); the service as it was (whole) or is.
+    ///
+    /// Errors: [`Error::NotFound`] for an unknown service or address, [`Error::Store`].
+    pub fn remove(
+        &self,
+        namespace: &str,
+        name: &str,
+        endpoints: &[SocketAddr],
+    ) -> Result<ServiceInfo, Error> {
+        let k = key(namespace, name);
+        let _w = self.lock();
+        let before = self
+            .get(&k)
+            .ok_or_else(|| Error::NotFound(format!("no service {k}")))?;
+        if endpoints.is_empty() {
+            let info = self.info(&before, &self.read());
+            self.commit(&k, Some(&before), None)?;
+            return Ok(info);
+        }
+        if let Some(a) = endpoints
+            .iter()
+            .find(|a| !before.endpoints.iter().any(|e| e.addr == **a))
+        {
+            return Err(Error::NotFound(format!("service {k} has no endpoint {a}")));
+        }
+        let mut rec = before.clone();
+        rec.endpoints.retain(|e| !endpoints.contains(&e.addr));
+        self.commit(&k, Some(&before), Some(rec))?;
+        self.state_mut()
+            .leases
+            .retain(|(lk, _, a), _| lk != &k || !endpoints.contains(a));
+        self.info_of(&k)
+            .ok_or_else(|| Error::NotFound(format!("no service {k}")))
+    }
+
+    /// Sets a service's policy (see [`SetPolicy`]); the service after.
+    ///
+    /// Errors: [`Error::Invalid`], [`Error::NotFound`], [`Error::Store`].
+    pub fn set_policy(
+        &self,
+        namespace: &str,
+        name: &str,
+        req: &SetPolicy,
+    ) -> Result<ServiceInfo, Error> {
+        validate::policy(&req.policy)?;
+        let k = key(namespace, name);
+        let _w = self.lock();
+        let before = self.get(&k).ok_or_else(|| {
+            Error::NotFound(format!(
+                "no service {k} (add it with `pimesh service add` or let a proxy register it)"
+            ))
+        })?;
+        let policy = if req.clear {
+            req.policy.clone()
+        } else {
+            merge(&before.policy, &req.policy)
+        };
+        validate::policy(&policy)?;
+        if policy != before.policy {
+            let mut rec = before.clone();
+            rec.policy = policy;
+            self.commit(&k, Some(&before), Some(rec))?;
+        }
+        self.info_of(&k)
+            .ok_or_else(|| Error::NotFound(format!("no service {k}")))
+    }
+
+    /// Every service (of `namespace` if given), in key order.
+    pub fn services(&self, namespace: Option<&str>) -> Vec<ServiceInfo> {
+        let st = self.read();
+        st.services
+            .values()
+            .filter(|s| namespace.is_none_or(|ns| s.namespace == ns))
+            .map(|s| self.info(s, &st))
+            .collect()
+    }
+
+    /// One service.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<ServiceInfo> {
+        self.info_of(&key(namespace, name))
+    }
+
+    /// Every endpoint in the registry (all services, all ports, registered
+    /// and operator), with its service: what the telemetry role scrapes
+    /// (`endpoint.admin_addr`) and labels its series with. Cheap: one read
+    /// lock and clones.
+    pub fn endpoints(&self) -> Vec<LiveEndpoint> {
+        let st = self.read();
+        st.services
+            .values()
+            .flat_map(|s| {
+                s.endpoints.iter().map(move |e| LiveEndpoint {
+                    service: s.name.clone(),
+                    namespace: s.namespace.clone(),
+                    port: e.port,
+                    endpoint: s.api_endpoint(e),
+                    source: e.source,
+                })
+            })
+            .collect()
+    }
+
+    /// (services, registered endpoints, operator endpoints), for gauges.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let st = self.read();
+        let (mut reg, mut op) = (0, 0);
+        for e in st.services.values().flat_map(|s| &s.endpoints) {
+            match e.source {
+                Source::Registered => reg += 1,
+                Source::Operator => op += 1,
+            }
+        }
+        (st.services.len(), reg, op)
+    }
+
+    /// The state of `dest` now. A name resolves when the service exists
+    /// and has the port; an address when an endpoint has it as `addr` or
+    /// `proxy_addr` (the first such service in key order), to that
+    /// endpoint's service and port.
+    pub fn resolve(&self, dest: &Destination) -> Snapshot {
+        let st = self.read();
+        let (resolution, modified) = match dest {
+            Destination::Name { service, port } => {
+                let k = key(&service.namespace, &service.name);
+                match st.services.get(&k).filter(|s| s.ports.contains(port)) {
+                    Some(s) => (s.resolution(*port, &self.cluster_domain), s.revision),
+                    None => (
+                        Resolution {
+                            exists: false,
+                            service: Some(service.fqdn(&self.cluster_domain)),
+                            port: *port,
+                            ..Resolution::default()
+                        },
+                        st.revision,
+                    ),
+                }
+            }
+            Destination::Addr(a) => {
+                let found = st.services.values().find_map(|s| {
+                    s.endpoints
+                        .iter()
+                        .find(|e| e.addr == *a || e.proxy_addr == Some(*a))
+                        .map(|e| (s, e.port))
+                });
+                match found {
+                    Some((s, port)) => (
+                        s.resolution(port, &self.cluster_domain),
+                        s.revision.max(st.addr_revision),
+                    ),
+                    None => (
+                        Resolution {
+                            exists: false,
+                            port: a.port(),
+                            ..Resolution::default()
+                        },
+                        st.revision,
+                    ),
+                }
+            }
+        };
+        Snapshot {
+            resolution,
+            revision: st.revision,
+            modified,
+        }
+    }
+
+    /// Stores `after` (or removes the service when `None`) with the next
+    /// revision, then publishes it. Called with the write lock held.
+    fn commit(
+        &self,
+        k: &str,
+        before: Option<&ServiceRecord>,
+        after: Option<ServiceRecord>,
+    ) -> Result<u64, Error> {
+        let rev = self.revision() + 1;
+        let addrs = |r: &ServiceRecord| -> Vec<(u16, SocketAddr, Option<SocketAddr>)> {
+            r.endpoints
+                .iter()
+                .map(|e| (e.port, e.addr, e.proxy_addr))
+                .collect()
+        };
+        let addr_changed = match &after {
+            Some(rec) => before.map(addrs) != Some(addrs(rec)),
+            None => true,
+        };
+        match after {
+            Some(mut rec) => {
+                rec.revision = rev;
+                self.table.put(k, &rec)?;
+                self.state_mut().services.insert(k.to_string(), rec);
+            }
+            None => {
+                // The counter first: the removed record no longer carries it.
+                self.meta.put(REVISION_KEY, &rev)?;
+                self.table.remove(k)?;
+                let mut st = self.state_mut();
+                st.services.remove(k);
+                st.leases.retain(|(lk, _, _), _| lk != k);
+            }
+        }
+        let mut st = self.state_mut();
+        st.revision = rev;
+        if addr_changed {
+            st.addr_revision = rev;
+        }
+        drop(st);
+        self.changes.send_replace(rev);
+        Ok(rev)
+    }
+
+    fn info_of(&self, k: &str) -> Option<ServiceInfo> {
+        let st = self.read();
+        st.services.get(k).map(|s| self.info(s, &st))
+    }
+
+    fn info(&self, s: &ServiceRecord, st: &State) -> ServiceInfo {
+        let (now, now_unix) = (Instant::now(), now_unix());
+        ServiceInfo {
+            name: s.name.clone(),
+            namespace: s.namespace.clone(),
+            fqdn: s.service_name().fqdn(&self.cluster_domain),
+            ports: s.ports.iter().copied().collect(),
+            revision: s.revision,
+            policy: s.policy.clone(),
+            endpoints: s
+                .endpoints
+                .iter()
+                .map(|e| EndpointInfo {
+                    port: e.port,
+                    endpoint: s.api_endpoint(e),
+                    source: e.source,
+                    lease_expires_unix: st
+                        .leases
+                        .get(&(s.key(), e.port, e.addr))
+                        .map(|d| now_unix + d.saturating_duration_since(now).as_secs()),
+                })
+                .collect(),
+        }
+    }
+
+    fn get(&self, k: &str) -> Option<ServiceRecord> {
+        self.read().services.get(k).cloned()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `base` with every field `set` has replaced.
+fn merge(base: &ServicePolicy, set: &ServicePolicy) -> ServicePolicy {
+    ServicePolicy {
+        timeout_ms: set.timeout_ms.or(base.timeout_ms),
+        per_try_timeout_ms: set.per_try_timeout_ms.or(base.per_try_timeout_ms),
+        retry_limit: set.retry_limit.or(base.retry_limit),
+        retry_http: set.retry_http.clone().or_else(|| base.retry_http.clone()),
+        retry_grpc: set.retry_grpc.clone().or_else(|| base.retry_grpc.clone()),
+        retry_non_idempotent: set.retry_non_idempotent.or(base.retry_non_idempotent),
+        retry_budget_ratio: set.retry_budget_ratio.or(base.retry_budget_ratio),
+        retry_budget_min_per_sec: set
+            .retry_budget_min_per_sec
+            .or(base.retry_budget_min_per_sec),
+        failure_accrual_consecutive: set
+            .failure_accrual_consecutive
+            .or(base.failure_accrual_consecutive),
+        failure_accrual_min_backoff_ms: set
+            .failure_accrual_min_backoff_ms
+            .or(base.failure_accrual_min_backoff_ms),
+        failure_accrual_max_backoff_ms: set
+            .failure_accrual_max_backoff_ms
+            .or(base.failure_accrual_max_backoff_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests;
