@@ -1,17 +1,21 @@
-//! The operator CLI: `pimesh token ...` and `pimesh identity ...`, clients
+//! The operator CLI: `pimesh token ...`, `pimesh identity ...` and
+//! `pimesh service ...`, clients
 //! of the controller's operator port (`--controller URL`, env
 //! `PIMESH_CONTROLLER`, default `http://127.0.0.1:8085`). The controller
 //! holds the database (sled allows one process), so the CLI never opens it.
 //!
 //! - `token`: create, list, revoke join tokens.
 //! - `identity`: print the trust anchors, show the CA, rotate it.
+//! - `service`: the standalone service registry and per-service policy.
 //!
 //! Exit codes: 0 success, 1 the controller failed or refused, 64 bad usage.
 
 pub mod identity;
+pub mod service;
 pub mod token;
 
 pub use identity::IdentityCommand;
+pub use service::ServiceCommand;
 pub use token::TokenCommand;
 
 use crate::client::{self, Client, DEFAULT_CONTROLLER};
@@ -42,7 +46,8 @@ impl ControllerFlag {
 /// `-o` / `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
-    /// Human-readable.
+    /// Human-readable (`table` is the same).
+    #[value(alias = "table")]
     Text,
     /// JSON, as the operator API answers.
     Json,

@@ -1,10 +1,10 @@
 //! `pimesh`: the control plane (`pimesh controller`) and the operator CLI
-//! (`pimesh token ...`, `pimesh identity ...`). Exit codes: 0 success, 1
+//! (`pimesh token ...`, `pimesh identity ...`, `pimesh service ...`). Exit codes: 0 success, 1
 //! runtime failure (unusable database, controller unreachable or refusing),
 //! 64 bad usage or configuration (sysexits `EX_USAGE`).
 
 use clap::{Parser, Subcommand};
-use pimesh_controller::cli::{self, IdentityCommand, TokenCommand};
+use pimesh_controller::cli::{self, IdentityCommand, ServiceCommand, TokenCommand};
 use pimesh_controller::config::{Config, ControllerArgs, OsEnv};
 use pimesh_controller::{error_chain, server};
 use std::process::ExitCode;
@@ -34,6 +34,9 @@ enum Command {
     /// The mesh CA: trust anchors and their rotation
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// The service registry (standalone mode) and per-service policy
+    #[command(subcommand)]
+    Service(ServiceCommand),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Controller(args) => return controller(&args),
         Command::Token(cmd) => cli::token::run(cmd, &OsEnv),
         Command::Identity(cmd) => cli::identity::run(cmd, &OsEnv),
+        Command::Service(cmd) => cli::service::run(cmd, &OsEnv),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
