@@ -4,6 +4,8 @@
 //! with webpki verification of issued chains.
 #![allow(dead_code)]
 
+pub mod discovery;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use pimesh_api::identity::{CertifyRequest, CertifyResponse, Identity, CONTROLLER_IDENTITY};
