@@ -3,6 +3,7 @@
 //! streams resolve names and addresses against.
 //!
 //! - `model`: stored records and the operator API's JSON.
+//! - `operator`: changes by operators (`pimesh service add/rm/set`).
 //! - `validate`: checks of names, addresses, labels and policies.
 //! - `watch`: destinations, and the NDJSON watch streams.
 //! - `metrics`: `pimesh_controller_*` series of the role.
@@ -26,16 +27,14 @@
 
 pub mod metrics;
 pub mod model;
+mod operator;
 pub mod validate;
 pub mod watch;
 
 use crate::identity::now_unix;
 use crate::store::{self, Store, Table};
-use model::{
-    key, AddEndpoints, EndpointInfo, EndpointRecord, LiveEndpoint, ServiceInfo, ServiceRecord,
-    SetPolicy, Source,
-};
-use pimesh_api::discovery::{Endpoint, Lease, Registration, Resolution, ServicePolicy};
+use model::{key, EndpointInfo, EndpointRecord, LiveEndpoint, ServiceInfo, ServiceRecord, Source};
+use pimesh_api::discovery::{Endpoint, Lease, Registration, Resolution};
 use pimesh_api::identity::Identity;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -313,131 +312,6 @@ impl Registry {
         Ok(count)
     }
 
-    /// Adds or replaces operator endpoints (no lease), creating the service
-    /// and port if missing; the service after.
-    ///
-    /// Errors: [`Error::Invalid`] (nothing stored), [`Error::Store`].
-    pub fn add_endpoints(
-        &self,
-        namespace: &str,
-        name: &str,
-        req: &AddEndpoints,
-    ) -> Result<ServiceInfo, Error> {
-        validate::label("namespace", namespace)?;
-        validate::label("name", name)?;
-        validate::port("port", req.port)?;
-        for a in &req.endpoints {
-            validate::addr("endpoints", *a)?;
-        }
-        validate::labels(&req.labels)?;
-        if req.weight == Some(0) {
-            return Err(validate::Invalid {
-                field: "weight",
-                reason: "must be at least 1".into(),
-            }
-            .into());
-        }
-        let k = key(namespace, name);
-        let _w = self.lock();
-        let before = self.get(&k);
-        let mut rec = before
-            .clone()
-            .unwrap_or_else(|| ServiceRecord::new(namespace, name, now_unix()));
-        let mut changed = rec.ports.insert(req.port) || before.is_none();
-        for a in &req.endpoints {
-            changed |= rec.upsert(EndpointRecord {
-                port: req.port,
-                addr: *a,
-                proxy_addr: None,
-                admin_addr: None,
-                identity: req.identity.clone(),
-                weight: req.weight.unwrap_or(Endpoint::DEFAULT_WEIGHT),
-                protocol: req.protocol,
-                labels: req.labels.clone(),
-                source: Source::Operator,
-                token_id: None,
-            });
-        }
-        if changed {
-            self.commit(&k, before.as_ref(), Some(rec))?;
-        }
-        let mut st = self.state_mut();
-        for a in &req.endpoints {
-            st.leases.remove(&(k.clone(), req.port, *a));
-        }
-        drop(st);
-        self.info_of(&k)
-            .ok_or_else(|| Error::NotFound(format!("no service {k}")))
-    }
-
-    /// Removes a whole service (no `endpoints`) or the endpoints with these
-    /// addresses (any port, any source); the service as it was (whole) or is.
-    ///
-    /// Errors: [`Error::NotFound`] for an unknown service or address, [`Error::Store`].
-    pub fn remove(
-        &self,
-        namespace: &str,
-        name: &str,
-        endpoints: &[SocketAddr],
-    ) -> Result<ServiceInfo, Error> {
-        let k = key(namespace, name);
-        let _w = self.lock();
-        let before = self
-            .get(&k)
-            .ok_or_else(|| Error::NotFound(format!("no service {k}")))?;
-        if endpoints.is_empty() {
-            let info = self.info(&before, &self.read());
-            self.commit(&k, Some(&before), None)?;
-            return Ok(info);
-        }
-        if let Some(a) = endpoints
-            .iter()
-            .find(|a| !before.endpoints.iter().any(|e| e.addr == **a))
-        {
-            return Err(Error::NotFound(format!("service {k} has no endpoint {a}")));
-        }
-        let mut rec = before.clone();
-        rec.endpoints.retain(|e| !endpoints.contains(&e.addr));
-        self.commit(&k, Some(&before), Some(rec))?;
-        self.state_mut()
-            .leases
-            .retain(|(lk, _, a), _| lk != &k || !endpoints.contains(a));
-        self.info_of(&k)
-            .ok_or_else(|| Error::NotFound(format!("no service {k}")))
-    }
-
-    /// Sets a service's policy (see [`SetPolicy`]); the service after.
-    ///
-    /// Errors: [`Error::Invalid`], [`Error::NotFound`], [`Error::Store`].
-    pub fn set_policy(
-        &self,
-        namespace: &str,
-        name: &str,
-        req: &SetPolicy,
-    ) -> Result<ServiceInfo, Error> {
-        validate::policy(&req.policy)?;
-        let k = key(namespace, name);
-        let _w = self.lock();
-        let before = self.get(&k).ok_or_else(|| {
-            Error::NotFound(format!(
-                "no service {k} (add it with `pimesh service add` or let a proxy register it)"
-            ))
-        })?;
-        let policy = if req.clear {
-            req.policy.clone()
-        } else {
-            merge(&before.policy, &req.policy)
-        };
-        validate::policy(&policy)?;
-        if policy != before.policy {
-            let mut rec = before.clone();
-            rec.policy = policy;
-            self.commit(&k, Some(&before), Some(rec))?;
-        }
-        self.info_of(&k)
-            .ok_or_else(|| Error::NotFound(format!("no service {k}")))
-    }
-
     /// Every service (of `namespace` if given), in key order.
     pub fn services(&self, namespace: Option<&str>) -> Vec<ServiceInfo> {
         let st = self.read();
@@ -626,31 +500,6 @@ impl Registry {
 
     fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// `base` with every field `set` has replaced.
-fn merge(base: &ServicePolicy, set: &ServicePolicy) -> ServicePolicy {
-    ServicePolicy {
-        timeout_ms: set.timeout_ms.or(base.timeout_ms),
-        per_try_timeout_ms: set.per_try_timeout_ms.or(base.per_try_timeout_ms),
-        retry_limit: set.retry_limit.or(base.retry_limit),
-        retry_http: set.retry_http.clone().or_else(|| base.retry_http.clone()),
-        retry_grpc: set.retry_grpc.clone().or_else(|| base.retry_grpc.clone()),
-        retry_non_idempotent: set.retry_non_idempotent.or(base.retry_non_idempotent),
-        retry_budget_ratio: set.retry_budget_ratio.or(base.retry_budget_ratio),
-        retry_budget_min_per_sec: set
-            .retry_budget_min_per_sec
-            .or(base.retry_budget_min_per_sec),
-        failure_accrual_consecutive: set
-            .failure_accrual_consecutive
-            .or(base.failure_accrual_consecutive),
-        failure_accrual_min_backoff_ms: set
-            .failure_accrual_min_backoff_ms
-            .or(base.failure_accrual_min_backoff_ms),
-        failure_accrual_max_backoff_ms: set
-            .failure_accrual_max_backoff_ms
-            .or(base.failure_accrual_max_backoff_ms),
     }
 }
 

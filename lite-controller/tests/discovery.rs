@@ -361,4 +361,8 @@ fn resume_from_a_revision() {
     // A quiet stream gets BOOKMARKs (at least every 15 s).
     let ev = w.next_within(Duration::from_secs(16)).expect("a bookmark");
     assert_eq!(ev.kind, EventType::Bookmark);
+    // On SIGTERM open streams end cleanly and the controller exits 0.
+    let mut ctl = ctl;
+    assert!(ctl.terminate().success());
+    assert!(w.ended_within(Duration::from_secs(5)));
 }

@@ -4,7 +4,8 @@
 
 use super::*;
 use crate::store::tests::TempDir;
-use pimesh_api::discovery::ServiceName;
+use model::{AddEndpoints, SetPolicy};
+use pimesh_api::discovery::{ServiceName, ServicePolicy};
 
 const TTL: Duration = Duration::from_secs(30);
 
