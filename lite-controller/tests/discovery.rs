@@ -35,7 +35,7 @@ fn endpoints_of(ev: &WatchEvent) -> Vec<String> {
 #[test]
 fn registration_is_authenticated_by_the_join_token() {
     let dir = TempDir::new("disc-reg");
-    let ctl = Controller::start(&dir.path().join("data"), &["--lease-ttl", "7s"]);
+    let ctl = Controller::start(&dir.path().join("data"), &["--lease-ttl", "45s"]);
     let anchors = ctl.anchors_pem();
     let token = ctl.token("shop/web", "1h");
 
@@ -45,7 +45,7 @@ fn registration_is_authenticated_by_the_join_token() {
     let (status, body) = ctl.put_endpoint(&anchors, "PUT", serde_json::to_vec(&reg).unwrap());
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let lease: pimesh_api::discovery::Lease = serde_json::from_slice(&body).unwrap();
-    assert_eq!(lease.ttl_secs, 7);
+    assert_eq!(lease.ttl_secs, 45);
     assert!(lease.revision >= 1);
     // The token's identity is the endpoint's, its namespace the service's.
     let (status, body) = ctl.get("/v1/services/shop/web");
@@ -265,7 +265,7 @@ fn watch_needs_a_mesh_client_certificate_and_certify_does_not() {
 #[test]
 fn events_on_registration_deregistration_and_lease_expiry() {
     let dir = TempDir::new("disc-events");
-    let ctl = Controller::start(&dir.path().join("data"), &["--lease-ttl", "2s"]);
+    let ctl = Controller::start(&dir.path().join("data"), &["--lease-ttl", "3s"]);
     let anchors = ctl.anchors_pem();
     let client = ctl.client_cert(&anchors, "shop/client");
     let w = ctl.watch(&anchors, Some(&client), "name=web").unwrap();
@@ -291,7 +291,7 @@ fn events_on_registration_deregistration_and_lease_expiry() {
     let ev = w.next();
     assert_eq!(ev.kind, EventType::Modified);
     assert_eq!(endpoints_of(&ev), ["127.0.0.1:18002"]);
-    // b is not renewed: its lease runs out after 2 s.
+    // b is not renewed: its lease runs out after 3 s.
     let ev = w.next();
     assert_eq!(ev.kind, EventType::Modified);
     assert!(endpoints_of(&ev).is_empty());
@@ -300,14 +300,14 @@ fn events_on_registration_deregistration_and_lease_expiry() {
     // Renewals keep an endpoint.
     ctl.register(&anchors, &a);
     assert_eq!(w.next().kind, EventType::Modified);
-    for _ in 0..6 {
+    for _ in 0..8 {
         std::thread::sleep(Duration::from_millis(500));
         ctl.register(&anchors, &a);
     }
     assert_eq!(ctl.metric("pimesh_controller_lease_expirations_total"), 1.0);
     // Removing the service: DELETED.
     ctl.cli_ok(&["service", "rm", "web", "-n", "shop"]);
-    let ev = w.next_within(Duration::from_secs(10)).unwrap();
+    let ev = w.next();
     assert_eq!(ev.kind, EventType::Deleted, "{ev:?}");
     assert_eq!(ctl.metric("pimesh_controller_watches"), 1.0);
     drop(w);
@@ -341,7 +341,7 @@ fn resume_from_a_revision() {
             &format!("name=web&revision={seen}"),
         )
         .unwrap();
-    let ev = w.next();
+    let ev = w.next_any();
     assert_eq!(ev.kind, EventType::Bookmark);
     assert_eq!(ev.object, None);
     assert!(ev.revision > seen);
@@ -355,7 +355,7 @@ fn resume_from_a_revision() {
             &format!("name=web&revision={seen}"),
         )
         .unwrap();
-    let ev = w.next();
+    let ev = w.next_any();
     assert_eq!(ev.kind, EventType::Modified);
     assert_eq!(ev.object.unwrap().policy.timeout_ms, Some(2000));
     // A quiet stream gets BOOKMARKs (at least every 15 s).

@@ -300,8 +300,21 @@ impl Watch {
         self.lines.recv_timeout(timeout).ok()
     }
 
-    /// The next event, within 10 s; panics otherwise.
+    /// The next event that is not a keep-alive `BOOKMARK`, within 15 s;
+    /// panics otherwise.
     pub fn next(&self) -> WatchEvent {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let ev = self.next_within(left).expect("a watch event within 15 s");
+            if ev.kind != pimesh_api::discovery::EventType::Bookmark {
+                return ev;
+            }
+        }
+    }
+
+    /// The next event, whatever it is, within 10 s; panics otherwise.
+    pub fn next_any(&self) -> WatchEvent {
         self.next_within(Duration::from_secs(10))
             .expect("a watch event within 10 s")
     }
