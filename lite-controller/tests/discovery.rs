@@ -366,3 +366,44 @@ fn resume_from_a_revision() {
     assert!(ctl.terminate().success());
     assert!(w.ended_within(Duration::from_secs(5)));
 }
+
+#[test]
+fn a_slow_watcher_gets_the_latest_state_not_every_state() {
+    let dir = TempDir::new("disc-slow");
+    let ctl = Controller::start(&dir.path().join("data"), &[]);
+    let anchors = ctl.anchors_pem();
+    let client = ctl.client_cert(&anchors, "shop/client");
+    // Big events (~40 KB): a 64 KiB stream window holds one or two.
+    let addrs: Vec<String> = (0..100)
+        .map(|i| format!("\"127.0.1.1:{}\"", 20000 + i))
+        .collect();
+    let body = format!(
+        r#"{{"port":80,"endpoints":[{}],"labels":{{"pad":"{}"}}}}"#,
+        addrs.join(","),
+        "x".repeat(250)
+    );
+    let (status, rsp) = http1(ctl.admin, "POST", "/v1/services/shop/big/endpoints", &body);
+    assert_eq!(status, 200, "{rsp}");
+    let mut w = Watch::open_paused(ctl.proxy, &anchors, Some(&client), "name=big").unwrap();
+    const CHANGES: u32 = 60;
+    for i in 1..=CHANGES {
+        let body = format!(r#"{{"policy":{{"retry_limit":{i}}}}}"#);
+        let (status, rsp) = http1(ctl.admin, "PUT", "/v1/services/shop/big/policy", &body);
+        assert_eq!(status, 200, "{rsp}");
+    }
+    w.resume();
+    let first = w.next();
+    assert_eq!(first.kind, EventType::Added);
+    let mut events = 1;
+    let mut last = first.object.unwrap().policy.retry_limit;
+    while last != Some(CHANGES) {
+        let ev = w.next();
+        assert_eq!(ev.kind, EventType::Modified);
+        let res = ev.object.unwrap();
+        assert_eq!(res.endpoints.len(), 100);
+        last = res.policy.retry_limit;
+        events += 1;
+    }
+    // Intermediate states were skipped, not queued.
+    assert!(events < 10, "{events} events for {CHANGES} changes");
+}

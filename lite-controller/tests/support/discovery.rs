@@ -141,8 +141,11 @@ async fn connect(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS: {e}"))?;
+    // A small stream window (RFC 9113 §6.9.2's initial 65,535 bytes) so that
+    // a watch that is not read holds the server back soon.
     let (send, conn) =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(65_535)
             .handshake(hyper_util::rt::TokioIo::new(tls))
             .await
             .map_err(|e| format!("h2: {e}"))?;
@@ -203,6 +206,8 @@ pub fn h2_call(
 pub struct Watch {
     lines: mpsc::Receiver<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Starts reading a watch opened paused.
+    resume: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub content_type: String,
 }
@@ -216,6 +221,27 @@ impl Watch {
         client: Option<&ClientCert>,
         query: &str,
     ) -> Result<Watch, (u16, String)> {
+        let mut w = Watch::open_paused(addr, anchors_pem, client, query)?;
+        w.resume();
+        Ok(w)
+    }
+
+    /// Reads a watch opened by [`Watch::open_paused`] from now on.
+    pub fn resume(&mut self) {
+        if let Some(r) = self.resume.take() {
+            let _ = r.send(());
+        }
+    }
+
+    /// As [`Watch::open`], but the body is not read (so the HTTP/2 window
+    /// is not released) until [`Watch::resume`]: a slow watcher.
+    pub fn open_paused(
+        addr: SocketAddr,
+        anchors_pem: &str,
+        client: Option<&ClientCert>,
+        query: &str,
+    ) -> Result<Watch, (u16, String)> {
+        let (resume, resumed) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, (u16, String)>>();
         let (line_tx, lines) = mpsc::channel();
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -259,6 +285,10 @@ impl Watch {
                     return drop(ready_tx.send(Err((status, text))));
                 }
                 let _ = ready_tx.send(Ok(ty));
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    r = resumed => if r.is_err() { return },
+                }
                 let mut buf = Vec::new();
                 loop {
                     let frame = tokio::select! {
@@ -290,6 +320,7 @@ impl Watch {
         Ok(Watch {
             lines,
             stop: Some(stop),
+            resume: Some(resume),
             thread: Some(thread),
             content_type,
         })
