@@ -24,6 +24,8 @@ pub const MAX_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 pub const DEFAULT_LOG: &str = "warn,pimesh=info";
 /// Longest lease of a registered endpoint: one day.
 pub const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Concurrent watch streams unless configured (a few KiB each).
+pub const DEFAULT_MAX_WATCHES: usize = 4096;
 
 /// Where fallback values come from: the process environment in the binary,
 /// a map in tests (never `std::env::set_var`).
@@ -95,6 +97,11 @@ pub struct ControllerArgs {
     /// [env: PIMESH_CONTROLLER_LEASE_TTL]
     #[arg(long, value_name = "DURATION")]
     pub lease_ttl: Option<String>,
+    /// Most discovery watch streams open at once, all proxies together
+    /// (more are answered 503) [default: 4096]
+    /// [env: PIMESH_CONTROLLER_MAX_WATCHES]
+    #[arg(long, value_name = "N")]
+    pub max_watches: Option<String>,
     /// Log filter, RUST_LOG syntax [default: warn,pimesh=info]
     /// [env: PIMESH_CONTROLLER_LOG]
     #[arg(long, value_name = "FILTER")]
@@ -152,6 +159,8 @@ pub struct Config {
     pub cert_lifetime: Duration,
     /// `--lease-ttl`: lease of registered endpoints (whole seconds).
     pub lease_ttl: Duration,
+    /// `--max-watches`: concurrent watch streams at most (memory bound).
+    pub max_watches: usize,
     /// `--log`: log filter.
     pub log: String,
 }
@@ -287,6 +296,16 @@ impl Config {
                     Ok(d)
                 },
             )?,
+            max_watches: p.parse(
+                "--max-watches",
+                "PIMESH_CONTROLLER_MAX_WATCHES",
+                args.max_watches.as_deref(),
+                &DEFAULT_MAX_WATCHES.to_string(),
+                |v| match v.parse::<usize>() {
+                    Ok(n) if (1..=65536).contains(&n) => Ok(n),
+                    _ => Err("not a number between 1 and 65536".into()),
+                },
+            )?,
             log: p.parse(
                 "--log",
                 "PIMESH_CONTROLLER_LOG",
@@ -308,7 +327,7 @@ impl fmt::Display for Config {
         write!(
             f,
             "standalone={} data_dir={} proxy_addr={} admin_addr={} trust_domain={} \
-             own_ca_files={} cert_lifetime={:?} lease_ttl={:?}",
+             own_ca_files={} cert_lifetime={:?} lease_ttl={:?} max_watches={}",
             self.standalone,
             self.data_dir.display(),
             self.proxy_addr,
@@ -317,6 +336,7 @@ impl fmt::Display for Config {
             self.import.is_some(),
             self.cert_lifetime,
             self.lease_ttl,
+            self.max_watches,
         )
     }
 }

@@ -13,7 +13,6 @@ use crate::config::Config;
 use crate::identity::{self, now_unix, Authority, Settings};
 use crate::metrics::Metrics;
 use crate::proxy_api::client_auth::ClientAuth;
-use crate::proxy_api::discovery::MAX_WATCHES;
 use crate::proxy_api::{self, CertSlot, SHUTDOWN_GRACE};
 use crate::registry::{self, Registry};
 use crate::store::{self, Store};
@@ -38,7 +37,7 @@ pub struct Ctx {
     pub authority: Arc<Authority>,
     /// The service registry (discovery role).
     pub registry: Arc<Registry>,
-    /// Watch streams still allowed ([`MAX_WATCHES`] in all).
+    /// Watch streams still allowed (`--max-watches` in all).
     pub watch_slots: Arc<tokio::sync::Semaphore>,
     /// Every series.
     pub metrics: Metrics,
@@ -146,7 +145,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let ctx = Arc::new(Ctx {
         authority: authority.clone(),
         registry,
-        watch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHES)),
+        watch_slots: Arc::new(tokio::sync::Semaphore::new(config.max_watches)),
         metrics: Metrics::new(),
         shutdown: shutdown.clone(),
     });

@@ -407,3 +407,29 @@ fn a_slow_watcher_gets_the_latest_state_not_every_state() {
     // Intermediate states were skipped, not queued.
     assert!(events < 10, "{events} events for {CHANGES} changes");
 }
+
+#[test]
+fn concurrent_watches_are_capped() {
+    let dir = TempDir::new("disc-cap");
+    let ctl = Controller::start(&dir.path().join("data"), &["--max-watches", "2"]);
+    let anchors = ctl.anchors_pem();
+    let client = ctl.client_cert(&anchors, "shop/client");
+    let a = ctl.watch(&anchors, Some(&client), "name=a").unwrap();
+    let b = ctl.watch(&anchors, Some(&client), "name=b").unwrap();
+    assert_eq!(a.next().kind, EventType::Deleted);
+    assert_eq!(b.next().kind, EventType::Deleted);
+    let (status, body) = ctl.watch(&anchors, Some(&client), "name=c").err().unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(api_error(body.as_bytes()).error, "too_many_watches");
+    assert_eq!(
+        ctl.metric("pimesh_controller_watch_refused_total{reason=\"too_many_watches\"}"),
+        1.0
+    );
+    // A closed watch frees its slot.
+    drop(a);
+    assert!(eventually(Duration::from_secs(15), || {
+        ctl.metric("pimesh_controller_watches") == 1.0
+    }));
+    let c = ctl.watch(&anchors, Some(&client), "name=c").unwrap();
+    assert_eq!(c.next().kind, EventType::Deleted);
+}

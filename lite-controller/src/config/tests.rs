@@ -27,6 +27,8 @@ fn defaults_follow_design() {
     assert_eq!(c.data_dir, PathBuf::from("/var/lib/pimesh"));
     assert_eq!(c.import, None);
     assert_eq!(c.log, DEFAULT_LOG);
+    assert_eq!(c.lease_ttl, Duration::from_secs(30));
+    assert_eq!(c.max_watches, 4096);
 }
 
 #[test]
@@ -77,6 +79,17 @@ fn bad_values_name_the_flag_and_variable() {
     let e = bad(&["--issuer-pem", "/nonexistent/issuer.pem"], &[]);
     assert_eq!(e.flag, "--issuer-pem");
     assert!(e.reason.contains("cannot read"), "{e}");
+    for v in ["0s", "1500ms", "2d", "soon"] {
+        assert_eq!(bad(&["--lease-ttl", v], &[]).flag, "--lease-ttl", "{v}");
+    }
+    let e = bad(&[], &[("PIMESH_CONTROLLER_MAX_WATCHES", "0")]);
+    assert_eq!((e.flag, e.value.as_str()), ("--max-watches", "0"));
+    let ok = cfg(
+        &["--standalone", "--data-dir", "/d", "--lease-ttl", "2s"],
+        &[("PIMESH_CONTROLLER_MAX_WATCHES", "8")],
+    )
+    .unwrap();
+    assert_eq!((ok.lease_ttl, ok.max_watches), (Duration::from_secs(2), 8));
     let e = cfg(&["--standalone"], &[]).unwrap_err();
     assert_eq!((e.flag, e.reason.as_str()), ("--data-dir", "required"));
     let e = cfg(&["--data-dir", "/d"], &[]).unwrap_err();

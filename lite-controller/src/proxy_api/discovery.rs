@@ -20,9 +20,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Concurrent watch streams at most (all proxies); more are answered 503.
-pub const MAX_WATCHES: usize = 4096;
-
 /// Why a registration was refused.
 #[derive(Debug, thiserror::Error)]
 enum Refused {
@@ -122,7 +119,7 @@ pub async fn register(
 }
 
 /// `GET WATCH_PATH?name=…|addr=…[&revision=N]`: 401 without a client
-/// certificate of the mesh, 400 for a bad query, 503 over [`MAX_WATCHES`];
+/// certificate of the mesh, 400 for a bad query, 503 over `--max-watches`;
 /// else an `application/x-ndjson` stream that ends when `stop` is cancelled.
 pub fn watch(
     ctx: &Arc<Ctx>,
@@ -154,7 +151,7 @@ pub fn watch(
         return rest::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_watches",
-            format!("the controller serves at most {MAX_WATCHES} watches"),
+            "the controller serves no more watches now (--max-watches); retry later",
         )
         .map(Either::Left);
     };
