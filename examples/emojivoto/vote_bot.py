@@ -3,16 +3,18 @@
 python3 vote_bot.py [--rate PER_SECOND] [--duration SECONDS]
 
 Lists the emoji, then votes for random ones at a fixed rate (plus a
-leaderboard look now and then) over one keep-alive HTTP/1.1 connection to
-$WEB_SERVICE_HOST:$WEB_SERVICE_PORT; prints a JSON line of counts every 10 s
-and at the end. Connection errors are counted and retried.
+leaderboard look now and then) with urllib to
+$WEB_SERVICE_HOST:$WEB_SERVICE_PORT (urllib honours http_proxy, as most HTTP
+clients do); prints a JSON line of counts every 10 s and at the end.
+Connection errors are counted and retried.
 """
 
-import http.client
 import json
 import random
 import sys
 import time
+import urllib.error
+import urllib.request
 
 from emojivoto import service_addr
 
@@ -25,14 +27,11 @@ def arg(name, default):
 def main():
     rate = arg("--rate", 5.0)
     duration = arg("--duration", 0.0)
-    host, port = service_addr("web").rsplit(":", 1)
+    web = "http://" + service_addr("web")
     counts = {"requests": 0, "ok": 0, "failed": 0, "errors": 0}
-    conn = None
     codes = [":joy:"]
     start = last = time.monotonic()
     while duration == 0 or time.monotonic() - start < duration:
-        if conn is None:
-            conn = http.client.HTTPConnection(host, int(port), timeout=5)
         n = counts["requests"]
         if n == 0 or n % 50 == 0:
             path = "/api/list"
@@ -40,18 +39,20 @@ def main():
             path = "/api/leaderboard"
         else:
             path = "/api/vote?choice=" + random.choice(codes)
+        req = urllib.request.Request(web + path, headers={"User-Agent": "emojivoto-vote-bot"})
         try:
-            conn.request("GET", path, headers={"User-Agent": "emojivoto-vote-bot"})
-            rsp = conn.getresponse()
-            body = rsp.read()
+            with urllib.request.urlopen(req, timeout=5) as rsp:
+                body = rsp.read()
             counts["requests"] += 1
-            counts["ok" if rsp.status == 200 else "failed"] += 1
-            if path == "/api/list" and rsp.status == 200:
+            counts["ok"] += 1
+            if path == "/api/list":
                 codes = [e["shortcode"] for e in json.loads(body)] or codes
-        except (OSError, http.client.HTTPException):
+        except urllib.error.HTTPError as e:
+            e.read()
+            counts["requests"] += 1
+            counts["failed"] += 1
+        except OSError:
             counts["errors"] += 1
-            conn.close()
-            conn = None
             time.sleep(0.5)
         now = time.monotonic()
         if now - last >= 10:

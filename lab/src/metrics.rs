@@ -33,6 +33,11 @@ pub struct Golden {
     pub success: f64,
     /// `response_total{classification="failure"}`.
     pub failure: f64,
+    /// `tcp_open_total{peer="src"}`: connections accepted (any protocol).
+    pub tcp: f64,
+    /// Connections that crossed mTLS: accepted with TLS (inbound) or
+    /// opened with TLS to a peer proxy (outbound).
+    pub tcp_tls: f64,
 }
 
 impl Golden {
@@ -44,6 +49,16 @@ impl Golden {
             tls_requests: sum(text, "request_total", &[d, ("tls", "true")]),
             success: sum(text, "response_total", &[d, ("classification", "success")]),
             failure: sum(text, "response_total", &[d, ("classification", "failure")]),
+            tcp: sum(text, "tcp_open_total", &[d, ("peer", "src")]),
+            tcp_tls: sum(
+                text,
+                "tcp_open_total",
+                &[
+                    d,
+                    ("peer", if direction == "inbound" { "src" } else { "dst" }),
+                    ("tls", "true"),
+                ],
+            ),
         }
     }
 
@@ -62,8 +77,8 @@ impl Golden {
 /// saw traffic.
 pub fn table(pods: &[(String, String)]) -> String {
     let mut out = format!(
-        "{:<12} {:<9} {:>9} {:>9} {:>8} {:>8}\n",
-        "POD", "DIRECTION", "REQUESTS", "MTLS", "SUCCESS", "FAILED"
+        "{:<12} {:<9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}\n",
+        "POD", "DIRECTION", "REQUESTS", "MTLS", "SUCCESS", "FAILED", "TCP", "TCP_MTLS"
     );
     for (pod, text) in pods {
         let inbound = Golden::of(text, "inbound");
@@ -72,18 +87,21 @@ pub fn table(pods: &[(String, String)]) -> String {
             // One line per pod at least; a direction without traffic only
             // when the other has none either (inbound).
             let other = if dir == "inbound" { outbound } else { inbound };
-            if g.requests == 0.0 && (dir == "outbound" || other.requests > 0.0) {
+            let idle = |g: Golden| g.requests == 0.0 && g.tcp == 0.0;
+            if idle(g) && (dir == "outbound" || !idle(other)) {
                 continue;
             }
             let _ = writeln!(
                 out,
-                "{:<12} {:<9} {:>9} {:>9} {:>8} {:>8}",
+                "{:<12} {:<9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
                 pod,
                 dir,
                 g.requests,
                 g.tls_requests,
                 g.success_rate(),
-                g.failure
+                g.failure,
+                g.tcp,
+                g.tcp_tls
             );
         }
     }
@@ -107,6 +125,9 @@ mod tests {
         assert_eq!(g.success_rate(), "75.0%");
         assert_eq!(Golden::of(text, "outbound").success_rate(), "-");
         let t = table(&[("web".into(), text.into())]);
-        assert!(t.contains("web          inbound          10         7    75.0%        2"), "{t}");
+        assert!(
+            t.contains("web          inbound          10         7    75.0%        2        0        0"),
+            "{t}"
+        );
     }
 }
