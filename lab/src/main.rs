@@ -264,12 +264,22 @@ fn describe(lab: &Running) {
                     p.spec.identity
                 );
             }
-            if let Some(first) = l.pods.iter().find(|p| p.addr().is_some()) {
-                let client = l.pods.iter().find(|p| p.spec.name != first.spec.name).unwrap_or(first);
+            // The demo's frontend if there is one, else the first server.
+            let server = l
+                .pods
+                .iter()
+                .find(|p| p.spec.name == "web" && p.addr().is_some())
+                .or_else(|| l.pods.iter().find(|p| p.addr().is_some()));
+            if let Some(server) = server {
+                let client = l
+                    .pods
+                    .iter()
+                    .find(|p| p.spec.name != server.spec.name)
+                    .unwrap_or(server);
                 println!(
                     "pimesh-lab: try  ip netns exec {} curl -s http://{}/  (plaintext in the pod, mTLS on the bridge {})",
                     client.netns,
-                    first.addr().map(|a| a.to_string()).unwrap_or_default(),
+                    server.addr().map(|a| a.to_string()).unwrap_or_default(),
                     l.bridge()
                 );
             }
