@@ -36,15 +36,25 @@ pub fn pods(dir: &Path, rate: f64) -> Vec<PodSpec> {
         pod("emoji", &[8080], py("emoji.py", "")),
         pod("voting", &[8080], py("voting.py", "")),
         pod("web", &[8080], py("web.py", "")),
-        pod("vote-bot", &[], py("vote_bot.py", &format!(" --rate {rate}"))),
+        pod(
+            "vote-bot",
+            &[],
+            py("vote_bot.py", &format!(" --rate {rate}")),
+        ),
     ]
 }
 
 /// Whether `dir` holds the demo's scripts.
 pub fn present(dir: &Path) -> bool {
-    ["emoji.py", "voting.py", "web.py", "vote_bot.py", "emojivoto.py"]
-        .iter()
-        .all(|f| dir.join(f).is_file())
+    [
+        "emoji.py",
+        "voting.py",
+        "web.py",
+        "vote_bot.py",
+        "emojivoto.py",
+    ]
+    .iter()
+    .all(|f| dir.join(f).is_file())
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //!   removal of stale labs;
 //! - `process`: children inside a pod (namespace, uid, death with the lab,
 //!   logs) and connections from inside a pod;
-//! - `lab`: bringing a lab up (controller, tokens, init, proxies, apps) and down;
+//! - `lab`: bringing a lab up and down (`lab/pods`: init, proxy, app of a
+//!   pod; `lab/config`: binaries, options);
 //! - `loopback`: the same pods on 127.0.0.1 without root (explicit proxy mode);
 //! - `demo`: the emojivoto-style demo application's pods;
 //! - `metrics`: reading the proxies' golden metrics;

@@ -126,7 +126,9 @@ impl LoopbackLab {
             log,
         })?;
         let addr = |key: &str| -> Option<SocketAddr> {
-            let line = log.lines().find(|l| l.contains("pimesh controller listening"))?;
+            let line = log
+                .lines()
+                .find(|l| l.contains("pimesh controller listening"))?;
             let start = line.find(key)? + key.len();
             line[start..].split_whitespace().next()?.parse().ok()
         };
@@ -137,7 +139,9 @@ impl LoopbackLab {
             });
         };
         self.controller_admin = admin;
-        self.step(&format!("controller up (proxies: {proxy}, operator: http://{admin})"));
+        self.step(&format!(
+            "controller up (proxies: {proxy}, operator: http://{admin})"
+        ));
         Ok(proxy)
     }
 
@@ -152,7 +156,12 @@ impl LoopbackLab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn start_proxy(&mut self, i: usize, controller: SocketAddr, anchors: &std::path::Path) -> Result<(), Error> {
+    fn start_proxy(
+        &mut self,
+        i: usize,
+        controller: SocketAddr,
+        anchors: &std::path::Path,
+    ) -> Result<(), Error> {
         let pod = self.pods[i].clone();
         let out = self.cli(&["token", "create", "--identity", &pod.spec.identity])?;
         let token = out
@@ -175,7 +184,10 @@ impl LoopbackLab {
             .collect();
         let mut c = command(None, None, &self.bins.proxy)?;
         c.env("PIMESH_PROXY_INBOUND_LISTEN_ADDR", pod.inbound.to_string())
-            .env("PIMESH_PROXY_OUTBOUND_LISTEN_ADDR", pod.outbound.to_string())
+            .env(
+                "PIMESH_PROXY_OUTBOUND_LISTEN_ADDR",
+                pod.outbound.to_string(),
+            )
             .env("PIMESH_PROXY_ADMIN_LISTEN_ADDR", pod.admin.to_string())
             .env("PIMESH_PROXY_CONTROLLER_ADDR", controller.to_string())
             .env("PIMESH_PROXY_TRUST_ANCHORS", anchors)
@@ -202,7 +214,11 @@ impl LoopbackLab {
             c.env_remove(k);
         }
         let name = format!("{}/proxy", pod.spec.name);
-        let mut p = Proc::spawn(&name, c, &self.dir.join(format!("{}.proxy.log", pod.spec.name)))?;
+        let mut p = Proc::spawn(
+            &name,
+            c,
+            &self.dir.join(format!("{}.proxy.log", pod.spec.name)),
+        )?;
         let listening = p.wait_for_log("listening inbound=", Duration::from_secs(30));
         self.procs.push(p);
         listening.map_err(|log| Error::NotReady {
@@ -261,7 +277,11 @@ impl LoopbackLab {
             c.env("PORT", app.port().to_string());
         }
         let name = format!("{}/app", pod.spec.name);
-        let mut p = Proc::spawn(&name, c, &self.dir.join(format!("{}.app.log", pod.spec.name)))?;
+        let mut p = Proc::spawn(
+            &name,
+            c,
+            &self.dir.join(format!("{}.app.log", pod.spec.name)),
+        )?;
         if let Some(app) = pod.app {
             let end = Instant::now() + Duration::from_secs(30);
             while std::net::TcpStream::connect_timeout(&app, Duration::from_secs(1)).is_err() {

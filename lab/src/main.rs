@@ -105,7 +105,9 @@ fn parse_rate(v: &str) -> Result<f64, String> {
 fn parse_interval(v: &str) -> Result<Duration, String> {
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (n, unit) = v.split_at(split);
-    let n: u64 = n.parse().map_err(|_| "a duration such as 30s or 2m".to_string())?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| "a duration such as 30s or 2m".to_string())?;
     Ok(match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
@@ -208,7 +210,10 @@ fn main() -> ExitCode {
     };
     let mut names = std::collections::HashSet::new();
     if let Some(p) = pods.iter().find(|p| !names.insert(p.name.clone())) {
-        eprintln!("pimesh-lab: invalid --pod={:?}: the name is used twice", p.name);
+        eprintln!(
+            "pimesh-lab: invalid --pod={:?}: the name is used twice",
+            p.name
+        );
         return ExitCode::from(EX_USAGE);
     }
     let bins = match Bins::locate(run.bin_dir.as_deref()) {
@@ -258,10 +263,7 @@ fn describe(lab: &Running) {
             for p in &l.pods {
                 println!(
                     "  {:<10} {:<18} {:<15} {}",
-                    p.spec.name,
-                    p.netns,
-                    p.ip,
-                    p.spec.identity
+                    p.spec.name, p.netns, p.ip, p.spec.identity
                 );
             }
             // The demo's frontend if there is one, else the first server.
@@ -325,12 +327,19 @@ fn serve(lab: &mut Running, run: &RunArgs) -> ExitCode {
             break ExitCode::FAILURE;
         }
         if !run.interval.is_zero() && last.elapsed() >= run.interval {
-            println!("pimesh-lab: golden metrics after {}s:\n{}", start.elapsed().as_secs(), lab.table());
+            println!(
+                "pimesh-lab: golden metrics after {}s:\n{}",
+                start.elapsed().as_secs(),
+                lab.table()
+            );
             last = Instant::now();
         }
         let _ = interrupt::sleep(Duration::from_millis(200));
     };
-    println!("pimesh-lab: golden metrics (from each proxy's /metrics):\n{}", lab.table());
+    println!(
+        "pimesh-lab: golden metrics (from each proxy's /metrics):\n{}",
+        lab.table()
+    );
     // TODO(telemetry): once `pimesh stat` / `pimesh edges` land, print
     // `lab.cli(["stat"])` and `lab.cli(["edges"])` here instead.
     println!("pimesh-lab: `pimesh stat` / `pimesh edges`: not available yet (telemetry branch); the table above is read from the proxies directly");

@@ -121,12 +121,17 @@ mod tests {
             response_total{direction=\"inbound\",tls=\"true\",classification=\"failure\"} 2\n\
             request_total_other{direction=\"inbound\"} 100\n";
         let g = Golden::of(text, "inbound");
-        assert_eq!((g.requests, g.tls_requests, g.success, g.failure), (10.0, 7.0, 6.0, 2.0));
+        assert_eq!(
+            (g.requests, g.tls_requests, g.success, g.failure),
+            (10.0, 7.0, 6.0, 2.0)
+        );
         assert_eq!(g.success_rate(), "75.0%");
         assert_eq!(Golden::of(text, "outbound").success_rate(), "-");
         let t = table(&[("web".into(), text.into())]);
         assert!(
-            t.contains("web          inbound          10         7    75.0%        2        0        0"),
+            t.contains(
+                "web          inbound          10         7    75.0%        2        0        0"
+            ),
             "{t}"
         );
     }

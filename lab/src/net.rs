@@ -138,7 +138,10 @@ fn overlaps(s: Subnet, net: Ipv4Addr, len: u8) -> bool {
 /// (default routes excluded: they overlap everything by design).
 fn host_networks() -> Vec<(Ipv4Addr, u8)> {
     let mut nets = Vec::new();
-    for args in [&["-4", "-o", "addr", "show"][..], &["-4", "route", "show", "table", "all"][..]] {
+    for args in [
+        &["-4", "-o", "addr", "show"][..],
+        &["-4", "route", "show", "table", "all"][..],
+    ] {
         let Ok(out) = command(None, None, "ip").and_then(|mut c| run(c.args(args), IP_TIMEOUT))
         else {
             continue;
@@ -247,13 +250,22 @@ pub fn add_node(names: &Names, ns: &str, veth: &str, addr: Ipv4Addr) -> Result<(
     ip(&["link", "set", "dev", veth, "addrgenmode", "none"])?;
     ip(&["link", "set", veth, "master", &names.bridge(), "up"])?;
     ip(&["-n", ns, "link", "set", "lo", "up"])?;
-    ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{addr}/24"),
+        "dev",
+        "eth0",
+    ])?;
     ip(&["-n", ns, "link", "set", "eth0", "up"])
 }
 
 /// The host's network namespaces (`ip netns list`), names only.
 pub fn netns_list() -> Vec<String> {
-    let out = command(None, None, "ip").and_then(|mut c| run(c.args(["netns", "list"]), IP_TIMEOUT));
+    let out =
+        command(None, None, "ip").and_then(|mut c| run(c.args(["netns", "list"]), IP_TIMEOUT));
     out.map(|o| {
         String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -265,7 +277,8 @@ pub fn netns_list() -> Vec<String> {
 
 /// The host namespace's link names (`ip -o link`), without `@peer`.
 pub fn link_list() -> Vec<String> {
-    let out = command(None, None, "ip").and_then(|mut c| run(c.args(["-o", "link", "show"]), IP_TIMEOUT));
+    let out =
+        command(None, None, "ip").and_then(|mut c| run(c.args(["-o", "link", "show"]), IP_TIMEOUT));
     out.map(|o| {
         String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -280,7 +293,8 @@ pub fn link_list() -> Vec<String> {
 
 /// Pids of the processes in namespace `ns` (`ip netns pids`).
 pub fn netns_pids(ns: &str) -> Vec<i32> {
-    let out = command(None, None, "ip").and_then(|mut c| run(c.args(["netns", "pids", ns]), IP_TIMEOUT));
+    let out =
+        command(None, None, "ip").and_then(|mut c| run(c.args(["netns", "pids", ns]), IP_TIMEOUT));
     out.map(|o| {
         String::from_utf8_lossy(&o.stdout)
             .split_whitespace()

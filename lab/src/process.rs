@@ -119,8 +119,12 @@ pub fn run(c: &mut Command, timeout: Duration) -> Result<Output, Error> {
     };
     let output = Output {
         status,
-        stdout: out.map(|t| t.join().unwrap_or_default()).unwrap_or_default(),
-        stderr: err.map(|t| t.join().unwrap_or_default()).unwrap_or_default(),
+        stdout: out
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default(),
+        stderr: err
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default(),
     };
     if !status.success() {
         return Err(Error::Failed {

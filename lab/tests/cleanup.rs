@@ -89,14 +89,21 @@ fn interrupted_at_every_stage_leaves_nothing() {
         let (mut child, rx) = start_lab(&id);
         let mut seen = Vec::new();
         wait_line(&rx, marker, &mut seen);
-        assert!(!leftovers(&id).is_empty(), "nothing to clean after {marker:?}?");
+        assert!(
+            !leftovers(&id).is_empty(),
+            "nothing to clean after {marker:?}?"
+        );
         signal(&child, sig);
         let got = wait_exit(&mut child);
         seen.extend(rx.try_iter());
         // The signal may land after the last setup step: then the lab was
         // up and ends normally.
         let ok = got == code || (code == 130 && got == 0 && marker == "mTLS ready");
-        assert!(ok, "after {marker:?}: exit {got}, wanted {code}:\n{}", seen.join("\n"));
+        assert!(
+            ok,
+            "after {marker:?}: exit {got}, wanted {code}:\n{}",
+            seen.join("\n")
+        );
         assert_nothing_left(&id, rules);
     }
 }
@@ -119,7 +126,11 @@ fn killed_lab_is_removed_by_down_and_live_labs_are_not() {
     // Its children die with it (PR_SET_PDEATHSIG); its namespaces stay.
     let end = std::time::Instant::now() + Duration::from_secs(10);
     while !lab_pids(&id).is_empty() {
-        assert!(std::time::Instant::now() < end, "orphans: {:?}", lab_pids(&id));
+        assert!(
+            std::time::Instant::now() < end,
+            "orphans: {:?}",
+            lab_pids(&id)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
@@ -129,7 +140,10 @@ fn killed_lab_is_removed_by_down_and_live_labs_are_not() {
     );
     let out = run(Command::new(lab_bin()).arg("down"), Duration::from_secs(60));
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&id), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&id),
+        "{out:?}"
+    );
     assert_nothing_left(&id, rules);
     // The live lab is untouched and still answers.
     let live_id = live.names.id.clone();

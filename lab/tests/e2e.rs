@@ -36,7 +36,11 @@ socketserver.ThreadingTCPServer(("0.0.0.0", 9000), Echo).serve_forever()
 fn server_pod(name: &str, dir: &Path) -> PodSpec {
     let d = dir.display();
     std::fs::create_dir_all(dir.join("www")).unwrap();
-    std::fs::write(dir.join("www/index.html"), format!("hello from nginx in {name}\n")).unwrap();
+    std::fs::write(
+        dir.join("www/index.html"),
+        format!("hello from nginx in {name}\n"),
+    )
+    .unwrap();
     std::fs::write(dir.join("tcp_echo.py"), TCP_ECHO).unwrap();
     std::fs::write(
         dir.join("nginx.conf"),
@@ -162,27 +166,83 @@ fn traffic(lab: &Lab, from: &str, to: &str) {
     let ip = lab.pod(to).ip;
     let url = format!("http://{ip}:8080/index.html?{MARKER}");
     let marker_header = format!("X-Marker: {MARKER}");
-    let out = exec_ok(lab, from, "curl", &["-sS", "--max-time", "10", "-H", &marker_header, &url, &url, &url]);
+    let out = exec_ok(
+        lab,
+        from,
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "10",
+            "-H",
+            &marker_header,
+            &url,
+            &url,
+            &url,
+        ],
+    );
     assert_eq!(out, format!("hello from nginx in {to}\n").repeat(3));
     let h2 = format!("http://{ip}:8081/?{MARKER}");
-    let out = exec_ok(lab, from, "curl", &["-sS", "--max-time", "10", "--http2-prior-knowledge", &h2]);
+    let out = exec_ok(
+        lab,
+        from,
+        "curl",
+        &["-sS", "--max-time", "10", "--http2-prior-knowledge", &h2],
+    );
     assert_eq!(out, format!("hello from nginx in {to}\n"));
-    let out = exec_ok(lab, from, "h2load", &["-n", "200", "-c", "2", "-m", "10", &h2]);
+    let out = exec_ok(
+        lab,
+        from,
+        "h2load",
+        &["-n", "200", "-c", "2", "-m", "10", &h2],
+    );
     assert!(out.contains("200 succeeded, 0 failed"), "{out}");
     let out = exec_ok(lab, from, "h2load", &["--h1", "-n", "100", "-c", "2", &url]);
     assert!(out.contains("100 succeeded, 0 failed"), "{out}");
     let grpc = peer("grpc_echo.py");
     let target = format!("{ip}:9090");
-    let out = exec_ok(lab, from, "python3", &[grpc.to_str().unwrap(), "client", "--target", &target, "--messages", "20"]);
+    let out = exec_ok(
+        lab,
+        from,
+        "python3",
+        &[
+            grpc.to_str().unwrap(),
+            "client",
+            "--target",
+            &target,
+            "--messages",
+            "20",
+        ],
+    );
     assert!(out.contains("\"bidi_ok\": 20"), "{out}");
     let ws = peer("ws_echo.py");
     let ws_url = format!("ws://{ip}:9091/echo");
-    let out = exec_ok(lab, from, "python3", &[ws.to_str().unwrap(), "client", "--url", &ws_url, "--messages", "10", "--header", &marker_header]);
+    let out = exec_ok(
+        lab,
+        from,
+        "python3",
+        &[
+            ws.to_str().unwrap(),
+            "client",
+            "--url",
+            &ws_url,
+            "--messages",
+            "10",
+            "--header",
+            &marker_header,
+        ],
+    );
     assert!(out.contains("\"echoed\": 10"), "{out}");
     // Raw TCP, from a socket opened inside the pod (redirected as an app's).
-    let mut s = connect_in(&lab.pod(from).netns, SocketAddr::from((ip, 9000)), Duration::from_secs(5)).unwrap();
+    let mut s = connect_in(
+        &lab.pod(from).netns,
+        SocketAddr::from((ip, 9000)),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(format!("{MARKER} raw tcp\n").as_bytes()).unwrap();
+    s.write_all(format!("{MARKER} raw tcp\n").as_bytes())
+        .unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut back = String::new();
     s.read_to_string(&mut back).unwrap();
@@ -195,7 +255,10 @@ fn clients_across_pods_both_ways_over_mtls_seen_on_the_bridge() {
         return;
     }
     let tmp = std::env::temp_dir().join(format!("pml-e2e-{}", std::process::id()));
-    let pods = vec![server_pod("a", &tmp.join("a")), server_pod("b", &tmp.join("b"))];
+    let pods = vec![
+        server_pod("a", &tmp.join("a")),
+        server_pod("b", &tmp.join("b")),
+    ];
     let mut lab = Lab::up(&pods, &bins(), &Options::default()).unwrap();
     let cap = tmp.join("bridge.pcap");
     let capture = Capture::start(&lab.bridge(), &cap);
@@ -217,14 +280,29 @@ fn clients_across_pods_both_ways_over_mtls_seen_on_the_bridge() {
         let ip = lab.pod(to).ip;
         for port in [8080, 8081, 9090, 9091] {
             let t = format!("{ip}:{port}");
-            let mtls = [("direction", "outbound"), ("target_addr", &t), ("tls", "true")];
-            assert!(metrics::sum(&out_m, "request_total", &mtls) > 0.0, "{from}→{t}:\n{out_m}");
+            let mtls = [
+                ("direction", "outbound"),
+                ("target_addr", &t),
+                ("tls", "true"),
+            ];
+            assert!(
+                metrics::sum(&out_m, "request_total", &mtls) > 0.0,
+                "{from}→{t}:\n{out_m}"
+            );
         }
         let t = format!("{ip}:9000");
-        let tcp = [("direction", "outbound"), ("target_addr", &t), ("peer", "dst"), ("tls", "true")];
+        let tcp = [
+            ("direction", "outbound"),
+            ("target_addr", &t),
+            ("peer", "dst"),
+            ("tls", "true"),
+        ];
         assert_eq!(metrics::sum(&out_m, "tcp_open_total", &tcp), 1.0, "{out_m}");
         let g = metrics::Golden::of(&in_m, "inbound");
-        assert!(g.requests >= 300.0 && g.tls_requests == g.requests, "{to}: {g:?}\n{in_m}");
+        assert!(
+            g.requests >= 300.0 && g.tls_requests == g.requests,
+            "{to}: {g:?}\n{in_m}"
+        );
         let plain = [("direction", "inbound"), ("tls", "no_identity")];
         assert_eq!(metrics::sum(&in_m, "tcp_open_total", &plain), 0.0, "{in_m}");
     }
@@ -233,7 +311,16 @@ fn clients_across_pods_both_ways_over_mtls_seen_on_the_bridge() {
     // The bridge: a TLS ClientHello from each pod to each of the other's
     // ports (decoded as TLS whatever the port), and the reverse.
     let (a, b) = (lab.pod("a").ip, lab.pod("b").ip);
-    let mut args = vec!["-T", "fields", "-e", "ip.src", "-e", "ip.dst", "-e", "tcp.dstport"];
+    let mut args = vec![
+        "-T",
+        "fields",
+        "-e",
+        "ip.src",
+        "-e",
+        "ip.dst",
+        "-e",
+        "tcp.dstport",
+    ];
     let decode: Vec<String> = [8080, 8081, 9090, 9091, 9000]
         .iter()
         .map(|p| format!("tcp.port=={p},tls"))
@@ -246,7 +333,7 @@ fn clients_across_pods_both_ways_over_mtls_seen_on_the_bridge() {
         for port in [8080, 8081, 9090, 9091, 9000] {
             let want = format!("{src}\t{dst}\t{port}");
             assert!(
-                hellos.iter().any(|l| *l == want),
+                hellos.contains(&want),
                 "no TLS ClientHello {src} → {dst}:{port} in\n{}",
                 hellos.join("\n")
             );
@@ -254,7 +341,11 @@ fn clients_across_pods_both_ways_over_mtls_seen_on_the_bridge() {
     }
     // Decoded as what the ports suggest (HTTP on 8080, …) nothing parses as HTTP.
     let http = tshark_read(&cap, "http || http2 || websocket || grpc", &[]);
-    assert!(http.is_empty(), "plaintext on the bridge:\n{}", http.join("\n"));
+    assert!(
+        http.is_empty(),
+        "plaintext on the bridge:\n{}",
+        http.join("\n")
+    );
     let raw = std::fs::read(&cap).unwrap();
     assert!(raw.len() > 10_000, "a capture of {} bytes", raw.len());
     for needle in [MARKER.as_bytes(), b"hello from nginx", b"echo: "] {

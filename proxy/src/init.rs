@@ -402,7 +402,10 @@ mod tests {
         assert!(parse_subnets("fe80::zz/64").is_err());
         assert_eq!(
             parse_subnets("10.0.0.1, fd00::/64").unwrap().0,
-            [("10.0.0.1".parse().unwrap(), 32), ("fd00::".parse().unwrap(), 64)]
+            [
+                ("10.0.0.1".parse().unwrap(), 32),
+                ("fd00::".parse().unwrap(), 64)
+            ]
         );
         let many = parse_port_list(
             &(1..=20)
@@ -416,7 +419,11 @@ mod tests {
 
     #[test]
     fn install_adds_jumps_once() {
-        let fresh = install_rules(&cfg(), Family::V4, "*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n");
+        let fresh = install_rules(
+            &cfg(),
+            Family::V4,
+            "*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n",
+        );
         assert!(fresh.contains(
             "-A PREROUTING -m comment --comment \"pimesh-init/inbound\" -j PIMESH_INBOUND"
         ));

@@ -100,7 +100,10 @@ fn rules_match_the_expectation_on_both_backends_and_are_idempotent() {
                 String::from_utf8_lossy(&out.stderr)
             );
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(stdout.contains(&format!("iptables-{backend}, ip6tables-{backend}")), "{stdout}");
+            assert!(
+                stdout.contains(&format!("iptables-{backend}, ip6tables-{backend}")),
+                "{stdout}"
+            );
         }
         assert_eq!(
             ns.save(backend),
@@ -127,13 +130,17 @@ fn ipv6_false_leaves_ip6tables_alone() {
     for flag in [&["--ipv6=false"][..], &["--ipv6", "no"][..]] {
         let out = ns.init(&[ARGS.as_slice(), flag, &["--iptables-mode", "nft"]].concat());
         assert!(out.status.success(), "{out:?}");
-        assert!(!String::from_utf8_lossy(&out.stdout).contains("ip6tables"), "{out:?}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("ip6tables"),
+            "{out:?}"
+        );
         assert_eq!(ns.save("nft"), include_str!("expected/init-nat.rules"));
         assert!(!ns.save6("nft").contains("PIMESH"));
     }
     // The variable does the same; a bad value is refused naming it.
     let mut c = cmd(Some(&ns.0), proxy_bin());
-    c.args(["init", "--remove"]).env("PIMESH_INIT_IPV6", "false");
+    c.args(["init", "--remove"])
+        .env("PIMESH_INIT_IPV6", "false");
     assert!(run(&mut c, Duration::from_secs(20)).status.success());
     assert!(!ns.save("nft").contains("PIMESH"));
     let out = run(
@@ -141,7 +148,10 @@ fn ipv6_false_leaves_ip6tables_alone() {
         Duration::from_secs(10),
     );
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("maybe"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("maybe"),
+        "{out:?}"
+    );
 }
 
 /// Two namespaces on a veth pair with IPv6 addresses only: `pod` has the
@@ -157,8 +167,8 @@ fn ipv6_traffic_is_redirected_both_ways_without_loops() {
         assert!(out.status.success(), "ip {args:?}: {out:?}");
     };
     ip(&[
-        "link", "add", "eth0", "netns", &client.0, "type", "veth", "peer", "name", "eth0",
-        "netns", &pod.0,
+        "link", "add", "eth0", "netns", &client.0, "type", "veth", "peer", "name", "eth0", "netns",
+        &pod.0,
     ]);
     for (ns, addr) in [(&client.0, "fd00:6::1/64"), (&pod.0, "fd00:6::2/64")] {
         ip(&["-n", ns, "link", "set", "lo", "up"]);
@@ -171,7 +181,12 @@ fn ipv6_traffic_is_redirected_both_ways_without_loops() {
     let _app = Nginx::start(Some(&pod.0), "0.0.0.0");
     let mut proxy = Proxy::start_in(
         Some(&pod.0),
-        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
         &[
             ("PIMESH_PROXY_INBOUND_LISTEN_ADDR", "[::]:4143"),
             ("PIMESH_PROXY_OUTBOUND_LISTEN_ADDR", "[::]:4140"),
@@ -184,13 +199,22 @@ fn ipv6_traffic_is_redirected_both_ways_without_loops() {
     assert!(ok, "{err}");
     assert_eq!(out, "hello from nginx\n");
     // Inbound: the other host dials the pod's IPv6 address.
-    let (ok, out, err) = curl(Some(&client.0), &["-g", "http://[fd00:6::2]:8080/", "http://[fd00:6::2]:8080/"]);
+    let (ok, out, err) = curl(
+        Some(&client.0),
+        &["-g", "http://[fd00:6::2]:8080/", "http://[fd00:6::2]:8080/"],
+    );
     assert!(ok, "{err}");
     assert_eq!(out, "hello from nginx\n".repeat(2));
     let m = proxy.metrics();
-    let out_ok = [("direction", "outbound"), ("target_addr", "[fd00:6::1]:8080")];
+    let out_ok = [
+        ("direction", "outbound"),
+        ("target_addr", "[fd00:6::1]:8080"),
+    ];
     assert_eq!(sum_metric(&m, "request_total", &out_ok), 1.0, "{m}");
-    let in_ok = [("direction", "inbound"), ("target_addr", "[fd00:6::2]:8080")];
+    let in_ok = [
+        ("direction", "inbound"),
+        ("target_addr", "[fd00:6::2]:8080"),
+    ];
     assert_eq!(sum_metric(&m, "request_total", &in_ok), 2.0, "{m}");
     // A redirect loop would show up as extra requests.
     assert_eq!(sum_metric(&m, "request_total", &[]), 3.0, "{m}");

@@ -15,16 +15,29 @@ pub fn lab_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pimesh-lab")
 }
 
-/// The directory `pimesh-lab` was built in; `pimesh-proxy` and `pimesh`
-/// are built there (once per test process) when this package alone was
-/// built.
+/// `pimesh-proxy` and `pimesh` in the directory `pimesh-lab` was built in
+/// (`cargo nextest run --workspace` builds them there), built on demand
+/// when missing. Not rebuilt when present: a build with other features
+/// would relink them under the feet of tests running in parallel; after
+/// changing the proxy or the controller, run the workspace's tests (or
+/// build them) before this package's alone.
 pub fn bins() -> Bins {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        if Bins::locate(Some(bin_dir())).is_ok() {
+            return;
+        }
         let cargo = option_env!("CARGO").unwrap_or("cargo");
         let out = run(
             Command::new(cargo)
-                .args(["build", "-q", "-p", "pimesh-proxy", "-p", "pimesh-controller"])
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "pimesh-proxy",
+                    "-p",
+                    "pimesh-controller",
+                ])
                 .args(["--bin", "pimesh-proxy", "--bin", "pimesh"])
                 .current_dir(env!("CARGO_MANIFEST_DIR")),
             Duration::from_secs(900),
@@ -107,10 +120,7 @@ pub fn lab_pids(id: &str) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| {
-                    env.windows(needle.len())
-                        .any(|w| w == needle.as_bytes())
-                })
+                .map(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
                 .unwrap_or(false)
         })
         .collect()
@@ -162,7 +172,11 @@ pub fn assert_nothing_left(id: &str, rules_before: usize) {
         assert!(Instant::now() < end, "lab {id} left {left:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(host_rule_count(), rules_before, "the host's iptables rules changed");
+    assert_eq!(
+        host_rule_count(),
+        rules_before,
+        "the host's iptables rules changed"
+    );
 }
 
 /// A fresh random lab id for one test.
