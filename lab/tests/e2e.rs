@@ -254,7 +254,7 @@ fn clients_across_pods_both_ways_over_mtls_seen_on_the_bridge() {
     if !root_or_skip() {
         return;
     }
-    let tmp = std::env::temp_dir().join(format!("pml-e2e-{}", std::process::id()));
+    let tmp = std::env::temp_dir().join(format!("pimesh-lab-e2e-{}", std::process::id()));
     let pods = vec![
         server_pod("a", &tmp.join("a")),
         server_pod("b", &tmp.join("b")),
