@@ -1,66 +1,52 @@
 #!/usr/bin/env bash
-# pimesh quick start: builds pimesh-proxy, puts it in front of a small demo
-# app on this machine (no iptables, no root needed), sends traffic through
-# both of its sides, and shows the Linkerd-compatible golden metrics.
+# pimesh quick start: builds pimesh-proxy, pimesh (controller + CLI) and
+# pimesh-lab, then runs the demo app (examples/emojivoto: web calls the emoji
+# and voting gRPC services, vote-bot drives traffic to web) meshed, with a
+# standalone controller handing each proxy its mTLS identity, and shows the
+# golden metrics of every service.
 #
-#   ./examples/quickstart.sh            # Ctrl-C (or the end) stops everything
+#   ./examples/quickstart.sh     # Ctrl-C stops and removes everything
 #
-# Ports: app 127.0.0.1:8080; proxy inbound 4143, outbound 4140, admin 4191
-# (override with APP_PORT, PIMESH_PROXY_*_LISTEN_ADDR).
+# As root: in the mesh lab — each service a pod (network namespace on a
+# bridge) with `pimesh-proxy init` redirecting its TCP into its proxy; every
+# edge is mTLS. Without root: on 127.0.0.1 in explicit proxy mode (apps get
+# http_proxy; no iptables); it says so.
+#
+# Interactive: runs until Ctrl-C, printing the metrics every 10 s. With stdin
+# not a terminal (CI) or QUICKSTART_DURATION set: runs that long (20s),
+# prints the metrics, tears down and exits.
+# PIMESH_BIN_DIR=DIR uses binaries already built there instead of cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APP_PORT=${APP_PORT:-8080}
-export PIMESH_PROXY_INBOUND_LISTEN_ADDR=${PIMESH_PROXY_INBOUND_LISTEN_ADDR:-127.0.0.1:4143}
-export PIMESH_PROXY_OUTBOUND_LISTEN_ADDR=${PIMESH_PROXY_OUTBOUND_LISTEN_ADDR:-127.0.0.1:4140}
-export PIMESH_PROXY_ADMIN_LISTEN_ADDR=${PIMESH_PROXY_ADMIN_LISTEN_ADDR:-127.0.0.1:4191}
-export PIMESH_PROXY_INBOUND_TARGET=127.0.0.1:$APP_PORT
-export PIMESH_PROXY_WORKLOAD_LABELS=${PIMESH_PROXY_WORKLOAD_LABELS:-namespace=demo,deployment=web,pod=web-0}
-
-for tool in cargo curl python3; do
-  command -v "$tool" >/dev/null || { echo "quickstart: $tool is required" >&2; exit 1; }
-done
-
-echo "==> building pimesh-proxy (release)"
-cargo build --release -q -p pimesh-proxy
-PROXY=target/release/pimesh-proxy
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
+command -v python3 >/dev/null || { echo "quickstart: python3 is required" >&2; exit 1; }
+python3 -c 'import grpc' 2>/dev/null || {
+  echo "quickstart: the demo needs grpcio: python3 -m pip install grpcio" >&2
+  exit 1
 }
-trap cleanup EXIT INT TERM
 
-echo "==> demo app (python3 http.server) on 127.0.0.1:$APP_PORT"
-mkdir -p "$work/www" && echo "hello from the demo app" > "$work/www/index.html"
-python3 -m http.server "$APP_PORT" --bind 127.0.0.1 --directory "$work/www" >"$work/app.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$APP_PORT/" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$APP_PORT/" >/dev/null || { echo "quickstart: the demo app did not start (port $APP_PORT busy?)" >&2; cat "$work/app.log" >&2; exit 1; }
-
-echo "==> pimesh-proxy (log: $work/proxy.log)"
-"$PROXY" 2>"$work/proxy.log" &
-pids+=($!)
-admin=http://$PIMESH_PROXY_ADMIN_LISTEN_ADDR
-for _ in $(seq 50); do curl -sf "$admin/ready" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -sf "$admin/ready" >/dev/null || { cat "$work/proxy.log"; exit 1; }
-
-echo "==> 20 requests through the inbound side (as a meshed pod receives them)"
-for _ in $(seq 20); do curl -sf "http://$PIMESH_PROXY_INBOUND_LISTEN_ADDR/" >/dev/null; done
-echo "==> 10 requests through the outbound side, as an app with HTTP_PROXY set"
-for _ in $(seq 10); do http_proxy=http://$PIMESH_PROXY_OUTBOUND_LISTEN_ADDR curl -sf "http://127.0.0.1:$APP_PORT/" >/dev/null; done
-echo "==> one request to a port where nothing listens (a 502, counted as a failure)"
-http_proxy=http://$PIMESH_PROXY_OUTBOUND_LISTEN_ADDR curl -s -o /dev/null -w "    status %{http_code}\n" http://127.0.0.1:1/ || true
-
-echo "==> golden metrics from $admin/metrics"
-curl -s "$admin/metrics" | grep -E '^(request_total|response_total|tcp_open_connections)' | sed 's/^/    /'
-if [ -t 0 ]; then
-  echo
-  echo "The proxy is still running: try  curl -s $admin/metrics  or"
-  echo "  http_proxy=http://$PIMESH_PROXY_OUTBOUND_LISTEN_ADDR curl http://127.0.0.1:$APP_PORT/"
-  echo "Press Ctrl-C to stop."
-  wait
+if [ -z "${PIMESH_BIN_DIR:-}" ]; then
+  command -v cargo >/dev/null || { echo "quickstart: cargo is required (https://rustup.rs)" >&2; exit 1; }
+  echo "==> building pimesh-proxy, pimesh and pimesh-lab (release)"
+  cargo build --release -q -p pimesh-proxy -p pimesh-controller -p pimesh-lab
+  PIMESH_BIN_DIR=${CARGO_TARGET_DIR:-target}/release
 fi
+
+args=(demo --bin-dir "$PIMESH_BIN_DIR" --demo-dir examples/emojivoto)
+if [ "$(id -u)" -eq 0 ]; then
+  echo "==> root: the demo runs in the mesh lab (pods as network namespaces, iptables redirection, mTLS between pods)"
+else
+  echo "==> not root: no network namespaces or iptables, so the demo runs on 127.0.0.1"
+  echo "    in explicit proxy mode (each app's http_proxy is its proxy). HTTP crosses"
+  echo "    the mesh over mTLS; gRPC, tunnelled with CONNECT, as opaque mTLS TCP."
+  echo "    Run as root for the real thing (transparent redirection)."
+  args+=(--loopback)
+fi
+if [ -t 0 ] && [ -z "${QUICKSTART_DURATION:-}" ]; then
+  echo "==> running until Ctrl-C"
+else
+  args+=(--duration "${QUICKSTART_DURATION:-20s}" --interval 0s)
+fi
+# `pimesh stat` / `pimesh edges` and the dashboard come with telemetry: until
+# then pimesh-lab prints each proxy's golden metrics read from its /metrics.
+exec "$PIMESH_BIN_DIR/pimesh-lab" "${args[@]}"

@@ -4,11 +4,14 @@
 //! the configured ports and subnets — as Linkerd's proxy-init does. Works
 //! with both iptables backends found on Pi clusters (legacy x_tables and
 //! nf_tables), picks the one the node uses, is idempotent, and `--remove`
-//! undoes it. Needs `iptables-{legacy,nft}-save` and `-restore` on PATH
-//! (Debian's `iptables` package or k3s's bundled binaries) and NET_ADMIN.
+//! undoes it. The same rules go to ip6tables whenever the namespace has
+//! IPv6 (a pod with an IPv6 address but no rules would bypass the mesh),
+//! unless `--ipv6=false`. Needs `iptables-{legacy,nft}-save` and `-restore`
+//! (and `ip6tables-…` with IPv6) on PATH (Debian's `iptables` package or
+//! k3s's bundled binaries) and NET_ADMIN.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 /// Chain holding the inbound (PREROUTING) rules.
@@ -39,9 +42,14 @@ pub struct InitConfig {
     /// when it runs unmeshed).
     #[arg(long, env = "PIMESH_INIT_OUTBOUND_PORTS_TO_IGNORE", default_value = "", value_parser = parse_port_list)]
     pub outbound_ports_to_ignore: PortList,
-    /// Outbound destination subnets left alone, IPv4 CIDRs (`10.0.0.0/8,192.168.1.10/32`).
+    /// Outbound destination subnets left alone, IPv4 or IPv6 CIDRs
+    /// (`10.0.0.0/8,192.168.1.10/32,fd00::/64`); each goes to its family's rules.
     #[arg(long, env = "PIMESH_INIT_SUBNETS_TO_IGNORE", default_value = "", value_parser = parse_subnets)]
     pub subnets_to_ignore: SubnetList,
+    /// Also program ip6tables (same chains and rules) when the namespace
+    /// has IPv6; `--ipv6=false` leaves IPv6 alone (Linkerd's `--ipv6`).
+    #[arg(long, env = "PIMESH_INIT_IPV6", default_value = "true", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub ipv6: bool,
     /// Which iptables backend: `auto` uses the one that already holds the
     /// node's rules (nft when neither does), as k3s's iptables wrapper does.
     #[arg(long, visible_alias = "backend", env = "PIMESH_INIT_IPTABLES_MODE", default_value = "auto", value_parser = ["auto", "legacy", "nft"])]
@@ -52,9 +60,9 @@ pub struct InitConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PortList(pub Vec<(u16, u16)>);
 
-/// IPv4 networks `addr/prefix`.
+/// IPv4 and IPv6 networks `addr/prefix`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SubnetList(pub Vec<(Ipv4Addr, u8)>);
+pub struct SubnetList(pub Vec<(IpAddr, u8)>);
 
 fn parse_port_list(v: &str) -> Result<PortList, String> {
     let port = |s: &str| match s.trim().parse::<u16>() {
@@ -78,12 +86,17 @@ fn parse_port_list(v: &str) -> Result<PortList, String> {
 fn parse_subnets(v: &str) -> Result<SubnetList, String> {
     let mut out = Vec::new();
     for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (addr, prefix) = item.split_once('/').unwrap_or((item, "32"));
-        let addr: Ipv4Addr = addr
+        let (addr, prefix) = match item.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (item, None),
+        };
+        let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("{item:?} is not an IPv4 CIDR"))?;
-        let prefix: u8 = match prefix.parse() {
-            Ok(p) if p <= 32 => p,
+            .map_err(|_| format!("{item:?} is not an IPv4 or IPv6 CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = match prefix.map(str::parse) {
+            None => max,
+            Some(Ok(p)) if p <= max => p,
             _ => return Err(format!("{item:?} has a bad prefix length")),
         };
         out.push((addr, prefix));
@@ -129,6 +142,33 @@ pub enum Error {
     /// `iptables-*-restore` refused the rules.
     #[error("{0} failed: {1}")]
     Restore(String, String),
+    /// The namespace has IPv6 but the backend's ip6tables does not work.
+    #[error("this namespace has IPv6 but ip6tables-{0}-save does not run (install ip6tables, or pass --ipv6=false to leave IPv6 traffic unmeshed)")]
+    Ipv6(&'static str, #[source] std::io::Error),
+}
+
+/// An IP family: which of iptables / ip6tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `iptables-*`.
+    V4,
+    /// `ip6tables-*`.
+    V6,
+}
+
+impl Family {
+    fn tool(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+}
+
+/// Whether this network namespace has IPv6 (`/proc/net/if_inet6` is
+/// per-namespace and absent when the kernel runs without IPv6).
+pub fn has_ipv6() -> bool {
+    std::path::Path::new("/proc/net/if_inet6").exists()
 }
 
 /// An iptables backend.
@@ -149,8 +189,8 @@ impl Backend {
         }
     }
 
-    fn save(self, table: Option<&str>) -> std::io::Result<String> {
-        let mut c = Command::new(format!("iptables-{}-save", self.name()));
+    fn save(self, family: Family, table: Option<&str>) -> std::io::Result<String> {
+        let mut c = Command::new(format!("{}-{}-save", family.tool(), self.name()));
         if let Some(t) = table {
             c.args(["-t", t]);
         }
@@ -163,9 +203,9 @@ impl Backend {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn restore(self, rules: &str) -> Result<(), Error> {
+    fn restore(self, family: Family, rules: &str) -> Result<(), Error> {
         use std::io::Write;
-        let bin = format!("iptables-{}-restore", self.name());
+        let bin = format!("{}-{}-restore", family.tool(), self.name());
         let mut child = Command::new(&bin)
             .args(["--noflush", "--wait"])
             .stdin(Stdio::piped())
@@ -196,7 +236,7 @@ impl Backend {
 /// on a tie.
 pub fn backend(mode: &str) -> Result<Backend, Error> {
     let usable = |b: Backend| {
-        b.save(None)
+        b.save(Family::V4, None)
             .map(|rules| rules.lines().filter(|l| l.starts_with("-A")).count())
     };
     match mode {
@@ -215,11 +255,12 @@ pub fn backend(mode: &str) -> Result<Backend, Error> {
     }
 }
 
-/// The `iptables-restore --noflush` input that installs the rules. Declared
-/// chains are flushed by restore, so running it again yields the same rules
-/// once; the jumps are added only when `nat` (the current `-t nat` save
-/// output) does not have them yet.
-pub fn install_rules(cfg: &InitConfig, nat: &str) -> String {
+/// The `iptables-restore --noflush` input (`ip6tables-restore` for
+/// [`Family::V6`]) that installs the rules. Declared chains are flushed by
+/// restore, so running it again yields the same rules once; the jumps are
+/// added only when `nat` (the current `-t nat` save output) does not have
+/// them yet. Subnets of the other family are left out.
+pub fn install_rules(cfg: &InitConfig, family: Family, nat: &str) -> String {
     let mut r = String::from("*nat\n");
     let _ = writeln!(r, ":{INBOUND_CHAIN} - [0:0]");
     let _ = writeln!(r, ":{OUTBOUND_CHAIN} - [0:0]");
@@ -235,7 +276,8 @@ pub fn install_rules(cfg: &InitConfig, nat: &str) -> String {
     for ports in cfg.outbound_ports_to_ignore.chunks() {
         let _ = writeln!(r, "-A {OUTBOUND_CHAIN} -p tcp -m multiport --dports {ports} -m comment --comment \"pimesh-init/ignore-outbound-ports\" -j RETURN");
     }
-    for (net, prefix) in &cfg.subnets_to_ignore.0 {
+    let ours = |net: &IpAddr| net.is_ipv4() == (family == Family::V4);
+    for (net, prefix) in cfg.subnets_to_ignore.0.iter().filter(|(n, _)| ours(n)) {
         let _ = writeln!(r, "-A {OUTBOUND_CHAIN} -d {net}/{prefix} -m comment --comment \"pimesh-init/ignore-subnets\" -j RETURN");
     }
     let _ = writeln!(r, "-A {OUTBOUND_CHAIN} -p tcp -m comment --comment \"pimesh-init/redirect-outbound\" -j REDIRECT --to-ports {}", cfg.outgoing_proxy_port);
@@ -282,28 +324,48 @@ fn has_jump(nat: &str, from: &str, chain: &str) -> bool {
         .any(|l| l.starts_with(&format!("-A {from} ")) && l.ends_with(&format!("-j {chain}")))
 }
 
-/// Installs (or with `--remove` removes) the rules; returns a one-line summary.
+/// Installs (or with `--remove` removes) the rules, IPv4 then IPv6 (see
+/// [`InitConfig::ipv6`]); returns a one-line summary.
 pub fn run(cfg: &InitConfig) -> Result<String, Error> {
     let backend = backend(&cfg.iptables_mode)?;
-    let nat = backend
-        .save(Some("nat"))
-        .map_err(|e| Error::Backend(backend.name(), e))?;
-    if cfg.remove {
-        return Ok(match remove_rules(&nat) {
-            Some(rules) => {
-                backend.restore(&rules)?;
-                format!("removed pimesh's rules (iptables-{})", backend.name())
+    let name = backend.name();
+    let mut families = vec![Family::V4];
+    if cfg.ipv6 && has_ipv6() {
+        // Checked before touching anything: all or nothing.
+        backend
+            .save(Family::V6, Some("nat"))
+            .map_err(|e| Error::Ipv6(name, e))?;
+        families.push(Family::V6);
+    }
+    let tools = families
+        .iter()
+        .map(|f| format!("{}-{name}", f.tool()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut removed = false;
+    for &family in &families {
+        let nat = backend
+            .save(family, Some("nat"))
+            .map_err(|e| Error::Backend(name, e))?;
+        if cfg.remove {
+            if let Some(rules) = remove_rules(&nat) {
+                backend.restore(family, &rules)?;
+                removed = true;
             }
-            None => format!("no pimesh rules to remove (iptables-{})", backend.name()),
+        } else {
+            backend.restore(family, &install_rules(cfg, family, &nat))?;
+        }
+    }
+    if cfg.remove {
+        return Ok(if removed {
+            format!("removed pimesh's rules ({tools})")
+        } else {
+            format!("no pimesh rules to remove ({tools})")
         });
     }
-    backend.restore(&install_rules(cfg, &nat))?;
     Ok(format!(
-        "installed pimesh's rules (iptables-{}): inbound → :{}, outbound → :{}, proxy uid {} excluded",
-        backend.name(),
-        cfg.incoming_proxy_port,
-        cfg.outgoing_proxy_port,
-        cfg.proxy_uid
+        "installed pimesh's rules ({tools}): inbound → :{}, outbound → :{}, proxy uid {} excluded",
+        cfg.incoming_proxy_port, cfg.outgoing_proxy_port, cfg.proxy_uid
     ))
 }
 
@@ -319,8 +381,9 @@ mod tests {
             outgoing_proxy_port: 4140,
             inbound_ports_to_ignore: parse_port_list("4190,4191").unwrap(),
             outbound_ports_to_ignore: parse_port_list("8086,9000-9010").unwrap(),
-            subnets_to_ignore: parse_subnets("10.43.0.0/16").unwrap(),
+            subnets_to_ignore: parse_subnets("10.43.0.0/16,fd00:10:43::/112").unwrap(),
             iptables_mode: "auto".into(),
+            ipv6: true,
         }
     }
 
@@ -334,7 +397,16 @@ mod tests {
         assert!(parse_port_list("0").is_err());
         assert!(parse_port_list("9-1").is_err());
         assert!(parse_subnets("10.0.0.0/33").is_err());
-        assert!(parse_subnets("fe80::/10").is_err());
+        assert!(parse_subnets("fe80::/129").is_err());
+        assert!(parse_subnets("10.0.0.0/x").is_err());
+        assert!(parse_subnets("fe80::zz/64").is_err());
+        assert_eq!(
+            parse_subnets("10.0.0.1, fd00::/64").unwrap().0,
+            [
+                ("10.0.0.1".parse().unwrap(), 32),
+                ("fd00::".parse().unwrap(), 64)
+            ]
+        );
         let many = parse_port_list(
             &(1..=20)
                 .map(|p| p.to_string())
@@ -347,14 +419,23 @@ mod tests {
 
     #[test]
     fn install_adds_jumps_once() {
-        let fresh = install_rules(&cfg(), "*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n");
+        let fresh = install_rules(
+            &cfg(),
+            Family::V4,
+            "*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n",
+        );
         assert!(fresh.contains(
             "-A PREROUTING -m comment --comment \"pimesh-init/inbound\" -j PIMESH_INBOUND"
         ));
         assert!(fresh.contains("--dports 8086,9000:9010"));
         assert!(fresh.contains("-d 10.43.0.0/16"));
+        assert!(!fresh.contains("fd00"), "IPv6 subnets stay out of iptables");
+        let v6 = install_rules(&cfg(), Family::V6, "");
+        assert!(v6.contains("-d fd00:10:43::/112") && !v6.contains("10.43.0.0"));
+        assert!(v6.contains("-o lo ") && v6.contains("--to-ports 4140"));
         let again = install_rules(
             &cfg(),
+            Family::V4,
             "-A PREROUTING -m comment --comment \"pimesh-init/inbound\" -j PIMESH_INBOUND\n-A OUTPUT -m comment --comment \"pimesh-init/outbound\" -j PIMESH_OUTBOUND\n",
         );
         assert!(!again.contains("-A PREROUTING"));

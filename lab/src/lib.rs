@@ -1,0 +1,31 @@
+//! The mesh lab: pods simulated as network namespaces on a Linux bridge,
+//! each running `pimesh-proxy init`, a meshed `pimesh-proxy` (under its own
+//! uid) and an app, next to a standalone `pimesh controller` — as a library
+//! for tests and as the `pimesh-lab` command. Everything it creates is named
+//! `pml-<id>-…` and removed on exit, on Ctrl-C, on a failed test, or (after
+//! a SIGKILL) at the next start. Needs root.
+//!
+//! Layout:
+//! - `spec`: what a pod runs (ports, identity, service, app command);
+//! - `net`: names, the lab's /24, bridge, namespaces, veths, teardown and
+//!   removal of stale labs;
+//! - `process`: children inside a pod (namespace, uid, death with the lab,
+//!   logs) and connections from inside a pod;
+//! - `lab`: bringing a lab up and down (`lab/pods`: init, proxy, app of a
+//!   pod; `lab/config`: binaries, options);
+//! - `loopback`: the same pods on 127.0.0.1 without root (explicit proxy mode);
+//! - `demo`: the emojivoto-style demo application's pods;
+//! - `metrics`: reading the proxies' golden metrics;
+//! - `interrupt`: SIGINT/SIGTERM/SIGHUP as a flag every wait checks.
+
+pub mod demo;
+pub mod interrupt;
+pub mod lab;
+pub mod loopback;
+pub mod metrics;
+pub mod net;
+pub mod process;
+pub mod spec;
+
+pub use lab::{Bins, Error, Lab, Options};
+pub use spec::PodSpec;

@@ -1,0 +1,293 @@
+//! Children of the lab: entered into a pod's network namespace, given a
+//! uid, put in their own process group (a terminal's Ctrl-C reaches the lab
+//! only), killed with the lab however it ends (PR_SET_PDEATHSIG, as
+//! pimesh-bench does), their output kept in a log file; short commands run
+//! with a timeout; TCP connections opened from inside a pod.
+
+use crate::interrupt;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starting, running or reaching a child failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The network namespace's file under /run/netns cannot be opened.
+    #[error("network namespace {0}")]
+    Netns(String, #[source] std::io::Error),
+    /// The program could not be started.
+    #[error("cannot run {0}")]
+    Spawn(String, #[source] std::io::Error),
+    /// The command ran but failed.
+    #[error("{cmd} failed ({status}): {stderr}")]
+    Failed {
+        cmd: String,
+        status: String,
+        stderr: String,
+    },
+    /// The command did not finish in time (it was killed).
+    #[error("{0} did not finish within {1:?}")]
+    Timeout(String, Duration),
+    /// A stop was requested while waiting.
+    #[error(transparent)]
+    Interrupted(#[from] interrupt::Interrupted),
+}
+
+/// `/run/netns/NAME`, where `ip netns add` keeps a namespace.
+pub fn netns_path(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
+
+/// A command that runs `program` inside network namespace `netns` (when
+/// given) as `uid` (when given, with gid = uid and no supplementary
+/// groups), in its own process group, killed by SIGKILL when the thread
+/// that spawns it ends. Spawn from the main thread (or a test's thread).
+pub fn command(
+    netns: Option<&str>,
+    uid: Option<u32>,
+    program: impl AsRef<OsStr>,
+) -> Result<Command, Error> {
+    let fd = match netns {
+        Some(ns) => Some(File::open(netns_path(ns)).map_err(|e| Error::Netns(ns.into(), e))?),
+        None => None,
+    };
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    let mut c = Command::new(program);
+    c.stdin(Stdio::null());
+    // SAFETY: between fork and exec the closure makes only
+    // async-signal-safe system calls on values prepared before the fork.
+    unsafe {
+        c.pre_exec(move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            if let Some(f) = &fd {
+                if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return fail();
+                }
+            }
+            if libc::setpgid(0, 0) != 0 {
+                return fail();
+            }
+            if let Some(uid) = uid {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(uid, uid, uid) != 0
+                    || libc::setresuid(uid, uid, uid) != 0
+                {
+                    return fail();
+                }
+            }
+            // After the uid change: changing credentials clears the signal.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return fail();
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the lab is gone"));
+            }
+            Ok(())
+        })
+    };
+    Ok(c)
+}
+
+/// Runs `c` to completion within `timeout` (killing it otherwise);
+/// `Err(Failed)` with its stderr when it exits non-zero.
+pub fn run(c: &mut Command, timeout: Duration) -> Result<Output, Error> {
+    let name = describe(c);
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Spawn(name.clone(), e))?;
+    // Drain the pipes in threads so that a chatty command cannot block.
+    let out = child.stdout.take().map(drain);
+    let err = child.stderr.take().map(drain);
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                kill_group(&mut child);
+                return Err(Error::Timeout(name, timeout));
+            }
+        }
+    };
+    let output = Output {
+        status,
+        stdout: out
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default(),
+        stderr: err
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default(),
+    };
+    if !status.success() {
+        return Err(Error::Failed {
+            cmd: name,
+            status: status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    Ok(output)
+}
+
+fn drain(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
+}
+
+/// `program arg arg…` for messages.
+pub fn describe(c: &Command) -> String {
+    std::iter::once(c.get_program())
+        .chain(c.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A long-running child of the lab with its output in `log`.
+#[derive(Debug)]
+pub struct Proc {
+    /// What it is, for messages (`web/proxy`).
+    pub name: String,
+    /// The child; its pid is also its process group id.
+    pub child: Child,
+    /// stdout and stderr, appended.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `c` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut c: Command, log: &Path) -> Result<Proc, Error> {
+        let f = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| Error::Spawn(format!("{name} (log {})", log.display()), e))?;
+        let f2 = f
+            .try_clone()
+            .map_err(|e| Error::Spawn(name.to_string(), e))?;
+        let child = c
+            .stdout(f)
+            .stderr(f2)
+            .spawn()
+            .map_err(|e| Error::Spawn(format!("{name}: {}", describe(&c)), e))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The log so far (lossy UTF-8; empty if unreadable).
+    pub fn log_text(&self) -> String {
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for a log line containing `marker`; fails
+    /// early when the process exits.
+    pub fn wait_for_log(&mut self, marker: &str, timeout: Duration) -> Result<(), String> {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.log_text().contains(marker) {
+                return Ok(());
+            }
+            if !self.running() {
+                return Err(format!("{} exited:\n{}", self.name, self.log_text()));
+            }
+            if Instant::now() > end {
+                return Err(format!(
+                    "{} printed no {marker:?} within {timeout:?}:\n{}",
+                    self.name,
+                    self.log_text()
+                ));
+            }
+            interrupt::sleep(Duration::from_millis(50)).map_err(|e| e.to_string())?;
+        }
+    }
+
+    /// SIGKILLs its whole process group and reaps it.
+    pub fn kill(&mut self) {
+        kill_group(&mut self.child);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn kill_group(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: signalling a process group this lab created (the child
+        // called setpgid(0, 0), so its pid is the group id).
+        unsafe {
+            libc::kill(-(child.id() as i32), libc::SIGKILL);
+        }
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// A TCP connection to `addr` opened from inside network namespace
+/// `netns`: a short-lived thread enters the namespace and connects; the
+/// socket stays in that namespace.
+pub fn connect_in(netns: &str, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let f = File::open(netns_path(netns))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on this thread only (CLONE_NEWNET is per thread);
+            // the thread ends right after connecting.
+            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            TcpStream::connect_timeout(&addr, timeout)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("connect thread panicked")))
+    })
+}
+
+/// `GET path` over HTTP/1.0 to `addr` (inside `netns` when given): the
+/// status code and body.
+pub fn http_get(
+    netns: Option<&str>,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = match netns {
+        Some(ns) => connect_in(ns, addr, timeout)?,
+        None => TcpStream::connect_timeout(&addr, timeout)?,
+    };
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))?;
+    Ok((code, body.to_string()))
+}
