@@ -1,0 +1,248 @@
+//! Discovery against the real standalone controller (`pimesh controller`
+//! with its registry): names and addresses resolved and balanced,
+//! unknown names refused, registration renewed and withdrawn, opaque TCP
+//! upstream listeners, `dst_*` labels.
+
+mod support;
+
+use std::time::Duration;
+use support::outbound::{
+    backend_proxy, client_proxy, load, service_add, service_json, Backend, ProxyClient,
+};
+use support::{eventually, free_port, Controller, TcpEcho};
+
+#[test]
+fn a_service_name_is_balanced_over_its_endpoints() {
+    let ctl = Controller::start(&[]);
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    service_add(&ctl, "web", 80, &[a.addr, b.addr], &[]);
+    let client = client_proxy(&ctl, &[]);
+    // Every name form of the same service, with the port.
+    for authority in [
+        "web",
+        "web:80",
+        "web.default:80",
+        "web.default.svc.cluster.local",
+    ] {
+        let t = load(client.outbound, authority, 2, 40, Duration::ZERO);
+        assert_eq!(t.ok(), 40, "{authority}: {t:?}");
+        assert!(
+            t.share("a") > 0.1 && t.share("b") > 0.1,
+            "{authority}: {t:?}"
+        );
+    }
+    assert_eq!(
+        client.metric("discovery_watches", &[]),
+        1.0,
+        "one watch shared by every connection and name form"
+    );
+}
+
+#[test]
+fn an_unknown_name_is_refused_with_a_clear_503_and_counted() {
+    let ctl = Controller::start(&[]);
+    let up = free_port();
+    let upstream = format!("127.0.0.1:{up}=nope:5432");
+    let mut client = client_proxy(&ctl, &[("PIMESH_PROXY_TCP_UPSTREAMS", &upstream)]);
+    let mut c = ProxyClient::new(client.outbound);
+    let a = c.request("GET", "nope:8080", "/", b"").unwrap();
+    assert_eq!(a.status, 503);
+    let body = String::from_utf8_lossy(&a.body);
+    assert!(body.contains("unknown service nope.default:8080"), "{body}");
+    assert!(
+        a.head.to_lowercase().contains("pimesh-proxy-error"),
+        "{}",
+        a.head
+    );
+    assert_eq!(
+        client.metric(
+            "response_total",
+            &[("direction", "outbound"), ("error", "unknown_service")]
+        ),
+        1.0
+    );
+    // Other domains keep using DNS (here: an unresolvable name → 502).
+    let a = c.request("GET", "nope.example.invalid", "/", b"").unwrap();
+    assert_eq!(a.status, 502, "{}", String::from_utf8_lossy(&a.body));
+    // Opaque TCP to an unknown service: closed, counted.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", up)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed without a byte");
+    assert!(eventually(Duration::from_secs(5), || client.metric(
+        "outbound_tcp_accept_errors_total",
+        &[("error", "unknown_service")]
+    ) == 1.0));
+    client.assert_healthy();
+}
+
+#[test]
+fn an_address_of_a_service_is_balanced_across_the_service() {
+    let ctl = Controller::start(&[]);
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    service_add(&ctl, "web", 80, &[a.addr, b.addr], &[]);
+    let client = client_proxy(&ctl, &[]);
+    // The app names one endpoint's address (as a transparent connection's
+    // original destination would): the whole service serves it.
+    let t = load(client.outbound, &a.addr.to_string(), 2, 60, Duration::ZERO);
+    assert_eq!(t.ok(), 60, "{t:?}");
+    assert!(t.share("b") > 0.1, "balanced across the service: {t:?}");
+    // An address that is no service's is forwarded as it is.
+    let other = Backend::start("other");
+    let t = load(
+        client.outbound,
+        &other.addr.to_string(),
+        1,
+        5,
+        Duration::ZERO,
+    );
+    assert_eq!(t.backends.get("other"), Some(&5), "{t:?}");
+}
+
+#[test]
+fn registration_is_renewed_used_over_mtls_and_withdrawn_at_shutdown() {
+    let ctl = Controller::start(&["--lease-ttl", "6s"]);
+    let app = Backend::start("web-1");
+    let backend = backend_proxy(
+        &ctl,
+        "web:80",
+        app.addr,
+        &[(
+            "PIMESH_PROXY_WORKLOAD_LABELS",
+            "namespace=default,deployment=web,pod=web-1",
+        )],
+    );
+    let get = || service_json(&ctl, "web").unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(20), || get()
+            .contains(&backend.inbound.to_string())),
+        "registered with its inbound listener as proxy_addr: {}\n{}",
+        get(),
+        backend.log()
+    );
+    let json = get();
+    // `addr` is the pod's IP and the service port (what a transparent
+    // client dials); `proxy_addr` the inbound listener (no redirection).
+    assert!(json.contains("\"127.0.0.1:80\""), "addr: {json}");
+    assert!(
+        json.contains(&backend.admin.to_string()),
+        "admin_addr: {json}"
+    );
+    assert!(json.contains("web-1"), "labels: {json}");
+    // Renewed every ttl/3: still there after more than one lease.
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(get().contains(&backend.inbound.to_string()), "{}", get());
+    assert!(backend.metric("discovery_registrations_total", &[("result", "success")]) >= 3.0);
+
+    // Clients reach it over mTLS, with its identity and labels.
+    let client = client_proxy(&ctl, &[]);
+    let t = load(client.outbound, "web", 1, 10, Duration::ZERO);
+    assert_eq!(t.backends.get("web-1"), Some(&10), "{t:?}");
+    let labels = [
+        ("direction", "outbound"),
+        ("tls", "true"),
+        (
+            "server_id",
+            "web.default.serviceaccount.identity.pimesh.cluster.local",
+        ),
+        ("dst_namespace", "default"),
+        ("dst_service", "web"),
+        ("dst_deployment", "web"),
+        ("dst_pod", "web-1"),
+        ("classification", "success"),
+    ];
+    assert_eq!(
+        client.metric("response_total", &labels),
+        10.0,
+        "{}",
+        client.metrics()
+    );
+
+    // Graceful shutdown withdraws it long before the lease would expire.
+    support::curl(
+        None,
+        &["-X", "POST", &format!("http://{}/shutdown", backend.admin)],
+    );
+    assert!(
+        eventually(Duration::from_millis(1500), || !get()
+            .contains(&backend.inbound.to_string())),
+        "deregistered: {}",
+        get()
+    );
+}
+
+#[test]
+fn tcp_upstream_listeners_balance_connections_over_the_service() {
+    let ctl = Controller::start(&[]);
+    let (a, b) = (TcpEcho::start(Some(b"A")), TcpEcho::start(Some(b"B")));
+    service_add(
+        &ctl,
+        "db",
+        5432,
+        &[a.addr, b.addr],
+        &["--protocol", "opaque"],
+    );
+    let port = free_port();
+    let upstream = format!("127.0.0.1:{port}=db:5432");
+    let mut client = client_proxy(&ctl, &[("PIMESH_PROXY_TCP_UPSTREAMS", &upstream)]);
+    let payload = support::pattern(100_000);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let out = support::tcp_roundtrip(format!("127.0.0.1:{port}").parse().unwrap(), &payload);
+        assert_eq!(
+            &out[1..],
+            &payload[..],
+            "byte-exact through the upstream listener"
+        );
+        seen.insert(out[0]);
+    }
+    assert_eq!(seen.len(), 2, "both endpoints used: {seen:?}");
+    assert_eq!(
+        client.metric(
+            "tcp_open_total",
+            &[
+                ("peer", "src"),
+                ("target_addr", "db.default:5432"),
+                ("dst_service", "db")
+            ]
+        ),
+        20.0,
+        "{}",
+        client.metrics()
+    );
+    client.assert_healthy();
+}
+
+#[test]
+fn external_endpoint_labels_become_dst_labels() {
+    let ctl = Controller::start(&[]);
+    let legacy = Backend::start("legacy");
+    service_add(
+        &ctl,
+        "api",
+        8080,
+        &[legacy.addr],
+        &["--label", "deployment=legacy", "--label", "pod=legacy-0"],
+    );
+    let client = client_proxy(&ctl, &[]);
+    let t = load(client.outbound, "api.default:8080", 1, 5, Duration::ZERO);
+    assert_eq!(t.ok(), 5, "{t:?}");
+    let json = ctl.cli(&["service", "get", "api", "-o", "json"]);
+    assert!(json.contains("legacy-0"), "{json}");
+    let target = legacy.addr.to_string();
+    let labels = [
+        ("target_addr", target.as_str()),
+        ("tls", "no_identity"),
+        ("dst_namespace", "default"),
+        ("dst_service", "api"),
+        ("dst_deployment", "legacy"),
+        ("dst_pod", "legacy-0"),
+    ];
+    assert_eq!(
+        client.metric("request_total", &labels),
+        5.0,
+        "{}",
+        client.metrics()
+    );
+}
