@@ -246,3 +246,100 @@ fn external_endpoint_labels_become_dst_labels() {
         client.metrics()
     );
 }
+
+#[test]
+fn grpc_over_http2_is_balanced_and_retried_on_its_status() {
+    let ctl = Controller::start(&[]);
+    let (a, b) = (
+        support::PyPeer::start("grpc_echo.py"),
+        support::PyPeer::start("grpc_echo.py"),
+    );
+    let addrs: Vec<std::net::SocketAddr> = [a.port, b.port]
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+        .collect();
+    service_add(&ctl, "echo", 9090, &addrs, &["--protocol", "http"]);
+    // gRPC is retried on its configured statuses; NOT_FOUND here so that
+    // the client's expected-failure call is retried (and still fails).
+    support::outbound::service_set(
+        &ctl,
+        "echo",
+        &[
+            "--retries",
+            "2",
+            "--retry-grpc",
+            "not-found",
+            "--failure-accrual",
+            "1000",
+        ],
+    );
+    let client = client_proxy(&ctl, &[]);
+    let target = client.outbound.to_string();
+    // Unary calls up to 100 KiB, trailers, and an interleaved bidi stream
+    // whose body is recorded for retries while it streams.
+    let out = support::py_client(
+        None,
+        "grpc_echo.py",
+        &[
+            "--target",
+            &target,
+            "--authority",
+            "echo:9090",
+            "--unary",
+            "20",
+            "--messages",
+            "20",
+        ],
+    );
+    assert!(out.contains("\"bidi_ok\": 20"), "{out}");
+    assert_eq!(
+        client.metric(
+            "outbound_http_retries_total",
+            &[("reason", "grpc"), ("result", "retried")]
+        ),
+        2.0,
+        "{}",
+        client.metrics()
+    );
+    let ok = [
+        ("dst_service", "echo"),
+        ("grpc_status", "0"),
+        ("classification", "success"),
+    ];
+    assert!(
+        client.metric("response_total", &ok) >= 21.0,
+        "{}",
+        client.metrics()
+    );
+}
+
+#[test]
+fn idle_watches_are_closed_and_their_number_is_bounded() {
+    let ctl = Controller::start(&[]);
+    let a = Backend::start("a");
+    service_add(&ctl, "web", 80, &[a.addr], &[]);
+    service_add(&ctl, "api", 80, &[a.addr], &[]);
+    let client = client_proxy(
+        &ctl,
+        &[
+            ("PIMESH_PROXY_DISCOVERY_IDLE_TIMEOUT", "1s"),
+            ("PIMESH_PROXY_DISCOVERY_MAX_WATCHES", "1"),
+        ],
+    );
+    let mut c = ProxyClient::new(client.outbound);
+    assert_eq!(c.request("GET", "web", "/", b"").unwrap().status, 200);
+    assert_eq!(client.metric("discovery_watches", &[]), 1.0);
+    // A second destination while the first is watched: over the bound.
+    let a2 = c.request("GET", "api", "/", b"").unwrap();
+    assert_eq!(a2.status, 503);
+    assert!(String::from_utf8_lossy(&a2.body).contains("api.default:80"));
+    assert_eq!(
+        client.metric("response_total", &[("error", "discovery_unavailable")]),
+        1.0
+    );
+    // Unused, the watch closes; then the other destination can be watched.
+    assert!(eventually(Duration::from_secs(10), || client
+        .metric("discovery_watches", &[])
+        == 0.0));
+    assert_eq!(c.request("GET", "api", "/", b"").unwrap().status, 200);
+}
