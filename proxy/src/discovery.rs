@@ -23,7 +23,7 @@ use pimesh_api::discovery::{ServiceName, WATCH_PATH};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch as channel;
@@ -83,6 +83,10 @@ struct Watch {
     rx: channel::Receiver<Option<Arc<Dst>>>,
     /// Milliseconds since [`Discovery::epoch`] of the last use, for the idle expiry.
     last_used: AtomicU64,
+    /// A request already waited for the first answer in vain: later ones
+    /// do not wait again (a controller that is away must not slow every
+    /// connection down by the wait).
+    waited: AtomicBool,
 }
 
 /// The resolver shared by every connection.
@@ -152,8 +156,16 @@ impl Discovery {
         if let Some(dst) = w.rx.borrow().as_ref() {
             return Resolved::Answered(dst.clone());
         }
+        if w.waited.load(Ordering::Relaxed) {
+            return Resolved::Unavailable("discovery_unavailable");
+        }
         let mut rx = w.rx.clone();
-        let _ = tokio::time::timeout(self.wait, rx.wait_for(Option::is_some)).await;
+        let answered = tokio::time::timeout(self.wait, rx.wait_for(Option::is_some))
+            .await
+            .is_ok();
+        if !answered {
+            w.waited.store(true, Ordering::Relaxed);
+        }
         let current = rx.borrow().clone();
         match current {
             Some(dst) => Resolved::Answered(dst),
@@ -174,6 +186,7 @@ impl Discovery {
         let w = Arc::new(Watch {
             rx,
             last_used: AtomicU64::new(self.now_ms()),
+            waited: AtomicBool::new(false),
         });
         watches.insert(key.clone(), w.clone());
         tokio::spawn(watch::run(self.clone(), key.clone(), w.clone(), tx));

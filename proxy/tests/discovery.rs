@@ -343,3 +343,29 @@ fn idle_watches_are_closed_and_their_number_is_bounded() {
         == 0.0));
     assert_eq!(c.request("GET", "api", "/", b"").unwrap().status, 200);
 }
+
+#[test]
+fn without_the_controller_unknown_addresses_wait_once_then_pass_through() {
+    let mut ctl = Controller::start(&[]);
+    let client = client_proxy(&ctl, &[("PIMESH_PROXY_DISCOVERY_WAIT", "2s")]);
+    ctl.kill();
+    let other = Backend::start("other");
+    let start = std::time::Instant::now();
+    let t = load(
+        client.outbound,
+        &other.addr.to_string(),
+        1,
+        20,
+        Duration::ZERO,
+    );
+    assert_eq!(t.backends.get("other"), Some(&20), "{t:?}");
+    // Only the first request waited for an answer (2 s); the others did
+    // not wait again (20 waits would be 40 s).
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    // A name cannot be resolved: 503 naming it, not a hang.
+    let mut c = ProxyClient::new(client.outbound);
+    let a = c.request("GET", "web", "/", b"").unwrap();
+    assert_eq!(a.status, 503);
+    assert!(String::from_utf8_lossy(&a.body).contains("discovery unavailable"));
+}
