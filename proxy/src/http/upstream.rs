@@ -295,10 +295,11 @@ impl Ready {
         new_h1(ctx, ep.connect, &ep.labels).await.map(Ready::H1)
     }
 
-    /// Sends `req`; an HTTP/1 connection that closed before the request
-    /// was written is replaced once.
+    /// Sends `req`. A connection that closed before the request was
+    /// written (an idle one the peer dropped) is replaced, twice at most:
+    /// nothing was sent, so this is safe for any method.
     ///
-    /// Errors: the endpoint failed before answering.
+    /// Errors: the endpoint failed before answering, or cannot be reached again.
     pub async fn send(
         self,
         ctx: &Ctx,
@@ -306,30 +307,38 @@ impl Ready {
         req: Request<ReqBody>,
     ) -> Result<Response<Incoming>, Error> {
         let addr = ep.connect;
-        match self {
-            Ready::H2(mut s) => s
-                .send_request(req)
-                .await
-                .map_err(|e| Error::Upstream(addr, e)),
-            Ready::H1(mut s) => {
-                let req = match s.try_send_request(req).await {
+        let mut ready = self;
+        let mut req = req;
+        let mut attempt = 0;
+        loop {
+            let unsent = match ready {
+                Ready::H2(mut s) => match s.try_send_request(req).await {
+                    Ok(rsp) => return Ok(rsp),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) if attempt < 2 => unsent,
+                        _ => return Err(Error::Upstream(addr, e.into_error())),
+                    },
+                },
+                Ready::H1(mut s) => match s.try_send_request(req).await {
                     Ok(rsp) => {
                         ctx.h1_pool.put(addr, s);
                         return Ok(rsp);
                     }
                     Err(mut e) => match e.take_message() {
-                        Some(unsent) => unsent,
-                        None => return Err(Error::Upstream(addr, e.into_error())),
+                        Some(unsent) if attempt < 2 => unsent,
+                        _ => return Err(Error::Upstream(addr, e.into_error())),
                     },
-                };
-                let mut s = new_h1(ctx, addr, &ep.labels).await?;
-                let rsp = s
-                    .send_request(req)
-                    .await
-                    .map_err(|e| Error::Upstream(addr, e))?;
-                ctx.h1_pool.put(addr, s);
-                Ok(rsp)
-            }
+                },
+            };
+            req = unsent;
+            ready = match req.version() {
+                // A fresh connection (the pool may hold more stale ones).
+                Version::HTTP_11 | Version::HTTP_10 if ep.mesh.is_none() => {
+                    Ready::H1(new_h1(ctx, addr, &ep.labels).await?)
+                }
+                v => Ready::connect(ctx, ep, v).await?,
+            };
+            attempt += 1;
         }
     }
 }
