@@ -132,6 +132,7 @@ async fn stream(
         .await?;
     let mut body = rsp.into_body();
     let mut buf = BytesMut::new();
+    let mut silent_at = tokio::time::Instant::now() + SILENCE;
     loop {
         let (idle_at, idle) = d.idle_deadline(w);
         if idle {
@@ -139,9 +140,10 @@ async fn stream(
         }
         let frame = tokio::select! {
             f = body.frame() => f,
-            _ = tokio::time::sleep(SILENCE) => return Err(StreamError::Silent(SILENCE)),
+            _ = tokio::time::sleep_until(silent_at) => return Err(StreamError::Silent(SILENCE)),
             _ = tokio::time::sleep_until(idle_at) => continue,
         };
+        silent_at = tokio::time::Instant::now() + SILENCE;
         let data = match frame {
             None => return Ok(Ended::Closed),
             Some(Err(e)) => return Err(Error::Http(e).into()),
@@ -151,26 +153,37 @@ async fn stream(
             },
         };
         buf.extend_from_slice(&data);
-        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-            let line = buf.split_to(nl + 1);
-            let line = line.strip_suffix(b"\n").unwrap_or(&line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let ev: WatchEvent =
-                serde_json::from_slice(line).map_err(|e| StreamError::Malformed(e.to_string()))?;
+        for ev in events(&mut buf)? {
             *got_event = true;
             apply(d, key, tx, revision, ev);
         }
-        if buf.len() > MAX_LINE {
-            return Err(StreamError::Malformed(format!(
-                "event longer than {MAX_LINE} bytes"
-            )));
-        }
-        if buf.is_empty() && buf.capacity() > 16 * 1024 {
-            buf = BytesMut::new(); // release the capacity of a big event
-        }
     }
+}
+
+/// The complete event lines at the front of `buf` (consumed); a partial
+/// line stays for the next frame.
+///
+/// Errors: a line that is not a [`WatchEvent`], or a line longer than [`MAX_LINE`].
+fn events(buf: &mut BytesMut) -> Result<Vec<WatchEvent>, StreamError> {
+    let mut out = Vec::new();
+    while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+        let line = buf.split_to(nl + 1);
+        let line = &line[..nl];
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let ev = serde_json::from_slice(line).map_err(|e| StreamError::Malformed(e.to_string()))?;
+        out.push(ev);
+    }
+    if buf.len() > MAX_LINE {
+        return Err(StreamError::Malformed(format!(
+            "event longer than {MAX_LINE} bytes"
+        )));
+    }
+    if buf.is_empty() && buf.capacity() > 16 * 1024 {
+        *buf = BytesMut::new(); // release the capacity of a big event
+    }
+    Ok(out)
 }
 
 /// Publishes what one event changes.
@@ -220,4 +233,33 @@ fn apply(
         "resolution updated"
     );
     tx.send_replace(Some(Arc::new(dst)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndjson_lines_split_across_frames() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(b"{\"type\":\"BOOKMARK\",\"revision\":3}\n\n{\"type\":\"ADD");
+        let evs = events(&mut buf).unwrap();
+        assert_eq!(evs.len(), 1);
+        assert_eq!((evs[0].kind, evs[0].revision), (EventType::Bookmark, 3));
+        buf.extend_from_slice(b"ED\",\"revision\":4,\"object\":{\"exists\":true}}\r\n");
+        let evs = events(&mut buf).unwrap();
+        assert_eq!(evs[0].kind, EventType::Added);
+        assert!(evs[0].object.as_ref().unwrap().exists);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn malformed_or_endless_lines_end_the_stream() {
+        let mut buf = BytesMut::from(&b"{\"type\":\"EXPLODED\",\"revision\":1}\n"[..]);
+        assert!(matches!(events(&mut buf), Err(StreamError::Malformed(_))));
+        let mut buf = BytesMut::from(&b"not json\n"[..]);
+        assert!(matches!(events(&mut buf), Err(StreamError::Malformed(_))));
+        let mut buf = BytesMut::from(&vec![b'x'; MAX_LINE + 1][..]);
+        assert!(matches!(events(&mut buf), Err(StreamError::Malformed(_))));
+    }
 }
