@@ -36,6 +36,10 @@ fn a_service_name_is_balanced_over_its_endpoints() {
         1.0,
         "one watch shared by every connection and name form"
     );
+    // CONNECT web:80 tunnels to one of its endpoints.
+    let proxy = format!("http://{}", client.outbound);
+    let (ok, body, err) = support::curl(None, &["-p", "-x", &proxy, "http://web:80/"]);
+    assert!(ok && (body == "a" || body == "b"), "{body:?} {err}");
 }
 
 #[test]
