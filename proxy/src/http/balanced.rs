@@ -231,8 +231,8 @@ impl Service {
                 return (result, labels);
             }
             if left(deadline).is_some_and(|l| l.is_zero()) {
-                let whole = deadline.map_or(Duration::ZERO, |d| d.1);
-                return (result.and(Err(Error::Timeout(whole))), labels);
+                metrics.retry(reason, "timeout");
+                return (result, labels);
             }
             if retries >= policy.retry_limit {
                 metrics.retry(reason, "limit");

@@ -15,7 +15,8 @@ type Two = [(&'static str, &'static str); 2];
 pub struct OutboundMetrics {
     /// `outbound_http_retries_total{reason,result}`: `reason` is what the
     /// try ended with (`status`, `grpc`, `timeout`, `error`), `result`
-    /// `retried` or why not (`budget_exhausted`, `not_replayable`).
+    /// `retried` or why not (`limit`, `budget_exhausted`,
+    /// `not_replayable`, `timeout`: the request's own timeout passed).
     retries: Family<Two, Counter>,
     /// `outbound_connect_failovers_total`: requests and connections sent
     /// to another endpoint because connecting to the picked one failed.
