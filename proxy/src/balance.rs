@@ -242,7 +242,6 @@ impl Balancer {
         if n == 0 {
             return Err(PickError::NoEndpoints);
         }
-        let now = Instant::now();
         let a = self.draw();
         let mut b = a;
         for _ in 0..3 {
@@ -252,7 +251,7 @@ impl Balancer {
             b = self.draw();
         }
         let avoided = |i: usize| avoid.is_some_and(|x| Arc::ptr_eq(x, &self.endpoints[i]));
-        let usable = |i: usize| self.endpoints[i].breaker.available(now);
+        let usable = |i: usize| self.endpoints[i].breaker.available();
         let choice = match (usable(a), usable(b)) {
             (true, true) if a != b => {
                 if avoided(a) {
@@ -270,14 +269,14 @@ impl Balancer {
             _ => None,
         };
         if let Some(i) = choice {
-            if let Some(p) = self.admit(i, now) {
+            if let Some(p) = self.admit(i) {
                 return Ok(p);
             }
         }
         // Rare: both draws ejected (or avoided): the cheapest available.
         let mut best: Option<(usize, tower::load::peak_ewma::Cost)> = None;
         for (i, e) in self.endpoints.iter().enumerate() {
-            if !e.breaker.available(now) || (avoided(i) && n > 1) {
+            if !e.breaker.available() || (avoided(i) && n > 1) {
                 continue;
             }
             let cost = e.cost();
@@ -285,21 +284,21 @@ impl Balancer {
                 best = Some((i, cost));
             }
         }
-        if let Some(p) = best.and_then(|(i, _)| self.admit(i, now)) {
+        if let Some(p) = best.and_then(|(i, _)| self.admit(i)) {
             return Ok(p);
         }
         // Only the avoided endpoint is left: better than failing.
         if let Some(i) = (0..n).find(|i| avoided(*i)) {
-            if let Some(p) = self.admit(i, now) {
+            if let Some(p) = self.admit(i) {
                 return Ok(p);
             }
         }
         Err(PickError::AllEjected)
     }
 
-    fn admit(&self, i: usize, now: Instant) -> Option<Picked> {
+    fn admit(&self, i: usize) -> Option<Picked> {
         let endpoint = &self.endpoints[i];
-        let probe = match endpoint.breaker.admit(now) {
+        let probe = match endpoint.breaker.admit() {
             Admit::Yes => false,
             Admit::Probe => true,
             Admit::No => return None,

@@ -6,6 +6,7 @@
 //!
 //! Time is `tokio::time::Instant`, so tests run on a paused clock.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -55,6 +56,9 @@ pub struct Params {
 #[derive(Debug)]
 pub struct Breaker {
     state: Mutex<(Mode, Params)>,
+    /// `Closed(0)`: in service without recent failures, the state of
+    /// almost every request — answered without the lock or the clock.
+    healthy: AtomicBool,
 }
 
 impl Breaker {
@@ -62,7 +66,15 @@ impl Breaker {
     pub fn new(params: Params) -> Breaker {
         Breaker {
             state: Mutex::new((Mode::Closed(0), params)),
+            healthy: AtomicBool::new(true),
         }
+    }
+
+    /// Sets the mode and its lock-free mirror.
+    fn set(&self, s: &mut (Mode, Params), mode: Mode) {
+        self.healthy
+            .store(matches!(mode, Mode::Closed(0)), Ordering::Relaxed);
+        s.0 = mode;
     }
 
     /// Changes the parameters (a policy update); the state is kept.
@@ -74,23 +86,29 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the endpoint can be picked, without changing anything.
-    pub fn available(&self, now: Instant) -> bool {
+    /// Whether the endpoint can be picked now, without changing anything.
+    pub fn available(&self) -> bool {
+        if self.healthy.load(Ordering::Relaxed) {
+            return true;
+        }
         match self.lock().0 {
             Mode::Closed(_) => true,
-            Mode::Open { until, .. } => now >= until,
+            Mode::Open { until, .. } => Instant::now() >= until,
             Mode::Probing { .. } => false,
         }
     }
 
     /// Admits a request: ejected endpoints whose backoff has passed let
     /// exactly one probe through.
-    pub fn admit(&self, now: Instant) -> Admit {
+    pub fn admit(&self) -> Admit {
+        if self.healthy.load(Ordering::Relaxed) {
+            return Admit::Yes;
+        }
         let mut s = self.lock();
         match s.0 {
             Mode::Closed(_) => Admit::Yes,
-            Mode::Open { until, backoff } if now >= until => {
-                s.0 = Mode::Probing { backoff };
+            Mode::Open { until, backoff } if Instant::now() >= until => {
+                self.set(&mut s, Mode::Probing { backoff });
                 Admit::Probe
             }
             Mode::Open { .. } | Mode::Probing { .. } => Admit::No,
@@ -100,14 +118,17 @@ impl Breaker {
     /// Records a success. Outcomes of requests admitted before an
     /// ejection are ignored while ejected.
     pub fn success(&self) -> Option<Transition> {
+        if self.healthy.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut s = self.lock();
         match s.0 {
             Mode::Closed(_) => {
-                s.0 = Mode::Closed(0);
+                self.set(&mut s, Mode::Closed(0));
                 None
             }
             Mode::Probing { .. } => {
-                s.0 = Mode::Closed(0);
+                self.set(&mut s, Mode::Closed(0));
                 Some(Transition::Readmitted)
             }
             Mode::Open { .. } => None,
@@ -123,22 +144,18 @@ impl Breaker {
                 let n = n.saturating_add(1);
                 if params.consecutive > 0 && n >= params.consecutive {
                     let backoff = params.min_backoff;
-                    s.0 = Mode::Open {
-                        until: now + jittered(backoff),
-                        backoff,
-                    };
+                    let until = now + jittered(backoff);
+                    self.set(&mut s, Mode::Open { until, backoff });
                     Some(Transition::Ejected)
                 } else {
-                    s.0 = Mode::Closed(n);
+                    self.set(&mut s, Mode::Closed(n));
                     None
                 }
             }
             Mode::Probing { backoff } => {
                 let backoff = (backoff * 2).clamp(params.min_backoff, params.max_backoff);
-                s.0 = Mode::Open {
-                    until: now + jittered(backoff),
-                    backoff,
-                };
+                let until = now + jittered(backoff);
+                self.set(&mut s, Mode::Open { until, backoff });
                 Some(Transition::Ejected)
             }
             Mode::Open { .. } => None,
@@ -150,16 +167,14 @@ impl Breaker {
     pub fn abandon_probe(&self) {
         let mut s = self.lock();
         if let Mode::Probing { backoff } = s.0 {
-            s.0 = Mode::Open {
-                until: Instant::now(),
-                backoff,
-            };
+            let until = Instant::now();
+            self.set(&mut s, Mode::Open { until, backoff });
         }
     }
 
     /// Whether the endpoint is ejected now (for gauges and tests).
     pub fn is_ejected(&self) -> bool {
-        !matches!(self.lock().0, Mode::Closed(_))
+        !self.healthy.load(Ordering::Relaxed) && !matches!(self.lock().0, Mode::Closed(_))
     }
 }
 
@@ -192,29 +207,29 @@ mod tests {
         assert_eq!(b.failure(now()), None);
         assert_eq!(b.failure(now()), None);
         assert_eq!(b.failure(now()), Some(Transition::Ejected));
-        assert_eq!(b.admit(now()), Admit::No);
-        assert!(!b.available(now()));
+        assert_eq!(b.admit(), Admit::No);
+        assert!(!b.available());
         // Late outcomes of requests admitted before the ejection are ignored.
         assert_eq!(b.success(), None);
         assert!(b.is_ejected());
         tokio::time::advance(SEC + SEC / 10 + Duration::from_millis(1)).await;
-        assert!(b.available(now()));
-        assert_eq!(b.admit(now()), Admit::Probe);
-        assert_eq!(b.admit(now()), Admit::No, "one probe at a time");
+        assert!(b.available());
+        assert_eq!(b.admit(), Admit::Probe);
+        assert_eq!(b.admit(), Admit::No, "one probe at a time");
         // The probe fails: twice the backoff (2 s .. 2.2 s).
         assert_eq!(b.failure(now()), Some(Transition::Ejected));
         tokio::time::advance(SEC + SEC / 2).await;
-        assert_eq!(b.admit(now()), Admit::No, "still backing off");
+        assert_eq!(b.admit(), Admit::No, "still backing off");
         tokio::time::advance(SEC).await;
-        assert_eq!(b.admit(now()), Admit::Probe);
+        assert_eq!(b.admit(), Admit::Probe);
         assert_eq!(b.failure(now()), Some(Transition::Ejected)); // 4 s
         tokio::time::advance(5 * SEC).await;
-        assert_eq!(b.admit(now()), Admit::Probe);
+        assert_eq!(b.admit(), Admit::Probe);
         assert_eq!(b.failure(now()), Some(Transition::Ejected)); // capped at 4 s
         tokio::time::advance(4 * SEC + SEC / 2).await;
-        assert_eq!(b.admit(now()), Admit::Probe, "the maximum caps the backoff");
+        assert_eq!(b.admit(), Admit::Probe, "the maximum caps the backoff");
         assert_eq!(b.success(), Some(Transition::Readmitted));
-        assert_eq!(b.admit(now()), Admit::Yes);
+        assert_eq!(b.admit(), Admit::Yes);
         assert!(!b.is_ejected());
     }
 
@@ -224,6 +239,6 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(b.failure(Instant::now()), None);
         }
-        assert_eq!(b.admit(Instant::now()), Admit::Yes);
+        assert_eq!(b.admit(), Admit::Yes);
     }
 }
