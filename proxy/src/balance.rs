@@ -14,7 +14,8 @@
 //! drawing the two candidates with probability proportional to weight.
 //!
 //! Per request for HTTP (the load handle is held until the response head),
-//! per connection for TCP (held until connected).
+//! per connection for TCP (held until connected; open connections are
+//! compared first, see [`Balancer::pick_connection`]).
 
 pub mod breaker;
 
@@ -25,12 +26,13 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Ready;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 use tower::load::completion::TrackCompletion;
-use tower::load::peak_ewma::{Handle, PeakEwma};
+use tower::load::peak_ewma::{Cost, Handle, PeakEwma};
 use tower::load::Load;
 use tower::Service;
 
@@ -66,6 +68,8 @@ pub struct Endpoint {
     /// Consecutive-failure circuit breaker.
     pub breaker: Breaker,
     load: Mutex<PeakEwma<Idle, KeepHandle>>,
+    /// Open TCP connections to it ([`Endpoint::open_connection`]).
+    open: AtomicUsize,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -100,10 +104,17 @@ impl Endpoint {
                 DECAY.as_nanos() as f64,
                 KeepHandle,
             )),
+            open: AtomicUsize::new(0),
         }
     }
 
-    fn cost(&self) -> tower::load::peak_ewma::Cost {
+    /// Counts an open TCP connection until the guard is dropped.
+    pub fn open_connection(self: &Arc<Self>) -> OpenConnection {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+
+    fn cost(&self) -> Cost {
         self.load.lock().unwrap_or_else(|e| e.into_inner()).load()
     }
 
@@ -116,6 +127,23 @@ impl Endpoint {
             Some(Err(never)) => match never {},
             None => unreachable!("Idle is always ready"),
         }
+    }
+}
+
+/// An open TCP connection to an endpoint, counted while it lives.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<Endpoint>);
+
+impl OpenConnection {
+    #[cfg(test)]
+    fn endpoint_for_test(&self) -> &Endpoint {
+        &self.0
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -231,13 +259,30 @@ impl Balancer {
         self.cumulative.partition_point(|c| *c <= r)
     }
 
-    /// Picks an endpoint: two weighted draws, the available one with the
-    /// lower load wins; `avoid` (the endpoint a retry follows) loses ties
-    /// and is skipped when another is available. When neither draw is
-    /// available, the cheapest available endpoint.
+    /// Picks an endpoint for an HTTP request: two weighted draws, the
+    /// available one with the lower peak-EWMA load wins; `avoid` (the
+    /// endpoint a retry follows) is skipped when another is available.
+    /// When neither draw is available, the cheapest available endpoint.
     ///
     /// Errors: no endpoints, or every endpoint ejected (fail fast).
     pub fn pick(&self, avoid: Option<&Arc<Endpoint>>) -> Result<Picked, PickError> {
+        self.pick_by(avoid, |e| (0, e.cost()))
+    }
+
+    /// Picks an endpoint for a TCP connection: as [`Balancer::pick`], but
+    /// the endpoint with fewer open connections wins, then the one with
+    /// the lower load (connect latency, connects in progress): the load
+    /// handle of a connection ends once it is established, so latency
+    /// alone would send every sequential connection to the same endpoint.
+    pub fn pick_connection(&self, avoid: Option<&Arc<Endpoint>>) -> Result<Picked, PickError> {
+        self.pick_by(avoid, |e| (e.open.load(Ordering::Relaxed), e.cost()))
+    }
+
+    fn pick_by(
+        &self,
+        avoid: Option<&Arc<Endpoint>>,
+        cost: impl Fn(&Endpoint) -> (usize, Cost),
+    ) -> Result<Picked, PickError> {
         let n = self.endpoints.len();
         if n == 0 {
             return Err(PickError::NoEndpoints);
@@ -258,7 +303,7 @@ impl Balancer {
                     Some(b)
                 } else if avoided(b) {
                     Some(a)
-                } else if self.endpoints[b].cost() < self.endpoints[a].cost() {
+                } else if cost(&self.endpoints[b]) < cost(&self.endpoints[a]) {
                     Some(b)
                 } else {
                     Some(a)
@@ -274,14 +319,14 @@ impl Balancer {
             }
         }
         // Rare: both draws ejected (or avoided): the cheapest available.
-        let mut best: Option<(usize, tower::load::peak_ewma::Cost)> = None;
+        let mut best: Option<(usize, (usize, Cost))> = None;
         for (i, e) in self.endpoints.iter().enumerate() {
             if !e.breaker.available() || (avoided(i) && n > 1) {
                 continue;
             }
-            let cost = e.cost();
-            if best.is_none_or(|(_, c)| cost < c) {
-                best = Some((i, cost));
+            let c = cost(e);
+            if best.is_none_or(|(_, b)| c < b) {
+                best = Some((i, c));
             }
         }
         if let Some(p) = best.and_then(|(i, _)| self.admit(i)) {

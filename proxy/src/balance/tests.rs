@@ -137,3 +137,27 @@ async fn retries_avoid_the_failed_endpoint() {
         PickError::NoEndpoints
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn connections_spread_by_open_count() {
+    let b = Balancer::new(endpoints(&[1, 1, 1], 7));
+    // One endpoint connects faster, but open connections come first.
+    let mut open = Vec::new();
+    for _ in 0..30 {
+        let mut p = b.pick_connection(None).unwrap();
+        let i = index(&b, &p);
+        tokio::time::advance(Duration::from_millis(if i == 0 { 1 } else { 20 })).await;
+        p.responded();
+        open.push(p.endpoint.open_connection());
+    }
+    let mut count = [0u32; 3];
+    for c in &open {
+        let i = b
+            .endpoints()
+            .iter()
+            .position(|e| std::ptr::eq(&**e, c.endpoint_for_test()))
+            .unwrap();
+        count[i] += 1;
+    }
+    assert!(count.iter().all(|c| (7..=13).contains(c)), "{count:?}");
+}

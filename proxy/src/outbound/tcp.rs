@@ -29,7 +29,7 @@ where
         if attempt > 0 {
             ctx.metrics.outbound().failover();
         }
-        let mut picked = match dst.balancer.pick(avoid.as_ref()) {
+        let mut picked = match dst.balancer.pick_connection(avoid.as_ref()) {
             Ok(p) => p,
             Err(e) => {
                 tracing::info!(dst = %dst.name, %e, "no endpoint to connect to; closing connection");
@@ -51,6 +51,7 @@ where
         let probe = picked.probe;
         match connected {
             Ok(mut upstream) => {
+                let _open = ep.open_connection();
                 count_transition(&ctx.metrics, picked.success(), probe);
                 crate::tcp::splice(client, &mut upstream, ep.addr).await;
                 return;
