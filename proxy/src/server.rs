@@ -168,6 +168,10 @@ pub async fn run(
         // Deregistration is bounded inside; this only guards against a hang.
         let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
     }
+    // Idle pooled connections would keep the drain waiting for the grace period.
+    ctx.h1_pool.clear();
+    ctx.h2_pool.clear();
+    ctx.mesh.clear();
     ctx.tracker.close();
     let open = ctx.tracker.len();
     tracing::info!(open, grace = ?grace, "shutting down: draining connections");

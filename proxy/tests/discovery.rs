@@ -388,3 +388,32 @@ fn without_the_controller_unknown_addresses_wait_once_then_pass_through() {
     assert_eq!(a.status, 503);
     assert!(String::from_utf8_lossy(&a.body).contains("discovery unavailable"));
 }
+
+#[test]
+fn shutdown_is_not_held_up_by_idle_connections_to_endpoints() {
+    let ctl = Controller::start(&[]);
+    let app = Backend::start("web-1");
+    let _backend = backend_proxy(&ctl, "web:80", app.addr, &[]);
+    let plain = Backend::start("plain");
+    service_add(&ctl, "api", 80, &[plain.addr], &[]);
+    let mut client = client_proxy(&ctl, &[]);
+    assert!(eventually(Duration::from_secs(20), || {
+        ProxyClient::new(client.outbound)
+            .request("GET", "web", "/", b"")
+            .is_ok_and(|a| a.status == 200)
+    }));
+    // Idle pooled connections: HTTP/2 over mTLS to the meshed endpoint,
+    // HTTP/1 to the plaintext one.
+    let t = load(client.outbound, "api", 1, 3, Duration::ZERO);
+    assert_eq!(t.ok(), 3);
+    support::curl(
+        None,
+        &["-X", "POST", &format!("http://{}/shutdown", client.admin)],
+    );
+    let status = client.wait_exit(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exits once its connections are idle, not after the 2 min grace period: {status:?}\n{}",
+        client.log()
+    );
+}

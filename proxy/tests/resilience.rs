@@ -176,7 +176,11 @@ fn an_endpoint_that_never_answers_times_out_is_retried_and_ejected() {
     let ctl = Controller::start(&[]);
     let (good, hang) = (Backend::start("good"), Backend::start("hang"));
     hang.set_hang(true);
-    service_add(&ctl, "web", 80, &[good.addr, hang.addr], &[]);
+    // The hanging endpoint weighs 100 times more, so that it keeps being
+    // picked until the breaker ejects it (by latency alone, peak-EWMA
+    // would shun it after its first timeout).
+    service_add(&ctl, "web", 80, &[hang.addr], &["--weight", "10000"]);
+    service_add(&ctl, "web", 80, &[good.addr], &["--weight", "100"]);
     service_set(
         &ctl,
         "web",

@@ -27,6 +27,8 @@ const MAX_IDLE_HTTP1: usize = 16;
 #[derive(Debug, Default)]
 pub struct Http1Pool {
     idle: std::sync::Mutex<HashMap<SocketAddr, Vec<http1::SendRequest<ReqBody>>>>,
+    /// Shutting down: connections are no longer kept.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Http1Pool {
@@ -40,9 +42,20 @@ impl Http1Pool {
         sender
     }
 
+    /// Drops every idle connection (at shutdown: they would keep the
+    /// drain waiting).
+    pub fn clear(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Keeps `sender` for a later request; it becomes ready once the
     /// current response body has been read. Closed ones are dropped.
     fn put(&self, target: SocketAddr, sender: http1::SendRequest<ReqBody>) {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let senders = idle.entry(target).or_default();
         senders.retain(|s| !s.is_closed());
@@ -174,6 +187,8 @@ pub async fn connect(
 #[derive(Debug, Default)]
 pub struct SharedH2Pool {
     peers: std::sync::Mutex<HashMap<SocketAddr, H2Slot>>,
+    /// Shutting down: new connections are used once, not kept.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 type H2Slot = std::sync::Arc<tokio::sync::Mutex<Option<http2::SendRequest<ReqBody>>>>;
@@ -182,6 +197,14 @@ type H2Slot = std::sync::Arc<tokio::sync::Mutex<Option<http2::SendRequest<ReqBod
 const MAX_H2_PEERS: usize = 1024;
 
 impl SharedH2Pool {
+    /// Forgets every connection (at shutdown): each closes once its
+    /// streams in flight are done, instead of keeping the drain waiting.
+    pub fn clear(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// The connection to `addr`, opened (over mTLS to `mesh`'s identity
     /// when given) if there is none or it closed.
     ///
@@ -241,7 +264,9 @@ impl SharedH2Pool {
                 tracing::debug!(%e, "shared HTTP/2 connection failed");
             }
         });
-        *slot = Some(sender.clone());
+        if !self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            *slot = Some(sender.clone());
+        }
         Ok(sender)
     }
 
