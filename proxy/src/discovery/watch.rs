@@ -74,6 +74,7 @@ pub(super) async fn run(
         if got_event {
             backoff = MIN_BACKOFF;
         }
+        let no_identity = matches!(ended, Err(StreamError::Client(Error::NoIdentity)));
         match ended {
             Ok(Ended::Idle) => break,
             Ok(Ended::Closed) => {
@@ -94,8 +95,14 @@ pub(super) async fn run(
                 }
             }
         }
-        let wait = backoff.mul_f64(1.0 + crate::balance::random_fraction() * 0.5);
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        let wait = if no_identity {
+            // The certificate is on its way: look again soon.
+            MIN_BACKOFF
+        } else {
+            let wait = backoff.mul_f64(1.0 + crate::balance::random_fraction() * 0.5);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            wait
+        };
         let (idle_at, idle) = d.idle_deadline(&w);
         if idle {
             break;
