@@ -174,3 +174,38 @@ pub(super) fn error_response(e: &Error, grpc: bool) -> Response<ResponseBody> {
     }
     rsp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn outbound_errors_answer_as_linkerd_does() {
+        let timeout = Error::Timeout(Duration::from_millis(300));
+        let rsp = error_response(&timeout, false);
+        assert_eq!(rsp.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(timeout.label(), "timeout");
+        // gRPC: trailers-only DEADLINE_EXCEEDED.
+        let rsp = error_response(&timeout, true);
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(rsp.headers()["grpc-status"], "4");
+        assert!(rsp.headers()["grpc-message"]
+            .to_str()
+            .unwrap()
+            .contains("timed out"));
+        let unknown = Error::UnknownService("web.shop:80".into());
+        let rsp = error_response(&unknown, true);
+        assert_eq!(rsp.headers()["grpc-status"], "14");
+        let rsp = error_response(&unknown, false);
+        assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(rsp.headers()["pimesh-proxy-error"]
+            .to_str()
+            .unwrap()
+            .contains("unknown service web.shop:80"));
+        assert_eq!(
+            error_response(&Error::AllEjected("web.shop:80".into()), false).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}
