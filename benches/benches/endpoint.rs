@@ -1,16 +1,19 @@
-//! Endpoint selection. pimesh has no load balancer yet (discovery and
-//! balancing are a later issue), so this bench holds the reference the
-//! balancer will be measured against: power of two choices over a
-//! peak-EWMA-style cost (`ewma × (pending + 1)`, as linkerd2-proxy's
-//! balancer), beside the cheapest possible pick, round robin, over 3 to
-//! 1,000 endpoints. When the balancer lands, its pick replaces `p2c` here.
+//! Endpoint selection: the proxy's balancer (`pimesh_proxy::balance`:
+//! power of two choices over tower's peak-EWMA load, weighted draws,
+//! circuit-breaker checks, a load handle per pick) beside the reference
+//! p2c over a bare `ewma × (pending + 1)` cost and the cheapest possible
+//! pick, round robin, over 3 to 1,000 endpoints.
 //!
 //! Run: `cargo bench -p pimesh-benches --bench endpoint` (see benches/README.md).
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
 use pimesh_benches::criterion_ratios::{self, Pair};
+use pimesh_proxy::balance::breaker::Params;
+use pimesh_proxy::balance::{Balancer, Endpoint as ProxyEndpoint};
+use pimesh_proxy::metrics::{Direction, Metrics, Tls};
 use std::hint::black_box;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 const GROUP: &str = "endpoint";
 const SIZES: [usize; 4] = [3, 10, 100, 1000];
@@ -69,7 +72,50 @@ fn endpoints(n: usize) -> Vec<Endpoint> {
         .collect()
 }
 
+/// The proxy's balancer over `n` plaintext endpoints of equal weight.
+fn balancer(n: usize) -> Balancer {
+    let m = Metrics::new(&[]);
+    Balancer::new(
+        (0..n)
+            .map(|i| {
+                let addr: std::net::SocketAddr = format!("10.0.{}.{}:80", i / 250, i % 250 + 1)
+                    .parse()
+                    .unwrap();
+                let labels = m.target(
+                    Direction::Outbound,
+                    &addr.to_string(),
+                    Tls::plaintext(Direction::Outbound),
+                );
+                Arc::new(ProxyEndpoint::new(
+                    addr,
+                    None,
+                    10_000,
+                    labels,
+                    Params {
+                        consecutive: 7,
+                        min_backoff: Duration::from_secs(1),
+                        max_backoff: Duration::from_secs(60),
+                    },
+                ))
+            })
+            .collect(),
+    )
+}
+
 fn bench_endpoint(c: &mut Criterion) {
+    // The balancer picks, and never an ejected endpoint.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let b = balancer(10);
+    let ejected = b.endpoints()[3].clone();
+    for _ in 0..7 {
+        ejected.breaker.failure(tokio::time::Instant::now());
+    }
+    assert!((0..10_000).all(|_| !Arc::ptr_eq(&b.pick(None).unwrap().endpoint, &ejected)));
+
     // p2c never picks the most expensive endpoint: it can only win against
     // itself, and the two choices are distinct.
     let mut eps = endpoints(10);
@@ -79,6 +125,15 @@ fn bench_endpoint(c: &mut Criterion) {
 
     let mut group = c.benchmark_group(GROUP);
     for n in SIZES {
+        let b = balancer(n);
+        group.bench_function(BenchmarkId::new("balancer", n), |bench| {
+            bench.iter(|| {
+                // Pick, then the response comes back (the handle ends).
+                let mut p = black_box(&b).pick(None).unwrap();
+                p.responded();
+                p.success()
+            })
+        });
         let mut eps = endpoints(n);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         group.bench_function(BenchmarkId::new("p2c", n), |b| {
@@ -123,6 +178,21 @@ fn main() {
     criterion_ratios::print(
         GROUP,
         "time per pick, round_robin / p2c (what choosing by load costs)",
+        &pairs,
+        started,
+    );
+    let pairs: Vec<Pair> = SIZES
+        .iter()
+        .zip(&names)
+        .map(|(n, name)| Pair {
+            name,
+            subject: format!("balancer/{n}"),
+            baseline: format!("round_robin/{n}"),
+        })
+        .collect();
+    criterion_ratios::print(
+        GROUP,
+        "time per pick and completion, round_robin / pimesh balancer",
         &pairs,
         started,
     );

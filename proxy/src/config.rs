@@ -10,10 +10,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod identity;
+mod outbound;
 #[cfg(test)]
 mod tests;
 
 use identity::{identity_config, parse_destinations};
+pub use outbound::{Defaults, OutboundConfig, TcpUpstream};
 
 /// Inbound listener: traffic redirected to the pod's own ports.
 pub const DEFAULT_INBOUND_LISTEN_ADDR: &str = "0.0.0.0:4143";
@@ -144,6 +146,8 @@ pub struct Config {
     /// refuse connections without a mesh identity (Linkerd's
     /// `LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`).
     pub inbound_ports_require_identity: Vec<u16>,
+    /// Registration, discovery, upstream listeners and resilience defaults.
+    pub outbound: OutboundConfig,
 }
 
 /// How the proxy gets its certificate.
@@ -188,6 +192,8 @@ impl Config {
     /// value is returned as an [`Error`] naming the variable.
     pub fn from_env(env: &dyn Env) -> Result<Self, Error> {
         let p = Parser { env };
+        let identity = identity_config(&p)?;
+        let outbound = outbound::outbound_config(&p, identity.as_ref())?;
         Ok(Config {
             inbound_addr: p.parse(
                 "PIMESH_PROXY_INBOUND_LISTEN_ADDR",
@@ -246,7 +252,8 @@ impl Config {
                     .map(|_| v.to_string())
                     .map_err(|e| e.to_string())
             })?,
-            identity: identity_config(&p)?,
+            identity,
+            outbound,
             mesh_destinations: p
                 .parse_opt("PIMESH_PROXY_MESH_DESTINATIONS", parse_destinations)?
                 .unwrap_or_default(),
@@ -327,6 +334,20 @@ impl fmt::Display for Config {
                 id.controller_identity,
                 self.mesh_destinations.len(),
                 self.inbound_ports_require_identity,
+            )?;
+            let o = &self.outbound;
+            write!(
+                f,
+                " service={:?} advertise_ip={:?} tcp_upstreams={} discovery_wait={:?} \
+                 retry_limit={} timeout={:?} per_try_timeout={:?} failure_accrual={}",
+                o.service,
+                o.advertise_ip,
+                o.tcp_upstreams.len(),
+                o.discovery_wait,
+                o.defaults.retry_limit,
+                o.defaults.timeout,
+                o.defaults.per_try_timeout,
+                o.defaults.failure_accrual_consecutive,
             )?;
         }
         Ok(())

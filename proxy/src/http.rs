@@ -3,16 +3,21 @@
 //! bodies and trailers, carrying `Upgrade` (WebSocket) and `CONNECT`
 //! tunnels, and recording Linkerd's request/response metrics.
 
+mod balanced;
 mod body;
+mod error;
 mod headers;
 mod upstream;
 
+use crate::config::MeshDestination;
 use crate::detect::Protocol;
 use crate::mesh;
-use crate::metrics::{Direction, RequestLabels, TargetLabels};
+use crate::metrics::{Direction, RequestLabels, RequestMetrics, TargetLabels};
+use crate::outbound::{self, replay::ReqBody, Route};
 use crate::server::{Ctx, Target};
 use body::ResponseBody;
-use bytes::Bytes;
+use error::error_response;
+pub use error::Error;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use upstream::Upstream;
-pub use upstream::{connect, Http1Pool};
+pub use upstream::{connect, Http1Pool, SharedH2Pool};
 
 /// HTTP/2 flow-control windows and send buffer, in bytes: the spec's
 /// defaults (RFC 9113 §6.9.2) rather than hyper's megabytes, so that a slow
@@ -34,86 +39,6 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 /// A byte stream to a target (plain TCP or mTLS), for tunnels.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// Why a request got a response from the proxy instead of its target.
-/// Each variant is also the `error` label of `response_total`.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Explicit proxy mode and the request names no usable target.
-    #[error("request names no target authority")]
-    NoTarget,
-    /// The request targets the proxy's own outbound listener.
-    #[error("request targets the proxy itself")]
-    Loop,
-    /// The request head is larger than `PIMESH_PROXY_MAX_HEADER_BYTES`.
-    #[error("request headers too large")]
-    HeadersTooLarge,
-    /// The target's name could not be resolved.
-    #[error("cannot resolve target {0}")]
-    Resolve(String, #[source] std::io::Error),
-    /// No connection to the target within the connect timeout.
-    #[error("connecting to {0} timed out")]
-    ConnectTimeout(SocketAddr),
-    /// The target refused or reset the connection attempt.
-    #[error("cannot connect to {0}")]
-    Connect(SocketAddr, #[source] std::io::Error),
-    /// The target failed before sending a response head.
-    #[error("target {0} failed")]
-    Upstream(SocketAddr, #[source] hyper::Error),
-    /// The destination needs mTLS and this proxy has no certificate yet.
-    #[error("no mesh identity yet (waiting for a certificate from the controller)")]
-    NoIdentity,
-    /// The mTLS handshake with the destination's proxy failed (e.g. it
-    /// presented another identity, or a certificate the anchors do not trust).
-    #[error("mTLS with {0} failed")]
-    Tls(SocketAddr, #[source] std::io::Error),
-}
-
-impl Error {
-    /// The `error` metric label.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Error::NoTarget => "no_target",
-            Error::Loop => "loop",
-            Error::HeadersTooLarge => "header_too_large",
-            Error::Resolve(..) => "resolve",
-            Error::ConnectTimeout(_) => "connect_timeout",
-            Error::Connect(..) => "connect",
-            Error::Upstream(..) => "upstream",
-            Error::NoIdentity => "no_identity",
-            Error::Tls(..) => "tls",
-        }
-    }
-
-    /// The gRPC status a gRPC client gets: `UNAVAILABLE` (14) when the
-    /// target cannot be reached, `RESOURCE_EXHAUSTED` (8) for oversized
-    /// headers, `INTERNAL` (13) for requests the proxy cannot route.
-    pub fn grpc_status(&self) -> u32 {
-        match self {
-            Error::NoTarget | Error::Loop => 13,
-            Error::HeadersTooLarge => 8,
-            Error::Resolve(..)
-            | Error::ConnectTimeout(_)
-            | Error::Connect(..)
-            | Error::Upstream(..)
-            | Error::NoIdentity
-            | Error::Tls(..) => 14,
-        }
-    }
-
-    /// The status the client gets.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Error::NoTarget | Error::Loop => StatusCode::BAD_REQUEST,
-            Error::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Error::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Error::NoIdentity => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Resolve(..) | Error::Connect(..) | Error::Upstream(..) | Error::Tls(..) => {
-                StatusCode::BAD_GATEWAY
-            }
-        }
-    }
-}
 
 /// Serves one detected HTTP connection until the client closes it, an
 /// error ends it, or shutdown asks it to finish its requests and close.
@@ -216,6 +141,29 @@ impl Service {
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Error> {
         let authority = headers::authority(&req);
+        let is_grpc = headers::is_grpc(req.headers());
+        // Outbound destinations known to discovery are balanced.
+        let head_ok = headers::head_size(&req) <= self.ctx.config.max_header_bytes;
+        if let (Direction::Outbound, Some(d), true) = (self.direction, &self.ctx.discovery, head_ok)
+        {
+            let start = std::time::Instant::now();
+            match outbound::route_http(&self.ctx, d, self.target, authority.as_ref()).await {
+                Route::Balanced(dst) => {
+                    return Ok(self.forward_balanced(dst, req, authority, start).await);
+                }
+                Route::Refuse(refusal) => {
+                    let e = Error::from(refusal.clone());
+                    let labels = self.ctx.metrics.target(
+                        self.direction,
+                        &refusal.dst,
+                        self.labels.tls.clone(),
+                    );
+                    let metrics = self.request_metrics(labels, authority.as_ref(), start);
+                    return Ok(respond(metrics, is_grpc, Err(e)));
+                }
+                Route::Passthrough => {}
+            }
+        }
         let target = match self.target {
             Target::Fixed(addr) => Ok(addr),
             Target::Explicit(local) => self.resolve(authority.as_ref(), &req, local).await,
@@ -233,15 +181,12 @@ impl Service {
             }
             _ => self.labels.clone(),
         };
-        let metrics = self.ctx.metrics.request(RequestLabels {
-            target: labels.clone(),
-            authority: self
-                .ctx
-                .metrics
-                .authority(authority.as_ref().map_or("", |a| a.as_str())),
-        });
-        let is_grpc = headers::is_grpc(req.headers());
-        let result = if headers::head_size(&req) > self.ctx.config.max_header_bytes {
+        let metrics = self.request_metrics(
+            labels.clone(),
+            authority.as_ref(),
+            std::time::Instant::now(),
+        );
+        if !head_ok {
             self.ctx
                 .metrics
                 .http_error(self.direction, "header_too_large");
@@ -250,38 +195,55 @@ impl Service {
                 metrics.end(None, None, Error::HeadersTooLarge.label());
                 return Err(Error::HeadersTooLarge);
             }
-            Err(Error::HeadersTooLarge)
-        } else {
-            match target {
-                Ok(target) => self.forward(req, authority, target, &labels).await,
-                Err(e) => Err(e),
+            return Ok(respond(metrics, is_grpc, Err(Error::HeadersTooLarge)));
+        }
+        let result = match target {
+            Ok(target) => {
+                let mesh_dest = match self.direction {
+                    Direction::Outbound => self.ctx.config.mesh_destination(target),
+                    Direction::Inbound => None,
+                };
+                self.forward(req, authority.clone(), target, mesh_dest, &labels)
+                    .await
             }
+            Err(e) => Err(e),
         };
-        let rsp = match result {
-            Ok(rsp) => rsp,
-            Err(e) => {
-                tracing::debug!(error = %e, "request failed");
-                let rsp = error_response(&e, is_grpc);
-                let grpc_status = is_grpc.then(|| e.grpc_status());
-                metrics.end(Some(rsp.status().as_u16()), grpc_status, e.label());
-                return Ok(rsp);
-            }
-        };
-        let (parts, body) = rsp.into_parts();
-        let body = ResponseBody::new(body, metrics, parts.status.as_u16(), &parts.headers);
-        Ok(Response::from_parts(parts, body))
+        Ok(respond(metrics, is_grpc, result))
     }
 
+    /// Counts a request now (its labels are known).
+    fn request_metrics(
+        &self,
+        labels: TargetLabels,
+        authority: Option<&http::uri::Authority>,
+        start: std::time::Instant,
+    ) -> RequestMetrics {
+        let authority = self
+            .ctx
+            .metrics
+            .authority(authority.map_or("", |a| a.as_str()));
+        self.ctx.metrics.request_since(
+            RequestLabels {
+                target: labels,
+                authority,
+            },
+            start,
+        )
+    }
+
+    /// Forwards `req` to `target` (over mTLS to its proxy when
+    /// `mesh_dest` is given).
     async fn forward(
         &self,
         mut req: Request<Incoming>,
         authority: Option<http::uri::Authority>,
         target: SocketAddr,
+        mesh_dest: Option<&MeshDestination>,
         labels: &TargetLabels,
     ) -> Result<Response<body::Inner>, Error> {
         let explicit = matches!(self.target, Target::Explicit(_));
         if explicit && req.method() == Method::CONNECT {
-            return self.tunnel(req, target, labels).await;
+            return self.tunnel(req, target, mesh_dest, labels).await;
         }
         let upgrade = headers::is_upgrade(&req);
         let is_connect = req.method() == Method::CONNECT;
@@ -298,10 +260,6 @@ impl Service {
         } else if explicit && req.version() != http::Version::HTTP_2 {
             headers::to_origin_form(&mut req, authority.as_ref());
         }
-        let mesh_dest = match self.direction {
-            Direction::Outbound => self.ctx.config.mesh_destination(target),
-            Direction::Inbound => None,
-        };
         if let (Some(dest), false) = (mesh_dest, upgrade) {
             return self.send_mesh(dest, labels, req, authority, target).await;
         }
@@ -310,7 +268,7 @@ impl Service {
             Some(dest) => self.send_mesh_upgrade(dest, labels, req).await?,
             None => {
                 self.upstream
-                    .send(&self.ctx, target, labels, req, upgrade)
+                    .send(&self.ctx, target, labels, req.map(ReqBody::from), upgrade)
                     .await?
             }
         };
@@ -340,7 +298,7 @@ impl Service {
     /// with their version and come back as HTTP/1 responses.
     async fn send_mesh(
         &self,
-        dest: &crate::config::MeshDestination,
+        dest: &MeshDestination,
         labels: &TargetLabels,
         mut req: Request<Incoming>,
         authority: Option<http::uri::Authority>,
@@ -363,7 +321,17 @@ impl Service {
             h.insert(mesh::ORIG_PROTO, http::HeaderValue::from_static(orig));
             *req.version_mut() = http::Version::HTTP_2;
         }
-        let mut rsp = self.ctx.mesh.send(&self.ctx, dest, labels, req).await?;
+        let mut rsp = self
+            .ctx
+            .mesh
+            .send(
+                &self.ctx,
+                Some(dest),
+                dest.proxy_addr,
+                labels,
+                req.map(ReqBody::from),
+            )
+            .await?;
         *rsp.version_mut() = version;
         headers::strip_hop_by_hop(rsp.headers_mut(), false, false);
         Ok(rsp.map(body::Inner::Upstream))
@@ -373,7 +341,7 @@ impl Service {
     /// connection of its own (upgrades cannot ride HTTP/2).
     async fn send_mesh_upgrade(
         &self,
-        dest: &crate::config::MeshDestination,
+        dest: &MeshDestination,
         labels: &TargetLabels,
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, Error> {
@@ -438,10 +406,11 @@ impl Service {
         &self,
         mut req: Request<Incoming>,
         target: SocketAddr,
+        mesh_dest: Option<&MeshDestination>,
         labels: &TargetLabels,
     ) -> Result<Response<body::Inner>, Error> {
         // A mesh destination is reached over mTLS to its proxy (opaque).
-        let server: Box<dyn Io> = match self.ctx.config.mesh_destination(target) {
+        let server: Box<dyn Io> = match mesh_dest {
             Some(dest) => {
                 Box::new(mesh::connect(&self.ctx, dest, mesh::Carries::Opaque, labels).await?)
             }
@@ -462,48 +431,24 @@ impl Service {
     }
 }
 
-/// A response made by the proxy itself: the error's status, its message
-/// as text, and a `pimesh-proxy-error` header (as Linkerd's
-/// `l5d-proxy-error`). gRPC clients get a trailers-only response (HTTP 200,
-/// `grpc-status`, `grpc-message`) as the gRPC over HTTP/2 protocol asks of
-/// proxies, and as linkerd2-proxy answers.
-fn error_response(e: &Error, grpc: bool) -> Response<ResponseBody> {
-    let msg = crate::error_chain(e);
-    // Header-safe: printable ASCII, the rest percent-encoded (as
-    // grpc-message requires).
-    let encoded: String = msg
-        .bytes()
-        .map(|b| match b {
-            b' '..=b'~' if b != b'%' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let encoded = http::HeaderValue::from_str(&encoded).ok();
-    let mut rsp = if grpc {
-        let mut rsp = Response::new(ResponseBody::local(Bytes::new()));
-        let h = rsp.headers_mut();
-        h.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/grpc"),
-        );
-        h.insert("grpc-status", http::HeaderValue::from(e.grpc_status()));
-        if let Some(v) = &encoded {
-            h.insert("grpc-message", v.clone());
+/// The client's response: the target's, or the proxy's own for an error;
+/// the exchange is recorded in `metrics`.
+fn respond(
+    metrics: RequestMetrics,
+    is_grpc: bool,
+    result: Result<Response<body::Inner>, Error>,
+) -> Response<ResponseBody> {
+    let rsp = match result {
+        Ok(rsp) => rsp,
+        Err(e) => {
+            tracing::debug!(error = %crate::error_chain(&e), "request failed");
+            let rsp = error_response(&e, is_grpc);
+            let grpc_status = is_grpc.then(|| e.grpc_status());
+            metrics.end(Some(rsp.status().as_u16()), grpc_status, e.label());
+            return rsp;
         }
-        rsp
-    } else {
-        let mut rsp = Response::new(ResponseBody::local(Bytes::from(format!(
-            "pimesh-proxy: {msg}\n"
-        ))));
-        *rsp.status_mut() = e.status();
-        rsp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        rsp
     };
-    if let Some(v) = encoded {
-        rsp.headers_mut().insert("pimesh-proxy-error", v);
-    }
-    rsp
+    let (parts, body) = rsp.into_parts();
+    let body = ResponseBody::new(body, metrics, parts.status.as_u16(), &parts.headers);
+    Response::from_parts(parts, body)
 }

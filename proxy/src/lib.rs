@@ -11,6 +11,9 @@
 //! - `http`: HTTP/1 and HTTP/2 proxying (upgrades, CONNECT, trailers).
 //! - `tcp`: opaque TCP forwarding with half-close.
 //! - `mesh`: mTLS between proxies (inbound termination, outbound origination).
+//! - `discovery`: the controller's watch API (resolution) and registration.
+//! - `outbound`: routing with discovery, policies, retries' bodies, balanced TCP.
+//! - `balance`: p2c over peak-EWMA load, weights, circuit breaking.
 //! - `io`: replay of detection bytes and byte counting.
 //! - `metrics`: Linkerd-compatible series.
 //! - `identity`: the certificate from the controller, renewed.
@@ -18,8 +21,10 @@
 //! - `admin`: `/metrics`, `/ready`, `/live`, `/shutdown`, `/proxy-log-level`.
 
 pub mod admin;
+pub mod balance;
 pub mod config;
 pub mod detect;
+pub mod discovery;
 pub mod http;
 pub mod identity;
 pub mod init;
@@ -27,6 +32,7 @@ pub mod io;
 pub mod mesh;
 pub mod metrics;
 pub mod orig_dst;
+pub mod outbound;
 pub mod server;
 pub mod tcp;
 pub mod tls;

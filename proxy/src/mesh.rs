@@ -16,12 +16,7 @@ use crate::metrics::{Direction, TargetLabels, Tls};
 use crate::server::{self, Ctx, Target};
 use crate::tls::{sni, ALPN_HTTP1};
 use bytes::BytesMut;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pimesh_api::identity::ALPN_H2;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
@@ -156,47 +151,4 @@ pub async fn connect(
 
 /// One multiplexed HTTP/2 connection per peer proxy, shared by every
 /// client connection.
-#[derive(Debug, Default)]
-pub struct Pool {
-    peers: tokio::sync::Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
-}
-
-impl Pool {
-    /// Sends `req` (already HTTP/2-shaped) to `dest`'s proxy.
-    pub async fn send(
-        &self,
-        ctx: &Ctx,
-        dest: &MeshDestination,
-        labels: &TargetLabels,
-        req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, Error> {
-        let mut sender = {
-            let mut peers = self.peers.lock().await;
-            match peers.get(&dest.proxy_addr) {
-                Some(s) if !s.is_closed() => s.clone(),
-                _ => {
-                    let tls = connect(ctx, dest, Carries::Http2, labels).await?;
-                    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .initial_stream_window_size(crate::http::H2_STREAM_WINDOW)
-                        .initial_connection_window_size(crate::http::H2_CONN_WINDOW)
-                        .max_send_buf_size(crate::http::H2_MAX_SEND_BUF)
-                        .handshake(TokioIo::new(tls))
-                        .await
-                        .map_err(|e| Error::Upstream(dest.proxy_addr, e))?;
-                    ctx.tracker.spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(%e, "mesh connection failed");
-                        }
-                    });
-                    peers.insert(dest.proxy_addr, sender.clone());
-                    sender
-                }
-            }
-        };
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| Error::Upstream(dest.proxy_addr, e))
-    }
-}
+pub type Pool = crate::http::SharedH2Pool;

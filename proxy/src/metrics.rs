@@ -4,12 +4,16 @@
 //! are interned up to [`MAX_LABEL_VALUES`] each, later ones share `overflow`.
 
 mod labels;
+mod outbound;
 mod process;
 #[cfg(test)]
 mod tests;
 
-pub use labels::{Classification, Direction, Peer, RequestLabels, TargetLabels, TcpLabels, Tls};
+pub use labels::{
+    Classification, Direction, DstLabels, Peer, RequestLabels, TargetLabels, TcpLabels, Tls,
+};
 use labels::{ErrorLabels, LatencyLabels, RenewalLabels, ResponseLabels, TcpCloseLabels};
+pub use outbound::OutboundMetrics;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -61,6 +65,8 @@ pub struct Metrics {
     authorities: Interner,
     targets: Interner,
     identities: Interner,
+    dst_values: Interner,
+    outbound: OutboundMetrics,
 }
 
 impl Metrics {
@@ -100,6 +106,8 @@ impl Metrics {
             authorities: Interner::default(),
             targets: Interner::default(),
             identities: Interner::default(),
+            dst_values: Interner::default(),
+            outbound: OutboundMetrics::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -170,7 +178,13 @@ impl Metrics {
             "Certificate requests to the controller, by result",
             m.identity_renewals.clone(),
         );
+        m.outbound.register(r);
         Metrics { registry, ..m }
+    }
+
+    /// Discovery, balancing, retry and circuit-breaking counters.
+    pub fn outbound(&self) -> &OutboundMetrics {
+        &self.outbound
     }
 
     /// The `tls="true"` state for a verified peer named `peer_name`.
@@ -218,7 +232,29 @@ impl Metrics {
             direction,
             target_addr: self.targets.get(target_addr),
             tls,
+            dst: None,
         }
+    }
+
+    /// `dst_*` labels from an endpoint's discovery labels (`namespace`,
+    /// `service`, `deployment`, `pod`), with `namespace`/`service` falling
+    /// back to the resolved service's. Values are interned (bounded).
+    pub fn dst_labels(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+        service: &str,
+        namespace: &str,
+    ) -> Arc<DstLabels> {
+        let get = |k: &str, fallback: &str| {
+            self.dst_values
+                .get(labels.get(k).map_or(fallback, String::as_str))
+        };
+        Arc::new(DstLabels {
+            namespace: get("namespace", namespace),
+            service: get("service", service),
+            deployment: get("deployment", ""),
+            pod: get("pod", ""),
+        })
     }
 
     /// Counts a connection that failed before it was handed to a target.
@@ -253,13 +289,35 @@ impl Metrics {
 
     /// Counts one request; the handle records its response.
     pub fn request(self: &Arc<Self>, labels: RequestLabels) -> RequestMetrics {
-        self.request_total.get_or_create(&labels).inc();
+        self.request_since(labels, Instant::now())
+    }
+
+    /// Counts one request that started at `start`; the handle records its response.
+    pub fn request_since(
+        self: &Arc<Self>,
+        labels: RequestLabels,
+        start: Instant,
+    ) -> RequestMetrics {
+        let mut m = self.request_pending(labels, start);
+        m.count();
+        m
+    }
+
+    /// A request whose labels are final only once an endpoint answered
+    /// ([`RequestMetrics::relabel`]); it is counted in `request_total` then,
+    /// or when it ends, whichever is first.
+    pub fn request_pending(
+        self: &Arc<Self>,
+        labels: RequestLabels,
+        start: Instant,
+    ) -> RequestMetrics {
         RequestMetrics {
             metrics: self.clone(),
             labels,
-            start: Instant::now(),
+            start,
             latency_recorded: false,
             ended: false,
+            counted: false,
         }
     }
 }
@@ -333,14 +391,31 @@ pub struct RequestMetrics {
     start: Instant,
     latency_recorded: bool,
     ended: bool,
+    /// Whether `request_total` was incremented (with the final labels).
+    counted: bool,
 }
 
 impl RequestMetrics {
+    /// Replaces the target labels of a request not counted yet (the
+    /// endpoint that answered); ignored once counted.
+    pub fn relabel(&mut self, target: TargetLabels) {
+        if !self.counted {
+            self.labels.target = target;
+        }
+    }
+
+    fn count(&mut self) {
+        if !std::mem::replace(&mut self.counted, true) {
+            self.metrics.request_total.get_or_create(&self.labels).inc();
+        }
+    }
+
     /// Records `response_latency_ms` once, at the first response frame.
     pub fn first_frame(&mut self, status: Option<u16>) {
         if std::mem::replace(&mut self.latency_recorded, true) {
             return;
         }
+        self.count();
         self.metrics
             .response_latency_ms
             .get_or_create(&LatencyLabels {
@@ -363,6 +438,7 @@ impl RequestMetrics {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
+        self.count();
         self.first_frame(status);
         let failed = !error.is_empty()
             || status.is_none_or(|s| s >= 500)

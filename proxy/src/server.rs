@@ -5,7 +5,9 @@
 //! everything the grace period, then return.
 
 use crate::config::Config;
+use crate::config::TcpUpstream;
 use crate::detect::{self, Protocol};
+use crate::discovery::{self, Discovery};
 use crate::io::{MeteredIo, PrefixedIo};
 use crate::metrics::{Direction, Metrics, Peer, TargetLabels, TcpConnection, TcpLabels, Tls};
 use crate::tls::CredentialStore;
@@ -35,6 +37,10 @@ pub struct Ctx {
     pub mesh: mesh::Pool,
     /// Idle HTTP/1 connections to targets, shared by client connections.
     pub h1_pool: http::Http1Pool,
+    /// Plaintext HTTP/2 connections to endpoints of balanced services.
+    pub h2_pool: http::SharedH2Pool,
+    /// The resolver of outbound destinations; `None` without a controller.
+    pub discovery: Option<Arc<Discovery>>,
 }
 
 impl Ctx {
@@ -54,6 +60,8 @@ pub struct Listeners {
     pub outbound: TcpListener,
     /// Admin: metrics, probes, shutdown, log level.
     pub admin: TcpListener,
+    /// `PIMESH_PROXY_TCP_UPSTREAMS`: local listeners for named services.
+    pub tcp_upstreams: Vec<(TcpUpstream, TcpListener)>,
 }
 
 impl Listeners {
@@ -66,10 +74,15 @@ impl Listeners {
                 .await
                 .map_err(|source| BindError { addr, source })
         };
+        let mut tcp_upstreams = Vec::new();
+        for up in &config.outbound.tcp_upstreams {
+            tcp_upstreams.push((up.clone(), bind(up.listen).await?));
+        }
         Ok(Listeners {
             inbound: bind(config.inbound_addr).await?,
             outbound: bind(config.outbound_addr).await?,
             admin: bind(config.admin_addr).await?,
+            tcp_upstreams,
         })
     }
 }
@@ -96,7 +109,9 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new(&config.workload_labels));
     let grace = config.shutdown_grace_period;
     let creds = Arc::new(CredentialStore::default());
+    let mut client = None;
     if let Some(id) = config.identity.clone() {
+        client = Some(Arc::new(discovery::Client::new(id.clone(), creds.clone())));
         tokio::spawn(crate::identity::run(
             id,
             creds.clone(),
@@ -104,6 +119,23 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    // Watches end with `shutdown`; registration is withdrawn at shutdown
+    // and must finish before draining, so it gets its own token.
+    let discovery = client.as_ref().map(|c| {
+        Arc::new(Discovery::new(
+            c.clone(),
+            &config,
+            metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let listening = discovery::register::Listening {
+        inbound: listeners
+            .inbound
+            .local_addr()
+            .unwrap_or(config.inbound_addr),
+        admin: listeners.admin.local_addr().unwrap_or(config.admin_addr),
+    };
     let ctx = Arc::new(Ctx {
         config,
         metrics,
@@ -112,12 +144,34 @@ pub async fn run(
         creds,
         mesh: mesh::Pool::default(),
         h1_pool: http::Http1Pool::default(),
+        h2_pool: http::SharedH2Pool::default(),
+        discovery,
+    });
+    let registration = client.map(|c| {
+        tokio::spawn(discovery::register::run(
+            c,
+            ctx.clone(),
+            listening,
+            shutdown.clone(),
+        ))
     });
     let admin = tokio::spawn(admin::serve(listeners.admin, ctx.clone(), log));
+    for (up, l) in listeners.tcp_upstreams {
+        tracing::info!(listen = %up.listen, service = %up.service, port = up.port, "TCP upstream listening");
+        tokio::spawn(crate::outbound::tcp::serve_upstream(ctx.clone(), l, up));
+    }
     tokio::join!(
         accept_loop(ctx.clone(), Direction::Inbound, listeners.inbound),
         accept_loop(ctx.clone(), Direction::Outbound, listeners.outbound),
     );
+    if let Some(r) = registration {
+        // Deregistration is bounded inside; this only guards against a hang.
+        let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+    }
+    // Idle pooled connections would keep the drain waiting for the grace period.
+    ctx.h1_pool.clear();
+    ctx.h2_pool.clear();
+    ctx.mesh.clear();
     ctx.tracker.close();
     let open = ctx.tracker.len();
     tracing::info!(open, grace = ?grace, "shutting down: draining connections");
@@ -303,7 +357,7 @@ pub async fn dispatch<I>(
 }
 
 /// Resolves once `conn` moved no byte for between `timeout` and twice it.
-async fn idle(conn: &TcpConnection, timeout: Duration) {
+pub(crate) async fn idle(conn: &TcpConnection, timeout: Duration) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut seen = conn.bytes.load(Relaxed);
     loop {

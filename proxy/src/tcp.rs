@@ -20,6 +20,14 @@ pub async fn forward<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    // Services known to discovery are balanced (static mesh destinations win).
+    if let (Direction::Outbound, Some(d)) = (labels.direction, &ctx.discovery) {
+        if let crate::outbound::Route::Balanced(dst) =
+            crate::outbound::route_addr(ctx, d, target).await
+        {
+            return crate::outbound::tcp::forward(ctx, &mut client, &dst).await;
+        }
+    }
     // Mesh destinations get mTLS to their proxy (outbound only: inbound
     // targets are the local app).
     let dest = match labels.direction {
@@ -47,7 +55,8 @@ pub async fn forward<I>(
     splice(&mut client, &mut upstream, target).await
 }
 
-async fn splice<A, B>(client: &mut A, upstream: &mut B, target: SocketAddr)
+/// Copies both ways until both directions closed or one failed.
+pub(crate) async fn splice<A, B>(client: &mut A, upstream: &mut B, target: SocketAddr)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,

@@ -89,3 +89,89 @@ fn durations() {
     assert!(parse_duration("-1s").is_err());
     assert!(parse_duration("").is_err());
 }
+
+/// The identity variables of a proxy with a controller (real files).
+fn with_controller(
+    dir: &std::path::Path,
+    extra: &[(&'static str, &'static str)],
+) -> Result<Config, Error> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let anchors = dir.join("anchors.pem");
+    std::fs::write(&anchors, ca.pem()).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "pmt_x").unwrap();
+    let anchors = anchors.display().to_string();
+    let token = token.display().to_string();
+    let mut env: HashMap<&str, &str> = extra.iter().copied().collect();
+    env.insert("PIMESH_PROXY_CONTROLLER_ADDR", "127.0.0.1:8086");
+    env.insert("PIMESH_PROXY_TRUST_ANCHORS", &anchors);
+    env.insert("PIMESH_PROXY_TOKEN_FILE", &token);
+    env.insert("PIMESH_PROXY_IDENTITY", "shop/web");
+    Config::from_env(&env)
+}
+
+#[test]
+fn outbound_settings() {
+    let dir = std::env::temp_dir().join(format!("pimesh-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = with_controller(&dir, &[]).unwrap();
+    let o = &c.outbound;
+    assert_eq!(o.service, None);
+    assert_eq!(o.defaults.retry_limit, 0);
+    assert_eq!(o.defaults.failure_accrual_consecutive, 7);
+    assert_eq!(o.discovery_wait, Duration::from_secs(1));
+    let c = with_controller(
+        &dir,
+        &[
+            ("PIMESH_PROXY_SERVICE", "web:8080"),
+            ("PIMESH_PROXY_ADVERTISE_ADDR", "10.0.0.7"),
+            (
+                "PIMESH_PROXY_TCP_UPSTREAMS",
+                "127.0.0.1:15432=db:5432, 127.0.0.1:16379=cache.other:6379",
+            ),
+            ("PIMESH_PROXY_OUTBOUND_RETRY_HTTP", "gateway-error,429"),
+            ("PIMESH_PROXY_OUTBOUND_PER_TRY_TIMEOUT", "250ms"),
+        ],
+    )
+    .unwrap();
+    let o = &c.outbound;
+    assert_eq!(o.service, Some(("web".into(), Some(8080))));
+    assert_eq!(o.advertise_ip, Some("10.0.0.7".parse().unwrap()));
+    assert_eq!(
+        o.tcp_upstreams[0].service.to_string(),
+        "db.shop",
+        "bare names: the proxy's namespace"
+    );
+    assert_eq!(o.tcp_upstreams[1].service.to_string(), "cache.other");
+    assert_eq!(o.tcp_upstreams[1].port, 6379);
+    assert_eq!(o.defaults.per_try_timeout, Some(Duration::from_millis(250)));
+    for (name, value) in [
+        ("PIMESH_PROXY_SERVICE", "web.shop"),
+        ("PIMESH_PROXY_SERVICE", "web:0"),
+        ("PIMESH_PROXY_ADVERTISE_ADDR", "0.0.0.0"),
+        ("PIMESH_PROXY_TCP_UPSTREAMS", "127.0.0.1:15432=db"),
+        (
+            "PIMESH_PROXY_TCP_UPSTREAMS",
+            "127.0.0.1:1=a:1,127.0.0.1:1=b:2",
+        ),
+        ("PIMESH_PROXY_OUTBOUND_RETRY_HTTP", "9xx"),
+        ("PIMESH_PROXY_OUTBOUND_RETRY_GRPC", "sometimes"),
+        ("PIMESH_PROXY_OUTBOUND_RETRY_LIMIT", "11"),
+        ("PIMESH_PROXY_OUTBOUND_RETRY_BUDGET_RATIO", "-1"),
+        ("PIMESH_PROXY_FAILURE_ACCRUAL_MIN_BACKOFF", "2m"),
+        ("PIMESH_PROXY_DISCOVERY_MAX_WATCHES", "0"),
+        ("PIMESH_PROXY_CLUSTER_DOMAIN", "Cluster..local"),
+    ] {
+        let e = with_controller(&dir, &[(name, value)]).unwrap_err();
+        assert_eq!(e.name, name, "{value}: {e}");
+    }
+    // Registration and upstream listeners need discovery.
+    let e = cfg(&[("PIMESH_PROXY_SERVICE", "web")]).unwrap_err();
+    assert_eq!(e.name, "PIMESH_PROXY_SERVICE");
+    assert!(e.reason.contains("PIMESH_PROXY_CONTROLLER_ADDR"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,12 +1,16 @@
-//! Connections to local or unmeshed targets. Each request goes out in its
-//! own HTTP version: HTTP/2 on one multiplexed connection per client
-//! connection; HTTP/1 on an idle connection from a pool shared by every
-//! client connection (so that idle clients hold no upstream connection),
-//! retried once on a fresh connection when a pooled one closed before the
-//! request was written.
+//! Connections to targets. Each request goes out in its own HTTP version:
+//! HTTP/2 on one multiplexed connection per client connection (fixed
+//! targets) or per endpoint ([`SharedH2Pool`]: balanced endpoints and peer
+//! proxies over mTLS); HTTP/1 on an idle connection from a pool shared by
+//! every client connection (so that idle clients hold no upstream
+//! connection), retried once on a fresh connection when a pooled one
+//! closed before the request was written.
 
 use super::Error;
+use crate::balance::Endpoint;
+use crate::config::MeshDestination;
 use crate::metrics::TargetLabels;
+use crate::outbound::replay::ReqBody;
 use crate::server::{self, Ctx};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
@@ -22,11 +26,13 @@ const MAX_IDLE_HTTP1: usize = 16;
 /// Idle HTTP/1 connections to targets, shared by all client connections.
 #[derive(Debug, Default)]
 pub struct Http1Pool {
-    idle: std::sync::Mutex<HashMap<SocketAddr, Vec<http1::SendRequest<Incoming>>>>,
+    idle: std::sync::Mutex<HashMap<SocketAddr, Vec<http1::SendRequest<ReqBody>>>>,
+    /// Shutting down: connections are no longer kept.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Http1Pool {
-    fn take(&self, target: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
+    fn take(&self, target: SocketAddr) -> Option<http1::SendRequest<ReqBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let senders = idle.get_mut(&target)?;
         let sender = senders.pop();
@@ -36,9 +42,20 @@ impl Http1Pool {
         sender
     }
 
+    /// Drops every idle connection (at shutdown: they would keep the
+    /// drain waiting).
+    pub fn clear(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Keeps `sender` for a later request; it becomes ready once the
     /// current response body has been read. Closed ones are dropped.
-    fn put(&self, target: SocketAddr, sender: http1::SendRequest<Incoming>) {
+    fn put(&self, target: SocketAddr, sender: http1::SendRequest<ReqBody>) {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let senders = idle.entry(target).or_default();
         senders.retain(|s| !s.is_closed());
@@ -52,7 +69,7 @@ impl Http1Pool {
 /// The HTTP/2 connection of one client connection.
 #[derive(Default)]
 pub struct Upstream {
-    h2: tokio::sync::Mutex<Option<(SocketAddr, http2::SendRequest<Incoming>)>>,
+    h2: tokio::sync::Mutex<Option<(SocketAddr, http2::SendRequest<ReqBody>)>>,
 }
 
 impl Upstream {
@@ -66,7 +83,7 @@ impl Upstream {
         ctx: &Ctx,
         target: SocketAddr,
         labels: &TargetLabels,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, Error> {
         if req.version() == Version::HTTP_2 {
@@ -116,7 +133,7 @@ impl Upstream {
         ctx: &Ctx,
         target: SocketAddr,
         labels: &TargetLabels,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
     ) -> Result<Response<Incoming>, Error> {
         let mut sender = {
             let mut cached = self.h2.lock().await;
@@ -162,4 +179,209 @@ pub async fn connect(
             Error::Connect(target, e)
         }
     })
+}
+
+/// Shared HTTP/2 connections, one per peer address: peer proxies over
+/// mTLS (a mesh destination given) and plaintext endpoints of balanced
+/// services. Connecting to one peer does not hold up requests to others.
+#[derive(Debug, Default)]
+pub struct SharedH2Pool {
+    peers: std::sync::Mutex<HashMap<SocketAddr, H2Slot>>,
+    /// Shutting down: new connections are used once, not kept.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+type H2Slot = std::sync::Arc<tokio::sync::Mutex<Option<http2::SendRequest<ReqBody>>>>;
+
+/// Peers remembered before closed connections are forgotten.
+const MAX_H2_PEERS: usize = 1024;
+
+impl SharedH2Pool {
+    /// Forgets every connection (at shutdown): each closes once its
+    /// streams in flight are done, instead of keeping the drain waiting.
+    pub fn clear(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// The connection to `addr`, opened (over mTLS to `mesh`'s identity
+    /// when given) if there is none or it closed.
+    ///
+    /// Errors: connect, TLS and handshake failures.
+    pub async fn sender(
+        &self,
+        ctx: &Ctx,
+        mesh: Option<&MeshDestination>,
+        addr: SocketAddr,
+        labels: &TargetLabels,
+    ) -> Result<http2::SendRequest<ReqBody>, Error> {
+        let slot = {
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            if peers.len() >= MAX_H2_PEERS && !peers.contains_key(&addr) {
+                peers.retain(|_, s| {
+                    s.try_lock()
+                        .map_or(true, |s| s.as_ref().is_some_and(|s| !s.is_closed()))
+                });
+            }
+            peers.entry(addr).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some(s) = slot.as_ref() {
+            if !s.is_closed() {
+                return Ok(s.clone());
+            }
+        }
+        let builder = {
+            let mut b = http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .initial_stream_window_size(super::H2_STREAM_WINDOW)
+                .initial_connection_window_size(super::H2_CONN_WINDOW)
+                .max_send_buf_size(super::H2_MAX_SEND_BUF);
+            b
+        };
+        let (sender, conn) = match mesh {
+            Some(dest) => {
+                let tls =
+                    crate::mesh::connect(ctx, dest, crate::mesh::Carries::Http2, labels).await?;
+                let (s, c) = builder
+                    .handshake(TokioIo::new(tls))
+                    .await
+                    .map_err(|e| Error::Upstream(addr, e))?;
+                (s, futures_util::future::Either::Left(c))
+            }
+            None => {
+                let io = TokioIo::new(connect(ctx, addr, labels).await?);
+                let (s, c) = builder
+                    .handshake(io)
+                    .await
+                    .map_err(|e| Error::Upstream(addr, e))?;
+                (s, futures_util::future::Either::Right(c))
+            }
+        };
+        ctx.tracker.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%e, "shared HTTP/2 connection failed");
+            }
+        });
+        if !self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            *slot = Some(sender.clone());
+        }
+        Ok(sender)
+    }
+
+    /// Sends `req` (HTTP/2-shaped) on the connection to `addr`.
+    pub async fn send(
+        &self,
+        ctx: &Ctx,
+        mesh: Option<&MeshDestination>,
+        addr: SocketAddr,
+        labels: &TargetLabels,
+        req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, Error> {
+        let mut sender = self.sender(ctx, mesh, addr, labels).await?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| Error::Upstream(addr, e))
+    }
+}
+
+/// A connection ready to take one request to a balanced endpoint.
+pub enum Ready {
+    /// An HTTP/1 connection of the shared pool (or a new one).
+    H1(http1::SendRequest<ReqBody>),
+    /// The endpoint's shared HTTP/2 connection.
+    H2(http2::SendRequest<ReqBody>),
+}
+
+impl Ready {
+    /// Connects to `ep` (or reuses a connection) for a request of
+    /// `version`: meshed endpoints always get HTTP/2 over mTLS.
+    ///
+    /// Errors: the endpoint cannot be reached; no request was sent.
+    pub async fn connect(ctx: &Ctx, ep: &Endpoint, version: Version) -> Result<Ready, Error> {
+        if ep.mesh.is_some() || version == Version::HTTP_2 {
+            let pool = if ep.mesh.is_some() {
+                &ctx.mesh
+            } else {
+                &ctx.h2_pool
+            };
+            return pool
+                .sender(ctx, ep.mesh.as_ref(), ep.connect, &ep.labels)
+                .await
+                .map(Ready::H2);
+        }
+        while let Some(mut sender) = ctx.h1_pool.take(ep.connect) {
+            if sender.ready().await.is_ok() {
+                return Ok(Ready::H1(sender));
+            }
+        }
+        new_h1(ctx, ep.connect, &ep.labels).await.map(Ready::H1)
+    }
+
+    /// Sends `req`. A connection that closed before the request was
+    /// written (an idle one the peer dropped) is replaced, twice at most:
+    /// nothing was sent, so this is safe for any method.
+    ///
+    /// Errors: the endpoint failed before answering, or cannot be reached again.
+    pub async fn send(
+        self,
+        ctx: &Ctx,
+        ep: &Endpoint,
+        req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, Error> {
+        let addr = ep.connect;
+        let mut ready = self;
+        let mut req = req;
+        let mut attempt = 0;
+        loop {
+            let unsent = match ready {
+                Ready::H2(mut s) => match s.try_send_request(req).await {
+                    Ok(rsp) => return Ok(rsp),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) if attempt < 2 => unsent,
+                        _ => return Err(Error::Upstream(addr, e.into_error())),
+                    },
+                },
+                Ready::H1(mut s) => match s.try_send_request(req).await {
+                    Ok(rsp) => {
+                        ctx.h1_pool.put(addr, s);
+                        return Ok(rsp);
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) if attempt < 2 => unsent,
+                        _ => return Err(Error::Upstream(addr, e.into_error())),
+                    },
+                },
+            };
+            req = unsent;
+            ready = match req.version() {
+                // A fresh connection (the pool may hold more stale ones).
+                Version::HTTP_11 | Version::HTTP_10 if ep.mesh.is_none() => {
+                    Ready::H1(new_h1(ctx, addr, &ep.labels).await?)
+                }
+                v => Ready::connect(ctx, ep, v).await?,
+            };
+            attempt += 1;
+        }
+    }
+}
+
+async fn new_h1(
+    ctx: &Ctx,
+    addr: SocketAddr,
+    labels: &TargetLabels,
+) -> Result<http1::SendRequest<ReqBody>, Error> {
+    let io = TokioIo::new(connect(ctx, addr, labels).await?);
+    let (sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| Error::Upstream(addr, e))?;
+    ctx.tracker.spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%e, "HTTP/1 endpoint connection failed");
+        }
+    });
+    Ok(sender)
 }

@@ -87,13 +87,50 @@ pub struct TargetLabels {
     pub target_addr: Arc<str>,
     /// `tls` / `no_tls_reason`.
     pub tls: Tls,
+    /// `dst_*` labels of an outbound endpoint known to discovery.
+    pub dst: Option<Arc<DstLabels>>,
 }
 
 impl TargetLabels {
     fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         ("direction", self.direction.as_str()).encode(e.encode_label())?;
         ("target_addr", &*self.target_addr).encode(e.encode_label())?;
-        self.tls.encode(e)
+        self.tls.encode(e)?;
+        if let Some(dst) = &self.dst {
+            dst.encode(e)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where outbound traffic went, from the endpoint's labels in discovery:
+/// linkerd2-proxy's `dst_namespace`, `dst_service`, `dst_deployment`,
+/// `dst_pod` (empty values are left out). Values are interned (bounded).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DstLabels {
+    /// `dst_namespace`.
+    pub namespace: Arc<str>,
+    /// `dst_service`.
+    pub service: Arc<str>,
+    /// `dst_deployment`.
+    pub deployment: Arc<str>,
+    /// `dst_pod`.
+    pub pod: Arc<str>,
+}
+
+impl DstLabels {
+    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        for (k, v) in [
+            ("dst_namespace", &self.namespace),
+            ("dst_service", &self.service),
+            ("dst_deployment", &self.deployment),
+            ("dst_pod", &self.pod),
+        ] {
+            if !v.is_empty() {
+                (k, &**v).encode(e.encode_label())?;
+            }
+        }
+        Ok(())
     }
 }
 

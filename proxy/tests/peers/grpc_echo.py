@@ -13,6 +13,7 @@ Usage:
         Listens on 127.0.0.1 or --host (port 0 picks a free port), prints ``PORT <n>``
         on stdout, then serves until SIGTERM/SIGINT.
     python3 grpc_echo.py client --target HOST:PORT [--unary N] [--messages M]
+                                [--authority NAME:PORT]
         Runs N unary echoes, one expected-failure call and an interleaved
         bidi stream of M messages. Prints one JSON summary line on stdout and
         exits 0 if every check passed; otherwise explains on stderr, exits 1.
@@ -150,8 +151,12 @@ def run_bidi(channel, m):
     return m, trailer
 
 
-def client(target, n, m):
+def client(target, n, m, authority=None):
     options = [("grpc.enable_http_proxy", 0)]
+    if authority:
+        # The :authority names the service (a proxy's outbound listener
+        # used as an explicit proxy routes on it).
+        options.append(("grpc.default_authority", authority))
     phase = "connect"
     try:
         with grpc.insecure_channel(target, options=options) as channel:
@@ -186,10 +191,11 @@ def main():
     p_client.add_argument("--target", required=True)
     p_client.add_argument("--unary", type=int, default=10)
     p_client.add_argument("--messages", type=int, default=20)
+    p_client.add_argument("--authority", default=None)
     args = parser.parse_args()
     if args.cmd == "serve":
         return serve(args.port, args.host)
-    return client(args.target, args.unary, args.messages)
+    return client(args.target, args.unary, args.messages, args.authority)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 //! servers, and network namespaces that clean up after themselves.
 #![allow(dead_code)]
 
+pub mod outbound;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -54,7 +56,8 @@ pub fn cmd(netns: Option<&str>, program: &str) -> Command {
 }
 
 /// Runs `c` to completion with a timeout; panics (failing the test) when
-/// it does not finish in time.
+/// it does not finish in time. Output is read while it runs (a child
+/// writing more than a pipe buffer would otherwise never finish).
 pub fn run(c: &mut Command, timeout: Duration) -> Output {
     let mut child = c
         .stdin(Stdio::null())
@@ -62,21 +65,47 @@ pub fn run(c: &mut Command, timeout: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
+            let _ = child.wait();
             panic!(
                 "{c:?} did not finish within {timeout:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&out.join().unwrap()),
+                String::from_utf8_lossy(&err.join().unwrap())
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
     }
 }
 
@@ -531,7 +560,12 @@ pub fn h2load(netns: Option<&str>, args: &[&str]) -> u64 {
 
 /// The `pimesh` binary (the controller), built beside `pimesh-proxy`; built
 /// on demand when only the proxy's tests were compiled.
+/// `PIMESH_TEST_CONTROLLER_BIN` points at another build (e.g. a branch
+/// not merged yet).
 pub fn controller_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("PIMESH_TEST_CONTROLLER_BIN") {
+        return PathBuf::from(bin);
+    }
     let dir = Path::new(proxy_bin()).parent().unwrap();
     let bin = dir.join("pimesh");
     if !bin.exists() {

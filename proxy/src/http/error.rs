@@ -1,0 +1,211 @@
+//! Why a request got a response from the proxy instead of its target,
+//! and that response: the status, a `pimesh-proxy-error` header, and for
+//! gRPC clients a trailers-only answer.
+
+use super::body::ResponseBody;
+use crate::outbound;
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use std::net::SocketAddr;
+
+/// Why a request got a response from the proxy instead of its target.
+/// Each variant is also the `error` label of `response_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Explicit proxy mode and the request names no usable target.
+    #[error("request names no target authority")]
+    NoTarget,
+    /// The request targets the proxy's own outbound listener.
+    #[error("request targets the proxy itself")]
+    Loop,
+    /// The request head is larger than `PIMESH_PROXY_MAX_HEADER_BYTES`.
+    #[error("request headers too large")]
+    HeadersTooLarge,
+    /// The target's name could not be resolved.
+    #[error("cannot resolve target {0}")]
+    Resolve(String, #[source] std::io::Error),
+    /// No connection to the target within the connect timeout.
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(SocketAddr),
+    /// The target refused or reset the connection attempt.
+    #[error("cannot connect to {0}")]
+    Connect(SocketAddr, #[source] std::io::Error),
+    /// The target failed before sending a response head.
+    #[error("target {0} failed")]
+    Upstream(SocketAddr, #[source] hyper::Error),
+    /// The destination needs mTLS and this proxy has no certificate yet.
+    #[error("no mesh identity yet (waiting for a certificate from the controller)")]
+    NoIdentity,
+    /// The mTLS handshake with the destination's proxy failed (e.g. it
+    /// presented another identity, or a certificate the anchors do not trust).
+    #[error("mTLS with {0} failed")]
+    Tls(SocketAddr, #[source] std::io::Error),
+    /// The destination is a service name the controller does not know.
+    #[error("unknown service {0}")]
+    UnknownService(String),
+    /// The controller could not be asked about a service name (unreachable,
+    /// or too many destinations watched).
+    #[error("cannot resolve service {0}: discovery unavailable")]
+    DiscoveryUnavailable(String),
+    /// The service has no endpoints.
+    #[error("service {0} has no endpoints")]
+    NoEndpoints(String),
+    /// Every endpoint of the service is ejected by circuit breaking.
+    #[error("every endpoint of service {0} is failing (circuit breaking)")]
+    AllEjected(String),
+    /// The request (or its last try) took longer than its timeout.
+    #[error("request timed out after {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl From<outbound::Refusal> for Error {
+    fn from(r: outbound::Refusal) -> Error {
+        if r.reason == "unknown_service" {
+            Error::UnknownService(r.dst)
+        } else {
+            Error::DiscoveryUnavailable(r.dst)
+        }
+    }
+}
+
+impl Error {
+    /// The `error` metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::NoTarget => "no_target",
+            Error::Loop => "loop",
+            Error::HeadersTooLarge => "header_too_large",
+            Error::Resolve(..) => "resolve",
+            Error::ConnectTimeout(_) => "connect_timeout",
+            Error::Connect(..) => "connect",
+            Error::Upstream(..) => "upstream",
+            Error::NoIdentity => "no_identity",
+            Error::Tls(..) => "tls",
+            Error::UnknownService(_) => "unknown_service",
+            Error::DiscoveryUnavailable(_) => "discovery_unavailable",
+            Error::NoEndpoints(_) => "no_endpoints",
+            Error::AllEjected(_) => "circuit_breaker",
+            Error::Timeout(_) => "timeout",
+        }
+    }
+
+    /// The gRPC status a gRPC client gets: `UNAVAILABLE` (14) when the
+    /// target cannot be reached, `RESOURCE_EXHAUSTED` (8) for oversized
+    /// headers, `INTERNAL` (13) for requests the proxy cannot route,
+    /// `DEADLINE_EXCEEDED` (4) for a timeout.
+    pub fn grpc_status(&self) -> u32 {
+        match self {
+            Error::NoTarget | Error::Loop => 13,
+            Error::HeadersTooLarge => 8,
+            Error::Resolve(..)
+            | Error::ConnectTimeout(_)
+            | Error::Connect(..)
+            | Error::Upstream(..)
+            | Error::NoIdentity
+            | Error::Tls(..)
+            | Error::UnknownService(_)
+            | Error::DiscoveryUnavailable(_)
+            | Error::NoEndpoints(_)
+            | Error::AllEjected(_) => 14,
+            Error::Timeout(_) => 4,
+        }
+    }
+
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::NoTarget | Error::Loop => StatusCode::BAD_REQUEST,
+            Error::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Error::ConnectTimeout(_) | Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::NoIdentity
+            | Error::UnknownService(_)
+            | Error::DiscoveryUnavailable(_)
+            | Error::NoEndpoints(_)
+            | Error::AllEjected(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Resolve(..) | Error::Connect(..) | Error::Upstream(..) | Error::Tls(..) => {
+                StatusCode::BAD_GATEWAY
+            }
+        }
+    }
+}
+
+/// A response made by the proxy itself: the error's status, its message
+/// as text, and a `pimesh-proxy-error` header (as Linkerd's
+/// `l5d-proxy-error`). gRPC clients get a trailers-only response (HTTP 200,
+/// `grpc-status`, `grpc-message`) as the gRPC over HTTP/2 protocol asks of
+/// proxies, and as linkerd2-proxy answers.
+pub(super) fn error_response(e: &Error, grpc: bool) -> Response<ResponseBody> {
+    let msg = crate::error_chain(e);
+    // Header-safe: printable ASCII, the rest percent-encoded (as
+    // grpc-message requires).
+    let encoded: String = msg
+        .bytes()
+        .map(|b| match b {
+            b' '..=b'~' if b != b'%' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let encoded = http::HeaderValue::from_str(&encoded).ok();
+    let mut rsp = if grpc {
+        let mut rsp = Response::new(ResponseBody::local(Bytes::new()));
+        let h = rsp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", http::HeaderValue::from(e.grpc_status()));
+        if let Some(v) = &encoded {
+            h.insert("grpc-message", v.clone());
+        }
+        rsp
+    } else {
+        let mut rsp = Response::new(ResponseBody::local(Bytes::from(format!(
+            "pimesh-proxy: {msg}\n"
+        ))));
+        *rsp.status_mut() = e.status();
+        rsp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        rsp
+    };
+    if let Some(v) = encoded {
+        rsp.headers_mut().insert("pimesh-proxy-error", v);
+    }
+    rsp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn outbound_errors_answer_as_linkerd_does() {
+        let timeout = Error::Timeout(Duration::from_millis(300));
+        let rsp = error_response(&timeout, false);
+        assert_eq!(rsp.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(timeout.label(), "timeout");
+        // gRPC: trailers-only DEADLINE_EXCEEDED.
+        let rsp = error_response(&timeout, true);
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(rsp.headers()["grpc-status"], "4");
+        assert!(rsp.headers()["grpc-message"]
+            .to_str()
+            .unwrap()
+            .contains("timed out"));
+        let unknown = Error::UnknownService("web.shop:80".into());
+        let rsp = error_response(&unknown, true);
+        assert_eq!(rsp.headers()["grpc-status"], "14");
+        let rsp = error_response(&unknown, false);
+        assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(rsp.headers()["pimesh-proxy-error"]
+            .to_str()
+            .unwrap()
+            .contains("unknown service web.shop:80"));
+        assert_eq!(
+            error_response(&Error::AllEjected("web.shop:80".into()), false).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}
