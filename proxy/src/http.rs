@@ -233,13 +233,14 @@ impl Service {
             }
             _ => self.labels.clone(),
         };
-        let metrics = self.ctx.metrics.request(RequestLabels {
+        let mut metrics = self.ctx.metrics.request(RequestLabels {
             target: labels.clone(),
             authority: self
                 .ctx
                 .metrics
                 .authority(authority.as_ref().map_or("", |a| a.as_str())),
         });
+        metrics.tap(req.method(), req.uri());
         let is_grpc = headers::is_grpc(req.headers());
         let result = if headers::head_size(&req) > self.ctx.config.max_header_bytes {
             self.ctx

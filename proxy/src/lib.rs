@@ -28,6 +28,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod orig_dst;
 pub mod server;
+pub mod tap;
 pub mod tcp;
 pub mod tls;
 

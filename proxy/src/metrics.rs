@@ -61,6 +61,8 @@ pub struct Metrics {
     authorities: Interner,
     targets: Interner,
     identities: Interner,
+    /// Open taps receive each finished request's metadata from here.
+    pub tap: crate::tap::Hub,
 }
 
 impl Metrics {
@@ -100,6 +102,7 @@ impl Metrics {
             authorities: Interner::default(),
             targets: Interner::default(),
             identities: Interner::default(),
+            tap: crate::tap::Hub::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -260,6 +263,7 @@ impl Metrics {
             start: Instant::now(),
             latency_recorded: false,
             ended: false,
+            tap: None,
         }
     }
 }
@@ -333,9 +337,34 @@ pub struct RequestMetrics {
     start: Instant,
     latency_recorded: bool,
     ended: bool,
+    /// Request metadata kept for the tap, only while a tap is open.
+    tap: Option<Box<TapStart>>,
+}
+
+/// What a tap event needs from the request head.
+#[derive(Debug)]
+struct TapStart {
+    ts_ms: u64,
+    method: String,
+    path: String,
 }
 
 impl RequestMetrics {
+    /// Keeps the request's method and path (not its query) for the tap, if
+    /// one is open; one atomic load otherwise.
+    pub fn tap(&mut self, method: &http::Method, uri: &http::Uri) {
+        if self.metrics.tap.is_active() {
+            let ts_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            self.tap = Some(Box::new(TapStart {
+                ts_ms,
+                method: method.to_string(),
+                path: uri.path().to_string(),
+            }));
+        }
+    }
+
     /// Records `response_latency_ms` once, at the first response frame.
     pub fn first_frame(&mut self, status: Option<u16>) {
         if std::mem::replace(&mut self.latency_recorded, true) {
@@ -382,6 +411,35 @@ impl RequestMetrics {
                 error,
             })
             .inc();
+        if let Some(t) = self.tap.take() {
+            self.publish_tap(*t, status, grpc_status, error);
+        }
+    }
+
+    fn publish_tap(&self, t: TapStart, status: Option<u16>, grpc_status: Option<u32>, error: &str) {
+        let target = &self.labels.target;
+        let peer = match &target.tls {
+            Tls::Established { peer, .. } => Some(peer.to_string()),
+            Tls::NoIdentity(_) => None,
+        };
+        let inbound = target.direction == Direction::Inbound;
+        self.metrics.tap.publish(pimesh_api::tap::TapEvent {
+            ts_ms: t.ts_ms,
+            direction: target.direction.as_str().to_string(),
+            destination: target.target_addr.to_string(),
+            tls: peer.is_some(),
+            client_id: peer.clone().filter(|_| inbound),
+            server_id: peer.filter(|_| !inbound),
+            method: t.method,
+            authority: self.labels.authority.to_string(),
+            path: t.path,
+            status,
+            grpc_status,
+            latency_us: self.start.elapsed().as_micros() as u64,
+            error: (!error.is_empty()).then(|| error.to_string()),
+            skipped: 0,
+            labels: Default::default(),
+        });
     }
 }
 

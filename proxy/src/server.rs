@@ -9,7 +9,7 @@ use crate::detect::{self, Protocol};
 use crate::io::{MeteredIo, PrefixedIo};
 use crate::metrics::{Direction, Metrics, Peer, TargetLabels, TcpConnection, TcpLabels, Tls};
 use crate::tls::CredentialStore;
-use crate::{admin, http, mesh, tcp};
+use crate::{admin, http, mesh, tap, tcp};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +54,8 @@ pub struct Listeners {
     pub outbound: TcpListener,
     /// Admin: metrics, probes, shutdown, log level.
     pub admin: TcpListener,
+    /// Tap (with an identity only): request metadata for the controller.
+    pub tap: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -70,6 +72,10 @@ impl Listeners {
             inbound: bind(config.inbound_addr).await?,
             outbound: bind(config.outbound_addr).await?,
             admin: bind(config.admin_addr).await?,
+            tap: match &config.identity {
+                Some(id) => Some(bind(id.tap_addr).await?),
+                None => None,
+            },
         })
     }
 }
@@ -114,6 +120,9 @@ pub async fn run(
         h1_pool: http::Http1Pool::default(),
     });
     let admin = tokio::spawn(admin::serve(listeners.admin, ctx.clone(), log));
+    let tap = listeners
+        .tap
+        .map(|l| tokio::spawn(tap::serve(l, ctx.clone())));
     tokio::join!(
         accept_loop(ctx.clone(), Direction::Inbound, listeners.inbound),
         accept_loop(ctx.clone(), Direction::Outbound, listeners.outbound),
@@ -131,6 +140,9 @@ pub async fn run(
         );
     }
     admin.abort();
+    if let Some(tap) = tap {
+        tap.abort();
+    }
 }
 
 async fn accept_loop(ctx: Arc<Ctx>, direction: Direction, listener: TcpListener) {
