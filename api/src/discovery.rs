@@ -71,6 +71,9 @@ pub struct Registration {
     /// telemetry role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_addr: Option<SocketAddr>,
+    /// The proxy's tap listener (see [`crate::tap`]), opened by the controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap_addr: Option<SocketAddr>,
     /// Protocol of the app's port.
     #[serde(default)]
     pub protocol: ProtocolHint,
@@ -130,6 +133,9 @@ pub struct Endpoint {
     /// The endpoint proxy's admin listener, if it registered one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_addr: Option<SocketAddr>,
+    /// The endpoint proxy's tap listener, if it registered one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap_addr: Option<SocketAddr>,
 }
 
 impl Endpoint {
@@ -373,6 +379,7 @@ mod tests {
                     protocol: ProtocolHint::Http,
                     labels: [("pod".to_string(), "web-1".to_string())].into(),
                     admin_addr: None,
+                    tap_addr: None,
                 }],
                 policy: ServicePolicy {
                     timeout_ms: Some(2000),

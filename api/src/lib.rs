@@ -7,9 +7,11 @@
 //!   DNS-style names in certificates) and the certify API.
 //! - `discovery`: service names, endpoint registration with leases, and
 //!   the watch API that resolves names and addresses to endpoint sets.
+//! - `tap`: the live request-metadata stream of proxies and its relay.
 
 pub mod discovery;
 pub mod identity;
+pub mod tap;
 
 /// Version of the proxy ↔ controller API, carried in every path
 /// (`/v1/...`). Bumped on any incompatible change.

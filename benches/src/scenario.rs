@@ -180,6 +180,7 @@ impl Env<'_> {
             .env("PIMESH_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
             .env("PIMESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
             .env("PIMESH_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
+            .env("PIMESH_PROXY_TAP_LISTEN_ADDR", "127.0.0.1:0")
             .env("PIMESH_PROXY_LOG", "warn,pimesh=info");
         for (k, v) in env {
             launch = launch.env(k, v.clone());

@@ -19,6 +19,7 @@
 //! | `GET /v1/tokens` | `[TokenInfo]` |
 //! | `DELETE /v1/tokens/{id}` | revokes → `TokenInfo` (404 unknown) |
 //! | `/v1/services...`, `/v1/endpoints` | the service registry, see `services` |
+//! | `GET /v1/tap?resource=KIND/NAME&namespace=NS&...` | live tap stream (NDJSON), loopback only, see `crate::tap` |
 
 pub mod services;
 
@@ -27,9 +28,11 @@ use crate::rest::{self, Body};
 use crate::server::Ctx;
 use crate::token::{self, CreateToken, Status};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use pimesh_api::identity::TRUST_ANCHORS_PATH;
+use pimesh_api::tap::OPERATOR_TAP_PATH;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -97,7 +100,13 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
             let shutdown = ctx.shutdown.clone();
             let service = hyper::service::service_fn(move |req| {
                 let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(handle(&ctx, peer, req).await) }
+                async move {
+                    Ok::<_, Infallible>(if req.uri().path() == OPERATOR_TAP_PATH {
+                        tap(&ctx, peer, &req)
+                    } else {
+                        handle(&ctx, peer, req).await.map(Either::Left)
+                    })
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -120,6 +129,23 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// `GET /v1/tap`: the tap relay, to loopback clients only (request
+/// metadata is sensitive; the interim model has no operator identities).
+fn tap(ctx: &Arc<Ctx>, peer: SocketAddr, req: &Request<Incoming>) -> crate::tap::TapResponse {
+    if req.method() != Method::GET {
+        return rest::method_not_allowed().map(Either::Left);
+    }
+    if !peer.ip().to_canonical().is_loopback() {
+        return rest::error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "tap is only open to loopback clients (interim authorization model)",
+        )
+        .map(Either::Left);
+    }
+    crate::tap::relay(ctx, req.uri().query().unwrap_or(""))
 }
 
 async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {

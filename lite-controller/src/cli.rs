@@ -7,11 +7,13 @@
 //! - `token`: create, list, revoke join tokens.
 //! - `identity`: print the trust anchors, show the CA, rotate it.
 //! - `service`: the standalone service registry and per-service policy.
+//! - `tap`: `pimesh tap` and `pimesh top`, live request metadata.
 //!
 //! Exit codes: 0 success, 1 the controller failed or refused, 64 bad usage.
 
 pub mod identity;
 pub mod service;
+pub mod tap;
 pub mod token;
 
 pub use identity::IdentityCommand;

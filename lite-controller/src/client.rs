@@ -181,17 +181,94 @@ impl Client {
         if status.is_success() {
             return Ok((status, bytes));
         }
-        Err(match serde_json::from_slice::<ApiError>(&bytes) {
-            Ok(e) => Error::Api {
-                status: status.as_u16(),
-                code: e.error,
-                message: e.message,
-            },
-            Err(_) => Error::Unexpected {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes).into_owned(),
-            },
-        })
+        Err(refusal(status, &bytes))
+    }
+
+    /// `GET path` answered with a stream of lines (NDJSON): `on_line` gets
+    /// each line, without its newline, until it returns `false` or the
+    /// stream ends. Only connecting and the answer's head are timed.
+    ///
+    /// Errors: as [`Client::call`]; a line longer than 1 MiB ends the
+    /// stream as [`Error::Unexpected`].
+    pub async fn lines(
+        &self,
+        path: &str,
+        mut on_line: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), Error> {
+        const MAX_LINE: usize = 1024 * 1024;
+        let http = |source| Error::Http {
+            url: self.url.clone(),
+            source,
+        };
+        let head = async {
+            let tcp = tokio::net::TcpStream::connect(&self.authority)
+                .await
+                .map_err(|source| Error::Unreachable {
+                    url: self.url.clone(),
+                    source,
+                })?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .map_err(http)?;
+            tokio::spawn(conn);
+            let req = Request::get(path)
+                .header(header::HOST, &self.authority)
+                .body(Full::new(Bytes::new()))
+                .map_err(|_| Error::BadUrl(self.url.clone()))?;
+            sender.send_request(req).await.map_err(http)
+        };
+        let rsp = tokio::time::timeout(TIMEOUT, head)
+            .await
+            .map_err(|_| Error::Timeout {
+                url: self.url.clone(),
+            })??;
+        let status = rsp.status();
+        let mut body = rsp.into_body();
+        if !status.is_success() {
+            let bytes = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            return Err(refusal(status, &bytes));
+        }
+        let mut buf = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(http)?.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            let mut start = 0;
+            while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
+                if !on_line(&buf[start..start + nl]) {
+                    return Ok(());
+                }
+                start += nl + 1;
+            }
+            buf.drain(..start);
+            if buf.len() > MAX_LINE {
+                return Err(Error::Unexpected {
+                    status: status.as_u16(),
+                    body: format!("a line longer than {MAX_LINE} bytes"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The error a non-2xx answer stands for: its `ApiError`, else the body.
+fn refusal(status: StatusCode, bytes: &[u8]) -> Error {
+    match serde_json::from_slice::<ApiError>(bytes) {
+        Ok(e) => Error::Api {
+            status: status.as_u16(),
+            code: e.error,
+            message: e.message,
+        },
+        Err(_) => Error::Unexpected {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(bytes).into_owned(),
+        },
     }
 }
 

@@ -276,6 +276,9 @@ impl Authority {
     /// requested identity and records its serial (durably) before answering.
     pub fn certify(&self, req: &CertifyRequest, now: u64) -> Result<CertifyResponse, CertifyError> {
         self.tokens.verify(&req.token, &req.identity, now)?;
+        if req.identity.to_string() == CONTROLLER_IDENTITY {
+            return Err(Refusal::IdentityNotAllowed.into());
+        }
         let key = csr::parse(&req.csr_pem)?;
         let ca = self.read();
         let signer = ca.signer(now);

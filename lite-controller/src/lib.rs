@@ -17,6 +17,7 @@
 //! - `token`: join tokens (standalone mode) and their operator API types.
 //! - `store`: the sled database (the only module that knows sled).
 //! - `metrics`: `pimesh_controller_*` series.
+//! - `tap`: relays proxies' tap streams to operators (`pimesh tap`, `top`).
 //! - `crypto`: SHA-256, random bytes, hex, constant-time comparison (ring).
 //! - `client`, `cli`: the operator CLI (`pimesh token`, `pimesh identity`,
 //!   `pimesh service`).
@@ -33,6 +34,7 @@ pub mod registry;
 pub mod rest;
 pub mod server;
 pub mod store;
+pub mod tap;
 pub mod token;
 
 /// `error: source: source...` in one line, for logs and error messages.

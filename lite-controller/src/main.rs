@@ -37,6 +37,10 @@ enum Command {
     /// The service registry (standalone mode) and per-service policy
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Watch the requests of a resource's proxies live (as `linkerd viz tap`)
+    Tap(cli::tap::TapCommand),
+    /// The busiest paths of a resource, live from tap (as `linkerd viz top`)
+    Top(cli::tap::TopCommand),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,8 @@ fn main() -> ExitCode {
         Command::Token(cmd) => cli::token::run(cmd, &OsEnv),
         Command::Identity(cmd) => cli::identity::run(cmd, &OsEnv),
         Command::Service(cmd) => cli::service::run(cmd, &OsEnv),
+        Command::Tap(cmd) => cli::tap::run_tap(cmd, &OsEnv),
+        Command::Top(cmd) => cli::tap::run_top(cmd, &OsEnv),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -66,6 +66,11 @@ impl CertSlot {
         Ok(CertSlot(RwLock::new(certified_key(cert)?)))
     }
 
+    /// The current certificate and key.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Serves `cert` from the next handshake on.
     pub fn set(&self, cert: &ControllerCert) -> Result<(), rustls::Error> {
         let key = certified_key(cert)?;

@@ -219,6 +219,9 @@ impl Registry {
         if let Some(a) = reg.admin_addr {
             validate::addr("admin_addr", a)?;
         }
+        if let Some(a) = reg.tap_addr {
+            validate::addr("tap_addr", a)?;
+        }
         validate::labels(&reg.labels)?;
         let ns = identity.namespace();
         let k = key(ns, &reg.service);
@@ -227,6 +230,7 @@ impl Registry {
             addr: reg.addr,
             proxy_addr: reg.proxy_addr,
             admin_addr: reg.admin_addr,
+            tap_addr: reg.tap_addr,
             identity: Some(identity.clone()),
             weight: Endpoint::DEFAULT_WEIGHT,
             protocol: reg.protocol,

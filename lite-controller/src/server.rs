@@ -43,6 +43,11 @@ pub struct Ctx {
     pub metrics: Metrics,
     /// Cancelled on SIGTERM/SIGINT: listeners stop, `/ready` fails.
     pub shutdown: CancellationToken,
+    /// The controller's own certificate: served on 8086, presented to
+    /// proxies' tap listeners.
+    pub cert: Arc<CertSlot>,
+    /// Tap relays open (bounded).
+    pub tap_relays: crate::tap::Relays,
 }
 
 /// Why the controller could not start.
@@ -148,6 +153,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         watch_slots: Arc::new(tokio::sync::Semaphore::new(config.max_watches)),
         metrics: Metrics::new(),
         shutdown: shutdown.clone(),
+        cert: slot.clone(),
+        tap_relays: Default::default(),
     });
     ctx.metrics
         .serving_cert_expiry

@@ -208,6 +208,13 @@ impl Tokens {
                 "ttl_seconds must be between 1 and {MAX_TTL_SECS}"
             )));
         }
+        if req.identity.to_string() == pimesh_api::identity::CONTROLLER_IDENTITY {
+            // Its holder could serve as the controller and open every tap.
+            return Err(Error::BadRequest(format!(
+                "identity {} is the controller's own; no token may claim it",
+                req.identity
+            )));
+        }
         if let Some(s) = &req.service {
             if Identity::new(s, "x").is_err() {
                 return Err(Error::BadRequest(format!(
@@ -491,6 +498,14 @@ mod tests {
         assert!(matches!(
             t.create(&req(Some("Bad_Name"), None), NOW),
             Err(Error::BadRequest(_))
+        ));
+        let controller = CreateToken {
+            identity: id(pimesh_api::identity::CONTROLLER_IDENTITY),
+            ..req(None, None)
+        };
+        assert!(matches!(
+            t.create(&controller, NOW),
+            Err(Error::BadRequest(m)) if m.contains("controller's own")
         ));
         let c = t.create(&req(None, None), NOW).unwrap();
         assert_eq!(c.info.expires_unix, NOW + DEFAULT_TTL_SECS);

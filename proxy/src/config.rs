@@ -23,6 +23,8 @@ pub const DEFAULT_INBOUND_LISTEN_ADDR: &str = "0.0.0.0:4143";
 pub const DEFAULT_OUTBOUND_LISTEN_ADDR: &str = "127.0.0.1:4140";
 /// Admin listener: `/metrics`, `/ready`, `/live`, `/shutdown`, log level.
 pub const DEFAULT_ADMIN_LISTEN_ADDR: &str = "0.0.0.0:4191";
+/// Default tap listener (linkerd2-proxy's `LINKERD2_PROXY_TAP_LISTEN_ADDR`).
+pub const DEFAULT_TAP_LISTEN_ADDR: &str = "0.0.0.0:4190";
 /// Ports never protocol-detected, as linkerd2-proxy's default
 /// (SMTP, MySQL, Galera, PostgreSQL, Redis, Elasticsearch, memcached).
 pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
@@ -168,6 +170,9 @@ pub struct IdentityConfig {
     pub token_file: PathBuf,
     /// `PIMESH_PROXY_TRUST_DOMAIN`: the SPIFFE trust domain.
     pub trust_domain: String,
+    /// `PIMESH_PROXY_TAP_LISTEN_ADDR`: the tap listener (mTLS, open to
+    /// the controller's identity only), served only with an identity.
+    pub tap_addr: SocketAddr,
     /// `PIMESH_PROXY_TRUST_ANCHORS_REFRESH`: how often the trust-anchor
     /// bundle is fetched between renewals, so that anchor rotations reach
     /// the proxy before new issuers sign.

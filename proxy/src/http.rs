@@ -158,7 +158,8 @@ impl Service {
                         &refusal.dst,
                         self.labels.tls.clone(),
                     );
-                    let metrics = self.request_metrics(labels, authority.as_ref(), start);
+                    let mut metrics = self.request_metrics(labels, authority.as_ref(), start);
+                    metrics.tap(req.method(), req.uri());
                     return Ok(respond(metrics, is_grpc, Err(e)));
                 }
                 Route::Passthrough => {}
@@ -181,11 +182,12 @@ impl Service {
             }
             _ => self.labels.clone(),
         };
-        let metrics = self.request_metrics(
+        let mut metrics = self.request_metrics(
             labels.clone(),
             authority.as_ref(),
             std::time::Instant::now(),
         );
+        metrics.tap(req.method(), req.uri());
         if !head_ok {
             self.ctx
                 .metrics

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod orig_dst;
 pub mod outbound;
 pub mod server;
+pub mod tap;
 pub mod tcp;
 pub mod tls;
 

@@ -101,11 +101,13 @@ fn main() -> ExitCode {
         };
         let addr =
             |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let tap = listeners.tap.as_ref().map(addr);
         tracing::info!(
-            "listening inbound={} outbound={} admin={}",
+            "listening inbound={} outbound={} admin={}{}",
             addr(&listeners.inbound),
             addr(&listeners.outbound),
-            addr(&listeners.admin)
+            addr(&listeners.admin),
+            tap.map(|t| format!(" tap={t}")).unwrap_or_default()
         );
         let shutdown = CancellationToken::new();
         tokio::spawn(signals(shutdown.clone()));

@@ -67,6 +67,8 @@ pub struct Metrics {
     identities: Interner,
     dst_values: Interner,
     outbound: OutboundMetrics,
+    /// Open taps receive each finished request's metadata from here.
+    pub tap: crate::tap::Hub,
 }
 
 impl Metrics {
@@ -108,6 +110,7 @@ impl Metrics {
             identities: Interner::default(),
             dst_values: Interner::default(),
             outbound: OutboundMetrics::default(),
+            tap: crate::tap::Hub::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -318,6 +321,7 @@ impl Metrics {
             latency_recorded: false,
             ended: false,
             counted: false,
+            tap: None,
         }
     }
 }
@@ -393,9 +397,34 @@ pub struct RequestMetrics {
     ended: bool,
     /// Whether `request_total` was incremented (with the final labels).
     counted: bool,
+    /// Request metadata kept for the tap, only while a tap is open.
+    tap: Option<Box<TapStart>>,
+}
+
+/// What a tap event needs from the request head.
+#[derive(Debug)]
+struct TapStart {
+    ts_ms: u64,
+    method: String,
+    path: String,
 }
 
 impl RequestMetrics {
+    /// Keeps the request's method and path (not its query) for the tap, if
+    /// one is open; one atomic load otherwise.
+    pub fn tap(&mut self, method: &http::Method, uri: &http::Uri) {
+        if self.metrics.tap.is_active() {
+            let ts_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            self.tap = Some(Box::new(TapStart {
+                ts_ms,
+                method: method.to_string(),
+                path: uri.path().to_string(),
+            }));
+        }
+    }
+
     /// Replaces the target labels of a request not counted yet (the
     /// endpoint that answered); ignored once counted.
     pub fn relabel(&mut self, target: TargetLabels) {
@@ -458,6 +487,35 @@ impl RequestMetrics {
                 error,
             })
             .inc();
+        if let Some(t) = self.tap.take() {
+            self.publish_tap(*t, status, grpc_status, error);
+        }
+    }
+
+    fn publish_tap(&self, t: TapStart, status: Option<u16>, grpc_status: Option<u32>, error: &str) {
+        let target = &self.labels.target;
+        let peer = match &target.tls {
+            Tls::Established { peer, .. } => Some(peer.to_string()),
+            Tls::NoIdentity(_) => None,
+        };
+        let inbound = target.direction == Direction::Inbound;
+        self.metrics.tap.publish(pimesh_api::tap::TapEvent {
+            ts_ms: t.ts_ms,
+            direction: target.direction.as_str().to_string(),
+            destination: target.target_addr.to_string(),
+            tls: peer.is_some(),
+            client_id: peer.clone().filter(|_| inbound),
+            server_id: peer.filter(|_| !inbound),
+            method: t.method,
+            authority: self.labels.authority.to_string(),
+            path: t.path,
+            status,
+            grpc_status,
+            latency_us: self.start.elapsed().as_micros() as u64,
+            error: (!error.is_empty()).then(|| error.to_string()),
+            skipped: 0,
+            labels: Default::default(),
+        });
     }
 }
 

@@ -11,7 +11,7 @@ use crate::discovery::{self, Discovery};
 use crate::io::{MeteredIo, PrefixedIo};
 use crate::metrics::{Direction, Metrics, Peer, TargetLabels, TcpConnection, TcpLabels, Tls};
 use crate::tls::CredentialStore;
-use crate::{admin, http, mesh, tcp};
+use crate::{admin, http, mesh, tap, tcp};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +62,8 @@ pub struct Listeners {
     pub admin: TcpListener,
     /// `PIMESH_PROXY_TCP_UPSTREAMS`: local listeners for named services.
     pub tcp_upstreams: Vec<(TcpUpstream, TcpListener)>,
+    /// Tap (with an identity only): request metadata for the controller.
+    pub tap: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -83,6 +85,10 @@ impl Listeners {
             outbound: bind(config.outbound_addr).await?,
             admin: bind(config.admin_addr).await?,
             tcp_upstreams,
+            tap: match &config.identity {
+                Some(id) => Some(bind(id.tap_addr).await?),
+                None => None,
+            },
         })
     }
 }
@@ -135,6 +141,7 @@ pub async fn run(
             .local_addr()
             .unwrap_or(config.inbound_addr),
         admin: listeners.admin.local_addr().unwrap_or(config.admin_addr),
+        tap: listeners.tap.as_ref().and_then(|l| l.local_addr().ok()),
     };
     let ctx = Arc::new(Ctx {
         config,
@@ -160,6 +167,9 @@ pub async fn run(
         tracing::info!(listen = %up.listen, service = %up.service, port = up.port, "TCP upstream listening");
         tokio::spawn(crate::outbound::tcp::serve_upstream(ctx.clone(), l, up));
     }
+    let tap = listeners
+        .tap
+        .map(|l| tokio::spawn(tap::serve(l, ctx.clone())));
     tokio::join!(
         accept_loop(ctx.clone(), Direction::Inbound, listeners.inbound),
         accept_loop(ctx.clone(), Direction::Outbound, listeners.outbound),
@@ -185,6 +195,9 @@ pub async fn run(
         );
     }
     admin.abort();
+    if let Some(tap) = tap {
+        tap.abort();
+    }
 }
 
 async fn accept_loop(ctx: Arc<Ctx>, direction: Direction, listener: TcpListener) {

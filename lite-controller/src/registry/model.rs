@@ -42,6 +42,9 @@ pub struct EndpointRecord {
     /// The peer proxy's admin listener (scraped by telemetry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_addr: Option<SocketAddr>,
+    /// The peer proxy's tap listener (opened by the tap relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap_addr: Option<SocketAddr>,
     /// The identity its proxy presents; `None` outside the mesh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
@@ -142,6 +145,7 @@ impl ServiceRecord {
             protocol: e.protocol,
             labels,
             admin_addr: e.admin_addr,
+            tap_addr: e.tap_addr,
         }
     }
 

@@ -47,6 +47,7 @@ impl Registry {
                 addr: *a,
                 proxy_addr: None,
                 admin_addr: None,
+                tap_addr: None,
                 identity: req.identity.clone(),
                 weight: req.weight.unwrap_or(Endpoint::DEFAULT_WEIGHT),
                 protocol: req.protocol,

@@ -21,6 +21,7 @@ fn reg(service: &str, port: u16, addr: &str) -> Registration {
         addr: addr.parse().unwrap(),
         proxy_addr: None,
         admin_addr: Some("127.0.0.1:4191".parse().unwrap()),
+        tap_addr: None,
         protocol: Default::default(),
         labels: [("pod".to_string(), "web-1".to_string())].into(),
     }

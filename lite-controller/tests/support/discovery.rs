@@ -95,6 +95,7 @@ pub fn registration(token: &str, service: &str, port: u16, addr: &str) -> Regist
         addr: addr.parse().unwrap(),
         proxy_addr: None,
         admin_addr: None,
+        tap_addr: None,
         protocol: Default::default(),
         labels: Default::default(),
     }

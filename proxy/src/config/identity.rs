@@ -3,7 +3,7 @@
 
 use super::{
     parse_addr, Error, IdentityConfig, MeshDestination, Parser, DEFAULT_IDENTITY,
-    DEFAULT_TRUST_ANCHORS_REFRESH,
+    DEFAULT_TAP_LISTEN_ADDR, DEFAULT_TRUST_ANCHORS_REFRESH,
 };
 use pimesh_api::identity::{Identity, CONTROLLER_IDENTITY};
 use std::path::PathBuf;
@@ -51,6 +51,11 @@ pub(super) fn identity_config(p: &Parser<'_>) -> Result<Option<IdentityConfig>, 
         trust_anchors,
         identity: p.parse("PIMESH_PROXY_IDENTITY", DEFAULT_IDENTITY, parse_identity)?,
         token_file: required("PIMESH_PROXY_TOKEN_FILE")?,
+        tap_addr: p.parse(
+            "PIMESH_PROXY_TAP_LISTEN_ADDR",
+            DEFAULT_TAP_LISTEN_ADDR,
+            parse_addr,
+        )?,
         anchors_refresh: p.duration(
             "PIMESH_PROXY_TRUST_ANCHORS_REFRESH",
             DEFAULT_TRUST_ANCHORS_REFRESH,

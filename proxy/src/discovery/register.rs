@@ -28,6 +28,8 @@ pub struct Listening {
     pub inbound: SocketAddr,
     /// The admin listener.
     pub admin: SocketAddr,
+    /// The tap listener, when there is one.
+    pub tap: Option<SocketAddr>,
 }
 
 /// Keeps the registration alive until `shutdown`, then deregisters.
@@ -125,6 +127,7 @@ async fn registration(
         // Without redirection clients must dial the inbound listener.
         proxy_addr: config.inbound_target.map(|_| advertised(listening.inbound)),
         admin_addr: Some(advertised(listening.admin)),
+        tap_addr: listening.tap.map(advertised),
         protocol: ProtocolHint::Unknown,
         labels: config.workload_labels.iter().cloned().collect(),
     })

@@ -59,6 +59,7 @@ impl Service {
             },
             start,
         );
+        metrics.tap(req.method(), req.uri());
         if headers::is_upgrade(&req) {
             // Upgrades and CONNECT: one endpoint, no retries.
             let picked = match dst.balancer.pick(None) {
