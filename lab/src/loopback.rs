@@ -189,6 +189,8 @@ impl LoopbackLab {
                 pod.outbound.to_string(),
             )
             .env("PIMESH_PROXY_ADMIN_LISTEN_ADDR", pod.admin.to_string())
+            // Every pod shares 127.0.0.1: any free port (registered as is).
+            .env("PIMESH_PROXY_TAP_LISTEN_ADDR", "127.0.0.1:0")
             .env("PIMESH_PROXY_CONTROLLER_ADDR", controller.to_string())
             .env("PIMESH_PROXY_TRUST_ANCHORS", anchors)
             .env("PIMESH_PROXY_TOKEN_FILE", &token_file)
