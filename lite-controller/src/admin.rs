@@ -18,6 +18,7 @@
 //! | `POST /v1/tokens` | [`CreateToken`] → 201 [`CreatedToken`](crate::token::CreatedToken) |
 //! | `GET /v1/tokens` | `[TokenInfo]` |
 //! | `DELETE /v1/tokens/{id}` | revokes → `TokenInfo` (404 unknown) |
+//! | `GET /v1/stat`, `/v1/edges`, `/v1/history`, `/v1/targets`, `/dashboard` | telemetry ([`crate::telemetry::api`]) |
 
 use crate::identity::{self, ca, now_unix, IssuedCert};
 use crate::rest::{self, Body};
@@ -129,6 +130,11 @@ async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Res
             "forbidden",
             "changes are only accepted from loopback clients (interim authorization model)",
         );
+    }
+    if let Some(rsp) =
+        crate::telemetry::api::handle(&ctx.telemetry, &method, &path, req.uri().query()).await
+    {
+        return rsp;
     }
     let token_id = path.strip_prefix("/v1/tokens/").map(str::to_string);
     match (&method, path.as_str()) {
@@ -295,7 +301,11 @@ async fn metrics(ctx: &Arc<Ctx>) -> Response<Body> {
                 c.metrics.set_tokens(Status::as_str(status), n);
             }
         }
-        c.metrics.encode()
+        let mut text = c.metrics.encode();
+        crate::telemetry::metrics::strip_eof(&mut text);
+        text.push_str(&c.telemetry.encode_metrics());
+        text.push_str("# EOF\n");
+        text
     })
     .await
     .unwrap_or_default();

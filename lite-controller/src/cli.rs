@@ -5,10 +5,12 @@
 //!
 //! - `token`: create, list, revoke join tokens.
 //! - `identity`: print the trust anchors, show the CA, rotate it.
+//! - `telemetry`: `stat`, `edges`, `dashboard`.
 //!
 //! Exit codes: 0 success, 1 the controller failed or refused, 64 bad usage.
 
 pub mod identity;
+pub mod telemetry;
 pub mod token;
 
 pub use identity::IdentityCommand;
@@ -64,6 +66,10 @@ pub enum Error {
     /// Talking to the controller failed, or it refused.
     #[error(transparent)]
     Client(#[from] client::Error),
+    /// `stat`/`edges` of a resource kind that does not exist (exit code 1,
+    /// as `linkerd viz stat`).
+    #[error("unknown resource {0:?}: use deploy, svc or pod")]
+    UnknownResource(String),
     /// Printing failed.
     #[error("cannot write the output")]
     Output(#[from] std::io::Error),

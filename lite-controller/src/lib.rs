@@ -14,7 +14,10 @@
 //! - `store`: the sled database (the only module that knows sled).
 //! - `metrics`: `pimesh_controller_*` series.
 //! - `crypto`: SHA-256, random bytes, hex, constant-time comparison (ring).
-//! - `client`, `cli`: the operator CLI (`pimesh token`, `pimesh identity`).
+//! - `telemetry`: scrapes proxies' `/metrics`; `stat`, `edges`, history,
+//!   the dashboard, the `pimesh_workload_*` re-export.
+//! - `client`, `cli`: the operator CLI (`pimesh token`, `pimesh identity`,
+//!   `pimesh stat`, `pimesh edges`, `pimesh dashboard`).
 
 pub mod admin;
 pub mod cli;
@@ -27,6 +30,7 @@ pub mod proxy_api;
 pub mod rest;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod token;
 
 /// `error: source: source...` in one line, for logs and error messages.

@@ -1,5 +1,5 @@
 //! `pimesh`: the control plane (`pimesh controller`) and the operator CLI
-//! (`pimesh token ...`, `pimesh identity ...`). Exit codes: 0 success, 1
+//! (`pimesh token ...`, `pimesh identity ...`, `pimesh stat ...`). Exit codes: 0 success, 1
 //! runtime failure (unusable database, controller unreachable or refusing),
 //! 64 bad usage or configuration (sysexits `EX_USAGE`).
 
@@ -34,6 +34,12 @@ enum Command {
     /// The mesh CA: trust anchors and their rotation
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Golden metrics of workloads: NAME, MESHED, SUCCESS, RPS, latency, TCP_CONN
+    Stat(cli::telemetry::StatArgs),
+    /// Edges between workloads: source, destination, identities, mTLS
+    Edges(cli::telemetry::EdgesArgs),
+    /// Print (or open) the URL of the dashboard served by the controller
+    Dashboard(cli::telemetry::DashboardArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +62,9 @@ fn main() -> ExitCode {
         Command::Controller(args) => return controller(&args),
         Command::Token(cmd) => cli::token::run(cmd, &OsEnv),
         Command::Identity(cmd) => cli::identity::run(cmd, &OsEnv),
+        Command::Stat(args) => cli::telemetry::stat(args, &OsEnv),
+        Command::Edges(args) => cli::telemetry::edges(args, &OsEnv),
+        Command::Dashboard(args) => cli::telemetry::dashboard(args, &OsEnv),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@ use crate::identity::{self, now_unix, Authority, Settings};
 use crate::metrics::Metrics;
 use crate::proxy_api::{self, CertSlot, SHUTDOWN_GRACE};
 use crate::store::{self, Store};
+use crate::telemetry::Telemetry;
 use crate::token::Tokens;
 use crate::{admin, error_chain};
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ pub struct Ctx {
     pub metrics: Metrics,
     /// Cancelled on SIGTERM/SIGINT: listeners stop, `/ready` fails.
     pub shutdown: CancellationToken,
+    /// The telemetry role (scrapes, windows, history, dashboard).
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Why the controller could not start.
@@ -114,10 +117,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         "pimesh controller listening"
     );
 
+    // Dynamic scrape targets (the registry's endpoints) are plugged in
+    // with `telemetry.add_source(...)` (see `telemetry::Target::from_endpoint`).
+    let telemetry = Arc::new(Telemetry::new(config.telemetry.clone(), &store)?);
     let ctx = Arc::new(Ctx {
         authority: authority.clone(),
         metrics: Metrics::new(),
         shutdown: shutdown.clone(),
+        telemetry: telemetry.clone(),
     });
     ctx.metrics
         .serving_cert_expiry
@@ -131,6 +138,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         cert.not_after_unix,
     ));
     let prune = tokio::spawn(prune(ctx.clone()));
+    let telemetry_task = tokio::spawn(telemetry.run(shutdown.clone()));
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: draining connections");
@@ -144,6 +152,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     }
     renew.abort();
     prune.abort();
+    // It writes the last history minutes, then ends.
+    let _ = tokio::time::timeout(Duration::from_secs(5), telemetry_task).await;
     authority.flush()?;
     tracing::info!("database flushed; exiting");
     Ok(())
