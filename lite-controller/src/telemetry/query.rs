@@ -349,18 +349,15 @@ pub fn edges(
                 None => {
                     rows.insert(key, (row, k.inbound));
                 }
-                Some((old, server_side)) => {
-                    if k.inbound && !*server_side {
+                Some((old, server_side)) => match (k.inbound, *server_side) {
+                    (true, false) => {
                         // The server's view wins; keep what only the client knew.
                         let client_view = std::mem::replace(old, row);
-                        if old.server_id == "-" {
-                            old.server_id = client_view.server_id;
-                        }
-                        if old.client_id == "-" {
-                            old.client_id = client_view.client_id;
-                        }
+                        fill_ids(old, &client_view);
                         *server_side = true;
-                    } else if k.inbound == *server_side {
+                    }
+                    (false, true) => fill_ids(old, &row),
+                    _ => {
                         // Two pods of one workload: add up.
                         old.requests += row.requests;
                         old.rps = match (old.rps, row.rps) {
@@ -369,9 +366,19 @@ pub fn edges(
                         };
                         old.secured &= row.secured;
                     }
-                }
+                },
             }
         }
     }
     rows.into_values().map(|(r, _)| r).collect()
+}
+
+/// Fills `row`'s unknown identities from `other` (the other end's view).
+fn fill_ids(row: &mut EdgeRow, other: &EdgeRow) {
+    if row.server_id == "-" {
+        row.server_id = other.server_id.clone();
+    }
+    if row.client_id == "-" {
+        row.client_id = other.client_id.clone();
+    }
 }
