@@ -5,9 +5,9 @@
 //! slow, huge, garbage) are stale and counted while good ones are
 //! collected.
 
-mod support;
 #[path = "support/mesh.rs"]
 mod mesh;
+mod support;
 
 use mesh::{free_port, load, metrics_text, quantile, App, FakeProxy, Proxy};
 use serde_json::Value;
@@ -66,7 +66,9 @@ fn stat_and_edges_match_a_known_load() {
     let anchors = data.path().join("anchors.pem");
     std::fs::write(&anchors, ctl.anchors_pem()).unwrap();
     let meshed = |identity: &str, labels: &str| {
-        let token = data.path().join(format!("{}.token", identity.replace('/', "_")));
+        let token = data
+            .path()
+            .join(format!("{}.token", identity.replace('/', "_")));
         std::fs::write(&token, ctl.token(identity, "1h")).unwrap();
         env(&[
             ("PIMESH_PROXY_CONTROLLER_ADDR", &ctl.proxy.to_string()),
@@ -98,7 +100,10 @@ fn stat_and_edges_match_a_known_load() {
         ]),
     );
     // loadgen: the client whose proxy carries web's traffic over mTLS.
-    let mut gen_env = meshed("shop/loadgen", "namespace=shop,deployment=loadgen,pod=loadgen-1");
+    let mut gen_env = meshed(
+        "shop/loadgen",
+        "namespace=shop,deployment=loadgen,pod=loadgen-1",
+    );
     gen_env.extend(env(&[(
         "PIMESH_PROXY_MESH_DESTINATIONS",
         &format!("{}=shop/web@{}", web_app.addr, web.inbound),
@@ -129,10 +134,23 @@ fn stat_and_edges_match_a_known_load() {
     let mid = stat(&ctl, &["deploy", "-n", "shop", "--window", "10s"]);
     let web_load = web_load.join().unwrap();
     let api_load = api_load.join().unwrap();
-    assert_eq!(web_load.errors + api_load.errors, 0, "load failed:\n{}", gen.log());
+    assert_eq!(
+        web_load.errors + api_load.errors,
+        0,
+        "load failed:\n{}",
+        gen.log()
+    );
     let rps = |name| row(&mid, name)["rps"].as_f64().unwrap();
-    assert!(within(rps("web"), web_rate, 0.05), "web rps {} vs {web_rate}: {mid:#}", rps("web"));
-    assert!(within(rps("api"), api_rate, 0.05), "api rps {} vs {api_rate}: {mid:#}", rps("api"));
+    assert!(
+        within(rps("web"), web_rate, 0.05),
+        "web rps {} vs {web_rate}: {mid:#}",
+        rps("web")
+    );
+    assert!(
+        within(rps("api"), api_rate, 0.05),
+        "api rps {} vs {api_rate}: {mid:#}",
+        rps("api")
+    );
 
     // After the load: every request counted, a tenth failed.
     let sent = web_load.done;
@@ -143,54 +161,100 @@ fn stat_and_edges_match_a_known_load() {
             && row(&all, "api")["requests"].as_u64() == Some(api_load.done)
     });
     let web_row = row(&all, "web");
-    assert!(counted, "requests: sent {sent} / {}, stat {all:#}", api_load.done);
+    assert!(
+        counted,
+        "requests: sent {sent} / {}, stat {all:#}",
+        api_load.done
+    );
     let success = web_row["success"].as_f64().unwrap();
     let sent_success = 1.0 - web_load.failed_status as f64 / sent as f64;
     assert!((0.88..=0.92).contains(&success), "{web_row:#}");
-    assert!(within(success, sent_success, 0.05), "{success} vs {sent_success}");
+    assert!(
+        within(success, sent_success, 0.05),
+        "{success} vs {sent_success}"
+    );
     assert_eq!(row(&all, "api")["success"].as_f64(), Some(1.0));
     // Latency: the proxy measures a part of what the client sees; both in
     // the app's 20 ms region, within a bucket (10 ms wide there).
     let client_p50 = quantile(&web_load.latencies_ms, 0.5);
     let p50 = web_row["latency_ms_p50"].as_f64().unwrap();
     let p99 = web_row["latency_ms_p99"].as_f64().unwrap();
-    assert!(p50 >= 20.0 && (p50 - client_p50).abs() <= 10.0, "p50 {p50} vs client {client_p50}");
-    assert!(p99 >= p50 && p99 <= quantile(&web_load.latencies_ms, 0.99) + 30.0, "{web_row:#}");
+    assert!(
+        p50 >= 20.0 && (p50 - client_p50).abs() <= 10.0,
+        "p50 {p50} vs client {client_p50}"
+    );
+    assert!(
+        p99 >= p50 && p99 <= quantile(&web_load.latencies_ms, 0.99) + 30.0,
+        "{web_row:#}"
+    );
     assert!(row(&all, "api")["latency_ms_p50"].as_f64().unwrap() < 20.0);
     assert_eq!(web_row["meshed"], "1/1");
 
     // svc and pod views; a name filter.
     let svc = stat(&ctl, &["svc", "-n", "shop"]);
-    assert_eq!(svc.as_array().unwrap().len(), 1, "only api has a service: {svc:#}");
+    assert_eq!(
+        svc.as_array().unwrap().len(),
+        1,
+        "only api has a service: {svc:#}"
+    );
     assert_eq!(row(&svc, "api")["requests"].as_u64(), Some(api_load.done));
     let pods = stat(&ctl, &["pod", "web-1", "-n", "shop"]);
     assert_eq!(row(&pods, "web-1")["requests"].as_u64(), Some(sent));
     assert_eq!(pods.as_array().unwrap().len(), 1);
     let table = ctl.cli_ok(&["stat", "deploy", "-A"]);
-    assert!(table.starts_with("NAMESPACE  NAME     MESHED  SUCCESS  RPS"), "{table}");
+    assert!(
+        table.starts_with("NAMESPACE  NAME     MESHED  SUCCESS  RPS"),
+        "{table}"
+    );
 
     // Edges: loadgen → web over mTLS with both identities; api's clients
     // are plaintext and unknown.
-    let edges: Value = serde_json::from_str(&ctl.cli_ok(&["edges", "deploy", "-n", "shop", "-o", "json"])).unwrap();
+    let edges: Value =
+        serde_json::from_str(&ctl.cli_ok(&["edges", "deploy", "-n", "shop", "-o", "json"]))
+            .unwrap();
     let rows = edges.as_array().unwrap();
     assert_eq!(rows.len(), 1, "{edges:#}");
     let e = &rows[0];
-    assert_eq!((e["src"].as_str(), e["dst"].as_str()), (Some("loadgen"), Some("web")));
-    assert_eq!(e["client_id"], "loadgen.shop.serviceaccount.identity.pimesh.cluster.local");
-    assert_eq!(e["server_id"], "web.shop.serviceaccount.identity.pimesh.cluster.local");
+    assert_eq!(
+        (e["src"].as_str(), e["dst"].as_str()),
+        (Some("loadgen"), Some("web"))
+    );
+    assert_eq!(
+        e["client_id"],
+        "loadgen.shop.serviceaccount.identity.pimesh.cluster.local"
+    );
+    assert_eq!(
+        e["server_id"],
+        "web.shop.serviceaccount.identity.pimesh.cluster.local"
+    );
     assert_eq!(e["secured"], true);
     let table = ctl.cli_ok(&["edges", "deploy", "-n", "shop"]);
-    assert!(table.lines().nth(1).unwrap().trim_end().ends_with('✓'), "{table}");
+    assert!(
+        table.lines().nth(1).unwrap().trim_end().ends_with('✓'),
+        "{table}"
+    );
 
-    // History of the last minutes, from memory until written.
-    let (status, body) = ctl.get("/v1/history?workload=shop%2Fweb&step=10");
-    assert_eq!(status, 200, "{body}");
-    let h: Value = serde_json::from_str(&body).unwrap();
-    let requests: f64 = h["points"].as_array().unwrap().iter().map(|p| p["rps"].as_f64().unwrap() * 10.0).sum();
-    assert!(within(requests, sent as f64, 0.01), "{requests} in history vs {sent}: {h:#}");
+    // History of the last minutes, from memory until written (10 s steps
+    // that have ended).
+    let mut h = Value::Null;
+    let mut requests = 0.0;
+    let complete = eventually(Duration::from_secs(15), || {
+        let (status, body) = ctl.get("/v1/history?workload=shop%2Fweb&step=10");
+        assert_eq!(status, 200, "{body}");
+        h = serde_json::from_str(&body).unwrap();
+        requests = h["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["rps"].as_f64().unwrap() * 10.0)
+            .sum();
+        within(requests, sent as f64, 0.01)
+    });
+    assert!(complete, "{requests} in history vs {sent}: {h:#}");
 
     // The re-export for an external Prometheus.
-    let exported = ctl.metric("pimesh_workload_requests_total{namespace=\"shop\",deployment=\"web\"}");
+    let exported =
+        ctl.metric("pimesh_workload_requests_total{namespace=\"shop\",deployment=\"web\"}");
     assert_eq!(exported, sent as f64);
     assert!(ctl.metric("pimesh_controller_scrapes_total{result=\"success\"}") >= 6.0);
 
@@ -231,7 +295,11 @@ fn bad_targets_are_stale_and_counted_while_good_ones_are_collected() {
         args.extend(["--scrape-target", t.as_str()]);
     }
     let ctl = Controller::start(data.path(), &args);
-    let metric = |r: &str| ctl.metric(&format!("pimesh_controller_scrapes_total{{result=\"{r}\"}}"));
+    let metric = |r: &str| {
+        ctl.metric(&format!(
+            "pimesh_controller_scrapes_total{{result=\"{r}\"}}"
+        ))
+    };
     let counted = eventually(Duration::from_secs(20), || {
         ["unreachable", "timeout", "too_large", "malformed"]
             .iter()
@@ -260,8 +328,14 @@ fn bad_targets_are_stale_and_counted_while_good_ones_are_collected() {
         assert_eq!(s["state"], "stale", "{s:#}");
         assert!(s["error"].as_str().unwrap().contains(why), "{s:#}");
     }
-    assert_eq!(ctl.metric("pimesh_controller_scrape_targets{state=\"stale\"}"), 4.0);
-    assert_eq!(ctl.metric("pimesh_controller_scrape_targets{state=\"up\"}"), 1.0);
+    assert_eq!(
+        ctl.metric("pimesh_controller_scrape_targets{state=\"stale\"}"),
+        4.0
+    );
+    assert_eq!(
+        ctl.metric("pimesh_controller_scrape_targets{state=\"up\"}"),
+        1.0
+    );
     // The good target's numbers flow although the slow one never answers:
     // 100 requests per scrape, a tenth failed.
     let v = stat(&ctl, &["deploy", "-A"]);
@@ -283,4 +357,3 @@ fn bad_targets_are_stale_and_counted_while_good_ones_are_collected() {
         .unwrap();
     assert!(rss_kib < 64 * 1024, "controller RSS {rss_kib} KiB");
 }
-

@@ -143,7 +143,10 @@ pub fn stat(args: StatArgs, env: &dyn Env) -> Result<(), Error> {
                 return Ok(());
             }
             let wide = out == StatOutput::Wide;
-            print!("{}", stat_table(&stat.rows, args.scope.all_namespaces, wide));
+            print!(
+                "{}",
+                stat_table(&stat.rows, args.scope.all_namespaces, wide)
+            );
             Ok(())
         }
     }
@@ -275,7 +278,13 @@ pub fn edges_table(rows: &[EdgeRow]) -> String {
 fn render(table: &[Vec<String>]) -> String {
     let cols = table.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
-        .map(|i| table.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            table
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in table {
@@ -321,7 +330,10 @@ mod tests {
         );
         let wide = stat_table(&[row], true, true);
         assert!(wide.starts_with("NAMESPACE  NAME"), "{wide}");
-        assert!(wide.contains("100.0B/s") && wide.trim_end().ends_with('-'), "{wide}");
+        assert!(
+            wide.contains("100.0B/s") && wide.trim_end().ends_with('-'),
+            "{wide}"
+        );
         let e = EdgeRow {
             src: "client".into(),
             src_namespace: "shop".into(),
@@ -335,7 +347,10 @@ mod tests {
             requests: 60,
         };
         let t = edges_table(&[e]);
-        assert!(t.starts_with("SRC     DST  SRC_NS  DST_NS  CLIENT_ID"), "{t}");
+        assert!(
+            t.starts_with("SRC     DST  SRC_NS  DST_NS  CLIENT_ID"),
+            "{t}"
+        );
         assert!(t.trim_end().ends_with("-          ✓"), "{t}");
     }
 

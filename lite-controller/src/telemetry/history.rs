@@ -137,7 +137,10 @@ fn sums(targets: &Targets, from_s: u64, to_s: u64) -> BTreeMap<String, Sum> {
         };
         let mut s = Sum::default();
         let mut any = false;
-        for p in t.inbound.between((from_s * 1000).saturating_sub(1), (to_s * 1000).saturating_sub(1)) {
+        for p in t.inbound.between(
+            (from_s * 1000).saturating_sub(1),
+            (to_s * 1000).saturating_sub(1),
+        ) {
             s.add(p);
             any = true;
         }
@@ -240,7 +243,11 @@ impl History {
     /// [`History::series`]); no lock on the state needed.
     pub fn stored(&self, workload: &str, step: u64, now_s: u64) -> Result<Series, store::Error> {
         let current = now_s / 60 * 60;
-        let retention = if step == 10 { RETENTION_10S } else { RETENTION_1M };
+        let retention = if step == 10 {
+            RETENTION_10S
+        } else {
+            RETENTION_1M
+        };
         let from = current.saturating_sub(retention);
         let mut series = Series {
             workload: workload.to_string(),
@@ -268,21 +275,27 @@ impl History {
     }
 
     /// Adds to `series` the minutes not written yet, the current one
-    /// included, from memory (call with the state locked).
+    /// included, from memory (call with the state locked); a step that has
+    /// not ended yet is left out (its rate would read low).
     pub fn live(&self, series: &mut Series, targets: &Targets, now_s: u64) {
         let current = now_s / 60 * 60;
         let step = series.step_seconds;
-        let retention = if step == 10 { RETENTION_10S } else { RETENTION_1M };
+        let retention = if step == 10 {
+            RETENTION_10S
+        } else {
+            RETENTION_1M
+        };
         let mut m = (self.written_until + 60).max(current.saturating_sub(retention));
         while m <= current {
             let (tens, ones) = minute(targets, m);
             if step == 10 {
                 for (i, p) in tens.get(&series.workload).into_iter().flatten().enumerate() {
-                    if let Some(p) = p {
-                        series.push(m + i as u64 * 10, p);
+                    let t = m + i as u64 * 10;
+                    if let Some(p) = p.as_ref().filter(|_| t + 10 <= now_s) {
+                        series.push(t, p);
                     }
                 }
-            } else if let Some(p) = ones.get(&series.workload) {
+            } else if let Some(p) = ones.get(&series.workload).filter(|_| m + 60 <= now_s) {
                 series.push(m, p);
             }
             m += 60;

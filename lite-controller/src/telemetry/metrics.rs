@@ -195,9 +195,8 @@ fn esc(v: &str) -> String {
 /// that `rate()` and `histogram_quantile()` work as on the proxies' own
 /// series.
 pub fn encode_workloads(out: &mut String, totals: &BTreeMap<(String, String), Totals>) {
-    let lab = |(ns, d): &(String, String)| {
-        format!("namespace=\"{}\",deployment=\"{}\"", esc(ns), esc(d))
-    };
+    let lab =
+        |(ns, d): &(String, String)| format!("namespace=\"{}\",deployment=\"{}\"", esc(ns), esc(d));
     let mut family = |name: &str, ty: &str, help: &str, f: &dyn Fn(&str, &Totals, &mut String)| {
         let _ = writeln!(out, "# HELP {name} {help}.");
         let _ = writeln!(out, "# TYPE {name} {ty}");
@@ -265,7 +264,11 @@ pub fn encode_workloads(out: &mut String, totals: &BTreeMap<(String, String), To
         "counter",
         "Bytes read from the workload's inbound clients, since the controller started",
         &|l, t, o| {
-            let _ = writeln!(o, "pimesh_workload_tcp_read_bytes_total{{{l}}} {}", t.read_bytes);
+            let _ = writeln!(
+                o,
+                "pimesh_workload_tcp_read_bytes_total{{{l}}} {}",
+                t.read_bytes
+            );
         },
     );
     family(
@@ -273,7 +276,11 @@ pub fn encode_workloads(out: &mut String, totals: &BTreeMap<(String, String), To
         "counter",
         "Bytes written to the workload's inbound clients, since the controller started",
         &|l, t, o| {
-            let _ = writeln!(o, "pimesh_workload_tcp_write_bytes_total{{{l}}} {}", t.write_bytes);
+            let _ = writeln!(
+                o,
+                "pimesh_workload_tcp_write_bytes_total{{{l}}} {}",
+                t.write_bytes
+            );
         },
     );
 }
@@ -293,7 +300,10 @@ mod tests {
             "pimesh_controller_scrapes_total{result=\"malformed\"} 0",
             "pimesh_controller_scrape_targets{state=\"stale\"} 1",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
         }
         assert!(!text.contains("# EOF"));
 

@@ -162,7 +162,13 @@ pub fn parse(text: &str) -> Result<Parsed, String> {
                     kept.push(line.to_string());
                 }
             }
-            _ => return Err(format!("line {}: not a sample: {}", n + 1, excerpt(trimmed))),
+            _ => {
+                return Err(format!(
+                    "line {}: not a sample: {}",
+                    n + 1,
+                    excerpt(trimmed)
+                ))
+            }
         }
     }
     let scrape = Scrape::parse(kept.into_iter().map(Ok)).map_err(|e| e.to_string())?;
@@ -291,10 +297,7 @@ fn balanced(labels: &str) -> bool {
 }
 
 fn excerpt(line: &str) -> String {
-    let end = line
-        .char_indices()
-        .nth(80)
-        .map_or(line.len(), |(i, _)| i);
+    let end = line.char_indices().nth(80).map_or(line.len(), |(i, _)| i);
     format!("{:?}", &line[..end])
 }
 

@@ -45,14 +45,19 @@ impl Resource {
                     .map_or_else(|| addr.to_string(), str::to_string),
             ),
             Resource::Service => t.label("service").map(str::to_string),
-            Resource::Pod => Some(t.label("pod").map_or_else(|| addr.to_string(), str::to_string)),
+            Resource::Pod => Some(
+                t.label("pod")
+                    .map_or_else(|| addr.to_string(), str::to_string),
+            ),
         }
     }
 }
 
 /// The namespace of `t`.
 pub fn namespace_of(t: &TargetState) -> String {
-    t.label("namespace").unwrap_or(DEFAULT_NAMESPACE).to_string()
+    t.label("namespace")
+        .unwrap_or(DEFAULT_NAMESPACE)
+        .to_string()
 }
 
 /// One row of `stat`, as `linkerd viz stat -o json`, plus counts.
@@ -289,7 +294,12 @@ pub fn edges(
         for (k, ring) in &t.edges {
             let (requests, ok, failed, covered) =
                 ring.between(from, now_ms).fold((0, 0, 0, 0), |a, p| {
-                    (a.0 + p.requests, a.1 + p.successes, a.2 + p.failures, a.3 + p.dt_ms)
+                    (
+                        a.0 + p.requests,
+                        a.1 + p.successes,
+                        a.2 + p.failures,
+                        a.3 + p.dt_ms,
+                    )
                 });
             if requests == 0 && ok + failed == 0 {
                 continue;
@@ -301,7 +311,14 @@ pub fn edges(
                     ..
                 } => {
                     let (ns, name) = resolve(id);
-                    (ns, name, my_ns.clone(), me.clone(), Some(id.clone()), my_id.clone())
+                    (
+                        ns,
+                        name,
+                        my_ns.clone(),
+                        me.clone(),
+                        Some(id.clone()),
+                        my_id.clone(),
+                    )
                 }
                 EdgeKey {
                     inbound: false,
@@ -320,7 +337,14 @@ pub fn edges(
                     let Some((ns, name)) = named.or_else(|| peer_id.as_deref().map(resolve)) else {
                         continue;
                     };
-                    (my_ns.clone(), me.clone(), ns, name, my_id.clone(), peer_id.clone())
+                    (
+                        my_ns.clone(),
+                        me.clone(),
+                        ns,
+                        name,
+                        my_id.clone(),
+                        peer_id.clone(),
+                    )
                 }
                 _ => continue,
             };

@@ -155,13 +155,25 @@ mod tests {
         let a = server(chunked, Duration::ZERO).await;
         assert_eq!(fetch(a, t, 4096).await.unwrap_err().result(), "too_large");
         let a = server(ok("x"), Duration::from_secs(5)).await;
-        let e = fetch(a, Duration::from_millis(200), 1024).await.unwrap_err();
+        let e = fetch(a, Duration::from_millis(200), 1024)
+            .await
+            .unwrap_err();
         assert_eq!(e.result(), "timeout");
-        let a = server(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(), Duration::ZERO).await;
+        let a = server(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            Duration::ZERO,
+        )
+        .await;
         assert_eq!(fetch(a, t, 1024).await.unwrap_err().result(), "http_status");
         let a = server(b"SSH-2.0-OpenSSH\r\n".to_vec(), Duration::ZERO).await;
         assert_eq!(fetch(a, t, 1024).await.unwrap_err().result(), "http_error");
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        assert_eq!(fetch(closed, t, 1024).await.unwrap_err().result(), "unreachable");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert_eq!(
+            fetch(closed, t, 1024).await.unwrap_err().result(),
+            "unreachable"
+        );
     }
 }

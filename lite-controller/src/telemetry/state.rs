@@ -215,20 +215,34 @@ mod tests {
     #[test]
     fn deltas_and_restarts() {
         let mut t = TargetState::default();
-        assert!(t.record(parse(&text(100, 90, 10, 1.0)).unwrap(), 1000, 100).is_none());
+        assert!(t
+            .record(parse(&text(100, 90, 10, 1.0)).unwrap(), 1000, 100)
+            .is_none());
         assert_eq!(t.reported["deployment"], "web");
-        let p = t.record(parse(&text(130, 117, 13, 1.0)).unwrap(), 2000, 100).unwrap();
-        assert_eq!((p.requests, p.successes, p.failures, p.dt_ms), (30, 27, 3, 1000));
+        let p = t
+            .record(parse(&text(130, 117, 13, 1.0)).unwrap(), 2000, 100)
+            .unwrap();
+        assert_eq!(
+            (p.requests, p.successes, p.failures, p.dt_ms),
+            (30, 27, 3, 1000)
+        );
         // A restart with counters already above the old ones: the start
         // time tells.
-        let p = t.record(parse(&text(200, 180, 20, 2.0)).unwrap(), 3000, 100).unwrap();
+        let p = t
+            .record(parse(&text(200, 180, 20, 2.0)).unwrap(), 3000, 100)
+            .unwrap();
         assert_eq!(p.requests, 200);
         // A restart seen only as counters going down.
-        let p = t.record(parse(&text(5, 5, 0, 2.0)).unwrap(), 4000, 100).unwrap();
+        let p = t
+            .record(parse(&text(5, 5, 0, 2.0)).unwrap(), 4000, 100)
+            .unwrap();
         assert_eq!((p.requests, p.successes, p.failures), (5, 5, 0));
         assert_eq!(t.edges.len(), 1);
         let ring = t.edges.values().next().unwrap();
-        assert_eq!(ring.between(0, u64::MAX).map(|e| e.requests).sum::<u64>(), 235);
+        assert_eq!(
+            ring.between(0, u64::MAX).map(|e| e.requests).sum::<u64>(),
+            235
+        );
         t.failed("timeout".into());
         assert!(!t.up);
         // Gone from the sources and without points: forgotten.

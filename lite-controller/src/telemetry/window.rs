@@ -259,7 +259,13 @@ mod tests {
         let mut now: Buckets = [0.0; BOUNDS_MS.len()];
         for i in 0..BOUNDS_MS.len() {
             before[i] = if i >= 5 { 10.0 } else { 0.0 };
-            now[i] = if i >= 5 { 14.0 } else if i >= 2 { 1.0 } else { 0.0 };
+            now[i] = if i >= 5 {
+                14.0
+            } else if i >= 2 {
+                1.0
+            } else {
+                0.0
+            };
         }
         let d = bucket_deltas(&now, Some(&before));
         assert_eq!(d[2], 1);

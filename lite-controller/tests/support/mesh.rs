@@ -276,9 +276,13 @@ pub fn metrics_text(ns: &str, deploy: &str, requests: u64, client_id: Option<&st
     let failed = requests / 10;
     let mut t = String::new();
     t.push_str("# TYPE process_start_time_seconds gauge\n");
-    t.push_str(&format!("process_start_time_seconds{{{base}}} 1795228674.5\n"));
+    t.push_str(&format!(
+        "process_start_time_seconds{{{base}}} 1795228674.5\n"
+    ));
     t.push_str("# TYPE request counter\n");
-    t.push_str(&format!("request_total{{{l},authority=\"x\"}} {requests}\n"));
+    t.push_str(&format!(
+        "request_total{{{l},authority=\"x\"}} {requests}\n"
+    ));
     t.push_str("# TYPE response counter\n");
     t.push_str(&format!(
         "response_total{{{l},authority=\"x\",status_code=\"200\",classification=\"success\"}} {}\n",

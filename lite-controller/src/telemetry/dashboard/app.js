@@ -82,7 +82,7 @@ function topology(workloads, edges) {
       class: "edge" + (e.secured ? " secured" : "") }, root);
     p.dataset.src = e.src; p.dataset.dst = e.dst;
     const t = svg("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, class: "elabel", "text-anchor": "middle" }, root);
-    t.textContent = (e.secured ? "🔒 " : "") + fmt(e.rps, 1) + " rps";
+    t.textContent = (e.secured ? "mTLS " : "") + fmt(e.rps, 1) + " rps";
   }
   for (const k of keys) {
     const [x, y] = pos.get(k);

@@ -25,11 +25,23 @@ fn a_real_inbound_proxy() {
     assert_eq!(p.workload["pod"], "web-1");
     assert!(p.start_time.unwrap() > 1.7e9);
     let v = |k: Key| p.series.get(&k).cloned();
-    assert_eq!(v(key(Metric::Requests, true, CLIENT)), Some(Sample::Value(6.0)));
-    assert_eq!(v(key(Metric::Successes, true, CLIENT)), Some(Sample::Value(6.0)));
+    assert_eq!(
+        v(key(Metric::Requests, true, CLIENT)),
+        Some(Sample::Value(6.0))
+    );
+    assert_eq!(
+        v(key(Metric::Successes, true, CLIENT)),
+        Some(Sample::Value(6.0))
+    );
     assert_eq!(v(key(Metric::Failures, true, CLIENT)), None);
-    assert_eq!(v(key(Metric::TcpOpen, true, CLIENT)), Some(Sample::Value(1.0)));
-    assert_eq!(v(key(Metric::ReadBytes, true, CLIENT)), Some(Sample::Value(226.0)));
+    assert_eq!(
+        v(key(Metric::TcpOpen, true, CLIENT)),
+        Some(Sample::Value(1.0))
+    );
+    assert_eq!(
+        v(key(Metric::ReadBytes, true, CLIENT)),
+        Some(Sample::Value(226.0))
+    );
     let Some(Sample::Histogram(b)) = v(key(Metric::Latency, true, CLIENT)) else {
         panic!("no latency histogram in {:?}", p.series.keys());
     };
