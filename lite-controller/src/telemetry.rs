@@ -179,18 +179,25 @@ impl Telemetry {
             }
         }
         let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+        // One parse at a time: parsing is quick, and its transient memory
+        // (a sample per line) is then bounded by one body's.
+        let parsing = Arc::new(tokio::sync::Semaphore::new(1));
         let mut tasks = tokio::task::JoinSet::new();
         for t in targets {
             let permits = permits.clone();
+            let parsing = parsing.clone();
             let (timeout, max) = (self.settings.timeout, self.settings.max_bytes);
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 let started = std::time::Instant::now();
                 let result = match scrape::fetch(t.admin_addr, timeout, max).await {
-                    Ok(text) => tokio::task::spawn_blocking(move || parse::parse(&text))
-                        .await
-                        .unwrap_or_else(|e| Err(e.to_string()))
-                        .map_err(scrape::Error::Malformed),
+                    Ok(text) => {
+                        let _parsing = parsing.acquire_owned().await;
+                        tokio::task::spawn_blocking(move || parse::parse(&text))
+                            .await
+                            .unwrap_or_else(|e| Err(e.to_string()))
+                            .map_err(scrape::Error::Malformed)
+                    }
                     Err(e) => Err(e),
                 };
                 (t.admin_addr, result, started.elapsed(), now_ms())

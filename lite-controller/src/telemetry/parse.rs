@@ -136,30 +136,16 @@ const WORKLOAD_LABELS: [&str; 4] = ["namespace", "deployment", "pod", "service"]
 /// Parses a `/metrics` body. Errors: the first line that is not valid
 /// exposition text, with its number (1-based).
 pub fn parse(text: &str) -> Result<Parsed, String> {
-    let mut kept: Vec<String> = Vec::new();
+    // First pass: syntax only, nothing kept.
     for (n, line) in text.lines().enumerate() {
         let trimmed = line.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
-        if let Some(comment) = trimmed.strip_prefix('#') {
-            if comment.trim_start().starts_with("TYPE") {
-                kept.push(line.to_string());
-            }
+        if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
         match LineInfo::parse(trimmed) {
-            LineInfo::Sample {
-                metric_name,
-                value,
-                labels,
-                ..
-            } => {
+            LineInfo::Sample { value, labels, .. } => {
                 if parse_float(value).is_none() || labels.is_some_and(|l| !balanced(l)) {
                     return Err(format!("line {}: bad sample {}", n + 1, excerpt(trimmed)));
-                }
-                if NAMES.iter().any(|name| metric_name.starts_with(name)) {
-                    kept.push(line.to_string());
                 }
             }
             _ => {
@@ -171,7 +157,16 @@ pub fn parse(text: &str) -> Result<Parsed, String> {
             }
         }
     }
-    let scrape = Scrape::parse(kept.into_iter().map(Ok)).map_err(|e| e.to_string())?;
+    // Second pass: the crate parses the lines telemetry reads (and the
+    // TYPE lines that make histograms), fed lazily.
+    let kept = text.lines().filter(|line| {
+        let t = line.trim_start();
+        match t.strip_prefix('#') {
+            Some(comment) => comment.trim_start().starts_with("TYPE"),
+            None => NAMES.iter().any(|name| t.starts_with(name)),
+        }
+    });
+    let scrape = Scrape::parse(kept.map(|l| Ok(l.to_string()))).map_err(|e| e.to_string())?;
     let mut out = Parsed::default();
     for s in scrape.samples {
         let labels = &s.labels;
