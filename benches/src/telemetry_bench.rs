@@ -201,7 +201,7 @@ fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().split_whitespace().next()?.parse().ok())
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
 }

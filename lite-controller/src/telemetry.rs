@@ -82,7 +82,7 @@ impl Settings {
 
     /// Points kept per target: an hour of scrapes.
     pub fn ring_cap(&self) -> usize {
-        let per_hour = 3600_000 / self.interval.as_millis().max(1) as usize;
+        let per_hour = 3_600_000 / self.interval.as_millis().max(1) as usize;
         per_hour.clamp(1, 3600) + 1
     }
 }

@@ -324,7 +324,7 @@ mod tests {
             covered_seconds: 60.0,
         };
         assert_eq!(
-            stat_table(&[row.clone()], false, false),
+            stat_table(std::slice::from_ref(&row), false, false),
             "NAME  MESHED  SUCCESS  RPS      LATENCY_P50  LATENCY_P95  LATENCY_P99  TCP_CONN\n\
              web   1/1     90.00%   20.0rps  25ms         30ms         30ms         2\n"
         );

@@ -83,7 +83,7 @@ pub async fn handle(
         "/dashboard/app.js" => asset(APP_JS, "text/javascript; charset=utf-8"),
         "/dashboard/style.css" => asset(STYLE_CSS, "text/css; charset=utf-8"),
         "/v1/stat" | "/v1/edges" => match params(&q) {
-            Err(rsp) => rsp,
+            Err((code, message)) => rest::error(StatusCode::BAD_REQUEST, code, message),
             Ok((resource, filter, window)) => {
                 let st = lock(&t.state);
                 let window_ms = window * 1000;
@@ -168,24 +168,18 @@ pub async fn handle(
 }
 
 /// `resource`, `namespace`/`name` filters and `window` (seconds) of a
-/// stat/edges query, or the error answer.
-fn params(q: &HashMap<String, String>) -> Result<(Resource, Filter, u64), Response<Body>> {
+/// stat/edges query, or the error's code and message (a 400).
+fn params(q: &HashMap<String, String>) -> Result<(Resource, Filter, u64), (&'static str, String)> {
     let r = q.get("resource").map(String::as_str).unwrap_or("deploy");
     let resource = Resource::parse(r).ok_or_else(|| {
-        rest::error(
-            StatusCode::BAD_REQUEST,
+        (
             "unknown_resource",
             format!("unknown resource {r:?}: use deploy, svc or pod"),
         )
     })?;
     let w = q.get("window").map(String::as_str).unwrap_or("1m");
-    let window = parse_window(w).map_err(|reason| {
-        rest::error(
-            StatusCode::BAD_REQUEST,
-            "bad_window",
-            format!("window {w:?}: {reason}"),
-        )
-    })?;
+    let window =
+        parse_window(w).map_err(|reason| ("bad_window", format!("window {w:?}: {reason}")))?;
     let filter = Filter {
         namespace: q.get("namespace").filter(|n| !n.is_empty()).cloned(),
         name: q.get("name").filter(|n| !n.is_empty()).cloned(),
@@ -266,6 +260,6 @@ mod tests {
         assert!(parse_window("0s").is_err());
         assert!(parse_window("soon").is_err());
         let bad: HashMap<String, String> = [("resource".into(), "bogus".into())].into();
-        assert_eq!(params(&bad).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(params(&bad).unwrap_err().0, "unknown_resource");
     }
 }

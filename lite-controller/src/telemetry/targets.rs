@@ -137,7 +137,7 @@ mod tests {
         let statics = vec![t("127.0.0.1:1,pod=a"), t("127.0.0.1:2")];
         let dynamic: Arc<dyn TargetSource> =
             Arc::new(move || vec![t("127.0.0.1:1,pod=b"), t("127.0.0.1:3")]);
-        let (all, dropped) = collect(&statics, &[dynamic.clone()], 10);
+        let (all, dropped) = collect(&statics, std::slice::from_ref(&dynamic), 10);
         assert_eq!(all.len(), 3);
         assert_eq!(all[0].labels["pod"], "a", "static flags win");
         assert_eq!(dropped, 0);

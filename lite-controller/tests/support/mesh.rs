@@ -188,7 +188,7 @@ impl App {
             while read_head(&mut r).is_some() {
                 let i = n.fetch_add(1, Ordering::SeqCst) + 1;
                 std::thread::sleep(delay);
-                let fail = fail_every.is_some_and(|k| i % k == 0);
+                let fail = fail_every.is_some_and(|k| i.is_multiple_of(k));
                 let (status, body) = if fail {
                     ("500 Internal Server Error", "injected failure\n")
                 } else {
