@@ -406,3 +406,6 @@ fn fill_ids(row: &mut EdgeRow, other: &EdgeRow) {
         row.client_id = other.client_id.clone();
     }
 }
+
+#[cfg(test)]
+mod tests;
