@@ -47,6 +47,9 @@ struct Args {
     /// The controller's --scrape-interval
     #[arg(long, default_value = "10s")]
     scrape_interval: String,
+    /// The controller's --history-flush-interval
+    #[arg(long, default_value = "5m")]
+    history_flush_interval: String,
     /// Where to write telemetry-report.json
     #[arg(long)]
     out: Option<PathBuf>,
@@ -239,7 +242,7 @@ fn run(args: &Args) -> Result<(), String> {
         (
             Duration::from_secs_f64(args.minutes * 60.0),
             args.scrape_interval.clone(),
-            "1m",
+            args.history_flush_interval.as_str(),
         )
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -102,7 +102,8 @@ pub struct ControllerArgs {
     #[arg(long, value_name = "DURATION")]
     pub scrape_interval: Option<String>,
     /// Telemetry: how often history is written to the database, 1s to 1h
-    /// [default: 1m] [env: PIMESH_CONTROLLER_HISTORY_FLUSH_INTERVAL]
+    /// (SD cards: fewer, larger batches wear less) [default: 5m]
+    /// [env: PIMESH_CONTROLLER_HISTORY_FLUSH_INTERVAL]
     #[arg(long, value_name = "DURATION")]
     pub history_flush_interval: Option<String>,
 }
@@ -367,7 +368,7 @@ fn telemetry_settings(
         "--history-flush-interval",
         "PIMESH_CONTROLLER_HISTORY_FLUSH_INTERVAL",
         args.history_flush_interval.as_deref(),
-        "1m",
+        "5m",
         bounded(1, 3600, "1s and 1h"),
     )?;
     Ok(settings)

@@ -2,7 +2,7 @@
 //! for the last hour (table `telemetry_10s`, one record per minute holding
 //! every workload's six points) and 1 min points for 24 hours (table
 //! `telemetry_1m`, one record per minute). Records are written in one
-//! batch per flush interval (default a minute) with one flush, and pruned
+//! batch per flush interval (default 5 minutes) with one flush, and pruned
 //! past their retention in the same batch, so the tables stay bounded
 //! (≤ 60 and ≤ 1,440 records of at most [`MAX_WORKLOADS`] workloads) and
 //! the SD card sees a few kilobytes per minute (see ARCHITECTURE.md).
