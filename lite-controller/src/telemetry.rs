@@ -218,6 +218,12 @@ impl Telemetry {
         st.now_ms = now_ms();
         let horizon = st.now_ms.saturating_sub(window::RETENTION_MS);
         st.targets.retain(|_, t| t.expire(horizon));
+        // Targets no source lists any more keep their points for the
+        // windows, but pods that churn must not grow this without bound:
+        // past twice the target limit, the unlisted ones go.
+        if st.targets.len() > 2 * MAX_TARGETS {
+            st.targets.retain(|_, t| t.listed);
+        }
         let up = st.targets.values().filter(|t| t.listed && t.up).count();
         let stale = st.targets.values().filter(|t| t.listed && !t.up).count();
         self.metrics.set_targets(up, stale);

@@ -348,6 +348,14 @@ fn bad_targets_are_stale_and_counted_while_good_ones_are_collected() {
     let ghost = row(&v, &targets[4]);
     assert_eq!(ghost["meshed"], "0/1");
     assert!(ghost["rps"].is_null());
+    // `pimesh dashboard` prints the URL; a bad window is bad usage.
+    let url = ctl.cli_ok(&["dashboard"]);
+    assert_eq!(url.trim(), format!("{}/dashboard", ctl.url()));
+    let (status, page) = ctl.get("/dashboard");
+    assert_eq!(status, 200);
+    assert!(page.contains("/dashboard/app.js"));
+    let out = ctl.cli(&["stat", "deploy", "--window", "2h"]);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
     // The controller's memory stayed small (debug build).
     let status = std::fs::read_to_string(format!("/proc/{}/status", ctl.pid())).unwrap();
     let rss_kib: u64 = status
