@@ -140,15 +140,25 @@ fn stat_and_edges_match_a_known_load() {
         "load failed:\n{}",
         gen.log()
     );
+    // What the generator achieved (its schedule catches up after a late
+    // answer, so on a loaded machine this is steady but may be lower).
+    let (web_sent_rate, api_sent_rate) = (
+        web_load.done as f64 / web_load.seconds,
+        api_load.done as f64 / api_load.seconds,
+    );
+    assert!(
+        web_sent_rate > web_rate * 0.8 && api_sent_rate > api_rate * 0.8,
+        "the machine is too loaded for the generator: {web_sent_rate} / {api_sent_rate} rps"
+    );
     let rps = |name| row(&mid, name)["rps"].as_f64().unwrap();
     assert!(
-        within(rps("web"), web_rate, 0.05),
-        "web rps {} vs {web_rate}: {mid:#}",
+        within(rps("web"), web_sent_rate, 0.05),
+        "web rps {} vs {web_sent_rate} sent: {mid:#}",
         rps("web")
     );
     assert!(
-        within(rps("api"), api_rate, 0.05),
-        "api rps {} vs {api_rate}: {mid:#}",
+        within(rps("api"), api_sent_rate, 0.05),
+        "api rps {} vs {api_sent_rate} sent: {mid:#}",
         rps("api")
     );
 

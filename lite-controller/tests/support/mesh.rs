@@ -315,8 +315,11 @@ pub fn metrics_text(ns: &str, deploy: &str, requests: u64, client_id: Option<&st
 /// late request is followed by quicker ones) for `duration`, each a
 /// request to `url_path` sent on one keep-alive connection to `via` (an
 /// absolute-form request when `absolute` names the origin: explicit proxy
-/// mode). Returns (requests answered, their latencies in ms, statuses).
+/// mode). Returns the requests answered, how long it took, their latencies
+/// and failed statuses.
 pub struct Load {
+    /// Seconds from the first request to the last answer.
+    pub seconds: f64,
     pub done: u64,
     pub latencies_ms: Vec<f64>,
     pub errors: u64,
@@ -333,6 +336,7 @@ pub fn load(via: SocketAddr, absolute: Option<SocketAddr>, rate: f64, duration: 
         None => ("/".to_string(), via.to_string()),
     };
     let mut out = Load {
+        seconds: 0.0,
         done: 0,
         latencies_ms: Vec::new(),
         errors: 0,
@@ -374,6 +378,7 @@ pub fn load(via: SocketAddr, absolute: Option<SocketAddr>, rate: f64, duration: 
             out.failed_status += 1;
         }
     }
+    out.seconds = start.elapsed().as_secs_f64();
     out
 }
 
