@@ -3,13 +3,16 @@
 //! needs, summed over the labels it does not keep (`authority`,
 //! `target_addr`, `status_code`, ...).
 //!
-//! The text is parsed by the `prometheus-parse` crate; before that, every
-//! line is checked with its line parser and a body with any line that is
-//! not a comment, a `HELP`/`TYPE` line or a sample with a numeric value is
-//! refused whole, as Prometheus refuses a scrape with a parse error.
+//! Every line is parsed (`text.rs`, the exposition format's grammar, label
+//! escapes included); a body with any line that is neither a comment nor a
+//! well-formed sample is refused whole, as Prometheus refuses a scrape with
+//! a parse error. Histograms are recognised by their `_bucket` samples, so
+//! `TYPE` lines are not needed (OpenMetrics and Prometheus text both work).
 
-use prometheus_parse::{LineInfo, Scrape, Value};
+mod text;
+
 use std::collections::{BTreeMap, HashMap};
+use text::{parse_float, parse_line, Line};
 
 /// Upper bounds of `response_latency_ms` buckets, milliseconds:
 /// linkerd2-proxy's (and `pimesh-proxy`'s), then `+Inf`. Buckets of other
@@ -124,7 +127,7 @@ pub struct Parsed {
 const NAMES: [&str; 7] = [
     "request_total",
     "response_total",
-    "response_latency_ms",
+    "response_latency_ms_bucket",
     "tcp_open_connections",
     "tcp_read_bytes_total",
     "tcp_write_bytes_total",
@@ -134,123 +137,129 @@ const NAMES: [&str; 7] = [
 const WORKLOAD_LABELS: [&str; 4] = ["namespace", "deployment", "pod", "service"];
 
 /// Parses a `/metrics` body. Errors: the first line that is not valid
-/// exposition text, with its number (1-based).
+/// exposition text, with its number (1-based) and what is wrong.
 pub fn parse(text: &str) -> Result<Parsed, String> {
-    // First pass: syntax only, nothing kept.
-    for (n, line) in text.lines().enumerate() {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
+    let mut out = Parsed::default();
+    // Histogram buckets per original series (its labels but `le`), turned
+    // into our bounds at the end.
+    let mut histograms: HashMap<String, (Key, Vec<(f64, f64)>)> = HashMap::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = match parse_line(raw) {
+            Ok(Some(line)) => line,
+            Ok(None) => continue,
+            Err(why) => return Err(format!("line {}: {why}: {}", n + 1, excerpt(raw.trim()))),
+        };
+        if !NAMES.contains(&line.name) {
             continue;
         }
-        match LineInfo::parse(trimmed) {
-            LineInfo::Sample { value, labels, .. } => {
-                if parse_float(value).is_none() || labels.is_some_and(|l| !balanced(l)) {
-                    return Err(format!("line {}: bad sample {}", n + 1, excerpt(trimmed)));
-                }
-            }
-            _ => {
-                return Err(format!(
-                    "line {}: not a sample: {}",
-                    n + 1,
-                    excerpt(trimmed)
-                ))
-            }
-        }
-    }
-    // Second pass: the crate parses the lines telemetry reads (and the
-    // TYPE lines that make histograms), fed lazily.
-    let kept = text.lines().filter(|line| {
-        let t = line.trim_start();
-        match t.strip_prefix('#') {
-            Some(comment) => comment.trim_start().starts_with("TYPE"),
-            None => NAMES.iter().any(|name| t.starts_with(name)),
-        }
-    });
-    let scrape = Scrape::parse(kept.map(|l| Ok(l.to_string()))).map_err(|e| e.to_string())?;
-    let mut out = Parsed::default();
-    for s in scrape.samples {
-        let labels = &s.labels;
         if out.workload.is_empty() {
             for k in WORKLOAD_LABELS {
-                if let Some(v) = labels.get(k) {
+                if let Some(v) = line.label(k) {
                     out.workload.insert(k.to_string(), v.to_string());
                 }
             }
         }
-        let metric = match (s.metric.as_str(), labels.get("classification")) {
+        let metric = match (line.name, line.label("classification")) {
             ("process_start_time_seconds", _) => {
-                if let Value::Gauge(v) | Value::Untyped(v) = s.value {
-                    out.start_time = Some(v);
-                }
+                out.start_time = Some(line.value);
                 continue;
             }
             ("request_total", _) => Metric::Requests,
             ("response_total", Some("success")) => Metric::Successes,
             ("response_total", Some(_)) => Metric::Failures,
-            ("response_latency_ms", _) => Metric::Latency,
+            ("response_latency_ms_bucket", _) => Metric::Latency,
             ("tcp_open_connections", _) => Metric::TcpOpen,
             ("tcp_read_bytes_total", _) => Metric::ReadBytes,
             ("tcp_write_bytes_total", _) => Metric::WriteBytes,
             _ => continue,
         };
-        let inbound = match labels.get("direction") {
-            Some("inbound") => true,
-            Some("outbound") => false,
-            _ => continue,
+        let Some(key) = reduce(metric, &line) else {
+            continue;
         };
-        if matches!(
-            metric,
-            Metric::TcpOpen | Metric::ReadBytes | Metric::WriteBytes
-        ) && !(inbound && labels.get("peer") == Some("src"))
-        {
+        if metric == Metric::Latency {
+            let Some(le) = line.label("le").and_then(parse_float) else {
+                continue;
+            };
+            let mut id = String::new();
+            for (k, v) in line.labels.iter().filter(|(k, _)| *k != "le") {
+                id.push_str(k);
+                id.push('=');
+                id.push_str(v);
+                id.push('\u{0}');
+            }
+            let known = histograms.len();
+            match histograms.get_mut(&id) {
+                Some((_, buckets)) => buckets.push((le, line.value)),
+                None if known < MAX_SERIES => {
+                    histograms.insert(id, (key, vec![(le, line.value)]));
+                }
+                None => out.dropped += 1,
+            }
             continue;
         }
-        let id_label = if inbound { "client_id" } else { "server_id" };
-        let dst = (!inbound)
-            .then(|| Dst {
-                namespace: labels.get("dst_namespace").map(str::to_string),
-                deployment: labels.get("dst_deployment").map(str::to_string),
-                service: labels.get("dst_service").map(str::to_string),
-                pod: labels.get("dst_pod").map(str::to_string),
-            })
-            .filter(|d| d != &Dst::default());
-        let key = Key {
-            metric,
-            inbound,
-            tls: labels.get("tls") == Some("true"),
-            peer_id: labels.get(id_label).map(str::to_string),
-            dst,
-        };
-        let sample = match s.value {
-            Value::Histogram(counts) => {
-                let mut b: Buckets = [0.0; BOUNDS_MS.len()];
-                let mut sorted: Vec<(f64, f64)> =
-                    counts.iter().map(|h| (h.less_than, h.count)).collect();
-                sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-                // Cumulative counts at our bounds: the count of the largest
-                // given bound that is <= ours.
-                for (i, bound) in BOUNDS_MS.iter().enumerate() {
-                    b[i] = sorted
-                        .iter()
-                        .take_while(|(le, _)| le <= bound)
-                        .last()
-                        .map_or(0.0, |(_, c)| *c);
-                }
-                Sample::Histogram(Box::new(b))
-            }
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Sample::Value(v),
-            Value::Summary(_) => continue,
-        };
-        let present = out.series.len();
-        match out.series.get_mut(&key) {
-            Some(existing) => add(existing, &sample),
-            None if present < MAX_SERIES => {
-                out.series.insert(key, sample);
-            }
-            None => out.dropped += 1,
+        insert(&mut out, key, Sample::Value(line.value));
+    }
+    for (_, (key, mut given)) in histograms {
+        given.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Cumulative counts at our bounds: the count of the largest given
+        // bound that is <= ours.
+        let mut b: Buckets = [0.0; BOUNDS_MS.len()];
+        for (i, bound) in BOUNDS_MS.iter().enumerate() {
+            b[i] = given
+                .iter()
+                .take_while(|(le, _)| le <= bound)
+                .last()
+                .map_or(0.0, |(_, c)| *c);
         }
+        insert(&mut out, key, Sample::Histogram(Box::new(b)));
     }
     Ok(out)
+}
+
+/// The reduced key of a sample, or `None` for series telemetry skips
+/// (no direction; TCP series other than inbound client connections).
+fn reduce(metric: Metric, line: &Line<'_>) -> Option<Key> {
+    let inbound = match line.label("direction") {
+        Some("inbound") => true,
+        Some("outbound") => false,
+        _ => return None,
+    };
+    if matches!(
+        metric,
+        Metric::TcpOpen | Metric::ReadBytes | Metric::WriteBytes
+    ) && !(inbound && line.label("peer") == Some("src"))
+    {
+        return None;
+    }
+    let id_label = if inbound { "client_id" } else { "server_id" };
+    let owned = |k| line.label(k).map(str::to_string);
+    let dst = (!inbound)
+        .then(|| Dst {
+            namespace: owned("dst_namespace"),
+            deployment: owned("dst_deployment"),
+            service: owned("dst_service"),
+            pod: owned("dst_pod"),
+        })
+        .filter(|d| d != &Dst::default());
+    Some(Key {
+        metric,
+        inbound,
+        tls: line.label("tls") == Some("true"),
+        peer_id: owned(id_label),
+        dst,
+    })
+}
+
+/// Adds `sample` to the series `key` (at most [`MAX_SERIES`]).
+fn insert(out: &mut Parsed, key: Key, sample: Sample) {
+    let present = out.series.len();
+    match out.series.get_mut(&key) {
+        Some(existing) => add(existing, &sample),
+        None if present < MAX_SERIES => {
+            out.series.insert(key, sample);
+        }
+        None => out.dropped += 1,
+    }
 }
 
 /// `a += b`.
@@ -264,31 +273,6 @@ fn add(a: &mut Sample, b: &Sample) {
         }
         _ => {}
     }
-}
-
-/// A sample value as Go's `ParseFloat` reads it (`NaN`, `+Inf`, `-Inf` too).
-fn parse_float(v: &str) -> Option<f64> {
-    match v {
-        "NaN" | "nan" => Some(f64::NAN),
-        "+Inf" | "Inf" | "+inf" => Some(f64::INFINITY),
-        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
-        v => v.parse().ok(),
-    }
-}
-
-/// Whether every label value in `{...}` is a closed quoted string.
-fn balanced(labels: &str) -> bool {
-    let mut quoted = false;
-    let mut escaped = false;
-    for c in labels.chars() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            _ => {}
-        }
-    }
-    !quoted && labels.contains('=')
 }
 
 fn excerpt(line: &str) -> String {
