@@ -155,7 +155,13 @@ impl Telemetry {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => self.round().await,
+                _ = tick.tick() => {
+                    // A round waits for its slowest scrapes: shutdown does not.
+                    tokio::select! {
+                        _ = self.round() => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
                 _ = flush.tick() => self.flush_history().await,
             }
         }
