@@ -35,7 +35,20 @@ async function main() {
     })));
     await page.screenshot({ path: outDir + "/dashboard.png", fullPage: true });
     await page.click('#workloads a[href="#/w/shop/web"]');
-    await page.waitForSelector("#chart-rps path.line", { timeout: 30000 });
+    try {
+      // Attached, not "visible": a flat line has an empty bounding box.
+      await page.waitForSelector("#chart-rps path.line", { state: "attached", timeout: 45000 });
+    } catch (e) {
+      const state = await page.evaluate(async () => ({
+        hash: location.hash,
+        status: document.querySelector("#status").textContent,
+        hidden: document.querySelector("#workload").hidden,
+        chart: document.querySelector("#chart-rps").outerHTML.slice(0, 300),
+        history: await (await fetch("/v1/history?workload=shop%2Fweb&step=10")).text(),
+        now: Date.now() / 1000,
+      }));
+      throw new Error(e.message + "\n" + JSON.stringify(state));
+    }
     const lines = await page.$$eval("#workload svg path.line", (ps) => ps.length);
     const title = await page.textContent("#wtitle");
     await page.screenshot({ path: outDir + "/dashboard-workload.png", fullPage: true });
