@@ -454,7 +454,17 @@ fn start_controller(
     extra: &[String],
 ) -> Result<(Child, u32, String), String> {
     let _ = std::fs::remove_dir_all(data);
-    let mut child = Command::new(pimesh)
+    let mut cmd = Command::new(pimesh);
+    // SAFETY: prctl in the child before exec, async-signal-safe: the
+    // controller dies with this process instead of running on as an orphan.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = cmd
         .args(["controller", "--standalone", "--data-dir"])
         .arg(data)
         .args(["--proxy-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
