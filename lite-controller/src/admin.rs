@@ -20,6 +20,7 @@
 //! | `DELETE /v1/tokens/{id}` | revokes → `TokenInfo` (404 unknown) |
 //! | `/v1/services...`, `/v1/endpoints` | the service registry, see `services` |
 //! | `GET /v1/tap?resource=KIND/NAME&namespace=NS&...` | live tap stream (NDJSON), loopback only, see `crate::tap` |
+//! | `GET /v1/stat`, `/v1/edges`, `/v1/history`, `/v1/targets`, `/dashboard` | telemetry ([`crate::telemetry::api`]) |
 
 pub mod services;
 
@@ -158,6 +159,11 @@ async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Res
             "forbidden",
             "changes are only accepted from loopback clients (interim authorization model)",
         );
+    }
+    if let Some(rsp) =
+        crate::telemetry::api::handle(&ctx.telemetry, &method, &path, req.uri().query()).await
+    {
+        return rsp;
     }
     if services::owns(&path) {
         return services::handle(ctx, req).await;
@@ -328,7 +334,11 @@ async fn metrics(ctx: &Arc<Ctx>) -> Response<Body> {
             }
         }
         c.metrics.discovery.observe(&c.registry);
-        c.metrics.encode()
+        let mut text = c.metrics.encode();
+        crate::telemetry::metrics::strip_eof(&mut text);
+        text.push_str(&c.telemetry.encode_metrics());
+        text.push_str("# EOF\n");
+        text
     })
     .await
     .unwrap_or_default();

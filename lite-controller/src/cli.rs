@@ -8,12 +8,14 @@
 //! - `identity`: print the trust anchors, show the CA, rotate it.
 //! - `service`: the standalone service registry and per-service policy.
 //! - `tap`: `pimesh tap` and `pimesh top`, live request metadata.
+//! - `telemetry`: `stat`, `edges`, `dashboard`.
 //!
 //! Exit codes: 0 success, 1 the controller failed or refused, 64 bad usage.
 
 pub mod identity;
 pub mod service;
 pub mod tap;
+pub mod telemetry;
 pub mod token;
 
 pub use identity::IdentityCommand;
@@ -71,6 +73,10 @@ pub enum Error {
     /// Talking to the controller failed, or it refused.
     #[error(transparent)]
     Client(#[from] client::Error),
+    /// `stat`/`edges` of a resource kind that does not exist (exit code 1,
+    /// as `linkerd viz stat`).
+    #[error("unknown resource {0:?}: use deploy, svc or pod")]
+    UnknownResource(String),
     /// Printing failed.
     #[error("cannot write the output")]
     Output(#[from] std::io::Error),

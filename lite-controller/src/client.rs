@@ -102,6 +102,11 @@ impl Client {
         })
     }
 
+    /// The controller's URL as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// `method path` with `body` as JSON; the answer decoded as JSON.
     pub async fn call<T: DeserializeOwned>(
         &self,

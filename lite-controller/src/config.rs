@@ -106,6 +106,20 @@ pub struct ControllerArgs {
     /// [env: PIMESH_CONTROLLER_LOG]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// Telemetry: also scrape this proxy admin address, with workload
+    /// labels (namespace, deployment, pod, service, identity); repeatable
+    /// [env: PIMESH_CONTROLLER_SCRAPE_TARGETS, separated by spaces]
+    #[arg(long, value_name = "ADMIN_ADDR[,label=value...]")]
+    pub scrape_target: Vec<String>,
+    /// Telemetry: how often every proxy's /metrics is scraped, 1s to 5m
+    /// [default: 10s] [env: PIMESH_CONTROLLER_SCRAPE_INTERVAL]
+    #[arg(long, value_name = "DURATION")]
+    pub scrape_interval: Option<String>,
+    /// Telemetry: how often history is written to the database, 1s to 1h
+    /// (SD cards: fewer, larger batches wear less) [default: 5m]
+    /// [env: PIMESH_CONTROLLER_HISTORY_FLUSH_INTERVAL]
+    #[arg(long, value_name = "DURATION")]
+    pub history_flush_interval: Option<String>,
 }
 
 /// A flag or variable that could not be used. The binary prints it and
@@ -163,6 +177,8 @@ pub struct Config {
     pub max_watches: usize,
     /// `--log`: log filter.
     pub log: String,
+    /// `--scrape-*`, `--history-flush-interval`: the telemetry role.
+    pub telemetry: crate::telemetry::Settings,
 }
 
 impl Config {
@@ -245,7 +261,9 @@ impl Config {
                 });
             }
         };
-        Ok(Config {
+        let telemetry = telemetry_settings(&p, args)?;
+        let mut config = Config {
+            telemetry,
             standalone,
             data_dir,
             proxy_addr: p.parse(
@@ -317,7 +335,9 @@ impl Config {
                         .map_err(|e| e.to_string())
                 },
             )?,
-        })
+        };
+        config.telemetry.trust_domain = config.trust_domain.clone();
+        Ok(config)
     }
 }
 
@@ -327,7 +347,8 @@ impl fmt::Display for Config {
         write!(
             f,
             "standalone={} data_dir={} proxy_addr={} admin_addr={} trust_domain={} \
-             own_ca_files={} cert_lifetime={:?} lease_ttl={:?} max_watches={}",
+             own_ca_files={} cert_lifetime={:?} lease_ttl={:?} max_watches={} scrape_targets={} \
+             scrape_interval={:?} history_flush_interval={:?}",
             self.standalone,
             self.data_dir.display(),
             self.proxy_addr,
@@ -337,8 +358,63 @@ impl fmt::Display for Config {
             self.cert_lifetime,
             self.lease_ttl,
             self.max_watches,
+            self.telemetry.static_targets.len(),
+            self.telemetry.interval,
+            self.telemetry.flush_interval,
         )
     }
+}
+
+/// The telemetry settings: targets from the flags, else the variable
+/// (space-separated); intervals bounded.
+fn telemetry_settings(
+    p: &Resolver<'_>,
+    args: &ControllerArgs,
+) -> Result<crate::telemetry::Settings, Error> {
+    use crate::telemetry::{targets::parse_target, Settings};
+    const TARGETS_ENV: &str = "PIMESH_CONTROLLER_SCRAPE_TARGETS";
+    let given: Vec<String> = if args.scrape_target.is_empty() {
+        p.env
+            .get(TARGETS_ENV)
+            .map(|v| v.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    } else {
+        args.scrape_target.clone()
+    };
+    let mut targets = Vec::new();
+    for v in given {
+        targets.push(parse_target(&v).map_err(|reason| Error {
+            flag: "--scrape-target",
+            env: TARGETS_ENV,
+            value: v.clone(),
+            reason,
+        })?);
+    }
+    let bounded = |min: u64, max: u64, what: &'static str| {
+        move |v: &str| {
+            let d = parse_duration(v)?;
+            if d < Duration::from_secs(min) || d > Duration::from_secs(max) {
+                return Err(format!("must be between {what}"));
+            }
+            Ok(d)
+        }
+    };
+    let interval = p.parse(
+        "--scrape-interval",
+        "PIMESH_CONTROLLER_SCRAPE_INTERVAL",
+        args.scrape_interval.as_deref(),
+        "10s",
+        bounded(1, 300, "1s and 5m"),
+    )?;
+    let mut settings = Settings::new(targets, interval, pimesh_api::DEFAULT_TRUST_DOMAIN);
+    settings.flush_interval = p.parse(
+        "--history-flush-interval",
+        "PIMESH_CONTROLLER_HISTORY_FLUSH_INTERVAL",
+        args.history_flush_interval.as_deref(),
+        "5m",
+        bounded(1, 3600, "1s and 1h"),
+    )?;
+    Ok(settings)
 }
 
 struct Resolver<'a> {

@@ -19,8 +19,11 @@
 //! - `metrics`: `pimesh_controller_*` series.
 //! - `tap`: relays proxies' tap streams to operators (`pimesh tap`, `top`).
 //! - `crypto`: SHA-256, random bytes, hex, constant-time comparison (ring).
+//! - `telemetry`: scrapes proxies' `/metrics`; `stat`, `edges`, history,
+//!   the dashboard, the `pimesh_workload_*` re-export.
 //! - `client`, `cli`: the operator CLI (`pimesh token`, `pimesh identity`,
-//!   `pimesh service`).
+//!   `pimesh service`, `pimesh stat`, `pimesh edges`, `pimesh tap`,
+//!   `pimesh top`, `pimesh dashboard`).
 
 pub mod admin;
 pub mod cli;
@@ -35,6 +38,7 @@ pub mod rest;
 pub mod server;
 pub mod store;
 pub mod tap;
+pub mod telemetry;
 pub mod token;
 
 /// `error: source: source...` in one line, for logs and error messages.

@@ -1,5 +1,5 @@
 //! `pimesh`: the control plane (`pimesh controller`) and the operator CLI
-//! (`pimesh token ...`, `pimesh identity ...`, `pimesh service ...`). Exit codes: 0 success, 1
+//! (`pimesh token ...`, `pimesh identity ...`, `pimesh service ...`, `pimesh stat ...`). Exit codes: 0 success, 1
 //! runtime failure (unusable database, controller unreachable or refusing),
 //! 64 bad usage or configuration (sysexits `EX_USAGE`).
 
@@ -41,6 +41,12 @@ enum Command {
     Tap(cli::tap::TapCommand),
     /// The busiest paths of a resource, live from tap (as `linkerd viz top`)
     Top(cli::tap::TopCommand),
+    /// Golden metrics of workloads: NAME, MESHED, SUCCESS, RPS, latency, TCP_CONN
+    Stat(cli::telemetry::StatArgs),
+    /// Edges between workloads: source, destination, identities, mTLS
+    Edges(cli::telemetry::EdgesArgs),
+    /// Print (or open) the URL of the dashboard served by the controller
+    Dashboard(cli::telemetry::DashboardArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +72,9 @@ fn main() -> ExitCode {
         Command::Service(cmd) => cli::service::run(cmd, &OsEnv),
         Command::Tap(cmd) => cli::tap::run_tap(cmd, &OsEnv),
         Command::Top(cmd) => cli::tap::run_top(cmd, &OsEnv),
+        Command::Stat(args) => cli::telemetry::stat(args, &OsEnv),
+        Command::Edges(args) => cli::telemetry::edges(args, &OsEnv),
+        Command::Dashboard(args) => cli::telemetry::dashboard(args, &OsEnv),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

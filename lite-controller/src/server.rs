@@ -16,6 +16,7 @@ use crate::proxy_api::client_auth::ClientAuth;
 use crate::proxy_api::{self, CertSlot, SHUTDOWN_GRACE};
 use crate::registry::{self, Registry};
 use crate::store::{self, Store};
+use crate::telemetry::Telemetry;
 use crate::token::Tokens;
 use crate::{admin, error_chain};
 use std::net::SocketAddr;
@@ -48,6 +49,8 @@ pub struct Ctx {
     pub cert: Arc<CertSlot>,
     /// Tap relays open (bounded).
     pub tap_relays: crate::tap::Relays,
+    /// The telemetry role (scrapes, windows, history, dashboard).
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Why the controller could not start.
@@ -147,6 +150,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         "pimesh controller listening"
     );
 
+    // Scrape targets: the `--scrape-target` flags, then every registered
+    // endpoint whose proxy gave its admin address.
+    let telemetry = Arc::new(Telemetry::new(config.telemetry.clone(), &store)?);
+    let scraped = registry.clone();
+    telemetry.add_source(Arc::new(move || {
+        scraped
+            .endpoints()
+            .iter()
+            .filter_map(|e| crate::telemetry::Target::from_endpoint(&e.endpoint))
+            .collect::<Vec<_>>()
+    }));
     let ctx = Arc::new(Ctx {
         authority: authority.clone(),
         registry,
@@ -155,6 +169,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         shutdown: shutdown.clone(),
         cert: slot.clone(),
         tap_relays: Default::default(),
+        telemetry: telemetry.clone(),
     });
     ctx.metrics
         .serving_cert_expiry
@@ -170,6 +185,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let prune = tokio::spawn(prune(ctx.clone()));
     let anchors = tokio::spawn(follow_anchors(ctx.clone(), client_auth));
     let sweep = tokio::spawn(sweep_leases(ctx.clone()));
+    let telemetry_task = tokio::spawn(telemetry.run(shutdown.clone()));
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: draining connections");
@@ -185,6 +201,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     prune.abort();
     anchors.abort();
     sweep.abort();
+    // It writes the last history minutes, then ends.
+    let _ = tokio::time::timeout(Duration::from_secs(5), telemetry_task).await;
     authority.flush()?;
     tracing::info!("database flushed; exiting");
     Ok(())

@@ -346,6 +346,62 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         Ok(old.is_some())
     }
 
+    /// Inserts `puts` and removes `removes` as one atomic batch, *without*
+    /// flushing: for periodic bulk records (telemetry history) that may be
+    /// lost in a crash and must not cost one flush each on an SD card; the
+    /// caller flushes ([`Store::flush`]) once per batch. Returns the bytes of
+    /// keys and values handed to sled.
+    pub fn write_batch(&self, puts: &[(String, T)], removes: &[String]) -> Result<usize, Error> {
+        let mut batch = sled::Batch::default();
+        let mut bytes = 0;
+        for (key, value) in puts {
+            let v = serde_json::to_vec(value).map_err(|source| Error::Decode {
+                table: self.name,
+                key: key.clone(),
+                source,
+            })?;
+            bytes += key.len() + v.len();
+            batch.insert(key.as_bytes(), v);
+        }
+        for key in removes {
+            bytes += key.len();
+            batch.remove(key.as_bytes());
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+        Ok(bytes)
+    }
+
+    /// Records with `from <= key < to`, in key order.
+    pub fn range(&self, from: &str, to: &str) -> Result<Vec<(String, T)>, Error> {
+        let mut out = Vec::new();
+        for item in self.tree.range(from.as_bytes()..to.as_bytes()) {
+            let (k, v) = item.map_err(|e| self.io(e))?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let value = self.decode(&key, &v)?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    /// Keys before `to`, in key order (without decoding the records).
+    pub fn keys_before(&self, to: &str) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        for item in self.tree.range(..to.as_bytes()) {
+            let (k, _) = item.map_err(|e| self.io(e))?;
+            out.push(String::from_utf8_lossy(&k).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// The last key, if any.
+    pub fn last_key(&self) -> Result<Option<String>, Error> {
+        Ok(self
+            .tree
+            .last()
+            .map_err(|e| self.io(e))?
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned()))
+    }
+
     /// Every record, in key order.
     pub fn all(&self) -> Result<Vec<(String, T)>, Error> {
         let mut out = Vec::with_capacity(self.tree.len());

@@ -157,6 +157,11 @@ impl Controller {
         self.log.lock().unwrap().clone()
     }
 
+    /// The process id (0 once killed).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

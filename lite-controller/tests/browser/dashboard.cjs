@@ -1,0 +1,62 @@
+// Loads the controller's dashboard in headless Chromium (playwright-core,
+// Debian's chromium), waits for workloads with traffic, reads the overview
+// table and the topology graph, opens a workload page with its charts,
+// saves screenshots, and prints what it saw as one JSON line.
+// Usage: node dashboard.cjs CONTROLLER_URL OUT_DIR   (NODE_PATH: node_modules)
+"use strict";
+const { chromium } = require("playwright-core");
+
+async function main() {
+  const [url, outDir] = process.argv.slice(2);
+  const browser = await chromium.launch({
+    executablePath: process.env.PIMESH_CHROMIUM || "/usr/bin/chromium",
+    // Root in CI containers: Chromium's sandbox needs user namespaces.
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+    const requests = [];
+    page.on("request", (r) => requests.push(r.url()));
+    await page.goto(url + "/dashboard");
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll("#workloads tbody tr")];
+      const busy = rows.filter((r) => /^[0-9.]*[1-9][0-9.]*rps$/.test(r.children[4].textContent));
+      return rows.length >= 3 && busy.length >= 2 &&
+        document.querySelectorAll("#topology path.edge").length >= 2;
+    }, null, { timeout: 30000 });
+    const rows = await page.$$eval("#workloads tbody tr",
+      (rs) => rs.map((r) => [...r.children].map((c) => c.textContent)));
+    const nodes = await page.$$eval("#topology g.node", (ns) => ns.map((n) => n.dataset.name));
+    const edges = await page.$$eval("#topology path.edge", (es) => es.map((e) => ({
+      src: e.dataset.src, dst: e.dataset.dst, secured: e.classList.contains("secured"),
+    })));
+    await page.screenshot({ path: outDir + "/dashboard.png", fullPage: true });
+    await page.click('#workloads a[href="#/w/shop/web"]');
+    try {
+      // Attached, not "visible": a flat line has an empty bounding box.
+      await page.waitForSelector("#chart-rps path.line", { state: "attached", timeout: 45000 });
+    } catch (e) {
+      const state = await page.evaluate(async () => ({
+        hash: location.hash,
+        status: document.querySelector("#status").textContent,
+        hidden: document.querySelector("#workload").hidden,
+        chart: document.querySelector("#chart-rps").outerHTML.slice(0, 300),
+        history: await (await fetch("/v1/history?workload=shop%2Fweb&step=10")).text(),
+        now: Date.now() / 1000,
+      }));
+      throw new Error(e.message + "\n" + JSON.stringify(state));
+    }
+    const lines = await page.$$eval("#workload svg path.line", (ps) => ps.length);
+    const title = await page.textContent("#wtitle");
+    await page.screenshot({ path: outDir + "/dashboard-workload.png", fullPage: true });
+    const foreign = requests.filter((r) => !r.startsWith(url));
+    console.log(JSON.stringify({ rows, nodes, edges, lines, title, errors, foreign }));
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
