@@ -1,6 +1,7 @@
 //! Tap end to end: `pimesh tap` / `pimesh top` against the real controller
 //! relaying the tap listeners of registered proxies, with identities; the
-//! tap listener refuses every identity but the controller's.
+//! tap listener refuses every identity but the controller's. Registered
+//! proxies are also the controller's scrape targets (`pimesh stat`).
 
 mod support;
 
@@ -30,7 +31,7 @@ fn pimesh(ctl: &Controller, args: &[&str]) -> std::process::Child {
 
 #[test]
 fn tap_shows_requests_as_they_happen_with_identities() {
-    let ctl = Controller::start(&[]);
+    let ctl = Controller::start(&["--scrape-interval", "1s"]);
     let app = Backend::start("web");
     let labels = "namespace=default,deployment=web,pod=web-0";
     let server = backend_proxy(
@@ -136,6 +137,27 @@ fn tap_shows_requests_as_they_happen_with_identities() {
     assert_eq!(
         row["source"], "client.default.serviceaccount.identity.pimesh.cluster.local",
         "{rows}"
+    );
+
+    // The registered proxy is scraped without any --scrape-target: its
+    // requests show in `pimesh stat` under its deployment label.
+    let stat_web = || -> Option<serde_json::Value> {
+        let rows: serde_json::Value =
+            serde_json::from_str(&ctl.cli(&["stat", "deploy", "-n", "default", "-o", "json"]))
+                .ok()?;
+        rows.as_array()?
+            .iter()
+            .find(|r| r["name"] == "web")
+            .cloned()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            load(client.outbound, "web:80", 1, 5, Duration::ZERO);
+            stat_web().is_some_and(|r| r["meshed"] == "1/1" && r["requests"].as_u64() > Some(0))
+        }),
+        "web never showed in stat: {:?}\n{}",
+        stat_web(),
+        ctl.log()
     );
 
     // Unknown resources are a clear error.
