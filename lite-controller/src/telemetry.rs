@@ -48,9 +48,9 @@ pub const CONCURRENCY: usize = 8;
 /// Targets scraped at most; more are left out and counted.
 pub const MAX_TARGETS: usize = 500;
 /// How often history is written unless `--history-flush-interval` says
-/// otherwise: at 20 deployments, every minute measured 1.3 MiB written per
-/// hour (sled rewrites the B-tree leaf each time), every 5 minutes 0.8 MiB
-/// (benches/README.md). A crash loses at most that much history (SIGTERM
+/// otherwise: at 20 deployments, every minute measured 1.3–1.9 MiB written
+/// per hour (sled rewrites the B-tree leaf each time), every 5 minutes
+/// 0.7–0.9 MiB (benches/README.md). A crash loses at most that much history (SIGTERM
 /// writes it; the API serves unwritten minutes from memory).
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(300);
 
