@@ -289,3 +289,127 @@ fn the_tap_listener_refuses_everyone_but_the_controller() {
     );
     assert!(!ok && code == "000", "{code}");
 }
+
+/// `node_modules` with playwright-core: `$PIMESH_NPM_DIR`, else `npm/` in
+/// the target directory (where `.ci/run` and the dashboard test put it),
+/// installed there when missing. `None`: Chromium or Node.js is missing and
+/// `PIMESH_SKIP_BROWSER_TESTS=1` says to skip.
+fn playwright() -> Option<std::path::PathBuf> {
+    let runs = |p: &str| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let chromium = std::env::var("PIMESH_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !runs(&chromium) || !runs("node") {
+        if std::env::var("PIMESH_SKIP_BROWSER_TESTS").as_deref() == Ok("1") {
+            eprintln!(
+                "SKIPPED: browser test: chromium or node missing and PIMESH_SKIP_BROWSER_TESTS=1"
+            );
+            return None;
+        }
+        panic!("the browser test needs chromium and node (or PIMESH_SKIP_BROWSER_TESTS=1)");
+    }
+    let dir = std::env::var_os("PIMESH_NPM_DIR").map_or_else(
+        || {
+            std::path::Path::new(support::proxy_bin())
+                .parent()
+                .and_then(std::path::Path::parent)
+                .unwrap()
+                .join("npm")
+        },
+        std::path::PathBuf::from,
+    );
+    if !dir.join("node_modules/playwright-core").exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = run(
+            Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&dir)
+                .arg("playwright-core@1.65.1"),
+            Duration::from_secs(300),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Some(dir.join("node_modules"))
+}
+
+#[test]
+fn the_dashboard_shows_a_live_tap_in_chromium() {
+    let Some(modules) = playwright() else {
+        return;
+    };
+    let ctl = Controller::start(&[]);
+    let app = Backend::start("web");
+    let labels = "namespace=default,deployment=web,pod=web-0";
+    let _server = backend_proxy(
+        &ctl,
+        "web:80",
+        app.addr,
+        &[("PIMESH_PROXY_WORKLOAD_LABELS", labels)],
+    );
+    let client = client_proxy(&ctl, &[]);
+    assert!(eventually(Duration::from_secs(20), || load(
+        client.outbound,
+        "web:80",
+        1,
+        1,
+        Duration::ZERO
+    )
+    .ok()
+        == 1));
+    // Steady traffic while the browser taps.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = std::thread::spawn({
+        let (stop, outbound) = (stop.clone(), client.outbound);
+        move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                load(outbound, "web:80", 1, 3, Duration::ZERO);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    let out_dir = std::env::var_os("PIMESH_CI_ARTIFACTS").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ci-artifacts"),
+        std::path::PathBuf::from,
+    );
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../lite-controller/tests/browser/tap.cjs");
+    let out = run(
+        Command::new("node")
+            .arg(&script)
+            .arg(format!("http://{}", ctl.admin_addr))
+            .args(["default", "web"])
+            .arg(&out_dir)
+            .env("NODE_PATH", &modules),
+        Duration::from_secs(120),
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    sender.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["status"], "live", "{seen}");
+    assert_eq!(seen["errors"].as_array().unwrap().len(), 0, "{seen}");
+    let row = &seen["rows"][0];
+    // TIME DIR PEER_ID METHOD AUTHORITY PATH STATUS LATENCY
+    assert_eq!(row[1], "inbound", "{seen}");
+    assert_eq!(
+        row[2], "client.default.serviceaccount.identity.pimesh.cluster.local",
+        "{seen}"
+    );
+    assert_eq!(row[3], "GET", "{seen}");
+    assert_eq!(row[6], "200", "{seen}");
+    let shot = std::fs::metadata(out_dir.join("dashboard-tap.png")).map_or(0, |m| m.len());
+    assert!(shot > 10_000, "screenshot: {shot} bytes");
+}

@@ -148,6 +148,70 @@ async function workload(ns, name) {
   }
 }
 
+// Live tap of the shown workload: the controller's /v1/tap stream (NDJSON,
+// loopback clients only), newest first, the last 50 exchanges.
+let tapping = null;
+function stopTap() {
+  if (tapping) tapping.abort();
+  tapping = null;
+  $("#tap-toggle").textContent = "start";
+}
+function tapRow(ev) {
+  const body = $("#tap tbody");
+  const tr = document.createElement("tr");
+  cell(tr, new Date(ev.ts_ms).toLocaleTimeString());
+  cell(tr, ev.direction);
+  cell(tr, ev.client_id || ev.server_id || "-");
+  cell(tr, ev.method);
+  cell(tr, ev.authority);
+  cell(tr, ev.path);
+  cell(tr, ev.status === undefined ? "-" : String(ev.status), ev.status >= 500 || ev.error ? "bad" : "");
+  cell(tr, (ev.latency_us / 1000).toFixed(1) + "ms");
+  body.prepend(tr);
+  while (body.rows.length > 50) body.deleteRow(-1);
+}
+async function startTap(ns, name) {
+  stopTap();
+  const ctl = new AbortController();
+  tapping = ctl;
+  $("#tap-toggle").textContent = "stop";
+  $("#tap-status").textContent = "connecting";
+  try {
+    const r = await fetch("/v1/tap?resource=deploy%2F" + encodeURIComponent(name) +
+      "&namespace=" + encodeURIComponent(ns) + "&max_rps=20", { signal: ctl.signal, cache: "no-store" });
+    if (!r.ok) {
+      const e = await r.json().catch(() => ({ message: "HTTP " + r.status }));
+      throw new Error(e.message);
+    }
+    $("#tap-status").textContent = "live";
+    const reader = r.body.getReader();
+    const dec = new TextDecoder();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += dec.decode(value, { stream: true });
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (line) tapRow(JSON.parse(line));
+      }
+    }
+    $("#tap-status").textContent = "ended";
+  } catch (e) {
+    if (e.name !== "AbortError") $("#tap-status").textContent = "error: " + e.message;
+  } finally {
+    if (tapping === ctl) stopTap();
+  }
+}
+$("#tap-toggle").addEventListener("click", () => {
+  const m = location.hash.match(/^#\/w\/([^/]+)\/(.+)$/);
+  if (tapping) stopTap();
+  else if (m) startTap(decodeURIComponent(m[1]), decodeURIComponent(m[2]));
+});
+window.addEventListener("hashchange", () => { stopTap(); $("#tap tbody").replaceChildren(); $("#tap-status").textContent = ""; });
+
 async function refresh() {
   const m = location.hash.match(/^#\/w\/([^/]+)\/(.+)$/);
   $("#overview").hidden = !!m;
