@@ -2,8 +2,9 @@
 # pimesh quick start: builds pimesh-proxy, pimesh (controller + CLI) and
 # pimesh-lab, then runs the demo app (examples/emojivoto: web calls the emoji
 # and voting gRPC services, vote-bot drives traffic to web) meshed, with a
-# standalone controller handing each proxy its mTLS identity, and shows the
-# golden metrics of every service.
+# standalone controller handing each proxy its mTLS identity, and shows what
+# the controller sees: `pimesh stat deploy` (golden metrics of every service)
+# and `pimesh edges deploy` (mTLS on every edge), plus the dashboard's URL.
 #
 #   ./examples/quickstart.sh     # Ctrl-C stops and removes everything
 #
@@ -12,9 +13,9 @@
 # edge is mTLS. Without root: on 127.0.0.1 in explicit proxy mode (apps get
 # http_proxy; no iptables); it says so.
 #
-# Interactive: runs until Ctrl-C, printing the metrics every 10 s. With stdin
-# not a terminal (CI) or QUICKSTART_DURATION set: runs that long (20s),
-# prints the metrics, tears down and exits.
+# Interactive: runs until Ctrl-C, printing `pimesh stat` every 10 s. With
+# stdin not a terminal (CI) or QUICKSTART_DURATION set: runs that long (20s),
+# prints `pimesh stat` and `pimesh edges`, tears down and exits.
 # PIMESH_BIN_DIR=DIR uses binaries already built there instead of cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,8 +38,8 @@ if [ "$(id -u)" -eq 0 ]; then
   echo "==> root: the demo runs in the mesh lab (pods as network namespaces, iptables redirection, mTLS between pods)"
 else
   echo "==> not root: no network namespaces or iptables, so the demo runs on 127.0.0.1"
-  echo "    in explicit proxy mode (each app's http_proxy is its proxy). HTTP crosses"
-  echo "    the mesh over mTLS; gRPC, tunnelled with CONNECT, as opaque mTLS TCP."
+  echo "    in explicit proxy mode (each app's http_proxy is its proxy; the demo sends"
+  echo "    its gRPC to its proxy as HTTP/2). Every edge still crosses the mesh over mTLS."
   echo "    Run as root for the real thing (transparent redirection)."
   args+=(--loopback)
 fi
@@ -47,6 +48,4 @@ if [ -t 0 ] && [ -z "${QUICKSTART_DURATION:-}" ]; then
 else
   args+=(--duration "${QUICKSTART_DURATION:-20s}" --interval 0s)
 fi
-# `pimesh stat` / `pimesh edges` and the dashboard come with telemetry: until
-# then pimesh-lab prints each proxy's golden metrics read from its /metrics.
 exec "$PIMESH_BIN_DIR/pimesh-lab" "${args[@]}"

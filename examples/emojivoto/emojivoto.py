@@ -6,6 +6,10 @@ from a dict of functions, `Client` calls one. The apps know nothing about
 pimesh: they talk plaintext gRPC / HTTP to the addresses they are given
 (`<NAME>_SERVICE_HOST` / `_PORT`, as Kubernetes sets them); in the mesh lab
 the pod's iptables send that traffic through its proxy, which adds mTLS.
+Without redirection (the lab's loopback mode) `GRPC_PROXY_ADDR` names an
+explicit HTTP/2 proxy: gRPC goes to it with `:authority` naming the service,
+as HTTP requests go to `http_proxy` (grpcio itself would only tunnel through
+`http_proxy` with CONNECT, which a proxy can carry only as opaque bytes).
 """
 
 import json
@@ -48,7 +52,17 @@ class Client:
 
     def __init__(self, target, service):
         self.service = service
-        self.channel = grpc.insecure_channel(target)
+        proxy = os.environ.get("GRPC_PROXY_ADDR")
+        if proxy:
+            self.channel = grpc.insecure_channel(
+                proxy,
+                options=[
+                    ("grpc.default_authority", target),
+                    ("grpc.enable_http_proxy", 0),
+                ],
+            )
+        else:
+            self.channel = grpc.insecure_channel(target)
 
     def call(self, method, request, timeout=5.0):
         rpc = self.channel.unary_unary(

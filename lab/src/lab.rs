@@ -7,6 +7,7 @@
 //! error half-way) removes everything; after a SIGKILL the children die
 //! with the lab and the next start removes the rest.
 
+use crate::forward::Forward;
 use crate::interrupt::{self, Interrupted};
 use crate::net::{self, Lock, Names, Subnet};
 use crate::process::{self, command, http_get, run, Proc};
@@ -19,8 +20,10 @@ use std::time::Duration;
 mod config;
 mod pods;
 
-pub(crate) use config::{mkdir, write_file};
-pub use config::{service_env, Bins, Options, DEFAULT_PROXY_UID, PROXY_ENV};
+pub(crate) use config::{mkdir, scrape_interval_arg, wait_registered, write_file};
+pub use config::{
+    service_env, Bins, Options, DEFAULT_PROXY_UID, DEFAULT_SCRAPE_INTERVAL, PROXY_ENV,
+};
 
 /// The controller's proxy-facing port (DESIGN.md).
 pub const CONTROLLER_PROXY_PORT: u16 = 8086;
@@ -97,6 +100,9 @@ pub struct Lab {
     pub pods: Vec<Pod>,
     /// The controller's address on the bridge.
     pub controller_ip: Ipv4Addr,
+    /// The controller's operator API forwarded to the host's 127.0.0.1
+    /// (the `pimesh` CLI and the dashboard from the host).
+    pub operator: Option<Forward>,
     bins: Bins,
     opts: Options,
     procs: Vec<Proc>,
@@ -148,6 +154,7 @@ impl Lab {
             .collect();
         let mut lab = Lab {
             controller_ip: subnet.host(1),
+            operator: None,
             names,
             subnet,
             dir,
@@ -212,6 +219,15 @@ impl Lab {
             self.wait_proxy_ready(i)?;
         }
         self.step("every proxy holds its certificate (mTLS ready)");
+        let wanted: Vec<_> = self
+            .pods
+            .iter()
+            .filter_map(|p| p.spec.registered_service())
+            .collect();
+        wait_registered(|| self.cli(&["service", "ls"]), &wanted, READY_TIMEOUT)?;
+        if !wanted.is_empty() {
+            self.step("every service is registered (the controller scrapes its proxies)");
+        }
         for i in 0..self.pods.len() {
             interrupt::check()?;
             self.start_app(i)?;
@@ -232,14 +248,22 @@ impl Lab {
             .arg(format!("{}:{CONTROLLER_PROXY_PORT}", self.controller_ip))
             .arg("--admin-addr")
             .arg(format!("0.0.0.0:{CONTROLLER_ADMIN_PORT}"))
+            .arg("--scrape-interval")
+            .arg(scrape_interval_arg(self.opts.scrape_interval))
             .env("PIMESH_LAB", &self.names.id);
         let mut p = Proc::spawn("controller", c, &self.dir.join("controller.log"))?;
         let ready = p.wait_for_log("pimesh controller listening", READY_TIMEOUT);
         self.procs.push(p);
         ready.map_err(|log| self.not_ready("the controller did not start", log))?;
+        let operator = SocketAddr::from(([127, 0, 0, 1], CONTROLLER_ADMIN_PORT));
+        self.operator = Some(
+            Forward::start(&ns, operator)
+                .map_err(|e| Error::Write(PathBuf::from("127.0.0.1:0"), e))?,
+        );
         self.step(&format!(
-            "controller up in {ns} (proxies: {}:{CONTROLLER_PROXY_PORT}, operator: :{CONTROLLER_ADMIN_PORT})",
-            self.controller_ip
+            "controller up in {ns} (proxies: {}:{CONTROLLER_PROXY_PORT}, operator: :{CONTROLLER_ADMIN_PORT}, from the host: {})",
+            self.controller_ip,
+            self.operator_url()
         ));
         Ok(())
     }
@@ -254,9 +278,17 @@ impl Lab {
         }
     }
 
+    /// The operator API's URL from the host (`http://127.0.0.1:PORT`, the
+    /// forwarder into the controller's namespace).
+    pub fn operator_url(&self) -> String {
+        match &self.operator {
+            Some(f) => format!("http://{}", f.addr),
+            None => format!("http://127.0.0.1:{CONTROLLER_ADMIN_PORT}"),
+        }
+    }
+
     /// Runs `pimesh ARGS --controller http://127.0.0.1:8085` in the
-    /// controller's namespace and returns its stdout. The place where
-    /// `pimesh stat` / `pimesh edges` run once telemetry lands.
+    /// controller's namespace and returns its stdout.
     pub fn cli(&self, args: &[&str]) -> Result<String, Error> {
         let mut c = command(Some(&self.names.netns("ctl")), None, &self.bins.pimesh)?;
         c.args(args)
@@ -348,6 +380,7 @@ impl Lab {
         let Some(lock) = self.lock.take() else {
             return Vec::new();
         };
+        self.operator = None;
         for p in self.procs.iter_mut().rev() {
             p.kill();
         }

@@ -16,15 +16,19 @@
 //! - `loopback`: the same pods on 127.0.0.1 without root (explicit proxy mode);
 //! - `demo`: the emojivoto-style demo application's pods;
 //! - `metrics`: reading the proxies' golden metrics;
+//! - `forward`: the controller's operator API on the host's 127.0.0.1;
+//! - `report`: `pimesh stat` / `pimesh edges` against the lab's controller;
 //! - `interrupt`: SIGINT/SIGTERM/SIGHUP as a flag every wait checks.
 
 pub mod demo;
+pub mod forward;
 pub mod interrupt;
 pub mod lab;
 pub mod loopback;
 pub mod metrics;
 pub mod net;
 pub mod process;
+pub mod report;
 pub mod spec;
 
 pub use lab::{Bins, Error, Lab, Options};

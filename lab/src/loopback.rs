@@ -104,6 +104,16 @@ impl LoopbackLab {
             self.wait_ready(i)?;
         }
         self.step("every proxy holds its certificate (mTLS ready)");
+        let wanted: Vec<_> = self
+            .pods
+            .iter()
+            .filter_map(|p| p.spec.registered_service())
+            .collect();
+        lab::wait_registered(
+            || self.cli(&["service", "ls"]),
+            &wanted,
+            Duration::from_secs(30),
+        )?;
         for i in 0..self.pods.len() {
             interrupt::check()?;
             self.start_app(i)?;
@@ -116,7 +126,9 @@ impl LoopbackLab {
         let mut c = command(None, None, &self.bins.pimesh)?;
         c.args(["controller", "--standalone", "--data-dir"])
             .arg(self.dir.join("controller-data"))
-            .args(["--proxy-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"]);
+            .args(["--proxy-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .arg("--scrape-interval")
+            .arg(lab::scrape_interval_arg(self.opts.scrape_interval));
         let mut p = Proc::spawn("controller", c, &self.dir.join("controller.log"))?;
         let ready = p.wait_for_log("pimesh controller listening", Duration::from_secs(30));
         let log = p.log_text();
@@ -143,6 +155,11 @@ impl LoopbackLab {
             "controller up (proxies: {proxy}, operator: http://{admin})"
         ));
         Ok(proxy)
+    }
+
+    /// The operator API's URL (`http://127.0.0.1:PORT`).
+    pub fn operator_url(&self) -> String {
+        format!("http://{}", self.controller_admin)
     }
 
     /// Runs `pimesh ARGS --controller http://ADMIN` and returns its stdout.
@@ -209,8 +226,12 @@ impl LoopbackLab {
         if let Some(app) = pod.app {
             c.env("PIMESH_PROXY_INBOUND_TARGET", app.to_string());
         }
-        if let Some(s) = &pod.spec.service {
-            c.env("PIMESH_PROXY_SERVICE", s);
+        // Registered at the app's own port: every pod shares 127.0.0.1, so
+        // the spec's port (8080 for all) would give every service the same
+        // endpoint address. Clients dial the endpoint's proxy_addr (the
+        // inbound listener).
+        if let (Some((_, name)), Some(app)) = (pod.spec.registered_service(), pod.app) {
+            c.env("PIMESH_PROXY_SERVICE", format!("{name}:{}", app.port()));
         }
         for k in PROXY_ENV {
             c.env_remove(k);
@@ -274,7 +295,12 @@ impl LoopbackLab {
         for (k, v) in lab::service_env(others) {
             c.env(k, v);
         }
-        c.env("http_proxy", format!("http://{}", pod.outbound));
+        c.env("http_proxy", format!("http://{}", pod.outbound))
+            // gRPC apps that can (the demo's) send HTTP/2 to the proxy with
+            // `:authority` naming the service instead of tunnelling it with
+            // CONNECT: the mesh then carries gRPC requests (mTLS, metrics,
+            // edges), not opaque bytes.
+            .env("GRPC_PROXY_ADDR", pod.outbound.to_string());
         if let Some(app) = pod.app {
             c.env("PORT", app.port().to_string());
         }

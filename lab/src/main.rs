@@ -1,12 +1,14 @@
 //! `pimesh-lab`: brings a mesh lab up (`up`, or `demo` for the emojivoto-style
-//! demo), prints the proxies' golden metrics every `--interval`, and tears
-//! everything down after `--duration` or on Ctrl-C / SIGTERM / SIGHUP;
+//! demo), prints `pimesh stat` every `--interval` and, before it tears
+//! everything down after `--duration` or on Ctrl-C / SIGTERM / SIGHUP,
+//! `pimesh stat` and `pimesh edges` with the dashboard's URL;
 //! `down` removes labs a killed run left behind. Exit codes: 0 after a clean
 //! teardown, 1 on failure, 64 on bad usage, 130 when interrupted during setup.
 
 use clap::{Args, Parser, Subcommand};
 use pimesh_lab::loopback::LoopbackLab;
-use pimesh_lab::{demo, interrupt, metrics, net, spec, Bins, Lab, Options, PodSpec};
+use pimesh_lab::report::Report;
+use pimesh_lab::{demo, interrupt, net, spec, Bins, Lab, Options, PodSpec};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -58,9 +60,16 @@ struct RunArgs {
     /// Stop after this long (e.g. 30s, 2m); default: run until Ctrl-C
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
-    /// Print the golden metrics this often (0s: only at the end)
+    /// Print `pimesh stat` this often (0s: only at the end, with `pimesh edges`)
     #[arg(long, default_value = "10s", value_parser = parse_interval)]
     interval: Duration,
+    /// How often the lab's controller scrapes the proxies (its --scrape-interval)
+    #[arg(long, default_value = "2s", value_parser = parse_scrape_interval)]
+    scrape_interval: Duration,
+    /// Also write the final `pimesh stat` / `pimesh edges` answers as JSON
+    /// to DIR/stat.json and DIR/edges.json
+    #[arg(long, value_name = "DIR")]
+    json_dir: Option<PathBuf>,
     /// Lab id: 1-5 characters of a-z0-9 (default: random)
     #[arg(long, value_parser = parse_id)]
     id: Option<String>,
@@ -117,6 +126,15 @@ fn parse_interval(v: &str) -> Result<Duration, String> {
     })
 }
 
+fn parse_scrape_interval(v: &str) -> Result<Duration, String> {
+    match parse_interval(v)? {
+        d if d < Duration::from_secs(1) || d > Duration::from_secs(300) => {
+            Err("between 1s and 5m (the controller's limits)".into())
+        }
+        d => Ok(d),
+    }
+}
+
 fn parse_duration(v: &str) -> Result<Duration, String> {
     match parse_interval(v)? {
         d if d.is_zero() => Err("must be greater than zero".into()),
@@ -131,19 +149,36 @@ enum Running {
 }
 
 impl Running {
-    fn pod_names(&self) -> Vec<String> {
+    fn specs(&self) -> Vec<&PodSpec> {
         match self {
-            Running::Netns(l) => l.pods.iter().map(|p| p.spec.name.clone()).collect(),
-            Running::Loopback(l) => l.pods.iter().map(|p| p.spec.name.clone()).collect(),
+            Running::Netns(l) => l.pods.iter().map(|p| &p.spec).collect(),
+            Running::Loopback(l) => l.pods.iter().map(|p| &p.spec).collect(),
         }
     }
 
-    fn metrics(&self, pod: &str) -> String {
-        let m = match self {
-            Running::Netns(l) => l.metrics(pod),
-            Running::Loopback(l) => l.metrics(pod),
-        };
-        m.unwrap_or_default()
+    fn operator_url(&self) -> String {
+        match self {
+            Running::Netns(l) => l.operator_url(),
+            Running::Loopback(l) => l.operator_url(),
+        }
+    }
+
+    /// How to ask the lab's controller about its traffic.
+    fn report(&self, bins: &Bins) -> Report {
+        let specs = self.specs();
+        let mut namespaces: Vec<String> = specs.iter().map(|p| p.namespace().to_string()).collect();
+        namespaces.sort();
+        namespaces.dedup();
+        Report {
+            pimesh: bins.pimesh.clone(),
+            url: self.operator_url(),
+            namespaces,
+            scraped: specs
+                .iter()
+                .filter(|p| p.service.is_some())
+                .map(|p| p.name.clone())
+                .collect(),
+        }
     }
 
     fn check(&mut self) -> Result<(), String> {
@@ -151,18 +186,6 @@ impl Running {
             Running::Netns(l) => l.check(),
             Running::Loopback(l) => l.check(),
         }
-    }
-
-    fn table(&self) -> String {
-        let all: Vec<(String, String)> = self
-            .pod_names()
-            .into_iter()
-            .map(|p| {
-                let m = self.metrics(&p);
-                (p, m)
-            })
-            .collect();
-        metrics::table(&all)
     }
 }
 
@@ -229,6 +252,7 @@ fn main() -> ExitCode {
         iptables_mode: run.iptables_mode.clone(),
         keep_dir: run.keep_dir,
         progress: true,
+        scrape_interval: run.scrape_interval,
         ..Options::default()
     };
     let started = if run.loopback {
@@ -247,8 +271,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    describe(&lab);
-    let code = serve(&mut lab, &run);
+    let report = lab.report(&bins);
+    describe(&lab, &report);
+    let code = serve(&mut lab, &run, &report);
     println!("pimesh-lab: tearing down");
     drop(lab);
     println!("pimesh-lab: done; nothing left behind");
@@ -256,7 +281,7 @@ fn main() -> ExitCode {
 }
 
 /// Prints where things are and how to try them.
-fn describe(lab: &Running) {
+fn describe(lab: &Running, report: &Report) {
     match lab {
         Running::Netns(l) => {
             println!("pimesh-lab: pods (namespace, address, identity):");
@@ -286,6 +311,11 @@ fn describe(lab: &Running) {
                 );
             }
             println!("pimesh-lab: logs in {}", l.dir.display());
+            println!(
+                "pimesh-lab: the controller's operator API is in {}; from the host (while the lab runs): {}",
+                l.names.netns("ctl"),
+                l.operator_url()
+            );
         }
         Running::Loopback(l) => {
             println!("pimesh-lab: loopback mode (no root): explicit proxy mode, no iptables; apps use http_proxy");
@@ -301,10 +331,20 @@ fn describe(lab: &Running) {
             println!("pimesh-lab: logs in {}", l.dir.display());
         }
     }
+    println!(
+        "pimesh-lab: dashboard (while the lab runs): {}/dashboard",
+        report.url
+    );
+    println!(
+        "pimesh-lab: try  {}   (or edges, tap, top)",
+        report.command_line(&["stat", "deploy"])
+    );
 }
 
-/// Runs until `--duration` passes or a signal arrives, printing metrics.
-fn serve(lab: &mut Running, run: &RunArgs) -> ExitCode {
+/// Runs until `--duration` passes or a signal arrives, printing `pimesh
+/// stat`; then prints `pimesh stat` and `pimesh edges` once the controller
+/// scraped the traffic (waiting at most two scrape intervals and a bit).
+fn serve(lab: &mut Running, run: &RunArgs, report: &Report) -> ExitCode {
     let start = Instant::now();
     let mut last = Instant::now();
     println!(
@@ -328,21 +368,28 @@ fn serve(lab: &mut Running, run: &RunArgs) -> ExitCode {
         }
         if !run.interval.is_zero() && last.elapsed() >= run.interval {
             println!(
-                "pimesh-lab: golden metrics after {}s:\n{}",
+                "pimesh-lab: after {}s, the controller's view:\n{}",
                 start.elapsed().as_secs(),
-                lab.table()
+                report.section("stat", None)
             );
             last = Instant::now();
         }
         let _ = interrupt::sleep(Duration::from_millis(200));
     };
+    if !interrupt::requested()
+        && !report.wait_for_traffic(run.scrape_interval * 2 + Duration::from_secs(3))
+    {
+        println!("pimesh-lab: not every workload shows requests yet");
+    }
     println!(
-        "pimesh-lab: golden metrics (from each proxy's /metrics):\n{}",
-        lab.table()
+        "pimesh-lab: golden metrics and edges, from the controller (it scrapes every registered proxy every {:?}):\n{}",
+        run.scrape_interval,
+        report.text(run.json_dir.as_deref())
     );
-    // TODO(telemetry): once `pimesh stat` / `pimesh edges` land, print
-    // `lab.cli(["stat"])` and `lab.cli(["edges"])` here instead.
-    println!("pimesh-lab: `pimesh stat` / `pimesh edges`: not available yet (telemetry branch); the table above is read from the proxies directly");
+    println!(
+        "pimesh-lab: dashboard (until the teardown below): {}/dashboard",
+        report.url
+    );
     code
 }
 

@@ -64,6 +64,19 @@ impl PodSpec {
         self
     }
 
+    /// The namespace of its identity (`lab` for `lab/web`).
+    pub fn namespace(&self) -> &str {
+        self.identity.split('/').next().unwrap_or("lab")
+    }
+
+    /// `(namespace, name)` of the service it registers, if any: the
+    /// registry files it under its identity's namespace.
+    pub fn registered_service(&self) -> Option<(String, String)> {
+        let s = self.service.as_deref()?;
+        let name = s.split(':').next().unwrap_or(s);
+        Some((self.namespace().to_string(), name.to_string()))
+    }
+
     /// `NAME[:PORT,PORT…][@NS/SA][=COMMAND]`, e.g.
     /// `web:8080@shop/web=python3 -m http.server 8080`.
     pub fn parse(v: &str) -> Result<PodSpec, Error> {

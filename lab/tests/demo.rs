@@ -1,29 +1,26 @@
 //! `pimesh-lab demo` as the quick start runs it (non-interactive, for a
-//! while, then down): every demo service shows non-zero golden metrics,
-//! over mTLS on every edge in the lab; on loopback (the no-root fallback)
-//! the HTTP edges are mTLS requests and the gRPC edges mTLS connections.
-//! Nothing is left behind. The lab mode needs root.
+//! while, then down): it ends with `pimesh stat deploy` and `pimesh edges
+//! deploy` from the lab's controller, which must show requests for every
+//! demo service and mTLS on every edge (web → emoji, web → voting,
+//! vote-bot → web), in the lab (root) and on loopback (the no-root
+//! fallback). The `-o json` answers are checked (`--json-dir`), and the
+//! printed tables. Nothing is left behind.
 
 mod support;
 
+use serde_json::Value;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use support::*;
 
-/// Column `col` (0-based: POD DIRECTION REQUESTS MTLS SUCCESS FAILED TCP
-/// TCP_MTLS) of the last table line for `pod` and `dir`.
-fn golden(out: &str, pod: &str, dir: &str, col: usize) -> f64 {
-    out.lines()
-        .rev()
-        .find(|l| {
-            let mut w = l.split_whitespace();
-            w.next() == Some(pod) && w.next() == Some(dir)
-        })
-        .and_then(|l| l.split_whitespace().nth(col)?.parse().ok())
-        .unwrap_or_else(|| panic!("no {pod} {dir} line in\n{out}"))
-}
+/// The demo's services (scraped) and edges.
+const SERVICES: [&str; 3] = ["emoji", "voting", "web"];
+const EDGES: [(&str, &str); 3] = [("web", "emoji"), ("web", "voting"), ("vote-bot", "web")];
 
-fn demo(extra: &[&str], as_nobody: bool) -> String {
+/// Runs the demo (as nobody when `as_nobody`), its JSON answers into
+/// `json_dir`; returns its stdout.
+fn demo(extra: &[&str], as_nobody: bool, json_dir: &Path) -> String {
     let mut c = if as_nobody {
         let mut c = Command::new("setpriv");
         c.args([
@@ -47,6 +44,8 @@ fn demo(extra: &[&str], as_nobody: bool) -> String {
     ])
     .arg("--bin-dir")
     .arg(bin_dir())
+    .arg("--json-dir")
+    .arg(json_dir)
     .args(extra);
     let out = run(&mut c, Duration::from_secs(180));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -59,6 +58,76 @@ fn demo(extra: &[&str], as_nobody: bool) -> String {
     text
 }
 
+/// A directory for the JSON answers that uid 65534 (nobody) can write
+/// to, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("pml-demo-test-{}", test_id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn json(dir: &Path, file: &str, out: &str) -> Vec<Value> {
+    let text =
+        std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}\n{out}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}\n{text}\n{out}"))
+}
+
+/// The stat and edges answers show every service with requests (voting
+/// with failures too: the demo fails votes for :doughnut:) and every edge
+/// secured by mTLS; so do the printed tables.
+fn assert_meshed(dir: &Path, out: &str) {
+    let stat = json(dir, "stat.json", out);
+    for svc in SERVICES {
+        let row = stat
+            .iter()
+            .find(|r| r["name"] == svc && r["namespace"] == "emojivoto")
+            .unwrap_or_else(|| panic!("no stat row for {svc}:\n{stat:?}\n{out}"));
+        assert_eq!(row["meshed"], "1/1", "{svc}: {row}");
+        assert!(row["requests"].as_u64() > Some(0), "{svc}: {row}\n{out}");
+        assert!(row["rps"].as_f64() > Some(0.0), "{svc}: {row}");
+        assert!(row["success"].as_f64() > Some(0.0), "{svc}: {row}");
+    }
+    let edges = json(dir, "edges.json", out);
+    for (src, dst) in EDGES {
+        let row = edges
+            .iter()
+            .find(|r| r["src"] == src && r["dst"] == dst)
+            .unwrap_or_else(|| panic!("no edge {src} -> {dst}:\n{edges:?}\n{out}"));
+        assert_eq!(row["secured"], true, "{src} -> {dst}: {row}");
+        assert_eq!(
+            row["client_id"],
+            format!("{src}.emojivoto.serviceaccount.identity.pimesh.cluster.local"),
+            "{row}"
+        );
+        assert!(row["requests"].as_u64() > Some(0), "{row}");
+        // The printed table: the same edge, ✓ in SECURED.
+        assert!(
+            out.lines().any(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.first() == Some(&src) && w.get(1) == Some(&dst) && w.last() == Some(&"✓")
+            }),
+            "no secured {src} -> {dst} line in\n{out}"
+        );
+    }
+    for row in &edges {
+        assert_eq!(row["secured"], true, "an edge without mTLS: {row}\n{out}");
+    }
+    assert!(out.contains("$ pimesh stat deploy -n emojivoto"), "{out}");
+    assert!(out.contains("/dashboard"), "{out}");
+}
+
 #[test]
 fn demo_in_the_lab_has_mtls_on_every_edge() {
     if !root_or_skip() {
@@ -67,23 +136,9 @@ fn demo_in_the_lab_has_mtls_on_every_edge() {
     let _ = bins();
     let rules = host_rule_count();
     let id = test_id();
-    let out = demo(&["--id", &id], false);
-    for svc in ["emoji", "voting", "web"] {
-        let requests = golden(&out, svc, "inbound", 2);
-        assert!(requests > 0.0, "{svc}:\n{out}");
-        assert_eq!(
-            golden(&out, svc, "inbound", 3),
-            requests,
-            "{svc} not all mTLS:\n{out}"
-        );
-    }
-    for client in ["web", "vote-bot"] {
-        let requests = golden(&out, client, "outbound", 2);
-        assert!(requests > 0.0, "{client}:\n{out}");
-        assert_eq!(golden(&out, client, "outbound", 3), requests, "{out}");
-    }
-    // The demo's deliberate failure (votes for :doughnut:) is counted.
-    assert!(golden(&out, "voting", "inbound", 5) >= 0.0);
+    let dir = TempDir::new();
+    let out = demo(&["--id", &id], false, &dir.0);
+    assert_meshed(&dir.0, &out);
     assert_nothing_left(&id, rules);
 }
 
@@ -113,11 +168,8 @@ fn demo_on_loopback_without_root() {
             "note: nobody cannot import grpc with this python3; running loopback mode as root"
         );
     }
-    let out = demo(&["--loopback"], nobody_python);
+    let dir = TempDir::new();
+    let out = demo(&["--loopback"], nobody_python, &dir.0);
     assert!(out.contains("loopback mode (no root)"), "{out}");
-    assert!(golden(&out, "web", "inbound", 3) > 0.0, "{out}");
-    assert!(golden(&out, "vote-bot", "outbound", 3) > 0.0, "{out}");
-    for svc in ["emoji", "voting"] {
-        assert!(golden(&out, svc, "inbound", 7) > 0.0, "{svc}:\n{out}");
-    }
+    assert_meshed(&dir.0, &out);
 }

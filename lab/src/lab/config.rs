@@ -4,7 +4,10 @@
 use super::Error;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+/// The lab's controller scrapes every proxy this often (2 s).
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
 /// The proxy's uid in a pod (nobody), distinct from the app's.
 pub const DEFAULT_PROXY_UID: u32 = 65534;
 /// Environment variables an app must not inherit: apps carry no proxy
@@ -76,6 +79,9 @@ pub struct Options {
     pub keep_dir: bool,
     /// Print each step on stdout (`pimesh-lab: …`).
     pub progress: bool,
+    /// The controller's `--scrape-interval`: how soon `pimesh stat` and
+    /// `pimesh edges` see traffic (a lab wants seconds, not the default 10 s).
+    pub scrape_interval: Duration,
 }
 
 impl Default for Options {
@@ -88,6 +94,7 @@ impl Default for Options {
             proxy_log: "warn,pimesh=info".into(),
             keep_dir: false,
             progress: false,
+            scrape_interval: DEFAULT_SCRAPE_INTERVAL,
         }
     }
 }
@@ -125,4 +132,77 @@ pub(crate) fn write_file(
         std::os::unix::fs::chown(path, Some(uid), Some(uid)).map_err(err)?;
     }
     Ok(())
+}
+
+/// The controller's `--scrape-interval` value for `d` (at least 1 s, the
+/// controller's minimum).
+pub(crate) fn scrape_interval_arg(d: Duration) -> String {
+    format!("{}ms", d.as_millis().max(1000))
+}
+
+/// The services of `wanted` (`(namespace, name)`) that the `pimesh service
+/// ls` table `table` does not list with at least one endpoint (columns
+/// NAMESPACE NAME PORTS ENDPOINTS …).
+pub(crate) fn unregistered<'a>(table: &str, wanted: &'a [(String, String)]) -> Vec<&'a str> {
+    wanted
+        .iter()
+        .filter(|(ns, name)| {
+            !table.lines().any(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.len() >= 4
+                    && w[0] == ns
+                    && w[1] == name
+                    && w[3].parse::<u32>().is_ok_and(|n| n > 0)
+            })
+        })
+        .map(|(_, name)| name.as_str())
+        .collect()
+}
+
+/// Waits until the registry lists every service of `wanted` with an
+/// endpoint (`ls` runs `pimesh service ls`), up to `timeout`: the
+/// controller scrapes what is registered, so `pimesh stat` counts a pod's
+/// traffic only once its proxy registered. Errors: a service still missing
+/// (`NotReady` with the last table), an interruption.
+pub(crate) fn wait_registered(
+    ls: impl Fn() -> Result<String, Error>,
+    wanted: &[(String, String)],
+    timeout: Duration,
+) -> Result<(), Error> {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        let table = ls()?;
+        let missing = unregistered(&table, wanted);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > end {
+            return Err(Error::NotReady {
+                what: format!("services not registered after {timeout:?}: {missing:?}"),
+                log: table,
+            });
+        }
+        crate::interrupt::sleep(Duration::from_millis(200))?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unregistered_services() {
+        let table = "NAMESPACE  NAME    PORTS  ENDPOINTS  REVISION\n\
+                     emojivoto  emoji   8080   1          1\n\
+                     emojivoto  voting  8080   0          2\n";
+        let wanted = [
+            ("emojivoto".to_string(), "emoji".to_string()),
+            ("emojivoto".to_string(), "voting".to_string()),
+            ("emojivoto".to_string(), "web".to_string()),
+            ("other".to_string(), "emoji".to_string()),
+        ];
+        assert_eq!(unregistered(table, &wanted), ["voting", "web", "emoji"]);
+        assert_eq!(scrape_interval_arg(Duration::from_millis(10)), "1000ms");
+        assert_eq!(scrape_interval_arg(Duration::from_secs(2)), "2000ms");
+    }
 }
