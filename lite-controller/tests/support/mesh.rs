@@ -64,6 +64,7 @@ impl Proxy {
         c.env("PIMESH_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
             .env("PIMESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
             .env("PIMESH_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
+            .env("PIMESH_PROXY_TAP_LISTEN_ADDR", "127.0.0.1:0")
             .env("PIMESH_PROXY_LOG", "warn,pimesh=info")
             .env_remove("http_proxy")
             .env_remove("HTTP_PROXY")
