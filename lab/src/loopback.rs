@@ -44,7 +44,41 @@ pub struct LoopbackLab {
     procs: Vec<Proc>,
 }
 
+/// A free loopback port, chosen below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`) so that other programs' port-0 binds
+/// (tests running beside the lab, outgoing connections) cannot take it
+/// between this check and the proxy's own bind; port 0 when that range
+/// leaves no room.
 fn free_port() -> Result<SocketAddr, Error> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    const LOW: u32 = 20_000;
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > LOW + 1_000 {
+        let span = u64::from(ephemeral_low - LOW);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (u64::from(std::process::id()) << 20);
+        for _ in 0..256 {
+            // splitmix64 of seed + draw: spread, not secret.
+            let mut z = seed.wrapping_add(
+                DRAWS
+                    .fetch_add(1, Ordering::Relaxed)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            );
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let port = (u64::from(LOW) + z % span) as u16;
+            if let Ok(addr) = TcpListener::bind(("127.0.0.1", port)).and_then(|l| l.local_addr()) {
+                return Ok(addr);
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| Error::Write(PathBuf::from("127.0.0.1:0"), e))
