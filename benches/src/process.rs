@@ -276,7 +276,7 @@ fn spawn(launch: &Launch, cgroup: Option<&Cgroup>, stdout: bool) -> std::io::Res
 }
 
 /// `qemu-<arch>-static` for an ELF binary's machine, if it is on the PATH.
-fn qemu_for(program: &Path) -> Option<String> {
+pub fn qemu_for(program: &Path) -> Option<String> {
     let head = std::fs::read(program).ok()?;
     if head.len() < 20 || &head[..4] != b"\x7fELF" {
         return None;

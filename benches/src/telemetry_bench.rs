@@ -454,27 +454,46 @@ fn start_controller(
     extra: &[String],
 ) -> Result<(Child, u32, String), String> {
     let _ = std::fs::remove_dir_all(data);
-    let mut cmd = Command::new(pimesh);
-    // SAFETY: prctl in the child before exec, async-signal-safe: the
-    // controller dies with this process instead of running on as an orphan.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .args(["controller", "--standalone", "--data-dir"])
-        .arg(data)
-        .args(["--proxy-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-        .args(extra)
-        .env("PIMESH_CONTROLLER_LOG", "warn,pimesh=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", pimesh.display()))?;
+    // Natively, or under qemu-<arch>-static when the kernel cannot run the
+    // binary (an aarch64 build checked on x86_64 without binfmt_misc).
+    let spawn = |wrapper: Option<&str>| {
+        let mut cmd = match wrapper {
+            Some(w) => {
+                let mut c = Command::new(w);
+                c.arg(pimesh);
+                c
+            }
+            None => Command::new(pimesh),
+        };
+        // SAFETY: prctl in the child before exec, async-signal-safe: the
+        // controller dies with this process instead of running on as an orphan.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        cmd.args(["controller", "--standalone", "--data-dir"])
+            .arg(data)
+            .args(["--proxy-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("PIMESH_CONTROLLER_LOG", "warn,pimesh=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+    };
+    let spawned = match spawn(None) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
+            match pimesh_benches::process::qemu_for(pimesh) {
+                Some(qemu) => spawn(Some(&qemu)),
+                None => Err(e),
+            }
+        }
+        other => other,
+    };
+    let mut child = spawned.map_err(|e| format!("{}: {e}", pimesh.display()))?;
     let pid = child.id();
     let mut err = BufReader::new(child.stderr.take().ok_or("no stderr")?);
     let mut line = String::new();
