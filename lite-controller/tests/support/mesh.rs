@@ -38,13 +38,26 @@ pub fn proxy_bin() -> PathBuf {
     .clone()
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, drawn from 20000–31999
+/// (below the kernel's default ephemeral range, 32768–60999) so that other
+/// tests' port-0 binds and outgoing connections cannot take it before the
+/// caller binds it; each test process starts at its own place.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id()
+        .wrapping_mul(7919)
+        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_729));
+    (0..12_000u32)
+        .map(|i| 20_000 + (start.wrapping_add(i * 7) % 12_000) as u16)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .unwrap_or_else(|| {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
 }
 
 /// A running `pimesh-proxy`, killed on drop.
