@@ -197,6 +197,29 @@ pub struct ServicePolicy {
     pub failure_accrual_max_backoff_ms: Option<u64>,
 }
 
+/// gRPC status names by code (grpc/doc/statuscodes.md), in the kebab case
+/// Linkerd's `retry.grpc` uses: `GRPC_STATUS_NAMES[14] == "unavailable"`.
+/// [`ServicePolicy::retry_grpc`] takes these names (never `ok`).
+pub const GRPC_STATUS_NAMES: [&str; 17] = [
+    "ok",
+    "cancelled",
+    "unknown",
+    "invalid-argument",
+    "deadline-exceeded",
+    "not-found",
+    "already-exists",
+    "permission-denied",
+    "resource-exhausted",
+    "failed-precondition",
+    "aborted",
+    "out-of-range",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "data-loss",
+    "unauthenticated",
+];
+
 /// The state of one watched destination.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resolution {

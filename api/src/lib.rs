@@ -8,9 +8,11 @@
 //! - `discovery`: service names, endpoint registration with leases, and
 //!   the watch API that resolves names and addresses to endpoint sets.
 //! - `tap`: the live request-metadata stream of proxies and its relay.
+//! - `query`: decoding the query values of the API's `GET` routes.
 
 pub mod discovery;
 pub mod identity;
+pub mod query;
 pub mod tap;
 
 /// Version of the proxy ↔ controller API, carried in every path

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Either, Empty};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use pimesh_api::identity::ALPN_H2;
+use pimesh_api::query::percent_decode;
 use pimesh_api::tap::{TapEvent, TAP_PATH};
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::ServerName;
@@ -72,10 +73,11 @@ impl Selector {
     pub fn parse(query: &str) -> Result<Selector, String> {
         let (mut resource, mut namespace, mut filters) = (None, None, Vec::new());
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let (k, raw) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(raw).ok_or_else(|| format!("bad encoding of {k}"))?;
             match k {
-                "resource" => resource = Some(v.replace("%2F", "/").replace("%2f", "/")),
-                "namespace" => namespace = Some(v.to_string()),
+                "resource" => resource = Some(v),
+                "namespace" => namespace = Some(v),
                 "max_rps" | "method" | "authority" | "path" => filters.push(pair.to_string()),
                 _ => return Err(format!("unknown parameter {k:?}")),
             }

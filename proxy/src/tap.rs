@@ -13,6 +13,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pimesh_api::query::percent_decode;
 use pimesh_api::tap::{TapEvent, DEFAULT_TAP_MAX_RPS, MAX_TAP_MAX_RPS, TAP_PATH};
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -108,31 +109,6 @@ impl Filter {
             && self.authority.as_ref().is_none_or(|a| *a == ev.authority)
             && self.path.as_ref().is_none_or(|p| ev.path.starts_with(p))
     }
-}
-
-/// `%XX` decoding of a query value (`+` is a space, as in forms).
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Serves the tap listener until the task is aborted: TLS with the proxy's

@@ -14,11 +14,11 @@ use super::{blocking, ApiFailure};
 use crate::registry;
 use crate::registry::model::{AddEndpoints, SetPolicy};
 use crate::registry::validate;
-use crate::registry::watch::percent_decode;
 use crate::rest::{self, Body};
 use crate::server::Ctx;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use pimesh_api::query::percent_decode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 

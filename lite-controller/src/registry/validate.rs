@@ -17,26 +17,9 @@ const MAX_RETRY_CONDITIONS: usize = 16;
 /// Longest timeout or backoff accepted, ms (one day).
 const MAX_DURATION_MS: u64 = 24 * 3600 * 1000;
 
-/// gRPC status codes by their kebab-case names (grpc/doc/statuscodes.md),
-/// as Linkerd's `retry.grpc` names them; `OK` is never retried.
-pub const GRPC_CODES: [&str; 16] = [
-    "cancelled",
-    "unknown",
-    "invalid-argument",
-    "deadline-exceeded",
-    "not-found",
-    "already-exists",
-    "permission-denied",
-    "resource-exhausted",
-    "failed-precondition",
-    "aborted",
-    "out-of-range",
-    "unimplemented",
-    "internal",
-    "unavailable",
-    "data-loss",
-    "unauthenticated",
-];
+/// gRPC status names `retry_grpc` accepts: every code's but `OK`, which is
+/// never retried.
+pub const GRPC_CODES: &[&str] = pimesh_api::discovery::GRPC_STATUS_NAMES.split_at(1).1;
 
 /// A value that is refused: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,6 +18,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use pimesh_api::discovery::{
     EventType, Resolution, ServiceName, WatchEvent, DEFAULT_CLUSTER_DOMAIN, DEFAULT_PORT,
 };
+use pimesh_api::query::percent_decode;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -111,31 +112,6 @@ impl Query {
             revision,
         })
     }
-}
-
-/// `%XX` decoding (and `+` as space) of a query value; `None` if invalid.
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The first event of a stream: the state (`ADDED`, or `DELETED` for an

@@ -202,25 +202,6 @@ pub fn parse_http_classes(classes: &[String]) -> Result<Vec<(u16, u16)>, String>
 ///
 /// Errors: an unknown name or a number over 16.
 pub fn parse_grpc_codes(names: &[String]) -> Result<Vec<u32>, String> {
-    const NAMES: [&str; 17] = [
-        "ok",
-        "cancelled",
-        "unknown",
-        "invalid-argument",
-        "deadline-exceeded",
-        "not-found",
-        "already-exists",
-        "permission-denied",
-        "resource-exhausted",
-        "failed-precondition",
-        "aborted",
-        "out-of-range",
-        "unimplemented",
-        "internal",
-        "unavailable",
-        "data-loss",
-        "unauthenticated",
-    ];
     names
         .iter()
         .map(|n| {
@@ -232,7 +213,7 @@ pub fn parse_grpc_codes(names: &[String]) -> Result<Vec<u32>, String> {
                     Err(format!("{code} is not a gRPC status code (0-16)"))
                 };
             }
-            NAMES
+            pimesh_api::discovery::GRPC_STATUS_NAMES
                 .iter()
                 .position(|x| *x == n)
                 .map(|i| i as u32)
