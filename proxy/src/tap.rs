@@ -37,6 +37,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Hub {
     tx: broadcast::Sender<Arc<TapEvent>>,
+    /// Taps open now: what the data path checks, one relaxed load.
     open: AtomicUsize,
 }
 
@@ -53,7 +54,8 @@ impl Hub {
     /// Whether any tap is open (so that requests record tap metadata).
     #[inline]
     pub fn is_active(&self) -> bool {
-        self.tx.receiver_count() > 0
+        // Not `receiver_count()`: that takes the channel's lock.
+        self.open.load(Ordering::Relaxed) > 0
     }
 
     /// Publishes one finished request to the open taps (dropped if none).
