@@ -1,11 +1,13 @@
 //! A TCP forwarder from a free port on the host's 127.0.0.1 into a network
 //! namespace: how the lab makes the controller's operator API (the
 //! `pimesh` CLI, the dashboard) reachable from the host without putting a
-//! 10.x address on the host. It lives as long as the lab: dropping it
+//! 10.x address on the host; and the other way, from a namespace's
+//! 127.0.0.1 to the host's (the test API server, for a Kubernetes-mode
+//! controller inside the lab). It lives as long as the lab: dropping it
 //! closes the listener; connections in flight end when either side closes
 //! (the controller is stopped at teardown).
 
-use crate::process::connect_in;
+use crate::process::{connect_in, listen_in};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,14 +33,30 @@ impl Forward {
     /// inside namespace `netns`. Errors: the listener cannot be bound.
     pub fn start(netns: &str, target: SocketAddr) -> std::io::Result<Forward> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
+        Forward::run(listener, Some(netns.to_string()), target)
+    }
+
+    /// Listens on `listen` inside namespace `netns` and forwards each
+    /// connection to `target` in the host's namespace (the other way round
+    /// from [`Forward::start`]). Errors: the listener cannot be bound.
+    pub fn out_of(netns: &str, listen: SocketAddr, target: SocketAddr) -> std::io::Result<Forward> {
+        Forward::run(listen_in(netns, listen)?, None, target)
+    }
+
+    /// Serves `listener` (in whatever namespace it was bound), connecting
+    /// to `target` inside `netns` (`None`: the host's namespace).
+    fn run(
+        listener: TcpListener,
+        netns: Option<String>,
+        target: SocketAddr,
+    ) -> std::io::Result<Forward> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let netns = netns.to_string();
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("pml-forward".into())
-            .spawn(move || accept_loop(listener, &netns, target, &flag))?;
+            .spawn(move || accept_loop(listener, netns.as_deref(), target, &flag))?;
         Ok(Forward {
             addr,
             stop,
@@ -47,16 +65,20 @@ impl Forward {
     }
 }
 
-fn accept_loop(listener: TcpListener, netns: &str, target: SocketAddr, stop: &AtomicBool) {
+fn accept_loop(listener: TcpListener, netns: Option<&str>, target: SocketAddr, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((client, _)) => {
                 let _ = client.set_nonblocking(false);
-                let netns = netns.to_string();
+                let netns = netns.map(str::to_string);
                 let _ = std::thread::Builder::new()
                     .name("pml-forward-conn".into())
                     .spawn(move || {
-                        if let Ok(server) = connect_in(&netns, target, CONNECT_TIMEOUT) {
+                        let server = match &netns {
+                            Some(ns) => connect_in(ns, target, CONNECT_TIMEOUT),
+                            None => TcpStream::connect_timeout(&target, CONNECT_TIMEOUT),
+                        };
+                        if let Ok(server) = server {
                             splice(client, server);
                         }
                     });

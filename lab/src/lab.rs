@@ -22,7 +22,7 @@ mod pods;
 
 pub(crate) use config::{mkdir, scrape_interval_arg, wait_registered, write_file};
 pub use config::{
-    service_env, Bins, Options, DEFAULT_PROXY_UID, DEFAULT_SCRAPE_INTERVAL, PROXY_ENV,
+    service_env, Bins, KubeMode, Options, DEFAULT_PROXY_UID, DEFAULT_SCRAPE_INTERVAL, PROXY_ENV,
 };
 
 /// The controller's proxy-facing port (DESIGN.md).
@@ -103,6 +103,9 @@ pub struct Lab {
     /// The controller's operator API forwarded to the host's 127.0.0.1
     /// (the `pimesh` CLI and the dashboard from the host).
     pub operator: Option<Forward>,
+    /// Kubernetes mode: the API server forwarded into the controller's
+    /// namespace.
+    api_forward: Option<Forward>,
     bins: Bins,
     opts: Options,
     procs: Vec<Proc>,
@@ -155,6 +158,7 @@ impl Lab {
         let mut lab = Lab {
             controller_ip: subnet.host(1),
             operator: None,
+            api_forward: None,
             names,
             subnet,
             dir,
@@ -193,6 +197,11 @@ impl Lab {
         for (i, pod) in self.pods.iter().enumerate() {
             interrupt::check()?;
             net::add_node(&self.names, &pod.netns, &self.names.veth(i + 1), pod.ip)?;
+            if let Some(k) = &self.opts.kube {
+                let mut c = command(Some(&pod.netns), None, "ip")?;
+                c.args(["route", "add", &k.service_cidr, "dev", "eth0"]);
+                run(&mut c, Duration::from_secs(10))?;
+            }
             mkdir(&pod.dir)?;
         }
         self.step(&format!(
@@ -242,7 +251,21 @@ impl Lab {
     fn start_controller(&mut self) -> Result<(), Error> {
         let ns = self.names.netns("ctl");
         let mut c = command(Some(&ns), None, &self.bins.pimesh)?;
-        c.args(["controller", "--standalone", "--data-dir"])
+        c.arg("controller");
+        match &self.opts.kube {
+            Some(k) => {
+                let api = SocketAddr::from(([127, 0, 0, 1], k.api_port));
+                self.api_forward = Some(
+                    Forward::out_of(&ns, api, api)
+                        .map_err(|e| Error::Write(PathBuf::from(api.to_string()), e))?,
+                );
+                c.arg("--kubeconfig").arg(&k.kubeconfig);
+            }
+            None => {
+                c.arg("--standalone");
+            }
+        }
+        c.arg("--data-dir")
             .arg(self.dir.join("controller-data"))
             .arg("--proxy-addr")
             .arg(format!("{}:{CONTROLLER_PROXY_PORT}", self.controller_ip))
@@ -381,6 +404,7 @@ impl Lab {
             return Vec::new();
         };
         self.operator = None;
+        self.api_forward = None;
         for p in self.procs.iter_mut().rev() {
             p.kill();
         }

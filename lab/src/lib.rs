@@ -13,6 +13,8 @@
 //!   logs) and connections from inside a pod;
 //! - `lab`: bringing a lab up and down (`lab/pods`: init, proxy, app of a
 //!   pod; `lab/config`: binaries, options);
+//! - `kube`: the test control plane (etcd, kube-apiserver,
+//!   kube-controller-manager on loopback) for `pimesh-lab kube up` and tests;
 //! - `loopback`: the same pods on 127.0.0.1 without root (explicit proxy mode);
 //! - `demo`: the emojivoto-style demo application's pods;
 //! - `metrics`: reading the proxies' golden metrics;
@@ -23,6 +25,7 @@
 pub mod demo;
 pub mod forward;
 pub mod interrupt;
+pub mod kube;
 pub mod lab;
 pub mod loopback;
 pub mod metrics;

@@ -49,7 +49,7 @@ pub struct LoopbackLab {
 /// (tests running beside the lab, outgoing connections) cannot take it
 /// between this check and the proxy's own bind; port 0 when that range
 /// leaves no room.
-fn free_port() -> Result<SocketAddr, Error> {
+pub(crate) fn free_port() -> Result<SocketAddr, Error> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static DRAWS: AtomicU64 = AtomicU64::new(0);
     const LOW: u32 = 20_000;

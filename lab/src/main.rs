@@ -53,7 +53,31 @@ enum Cmd {
     },
     /// Remove what labs whose process is gone left behind
     Down,
+    /// The test control plane: a real Kubernetes API server on loopback
+    #[command(subcommand)]
+    Kube(KubeCmd),
 }
+
+#[derive(Debug, Subcommand)]
+enum KubeCmd {
+    /// Start etcd, kube-apiserver and kube-controller-manager on free
+    /// loopback ports, write DIR/kubeconfig (cluster-admin), print how to
+    /// use it and run until Ctrl-C or `kube down` (no root needed)
+    Up {
+        /// The cluster's directory (data, certificates, kubeconfig, logs)
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_KUBE_DIR)]
+        dir: PathBuf,
+    },
+    /// Stop the cluster running in DIR and remove DIR
+    Down {
+        /// The cluster's directory
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_KUBE_DIR)]
+        dir: PathBuf,
+    },
+}
+
+/// Where `pimesh-lab kube up` keeps its cluster unless told otherwise.
+const DEFAULT_KUBE_DIR: &str = "/tmp/pimesh-lab-kube";
 
 #[derive(Debug, Args)]
 struct RunArgs {
@@ -205,6 +229,7 @@ fn main() -> ExitCode {
             println!("pimesh-lab: removed {} stale lab(s) {ids:?}", ids.len());
             return ExitCode::SUCCESS;
         }
+        Cmd::Kube(k) => return kube(k),
         Cmd::Up { pods, pod, run } => {
             let mut all = spec::simple_pods(pods.unwrap_or(0));
             all.extend(pod);
@@ -391,6 +416,73 @@ fn serve(lab: &mut Running, run: &RunArgs, report: &Report) -> ExitCode {
         report.url
     );
     code
+}
+
+/// `pimesh-lab kube up|down`.
+fn kube(cmd: KubeCmd) -> ExitCode {
+    match cmd {
+        KubeCmd::Down { dir } => match pimesh_lab::kube::down(&dir) {
+            Ok(true) => {
+                println!(
+                    "pimesh-lab: stopped the cluster in {} and removed it",
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(false) => {
+                println!(
+                    "pimesh-lab: no cluster running in {}; removed it",
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pimesh-lab: {}", error_chain(&e));
+                ExitCode::FAILURE
+            }
+        },
+        KubeCmd::Up { dir } => {
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
+            let opts = pimesh_lab::kube::Options {
+                dir: Some(dir),
+                keep_dir: false,
+                progress: true,
+            };
+            let mut cluster = match pimesh_lab::kube::Cluster::up(&opts) {
+                Ok(c) => c,
+                Err(pimesh_lab::kube::Error::Interrupted(_)) => {
+                    println!("pimesh-lab: interrupted during setup; everything removed");
+                    return ExitCode::from(130);
+                }
+                Err(e @ pimesh_lab::kube::Error::Busy { .. }) => {
+                    eprintln!("pimesh-lab: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+                Err(e) => {
+                    eprintln!("pimesh-lab: {}", error_chain(&e));
+                    return ExitCode::FAILURE;
+                }
+            };
+            println!("export KUBECONFIG={}", cluster.kubeconfig.display());
+            println!("kubectl: {}", cluster.bins.kubectl.display());
+            println!(
+                "pimesh-lab: Kubernetes {} running; Ctrl-C or `pimesh-lab kube down --dir {}` stops it",
+                pimesh_lab::kube::versions().0,
+                cluster.dir.display()
+            );
+            loop {
+                if interrupt::requested() {
+                    println!("pimesh-lab: stopping the cluster");
+                    return ExitCode::SUCCESS;
+                }
+                if let Err(e) = cluster.check() {
+                    eprintln!("pimesh-lab: {e}");
+                    return ExitCode::FAILURE;
+                }
+                let _ = interrupt::sleep(Duration::from_millis(500));
+            }
+        }
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -245,6 +245,25 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A TCP listener bound to `addr` inside network namespace `netns`: a
+/// short-lived thread enters the namespace and binds; the socket stays in
+/// that namespace whichever thread accepts on it.
+pub fn listen_in(netns: &str, addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let f = File::open(netns_path(netns))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on this thread only (CLONE_NEWNET is per thread);
+            // the thread ends right after binding.
+            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::net::TcpListener::bind(addr)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("listen thread panicked")))
+    })
+}
+
 /// A TCP connection to `addr` opened from inside network namespace
 /// `netns`: a short-lived thread enters the namespace and connects; the
 /// socket stays in that namespace.

@@ -82,6 +82,29 @@ pub struct Options {
     /// The controller's `--scrape-interval`: how soon `pimesh stat` and
     /// `pimesh edges` see traffic (a lab wants seconds, not the default 10 s).
     pub scrape_interval: Duration,
+    /// Kubernetes mode: the controller discovers from a real API server and
+    /// certifies ServiceAccount tokens; `None`: standalone (join tokens,
+    /// registrations, static mesh destinations).
+    pub kube: Option<KubeMode>,
+}
+
+/// What a lab in Kubernetes mode runs with (the API server itself is a
+/// [`crate::kube::Cluster`] on the host's loopback).
+#[derive(Debug, Clone)]
+pub struct KubeMode {
+    /// The controller's kubeconfig: its ServiceAccount's token, server
+    /// `https://127.0.0.1:<api_port>`.
+    pub kubeconfig: PathBuf,
+    /// The API server's port on the host's 127.0.0.1; the lab forwards the
+    /// same port of the controller namespace's 127.0.0.1 to it.
+    pub api_port: u16,
+    /// Each pod's projected ServiceAccount token (audience
+    /// `identity.pimesh.io`), by pod name: its proxy's `PIMESH_PROXY_TOKEN_FILE`.
+    pub tokens: std::collections::BTreeMap<String, String>,
+    /// The Service ClusterIP range, routed to `eth0` in every pod so that
+    /// connections to ClusterIPs reach the outbound redirect, as in a pod
+    /// with a default route.
+    pub service_cidr: String,
 }
 
 impl Default for Options {
@@ -95,6 +118,7 @@ impl Default for Options {
             keep_dir: false,
             progress: false,
             scrape_interval: DEFAULT_SCRAPE_INTERVAL,
+            kube: None,
         }
     }
 }

@@ -38,8 +38,9 @@ impl Lab {
         v.join(",")
     }
 
-    pub(super) fn start_proxy(&mut self, i: usize, anchors: &Path) -> Result<(), Error> {
-        let pod = self.pods[i].clone();
+    /// A join token for pod `pod`'s identity (and its service, if it
+    /// registers one), from the standalone controller.
+    fn join_token(&self, pod: &super::Pod) -> Result<String, Error> {
         let mut args = vec!["token", "create", "--identity", &pod.spec.identity];
         // The registration hook: a token bound to the pod's service.
         let service_name = pod
@@ -51,12 +52,25 @@ impl Lab {
             args.extend(["--service", s]);
         }
         let out = self.cli(&args)?;
-        let token = out
-            .split_whitespace()
+        out.split_whitespace()
             .find(|w| w.starts_with("pmt_"))
-            .ok_or_else(|| self.not_ready("pimesh token create printed no token", out.clone()))?;
+            .map(str::to_string)
+            .ok_or_else(|| self.not_ready("pimesh token create printed no token", out.clone()))
+    }
+
+    pub(super) fn start_proxy(&mut self, i: usize, anchors: &Path) -> Result<(), Error> {
+        let pod = self.pods[i].clone();
+        let token = match &self.opts.kube {
+            Some(k) => k.tokens.get(&pod.spec.name).cloned().ok_or_else(|| {
+                self.not_ready(
+                    &format!("no ServiceAccount token for pod {}", pod.spec.name),
+                    String::new(),
+                )
+            })?,
+            None => self.join_token(&pod)?,
+        };
         let token_file = self.dir.join(format!("{}.token", pod.spec.name));
-        write_file(&token_file, token, 0o600, Some(self.opts.proxy_uid))?;
+        write_file(&token_file, &token, 0o600, Some(self.opts.proxy_uid))?;
         let (inbound, outbound, admin) = PROXY_PORTS;
         let mut c = command(
             Some(&pod.netns),
@@ -88,14 +102,16 @@ impl Lab {
                 pod.netns
             ),
         )
-        .env("PIMESH_PROXY_MESH_DESTINATIONS", self.mesh_destinations(i))
         .env("PIMESH_PROXY_LOG", &self.opts.proxy_log)
         .env("PIMESH_LAB", &self.names.id);
-        // The registration hook (issue "registry"): the proxy registers
-        // this service with the controller; proxies without registration
-        // ignore the variable.
-        if let Some(s) = &pod.spec.service {
-            c.env("PIMESH_PROXY_SERVICE", s);
+        // Standalone: static routes between the pods, and the registration
+        // of the pod's service. Kubernetes mode: discovery from
+        // EndpointSlices alone.
+        if self.opts.kube.is_none() {
+            c.env("PIMESH_PROXY_MESH_DESTINATIONS", self.mesh_destinations(i));
+            if let Some(s) = &pod.spec.service {
+                c.env("PIMESH_PROXY_SERVICE", s);
+            }
         }
         for k in PROXY_ENV {
             c.env_remove(k);
