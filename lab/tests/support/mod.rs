@@ -192,3 +192,17 @@ pub fn peer(name: &str) -> PathBuf {
         .canonicalize()
         .unwrap()
 }
+
+/// Polls `f` every 100 ms until it holds (true) or `timeout` passes (false).
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
