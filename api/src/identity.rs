@@ -17,6 +17,10 @@ pub const CERTIFY_PATH: &str = "/v1/identity/certify";
 pub const TRUST_ANCHORS_PATH: &str = "/v1/identity/trust-anchors";
 /// The controller's own identity, which proxies expect its certificate to carry.
 pub const CONTROLLER_IDENTITY: &str = "pimesh/pimesh-controller";
+/// Kubernetes mode: the audience of the ServiceAccount tokens proxies
+/// certify with (a projected token with this audience; the controller's
+/// TokenReview requires it, so tokens for the API server are refused).
+pub const KUBERNETES_TOKEN_AUDIENCE: &str = "identity.pimesh.io";
 /// ALPN protocol of the proxy ↔ controller API and of proxy ↔ proxy
 /// connections that carry HTTP multiplexed over HTTP/2.
 pub const ALPN_H2: &[u8] = b"h2";

@@ -175,7 +175,19 @@ async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Res
         (&Method::GET, "/ready") if ctx.shutdown.is_cancelled() => {
             rest::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
         }
-        (&Method::GET, "/ready") => rest::text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/ready") => match &ctx.kube {
+            Some(k) if !k.status.ready() => rest::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{}\n", k.status.reason()),
+            ),
+            _ => rest::text(StatusCode::OK, "ready\n"),
+        },
+        (&Method::POST, TOKENS_PATH) if ctx.kube.is_some() => rest::error(
+            StatusCode::CONFLICT,
+            "kubernetes_mode",
+            "join tokens are for standalone mode; in Kubernetes mode proxies certify with \
+             ServiceAccount tokens (TokenReview)",
+        ),
         (&Method::GET, TRUST_ANCHORS_PATH) => rest::pem(ctx.authority.trust_anchors_pem()),
         (&Method::GET, CA_PATH) => blocking(ctx, |c, now| c.authority.status(now)).await,
         (&Method::GET, CERTIFICATES_PATH) => {
@@ -322,6 +334,9 @@ async fn metrics(ctx: &Arc<Ctx>) -> Response<Body> {
     let c = ctx.clone();
     let text = tokio::task::spawn_blocking(move || {
         let now = now_unix();
+        if let Some(k) = &c.kube {
+            c.metrics.kube.ready.set(i64::from(k.status.ready()));
+        }
         if let Ok(st) = c.authority.status(now) {
             c.metrics.issuer_expiry.set(st.issuer.not_after_unix as i64);
             let first = st.anchors.iter().map(|a| a.not_after_unix).min();

@@ -59,6 +59,19 @@ pub struct ControllerArgs {
     /// tokens (`pimesh token create`) [env: PIMESH_CONTROLLER_STANDALONE]
     #[arg(long)]
     pub standalone: bool,
+    /// Kubernetes mode: kubeconfig file(s), `:`-separated [default: in a
+    /// pod its ServiceAccount, else ~/.kube/config] [env: KUBECONFIG]
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<String>,
+    /// Kubernetes mode: the controller's own namespace (trust-roots
+    /// ConfigMap, Role) [default: the pod's, else pimesh]
+    /// [env: PIMESH_CONTROLLER_NAMESPACE]
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Cluster DNS domain of service names [default: cluster.local]
+    /// [env: PIMESH_CONTROLLER_CLUSTER_DOMAIN]
+    #[arg(long, value_name = "DOMAIN")]
+    pub cluster_domain: Option<String>,
     /// Directory of the controller's database (created, mode 0700, if
     /// missing); holds the CA's keys [env: PIMESH_CONTROLLER_DATA_DIR]
     #[arg(long, value_name = "DIR")]
@@ -159,6 +172,10 @@ impl fmt::Debug for ImportPems {
 pub struct Config {
     /// `--standalone`: join tokens instead of Kubernetes ServiceAccount tokens.
     pub standalone: bool,
+    /// Kubernetes mode (no `--standalone`): `--kubeconfig`, `--namespace`.
+    pub kubernetes: Option<crate::kube::Settings>,
+    /// `--cluster-domain`: the DNS domain of fully-qualified service names.
+    pub cluster_domain: String,
     /// `--data-dir`: the database directory.
     pub data_dir: PathBuf,
     /// `--proxy-addr`: where proxies certify (mTLS port).
@@ -194,16 +211,32 @@ impl Config {
                 parse_bool,
             )?
             .unwrap_or(false);
-        if !standalone {
-            return Err(Error {
-                flag: "--standalone",
-                env: "PIMESH_CONTROLLER_STANDALONE",
-                value: "false".into(),
-                reason: "Kubernetes mode (ServiceAccount tokens via TokenReview) is not \
-                         implemented yet; run with --standalone (join tokens)"
-                    .into(),
-            });
-        }
+        let kubernetes = if standalone {
+            None
+        } else {
+            let namespace = p.parse_opt(
+                "--namespace",
+                "PIMESH_CONTROLLER_NAMESPACE",
+                args.namespace.as_deref(),
+                parse_label,
+            )?;
+            let namespace = namespace
+                .or_else(|| {
+                    std::fs::read_to_string(crate::kube::SERVICE_ACCOUNT_NAMESPACE_FILE)
+                        .ok()
+                        .and_then(|ns| parse_label(ns.trim()).ok())
+                })
+                .unwrap_or_else(|| crate::kube::DEFAULT_NAMESPACE.into());
+            Some(crate::kube::Settings {
+                kubeconfig: p.parse_opt(
+                    "--kubeconfig",
+                    "KUBECONFIG",
+                    args.kubeconfig.as_deref(),
+                    |v| Ok(v.to_string()),
+                )?,
+                namespace,
+            })
+        };
         let data_dir = p
             .parse_opt(
                 "--data-dir",
@@ -265,6 +298,14 @@ impl Config {
         let mut config = Config {
             telemetry,
             standalone,
+            kubernetes,
+            cluster_domain: p.parse(
+                "--cluster-domain",
+                "PIMESH_CONTROLLER_CLUSTER_DOMAIN",
+                args.cluster_domain.as_deref(),
+                pimesh_api::discovery::DEFAULT_CLUSTER_DOMAIN,
+                parse_trust_domain,
+            )?,
             data_dir,
             proxy_addr: p.parse(
                 "--proxy-addr",
@@ -346,10 +387,15 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "standalone={} data_dir={} proxy_addr={} admin_addr={} trust_domain={} \
+            "standalone={} kubeconfig={} namespace={} cluster_domain={} data_dir={} proxy_addr={} admin_addr={} trust_domain={} \
              own_ca_files={} cert_lifetime={:?} lease_ttl={:?} max_watches={} scrape_targets={} \
              scrape_interval={:?} history_flush_interval={:?}",
             self.standalone,
+            self.kubernetes
+                .as_ref()
+                .map_or("-", |k| k.kubeconfig.as_deref().unwrap_or("(inferred)")),
+            self.kubernetes.as_ref().map_or("-", |k| k.namespace.as_str()),
+            self.cluster_domain,
             self.data_dir.display(),
             self.proxy_addr,
             self.admin_addr,
@@ -467,6 +513,14 @@ fn parse_bool(v: &str) -> Result<bool, String> {
         "1" | "true" | "yes" => Ok(true),
         "0" | "false" | "no" => Ok(false),
         _ => Err("not a boolean (true or false)".into()),
+    }
+}
+
+/// A namespace: one RFC 1123 label.
+fn parse_label(v: &str) -> Result<String, String> {
+    match pimesh_api::identity::Identity::new(v, "x") {
+        Ok(_) => Ok(v.to_string()),
+        Err(_) => Err("not a namespace (an RFC 1123 label)".into()),
     }
 }
 

@@ -276,6 +276,14 @@ impl Authority {
     /// requested identity and records its serial (durably) before answering.
     pub fn certify(&self, req: &CertifyRequest, now: u64) -> Result<CertifyResponse, CertifyError> {
         self.tokens.verify(&req.token, &req.identity, now)?;
+        self.issue(req, now)
+    }
+
+    /// Signs for `req.identity`, already verified by the caller (a join
+    /// token in [`Authority::certify`], a TokenReview in Kubernetes mode):
+    /// refuses the controller's own identity, verifies the CSR, signs and
+    /// records the serial (durably) before answering. `req.token` is not read.
+    pub fn issue(&self, req: &CertifyRequest, now: u64) -> Result<CertifyResponse, CertifyError> {
         if req.identity.to_string() == CONTROLLER_IDENTITY {
             return Err(Refusal::IdentityNotAllowed.into());
         }

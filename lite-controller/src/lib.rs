@@ -14,6 +14,8 @@
 //!   issued-serial records.
 //! - `registry`: the discovery role: the service registry (sled), leases,
 //!   revisions, watch streams.
+//! - `kube`: Kubernetes mode: discovery from Services, EndpointSlices and
+//!   Pods, TokenReview, the trust-roots ConfigMap, RBAC rules and checks.
 //! - `token`: join tokens (standalone mode) and their operator API types.
 //! - `store`: the sled database (the only module that knows sled).
 //! - `metrics`: `pimesh_controller_*` series.
@@ -31,6 +33,7 @@ pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod identity;
+pub mod kube;
 pub mod metrics;
 pub mod proxy_api;
 pub mod registry;

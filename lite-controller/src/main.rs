@@ -47,6 +47,14 @@ enum Command {
     Edges(cli::telemetry::EdgesArgs),
     /// Print (or open) the URL of the dashboard served by the controller
     Dashboard(cli::telemetry::DashboardArgs),
+    /// Print the controller's RBAC manifest (k3s/controller-rbac.yaml),
+    /// generated from its rules
+    #[command(hide = true)]
+    ControllerRbac {
+        /// The controller's namespace
+        #[arg(long, default_value = pimesh_controller::kube::DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +75,10 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Controller(args) => return controller(&args),
+        Command::ControllerRbac { namespace } => {
+            print!("{}", pimesh_controller::kube::access::manifest(&namespace));
+            return ExitCode::SUCCESS;
+        }
         Command::Token(cmd) => cli::token::run(cmd, &OsEnv),
         Command::Identity(cmd) => cli::identity::run(cmd, &OsEnv),
         Command::Service(cmd) => cli::service::run(cmd, &OsEnv),

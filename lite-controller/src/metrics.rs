@@ -3,6 +3,7 @@
 //! that mirror stored state (tokens, expiries) are set at scrape time by
 //! [`Metrics::encode`]'s caller, so they never drift from the database.
 
+use crate::kube::KubeMetrics;
 use crate::registry::metrics::DiscoveryMetrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -12,7 +13,7 @@ use prometheus_client::registry::Registry;
 
 /// `reason` values of `certify_refused_total`, created at zero so that
 /// dashboards and alerts see every series from the start.
-pub const REFUSAL_REASONS: [&str; 9] = [
+pub const REFUSAL_REASONS: [&str; 10] = [
     "invalid_token",
     "token_expired",
     "token_revoked",
@@ -21,6 +22,7 @@ pub const REFUSAL_REASONS: [&str; 9] = [
     "bad_request",
     "payload_too_large",
     "issuer_expired",
+    "unavailable",
     "internal",
 ];
 
@@ -51,6 +53,8 @@ pub struct Metrics {
     pub issued_records: Gauge,
     /// The discovery role's series (registrations, leases, watches).
     pub discovery: DiscoveryMetrics,
+    /// Kubernetes mode's series (`pimesh_controller_kube_*`).
+    pub kube: KubeMetrics,
 }
 
 impl Default for Metrics {
@@ -73,6 +77,7 @@ impl Metrics {
             serving_cert_expiry: Gauge::default(),
             issued_records: Gauge::default(),
             discovery: DiscoveryMetrics::register(&mut registry),
+            kube: KubeMetrics::register(&mut registry),
             registry: Registry::default(),
         };
         let p = "pimesh_controller_";

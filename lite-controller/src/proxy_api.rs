@@ -6,7 +6,8 @@
 //!
 //! `POST /v1/identity/certify` (`CertifyRequest` → `CertifyResponse`; 400
 //! bad JSON or CSR, 401 bad token, 403 identity not allowed, 413 body too
-//! large), `GET /v1/identity/trust-anchors` (PEM), `PUT`/`DELETE`
+//! large; Kubernetes mode: the token is a ServiceAccount token checked by a
+//! TokenReview, 503 `unavailable` when that fails), `GET /v1/identity/trust-anchors` (PEM), `PUT`/`DELETE`
 //! `/v1/discovery/endpoints` (join token) and `GET /v1/discovery/watch`
 //! (client certificate), see `discovery`. Errors are `ApiError` JSON.
 
@@ -222,8 +223,42 @@ async fn certify(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
             return e.response();
         }
     };
+    // Kubernetes mode: the ServiceAccount token is reviewed by the API
+    // server (async) before the signing goes to the blocking pool.
+    let kubernetes = ctx.kube.is_some();
+    if let Some(kube) = &ctx.kube {
+        let req: &pimesh_api::identity::CertifyRequest = &req;
+        if let Err(e) = crate::kube::identity::review(
+            &kube.client,
+            &ctx.metrics.kube,
+            &req.token,
+            &req.identity,
+        )
+        .await
+        {
+            ctx.metrics.refused(e.code());
+            ctx.metrics
+                .certify_duration
+                .observe(start.elapsed().as_secs_f64());
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let message = crate::error_chain(&e);
+            if status.is_server_error() {
+                tracing::warn!(identity = %req.identity, error = %message, "certify: TokenReview failed");
+            } else {
+                tracing::info!(identity = %req.identity, reason = e.code(), error = %message, "certify refused");
+            }
+            return rest::error(status, e.code(), message);
+        }
+    }
     let authority = ctx.authority.clone();
-    let result = tokio::task::spawn_blocking(move || authority.certify(&req, now_unix())).await;
+    let result = tokio::task::spawn_blocking(move || {
+        if kubernetes {
+            authority.issue(&req, now_unix())
+        } else {
+            authority.certify(&req, now_unix())
+        }
+    })
+    .await;
     ctx.metrics
         .certify_duration
         .observe(start.elapsed().as_secs_f64());

@@ -58,6 +58,10 @@ pub enum Error {
     /// (HTTP 403 `identity_not_allowed`).
     #[error("the endpoint was registered by another identity")]
     NotOwner,
+    /// A standalone-only change (registration, `pimesh service add/rm/set`)
+    /// in Kubernetes mode (HTTP 409 `kubernetes_mode`).
+    #[error("Kubernetes mode discovers endpoints from EndpointSlices; {0} is for standalone mode")]
+    KubernetesMode(&'static str),
     /// The database failed.
     #[error("registry database")]
     Store(#[from] store::Error),
@@ -70,6 +74,7 @@ impl Error {
             Error::Invalid(_) => "bad_request",
             Error::NotFound(_) => "not_found",
             Error::NotOwner => "identity_not_allowed",
+            Error::KubernetesMode(_) => "kubernetes_mode",
             Error::Store(_) => "internal",
         }
     }
@@ -80,6 +85,7 @@ impl Error {
             Error::Invalid(_) => 400,
             Error::NotFound(_) => 404,
             Error::NotOwner => 403,
+            Error::KubernetesMode(_) => 409,
             Error::Store(_) => 500,
         }
     }
@@ -124,6 +130,9 @@ pub struct Registry {
     write: Mutex<()>,
     lease_ttl: Duration,
     cluster_domain: String,
+    /// Kubernetes mode: services come from [`Registry::set_kubernetes_service`]
+    /// (in memory); the standalone changes answer [`Error::KubernetesMode`].
+    kubernetes: bool,
     /// The revision, announced after every change (watches re-resolve).
     changes: tokio::sync::watch::Sender<u64>,
 }
@@ -173,8 +182,86 @@ impl Registry {
             write: Mutex::new(()),
             lease_ttl,
             cluster_domain: cluster_domain.to_string(),
+            kubernetes: false,
             changes,
         })
+    }
+
+    /// The registry of Kubernetes mode: empty, in memory, filled by the
+    /// Kubernetes watchers through [`Registry::set_kubernetes_service`];
+    /// what standalone mode stored in `store` is neither read nor changed.
+    pub fn kubernetes(store: &Store, cluster_domain: &str) -> Result<Registry, Error> {
+        let (changes, _) = tokio::sync::watch::channel(0);
+        Ok(Registry {
+            table: store.table("services")?,
+            meta: store.table("registry")?,
+            state: RwLock::new(State::default()),
+            write: Mutex::new(()),
+            lease_ttl: Duration::from_secs(pimesh_api::discovery::DEFAULT_LEASE_TTL_SECS),
+            cluster_domain: cluster_domain.to_string(),
+            kubernetes: true,
+            changes,
+        })
+    }
+
+    /// Whether this is the Kubernetes mode's registry.
+    pub fn is_kubernetes(&self) -> bool {
+        self.kubernetes
+    }
+
+    /// [`Error::KubernetesMode`] in Kubernetes mode: `what` is standalone only.
+    pub fn standalone_only(&self, what: &'static str) -> Result<(), Error> {
+        if self.kubernetes {
+            return Err(Error::KubernetesMode(what));
+        }
+        Ok(())
+    }
+
+    /// Kubernetes mode: replaces the service `key` (`NS/NAME`) by `record`
+    /// (removes it when `None`) in memory, without writing the database.
+    /// The revision is bumped and watches notified only when the record
+    /// changed (its `revision` and `created_unix` are not compared); the
+    /// new revision then.
+    pub fn set_kubernetes_service(&self, key: &str, record: Option<ServiceRecord>) -> Option<u64> {
+        let _w = self.lock();
+        let mut st = self.state_mut();
+        let before = st.services.get(key);
+        let record = record.map(|mut r| {
+            if let Some(b) = before {
+                r.revision = b.revision;
+                r.created_unix = b.created_unix;
+            }
+            r
+        });
+        if before == record.as_ref() {
+            return None;
+        }
+        let addrs = |r: &ServiceRecord| {
+            let eps: Vec<_> = r
+                .endpoints
+                .iter()
+                .map(|e| (e.port, e.addr, e.proxy_addr))
+                .collect();
+            (eps, r.cluster_ips.clone(), r.ports.clone())
+        };
+        let addr_changed = before.map(addrs) != record.as_ref().map(addrs);
+        let rev = st.revision + 1;
+        match record {
+            Some(mut r) => {
+                r.revision = rev;
+                st.services.insert(key.to_string(), r);
+            }
+            None => {
+                st.services.remove(key);
+            }
+        }
+        st.revision = rev;
+        if addr_changed {
+            st.addr_revision = rev;
+        }
+        drop(st);
+        self.changes.send_replace(rev);
+        Some(rev)
     }
 
     /// The lease TTL granted to registrations.
@@ -210,6 +297,7 @@ impl Registry {
         token_id: &str,
         now: Instant,
     ) -> Result<Lease, Error> {
+        self.standalone_only("endpoint registration")?;
         validate::label("service", &reg.service)?;
         validate::port("port", reg.port)?;
         validate::addr("addr", reg.addr)?;
@@ -263,6 +351,7 @@ impl Registry {
     /// Errors: [`Error::Invalid`], [`Error::NotOwner`] when another identity
     /// registered it, [`Error::Store`].
     pub fn deregister(&self, reg: &Registration, identity: &Identity) -> Result<u64, Error> {
+        self.standalone_only("endpoint registration")?;
         validate::label("service", &reg.service)?;
         let k = key(identity.namespace(), &reg.service);
         let _w = self.lock();
@@ -351,17 +440,19 @@ impl Registry {
             .collect()
     }
 
-    /// (services, registered endpoints, operator endpoints), for gauges.
-    pub fn counts(&self) -> (usize, usize, usize) {
+    /// (services, registered endpoints, operator endpoints, Kubernetes
+    /// endpoints), for gauges.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
         let st = self.read();
-        let (mut reg, mut op) = (0, 0);
+        let (mut reg, mut op, mut kube) = (0, 0, 0);
         for e in st.services.values().flat_map(|s| &s.endpoints) {
             match e.source {
                 Source::Registered => reg += 1,
                 Source::Operator => op += 1,
+                Source::Kubernetes => kube += 1,
             }
         }
-        (st.services.len(), reg, op)
+        (st.services.len(), reg, op, kube)
     }
 
     /// The state of `dest` now. A name resolves when the service exists
@@ -392,6 +483,13 @@ impl Registry {
                         .iter()
                         .find(|e| e.addr == *a || e.proxy_addr == Some(*a))
                         .map(|e| (s, e.port))
+                });
+                // Kubernetes mode: a Service's ClusterIP and port.
+                let found = found.or_else(|| {
+                    st.services
+                        .values()
+                        .find(|s| s.cluster_ips.contains(&a.ip()) && s.ports.contains(&a.port()))
+                        .map(|s| (s, a.port()))
                 });
                 match found {
                     Some((s, port)) => (

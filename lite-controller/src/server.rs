@@ -11,6 +11,7 @@
 
 use crate::config::Config;
 use crate::identity::{self, now_unix, Authority, Settings};
+use crate::kube::{self, access, Kube};
 use crate::metrics::Metrics;
 use crate::proxy_api::client_auth::ClientAuth;
 use crate::proxy_api::{self, CertSlot, SHUTDOWN_GRACE};
@@ -29,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 const MAX_RENEWAL_SLEEP: Duration = Duration::from_secs(60);
 /// How often issued-serial records are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How long start-up waits for the Kubernetes permission check before it
+/// serves anyway (not ready) and checks in the background.
+const ACCESS_CHECK_WAIT: Duration = Duration::from_secs(5);
 /// Longest time between lease sweeps (shorter for short leases).
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -51,6 +55,8 @@ pub struct Ctx {
     pub tap_relays: crate::tap::Relays,
     /// The telemetry role (scrapes, windows, history, dashboard).
     pub telemetry: Arc<Telemetry>,
+    /// Kubernetes mode (client, namespace, readiness); `None` standalone.
+    pub kube: Option<Arc<Kube>>,
 }
 
 /// Why the controller could not start.
@@ -79,6 +85,9 @@ pub enum Error {
     /// The TLS configuration cannot be built.
     #[error("cannot set up TLS")]
     Tls(#[from] rustls::Error),
+    /// Kubernetes mode cannot start (kubeconfig, permissions).
+    #[error("Kubernetes mode")]
+    Kube(#[from] kube::Error),
 }
 
 impl Error {
@@ -87,6 +96,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Identity(identity::Error::Import(_)) => 64,
+            Error::Kube(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -94,6 +104,12 @@ impl Error {
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    // Kubernetes mode: the client first, so that an unusable kubeconfig
+    // (exit 64) leaves no data directory behind.
+    let kube_client = match &config.kubernetes {
+        Some(settings) => Some(kube::client(settings).await?),
+        None => None,
+    };
     let store = Store::open(&config.data_dir)?;
     let tokens = Arc::new(Tokens::new(&store)?);
     let settings = Settings {
@@ -114,21 +130,59 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         certificates = status.certificates,
         "CA loaded"
     );
-    let registry = Arc::new(Registry::open(
-        &store,
-        config.lease_ttl,
-        pimesh_api::discovery::DEFAULT_CLUSTER_DOMAIN,
-        std::time::Instant::now(),
-    )?);
-    let (services, registered, operator) = registry.counts();
-    tracing::info!(
-        services,
-        registered,
-        operator,
-        revision = registry.revision(),
-        lease_ttl = ?config.lease_ttl,
-        "registry loaded; registered endpoints have a fresh lease"
-    );
+    // Kubernetes mode: the client, then the permissions (a denial stops
+    // start-up; an API server that does not answer yet is checked again
+    // in the background while the controller serves, not ready).
+    let mut access_pending = false;
+    let kube = match (&config.kubernetes, kube_client) {
+        (Some(settings), Some(client)) => {
+            match tokio::time::timeout(
+                ACCESS_CHECK_WAIT,
+                access::check(&client, &settings.namespace),
+            )
+            .await
+            {
+                Ok(Ok(())) => {
+                    tracing::info!(namespace = %settings.namespace, "Kubernetes permissions checked")
+                }
+                Ok(Err(access::CheckError::Denied(d))) => return Err(kube::Error::Access(d).into()),
+                Ok(Err(access::CheckError::Api(e))) => {
+                    tracing::warn!(error = %error_chain(&e), "Kubernetes API unavailable at start: permissions are checked when it answers");
+                    access_pending = true;
+                }
+                Err(_) => {
+                    tracing::warn!("Kubernetes API did not answer at start: permissions are checked when it answers");
+                    access_pending = true;
+                }
+            }
+            Some(Arc::new(Kube {
+                client,
+                namespace: settings.namespace.clone(),
+                status: Default::default(),
+            }))
+        }
+        _ => None,
+    };
+    let registry = if kube.is_some() {
+        Arc::new(Registry::kubernetes(&store, &config.cluster_domain)?)
+    } else {
+        let registry = Arc::new(Registry::open(
+            &store,
+            config.lease_ttl,
+            &config.cluster_domain,
+            std::time::Instant::now(),
+        )?);
+        let (services, registered, operator, _) = registry.counts();
+        tracing::info!(
+            services,
+            registered,
+            operator,
+            revision = registry.revision(),
+            lease_ttl = ?config.lease_ttl,
+            "registry loaded; registered endpoints have a fresh lease"
+        );
+        registry
+    };
     let cert = authority.controller_cert(now_unix())?;
     let slot = Arc::new(CertSlot::new(&cert)?);
     let client_auth = Arc::new(ClientAuth::new(&authority.trust_anchors_pem())?);
@@ -170,6 +224,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         cert: slot.clone(),
         tap_relays: Default::default(),
         telemetry: telemetry.clone(),
+        kube: kube.clone(),
     });
     ctx.metrics
         .serving_cert_expiry
@@ -186,6 +241,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let anchors = tokio::spawn(follow_anchors(ctx.clone(), client_auth));
     let sweep = tokio::spawn(sweep_leases(ctx.clone()));
     let telemetry_task = tokio::spawn(telemetry.run(shutdown.clone()));
+    let fatal: Arc<std::sync::Mutex<Option<kube::Error>>> = Default::default();
+    let mut kube_tasks = Vec::new();
+    if let Some(k) = &kube {
+        let shared = Arc::new(kube::discovery::Shared {
+            index: Default::default(),
+            registry: ctx.registry.clone(),
+            status: k.status.clone(),
+            metrics: ctx.metrics.kube.clone(),
+        });
+        kube_tasks.push(tokio::spawn(kube::discovery::run(k.client.clone(), shared)));
+        kube_tasks.push(tokio::spawn(kube::identity::publish_trust_roots(
+            k.client.clone(),
+            k.namespace.clone(),
+            authority.clone(),
+            ctx.metrics.kube.clone(),
+            shutdown.clone(),
+        )));
+        if access_pending {
+            kube_tasks.push(tokio::spawn(check_access_later(
+                k.clone(),
+                fatal.clone(),
+                shutdown.clone(),
+            )));
+        }
+    }
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: draining connections");
@@ -201,11 +281,50 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     prune.abort();
     anchors.abort();
     sweep.abort();
+    for t in kube_tasks {
+        t.abort();
+    }
     // It writes the last history minutes, then ends.
     let _ = tokio::time::timeout(Duration::from_secs(5), telemetry_task).await;
     authority.flush()?;
     tracing::info!("database flushed; exiting");
-    Ok(())
+    let fatal = fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match fatal {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Kubernetes mode, API server unavailable at start: checks the
+/// permissions once it answers (backoff 1 s doubling to 30 s); a denial
+/// stops the controller (exit 1) through `fatal` and `shutdown`.
+async fn check_access_later(
+    k: Arc<Kube>,
+    fatal: Arc<std::sync::Mutex<Option<kube::Error>>>,
+    shutdown: CancellationToken,
+) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match access::check(&k.client, &k.namespace).await {
+            Ok(()) => {
+                return tracing::info!(namespace = %k.namespace, "Kubernetes permissions checked")
+            }
+            Err(access::CheckError::Denied(d)) => {
+                tracing::error!(error = %d, "stopping");
+                *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(kube::Error::Access(d));
+                shutdown.cancel();
+                return;
+            }
+            Err(access::CheckError::Api(e)) => {
+                tracing::debug!(error = %e, "permission check: Kubernetes API unavailable");
+            }
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// Keeps the controller's own certificate fresh (see the module doc).

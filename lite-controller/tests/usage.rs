@@ -26,6 +26,10 @@ fn version_and_help() {
         "--cert-lifetime",
         "PIMESH_CONTROLLER_CERT_LIFETIME",
         "--issuer-key-pem",
+        "--kubeconfig",
+        "KUBECONFIG",
+        "PIMESH_CONTROLLER_NAMESPACE",
+        "--cluster-domain",
     ] {
         assert!(help.contains(flag), "{flag} missing in:\n{help}");
     }
@@ -42,7 +46,22 @@ fn bad_usage_exits_64_naming_the_flag_and_value() {
         (vec![], "Usage"),
         (vec!["frobnicate"], "frobnicate"),
         (vec!["controller", "--standalone"], "--data-dir"),
-        (vec!["controller", "--data-dir", d], "--standalone"),
+        // Kubernetes mode (no --standalone): a kubeconfig that cannot be
+        // loaded is named with its flag and value.
+        (
+            vec![
+                "controller",
+                "--data-dir",
+                d,
+                "--kubeconfig",
+                "/nonexistent/kubeconfig",
+            ],
+            "--kubeconfig \"/nonexistent/kubeconfig\" (env KUBECONFIG)",
+        ),
+        (
+            vec!["controller", "--data-dir", d, "--namespace", "Bad_NS"],
+            "--namespace",
+        ),
         (
             vec![
                 "controller",

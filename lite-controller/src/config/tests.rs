@@ -92,8 +92,8 @@ fn bad_values_name_the_flag_and_variable() {
     assert_eq!((ok.lease_ttl, ok.max_watches), (Duration::from_secs(2), 8));
     let e = cfg(&["--standalone"], &[]).unwrap_err();
     assert_eq!((e.flag, e.reason.as_str()), ("--data-dir", "required"));
-    let e = cfg(&["--data-dir", "/d"], &[]).unwrap_err();
-    assert_eq!(e.flag, "--standalone");
+    let e = cfg(&["--data-dir", "/d", "--namespace", "No_Such"], &[]).unwrap_err();
+    assert_eq!((e.flag, e.value.as_str()), ("--namespace", "No_Such"));
     let e = cfg(
         &["--data-dir", "/d"],
         &[("PIMESH_CONTROLLER_STANDALONE", "maybe")],
@@ -147,4 +147,38 @@ fn durations() {
     assert!(parse_duration("-1s").is_err());
     assert!(parse_duration("").is_err());
     assert!(parse_duration("1y").is_err());
+}
+
+#[test]
+fn kubernetes_mode_without_standalone() {
+    let c = cfg(
+        &["--data-dir", "/d", "--kubeconfig", "/k/config"],
+        &[("PIMESH_CONTROLLER_NAMESPACE", "mesh")],
+    )
+    .unwrap();
+    assert!(!c.standalone);
+    assert_eq!(
+        c.kubernetes,
+        Some(crate::kube::Settings {
+            kubeconfig: Some("/k/config".into()),
+            namespace: "mesh".into(),
+        })
+    );
+    assert_eq!(c.cluster_domain, "cluster.local");
+    let c = cfg(
+        &["--data-dir", "/d", "--cluster-domain", "pi.lan"],
+        &[("KUBECONFIG", "/a:/b")],
+    )
+    .unwrap();
+    let k = c.kubernetes.unwrap();
+    assert_eq!(k.kubeconfig.as_deref(), Some("/a:/b"));
+    assert_eq!(c.cluster_domain, "pi.lan");
+    let e = cfg(&["--data-dir", "/d", "--cluster-domain", "Bad_Domain"], &[]).unwrap_err();
+    assert_eq!(e.flag, "--cluster-domain");
+    let c = cfg(
+        &["--standalone", "--data-dir", "/d"],
+        &[("KUBECONFIG", "/x")],
+    )
+    .unwrap();
+    assert_eq!(c.kubernetes, None);
 }

@@ -60,6 +60,11 @@ pub async fn register(
             return e.response().map(Either::Left);
         }
     };
+    if let Err(e) = ctx.registry.standalone_only("endpoint registration") {
+        m.registration_refused(e.code());
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::CONFLICT);
+        return rest::error(status, e.code(), e.to_string()).map(Either::Left);
+    }
     let c = ctx.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<Lease, Refused> {
         registry::validate::label("service", &reg.service).map_err(registry::Error::from)?;

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry as Prometheus;
 
 /// `reason` values of `registration_refused_total`, created at zero.
-pub const REGISTRATION_REFUSALS: [&str; 8] = [
+pub const REGISTRATION_REFUSALS: [&str; 9] = [
     "invalid_token",
     "token_expired",
     "token_revoked",
@@ -18,6 +18,7 @@ pub const REGISTRATION_REFUSALS: [&str; 8] = [
     "identity_not_allowed",
     "bad_request",
     "payload_too_large",
+    "kubernetes_mode",
     "internal",
 ];
 
@@ -149,7 +150,7 @@ impl DiscoveryMetrics {
 
     /// Sets the gauges that mirror `registry`.
     pub fn observe(&self, registry: &Registry) {
-        let (services, registered, operator) = registry.counts();
+        let (services, registered, operator, kubernetes) = registry.counts();
         let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
         self.services.set(n(services));
         self.endpoints
@@ -158,6 +159,11 @@ impl DiscoveryMetrics {
         self.endpoints
             .get_or_create(&[("source", "operator")])
             .set(n(operator));
+        if registry.is_kubernetes() {
+            self.endpoints
+                .get_or_create(&[("source", "kubernetes")])
+                .set(n(kubernetes));
+        }
         self.revision
             .set(i64::try_from(registry.revision()).unwrap_or(i64::MAX));
     }

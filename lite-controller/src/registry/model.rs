@@ -16,6 +16,9 @@ pub enum Source {
     Registered,
     /// Added by an operator (`pimesh service add`); no lease, stays until removed.
     Operator,
+    /// Discovered from a Kubernetes EndpointSlice (Kubernetes mode); in
+    /// memory only, never stored.
+    Kubernetes,
 }
 
 impl Source {
@@ -24,6 +27,7 @@ impl Source {
         match self {
             Source::Registered => "registered",
             Source::Operator => "operator",
+            Source::Kubernetes => "kubernetes",
         }
     }
 }
@@ -80,6 +84,10 @@ pub struct ServiceRecord {
     /// Endpoints, sorted by (port, addr); at most one per (port, addr).
     #[serde(default)]
     pub endpoints: Vec<EndpointRecord>,
+    /// The Service's ClusterIPs (Kubernetes mode): a `?addr=CLUSTERIP:PORT`
+    /// watch resolves to this service's port. Empty in standalone mode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_ips: Vec<std::net::IpAddr>,
     /// Registry revision of the last change of this record.
     pub revision: u64,
     /// Creation time, Unix seconds.
@@ -95,6 +103,7 @@ impl ServiceRecord {
             ports: BTreeSet::new(),
             policy: ServicePolicy::default(),
             endpoints: Vec::new(),
+            cluster_ips: Vec::new(),
             revision: 0,
             created_unix: now_unix,
         }

@@ -20,6 +20,7 @@ impl Registry {
         name: &str,
         req: &AddEndpoints,
     ) -> Result<ServiceInfo, Error> {
+        self.standalone_only("pimesh service add")?;
         validate::label("namespace", namespace)?;
         validate::label("name", name)?;
         validate::port("port", req.port)?;
@@ -78,6 +79,7 @@ impl Registry {
         name: &str,
         endpoints: &[SocketAddr],
     ) -> Result<ServiceInfo, Error> {
+        self.standalone_only("pimesh service rm")?;
         let k = key(namespace, name);
         let _w = self.lock();
         let before = self
@@ -113,6 +115,7 @@ impl Registry {
         name: &str,
         req: &SetPolicy,
     ) -> Result<ServiceInfo, Error> {
+        self.standalone_only("pimesh service set")?;
         validate::policy(&req.policy)?;
         let k = key(namespace, name);
         let _w = self.lock();

@@ -1,0 +1,272 @@
+//! Least privilege: the permissions Kubernetes mode needs, defined once in
+//! [`RULES`]; the RBAC manifest `k3s/controller-rbac.yaml` is generated
+//! from it ([`manifest`], `pimesh controller-rbac`, and a test that fails
+//! when the checked-in copy differs), and at start every rule's verbs are
+//! checked with SelfSubjectAccessReviews (`authorization.k8s.io/v1`), as
+//! `linkerd check` does. Creating SelfSubjectAccessReviews needs no rule:
+//! the default ClusterRole `system:basic-user` grants it to every
+//! authenticated user.
+
+use super::identity::TRUST_ROOTS_CONFIGMAP;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use kube::api::{Api, PostParams};
+use std::fmt::Write as _;
+
+/// The ServiceAccount, ClusterRole(Binding) and Role(Binding) name.
+pub const NAME: &str = "pimesh-controller";
+
+/// Where a rule applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace (ClusterRole).
+    Cluster,
+    /// The controller's own namespace (Role).
+    OwnNamespace,
+}
+
+/// One RBAC rule: one resource of one API group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// API group (`""` for core).
+    pub group: &'static str,
+    /// Plural resource.
+    pub resource: &'static str,
+    /// Verbs.
+    pub verbs: &'static [&'static str],
+    /// ClusterRole or Role.
+    pub scope: Scope,
+    /// `resourceNames` restriction, where Kubernetes allows one (not for
+    /// `create`, `list`, `watch`).
+    pub resource_name: Option<&'static str>,
+}
+
+/// Every permission the controller needs in Kubernetes mode.
+pub const RULES: &[Rule] = &[
+    Rule {
+        group: "",
+        resource: "services",
+        verbs: &["get", "list", "watch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: "",
+        resource: "pods",
+        verbs: &["get", "list", "watch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: "discovery.k8s.io",
+        resource: "endpointslices",
+        verbs: &["get", "list", "watch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: "authentication.k8s.io",
+        resource: "tokenreviews",
+        verbs: &["create"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: "",
+        resource: "configmaps",
+        verbs: &["create"],
+        scope: Scope::OwnNamespace,
+        resource_name: None,
+    },
+    Rule {
+        group: "",
+        resource: "configmaps",
+        verbs: &["get", "update", "patch"],
+        scope: Scope::OwnNamespace,
+        resource_name: Some(TRUST_ROOTS_CONFIGMAP),
+    },
+];
+
+/// A permission the ServiceAccount lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("missing permission: {verb} {what} ({role} {NAME}){}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+pub struct Denied {
+    /// The verb.
+    pub verb: &'static str,
+    /// `resource.group`, with its name and namespace when restricted.
+    pub what: String,
+    /// `ClusterRole` or `Role`.
+    pub role: &'static str,
+    /// The review's `status.reason`, if any.
+    pub reason: Option<String>,
+}
+
+/// Why the check could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// A permission is missing.
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The API server did not answer (retry later).
+    #[error("cannot check permissions with the Kubernetes API")]
+    Api(#[source] kube::Error),
+}
+
+/// `resource.group` as kubectl writes it (`services`, `tokenreviews.authentication.k8s.io`).
+fn qualified(rule: &Rule) -> String {
+    if rule.group.is_empty() {
+        rule.resource.to_string()
+    } else {
+        format!("{}.{}", rule.resource, rule.group)
+    }
+}
+
+/// Sends one SelfSubjectAccessReview per rule and verb (in `namespace`
+/// for [`Scope::OwnNamespace`]); the first denial, or the API error.
+pub async fn check(client: &kube::Client, namespace: &str) -> Result<(), CheckError> {
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    for rule in RULES {
+        for verb in rule.verbs {
+            let own = rule.scope == Scope::OwnNamespace;
+            let review = SelfSubjectAccessReview {
+                spec: SelfSubjectAccessReviewSpec {
+                    resource_attributes: Some(ResourceAttributes {
+                        group: Some(rule.group.to_string()),
+                        resource: Some(rule.resource.to_string()),
+                        verb: Some(verb.to_string()),
+                        namespace: own.then(|| namespace.to_string()),
+                        name: rule.resource_name.map(str::to_string),
+                        ..ResourceAttributes::default()
+                    }),
+                    ..SelfSubjectAccessReviewSpec::default()
+                },
+                ..SelfSubjectAccessReview::default()
+            };
+            let answer = api
+                .create(&PostParams::default(), &review)
+                .await
+                .map_err(CheckError::Api)?;
+            let status = answer.status.unwrap_or_default();
+            if !status.allowed {
+                let mut what = qualified(rule);
+                if let Some(n) = rule.resource_name {
+                    let _ = write!(what, " {n:?}");
+                }
+                if own {
+                    let _ = write!(what, " in namespace {namespace}");
+                }
+                return Err(Denied {
+                    verb,
+                    what,
+                    role: if own { "Role" } else { "ClusterRole" },
+                    reason: status.reason.filter(|r| !r.is_empty()),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn yaml_rules(out: &mut String, scope: Scope) {
+    out.push_str("rules:\n");
+    for r in RULES.iter().filter(|r| r.scope == scope) {
+        let _ = writeln!(out, "  - apiGroups: [\"{}\"]", r.group);
+        let _ = writeln!(out, "    resources: [\"{}\"]", r.resource);
+        if let Some(n) = r.resource_name {
+            let _ = writeln!(out, "    resourceNames: [\"{n}\"]");
+        }
+        let verbs: Vec<String> = r.verbs.iter().map(|v| format!("\"{v}\"")).collect();
+        let _ = writeln!(out, "    verbs: [{}]", verbs.join(", "));
+    }
+}
+
+/// The RBAC manifest for a controller in `namespace`: ServiceAccount,
+/// ClusterRole + ClusterRoleBinding, Role + RoleBinding, all named
+/// [`NAME`] (YAML, for the k3s auto-deploy directory).
+pub fn manifest(namespace: &str) -> String {
+    let mut out = String::from(
+        "# Generated by `pimesh controller-rbac` from the controller's rules\n\
+         # (lite-controller/src/kube/access.rs); do not edit.\n",
+    );
+    let labels = "  labels:\n    app.kubernetes.io/part-of: pimesh\n";
+    let _ = write!(
+        out,
+        "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {NAME}\n  namespace: {namespace}\n{labels}"
+    );
+    let _ = write!(
+        out,
+        "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {NAME}\n{labels}"
+    );
+    yaml_rules(&mut out, Scope::Cluster);
+    let _ = write!(
+        out,
+        "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {NAME}\n{labels}\
+         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {NAME}\n\
+         subjects:\n  - kind: ServiceAccount\n    name: {NAME}\n    namespace: {namespace}\n"
+    );
+    let _ = write!(
+        out,
+        "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: {NAME}\n  namespace: {namespace}\n{labels}"
+    );
+    yaml_rules(&mut out, Scope::OwnNamespace);
+    let _ = write!(
+        out,
+        "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: {NAME}\n  namespace: {namespace}\n{labels}\
+         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: {NAME}\n\
+         subjects:\n  - kind: ServiceAccount\n    name: {NAME}\n    namespace: {namespace}\n"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked-in manifest is the generated one: regenerate with
+    /// `cargo run -p pimesh-controller -- controller-rbac > k3s/controller-rbac.yaml`.
+    #[test]
+    fn checked_in_manifest_is_generated() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../k3s/controller-rbac.yaml");
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == manifest(super::super::DEFAULT_NAMESPACE),
+            "{path} differs from the generated manifest; run \
+             `cargo run -p pimesh-controller -- controller-rbac > k3s/controller-rbac.yaml`"
+        );
+    }
+
+    #[test]
+    fn manifest_has_the_rules() {
+        let m = manifest("mesh");
+        assert!(m.contains("kind: ClusterRole\n"));
+        assert!(m.contains(
+            "  - apiGroups: [\"authentication.k8s.io\"]\n    resources: [\"tokenreviews\"]\n    verbs: [\"create\"]\n"
+        ));
+        assert!(m.contains("    resourceNames: [\"pimesh-identity-trust-roots\"]\n    verbs: [\"get\", \"update\", \"patch\"]\n"));
+        assert!(m.contains("kind: Role\nmetadata:\n  name: pimesh-controller\n  namespace: mesh\n"));
+        assert!(!m.contains("selfsubjectaccessreviews"));
+        // No name restriction where Kubernetes ignores it.
+        for r in RULES.iter().filter(|r| r.resource_name.is_some()) {
+            assert!(!r
+                .verbs
+                .iter()
+                .any(|v| matches!(*v, "create" | "list" | "watch")));
+        }
+    }
+
+    #[test]
+    fn denial_message_names_verb_resource_and_group() {
+        let d = Denied {
+            verb: "create",
+            what: qualified(&RULES[3]),
+            role: "ClusterRole",
+            reason: None,
+        };
+        assert_eq!(
+            d.to_string(),
+            "missing permission: create tokenreviews.authentication.k8s.io (ClusterRole pimesh-controller)"
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! Identity in Kubernetes mode (Linkerd's identity controller): a proxy's
+//! ServiceAccount token is checked with a TokenReview
+//! (`authentication.k8s.io/v1`, audience
+//! [`KUBERNETES_TOKEN_AUDIENCE`]) before the CA signs; the trust anchors
+//! are published as the ConfigMap [`TRUST_ROOTS_CONFIGMAP`] (key
+//! [`TRUST_ROOTS_KEY`]) in the controller's namespace, at start and after
+//! every CA change.
+
+use super::KubeMetrics;
+use crate::identity::Authority;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use pimesh_api::identity::{Identity, KUBERNETES_TOKEN_AUDIENCE};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The ConfigMap proxies' injectors mount the trust anchors from (as
+/// Linkerd's `linkerd-identity-trust-roots`).
+pub const TRUST_ROOTS_CONFIGMAP: &str = "pimesh-identity-trust-roots";
+/// Its key holding the PEM bundle.
+pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
+/// Server-side apply field manager.
+const FIELD_MANAGER: &str = "pimesh-controller";
+/// Longest wait between publishing retries.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Why a certify request's ServiceAccount token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Not authenticated (expired, wrong audience, garbage); `reason` is
+    /// the TokenReview's `status.error` or what was missing (HTTP 401).
+    #[error("the ServiceAccount token was not accepted: {reason}")]
+    InvalidToken {
+        /// Why.
+        reason: String,
+    },
+    /// A valid token of another ServiceAccount (HTTP 403).
+    #[error("the token belongs to {username:?}, not to {identity}")]
+    IdentityNotAllowed {
+        /// The token's user.
+        username: String,
+        /// What was asked for.
+        identity: Identity,
+    },
+    /// The TokenReview could not be made (HTTP 503).
+    #[error("cannot review the token with the Kubernetes API")]
+    Unavailable(#[source] kube::Error),
+}
+
+impl Refused {
+    /// The `ApiError` code and the metric label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refused::InvalidToken { .. } => "invalid_token",
+            Refused::IdentityNotAllowed { .. } => "identity_not_allowed",
+            Refused::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refused::InvalidToken { .. } => 401,
+            Refused::IdentityNotAllowed { .. } => 403,
+            Refused::Unavailable(_) => 503,
+        }
+    }
+}
+
+/// What a TokenReview's status means for `identity`: authenticated, with
+/// [`KUBERNETES_TOKEN_AUDIENCE`] among `status.audiences`, as the user
+/// `system:serviceaccount:NS:SA` of exactly `identity` `NS/SA`.
+pub fn outcome(status: Option<&TokenReviewStatus>, identity: &Identity) -> Result<(), Refused> {
+    let invalid = |reason: String| Err(Refused::InvalidToken { reason });
+    let Some(status) = status else {
+        return invalid("the TokenReview has no status".into());
+    };
+    if status.authenticated != Some(true) {
+        return invalid(
+            status
+                .error
+                .clone()
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| "not authenticated".into()),
+        );
+    }
+    let audiences = status.audiences.as_deref().unwrap_or_default();
+    if !audiences.iter().any(|a| a == KUBERNETES_TOKEN_AUDIENCE) {
+        return invalid(format!(
+            "the token is not for the audience {KUBERNETES_TOKEN_AUDIENCE:?}"
+        ));
+    }
+    let username = status
+        .user
+        .as_ref()
+        .and_then(|u| u.username.clone())
+        .unwrap_or_default();
+    let expected = format!(
+        "system:serviceaccount:{}:{}",
+        identity.namespace(),
+        identity.service_account()
+    );
+    if username != expected {
+        return Err(Refused::IdentityNotAllowed {
+            username,
+            identity: identity.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Reviews `token` for `identity` with the API server (one `POST
+/// /apis/authentication.k8s.io/v1/tokenreviews`); counted in
+/// `kube_token_reviews_total{result}`.
+pub async fn review(
+    client: &kube::Client,
+    metrics: &KubeMetrics,
+    token: &str,
+    identity: &Identity,
+) -> Result<(), Refused> {
+    let api: Api<TokenReview> = Api::all(client.clone());
+    let tr = TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token.to_string()),
+            audiences: Some(vec![KUBERNETES_TOKEN_AUDIENCE.to_string()]),
+        },
+        ..TokenReview::default()
+    };
+    let result = match api.create(&PostParams::default(), &tr).await {
+        Ok(answer) => outcome(answer.status.as_ref(), identity),
+        Err(e) => Err(Refused::Unavailable(e)),
+    };
+    metrics.review(match &result {
+        Ok(()) => "authenticated",
+        Err(e) => e.code(),
+    });
+    result
+}
+
+/// The ConfigMap's server-side apply body.
+pub fn trust_roots_configmap(namespace: &str, bundle_pem: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": TRUST_ROOTS_CONFIGMAP,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "pimesh"},
+        },
+        "data": {TRUST_ROOTS_KEY: bundle_pem},
+    })
+}
+
+/// Publishes the trust anchors at start and after every CA change
+/// (server-side apply, forced), retrying failures with backoff (1 s
+/// doubling to 30 s); ends at `shutdown`.
+pub async fn publish_trust_roots(
+    client: kube::Client,
+    namespace: String,
+    authority: Arc<Authority>,
+    metrics: KubeMetrics,
+    shutdown: CancellationToken,
+) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let mut changes = authority.changes();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut failing = false;
+    loop {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            let body = trust_roots_configmap(&namespace, &authority.trust_anchors_pem());
+            match api
+                .patch(TRUST_ROOTS_CONFIGMAP, &params, &Patch::Apply(&body))
+                .await
+            {
+                Ok(_) => {
+                    metrics.trust_roots_published.inc();
+                    tracing::info!(namespace = %namespace, configmap = TRUST_ROOTS_CONFIGMAP, "published the trust anchors");
+                    failing = false;
+                    break;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %crate::error_chain(&e), configmap = TRUST_ROOTS_CONFIGMAP, "cannot publish the trust anchors; retrying");
+                    }
+                    failing = true;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(MAX_RETRY);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::authentication::v1::UserInfo;
+
+    fn status(
+        authenticated: bool,
+        audiences: &[&str],
+        user: &str,
+        error: Option<&str>,
+    ) -> TokenReviewStatus {
+        TokenReviewStatus {
+            authenticated: Some(authenticated),
+            audiences: Some(audiences.iter().map(|a| a.to_string()).collect()),
+            user: Some(UserInfo {
+                username: Some(user.into()),
+                ..UserInfo::default()
+            }),
+            error: error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn token_review_outcomes() {
+        let id: Identity = "shop/web".parse().unwrap();
+        let ok = status(
+            true,
+            &["identity.pimesh.io"],
+            "system:serviceaccount:shop:web",
+            None,
+        );
+        assert!(outcome(Some(&ok), &id).is_ok());
+
+        let other = status(
+            true,
+            &["identity.pimesh.io"],
+            "system:serviceaccount:shop:db",
+            None,
+        );
+        let e = outcome(Some(&other), &id).unwrap_err();
+        assert_eq!((e.code(), e.status()), ("identity_not_allowed", 403));
+
+        let expired = status(
+            false,
+            &[],
+            "",
+            Some("[invalid bearer token, service account token has expired]"),
+        );
+        let e = outcome(Some(&expired), &id).unwrap_err();
+        assert_eq!((e.code(), e.status()), ("invalid_token", 401));
+        assert!(e.to_string().contains("has expired"), "{e}");
+
+        let audience = status(
+            true,
+            &["https://kubernetes.default.svc"],
+            "system:serviceaccount:shop:web",
+            None,
+        );
+        let e = outcome(Some(&audience), &id).unwrap_err();
+        assert_eq!(e.code(), "invalid_token");
+        assert!(e.to_string().contains("audience"), "{e}");
+
+        // A user that is no ServiceAccount, and a status-less answer.
+        let user = status(true, &["identity.pimesh.io"], "admin", None);
+        assert_eq!(
+            outcome(Some(&user), &id).unwrap_err().code(),
+            "identity_not_allowed"
+        );
+        assert_eq!(outcome(None, &id).unwrap_err().code(), "invalid_token");
+        assert_eq!(
+            outcome(Some(&TokenReviewStatus::default()), &id)
+                .unwrap_err()
+                .code(),
+            "invalid_token"
+        );
+    }
+
+    #[test]
+    fn configmap_body() {
+        let v = trust_roots_configmap("pimesh", "PEM");
+        assert_eq!(v["metadata"]["name"], "pimesh-identity-trust-roots");
+        assert_eq!(v["metadata"]["namespace"], "pimesh");
+        assert_eq!(v["data"]["ca-bundle.crt"], "PEM");
+    }
+}
