@@ -107,9 +107,18 @@ fn controller(args: &ControllerArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    // The filter was validated by Config.
+    // The filter was validated by Config. kube's client logs an error per
+    // failed request (every watcher retry during an API server outage); the
+    // controller logs each outage once itself, so kube_client is off unless
+    // the filter names it.
+    let mut filter = EnvFilter::new(&config.log);
+    if !config.log.contains("kube_client") {
+        if let Ok(d) = "kube_client=off".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(&config.log))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
