@@ -148,6 +148,11 @@ impl Status {
         format!("Kubernetes resources not listed yet: {unlisted}")
     }
 
+    /// Whether every resource was listed completely at least once.
+    pub fn all_listed(&self) -> bool {
+        self.listed.iter().all(|l| l.load(Ordering::Relaxed))
+    }
+
     /// `r` was listed completely.
     pub fn listed(&self, r: Resource3) {
         self.listed[r as usize].store(true, Ordering::Relaxed);

@@ -244,12 +244,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let fatal: Arc<std::sync::Mutex<Option<kube::Error>>> = Default::default();
     let mut kube_tasks = Vec::new();
     if let Some(k) = &kube {
-        let shared = Arc::new(kube::discovery::Shared {
-            index: Default::default(),
-            registry: ctx.registry.clone(),
-            status: k.status.clone(),
-            metrics: ctx.metrics.kube.clone(),
-        });
+        let shared = Arc::new(kube::discovery::Shared::new(
+            ctx.registry.clone(),
+            k.status.clone(),
+            ctx.metrics.kube.clone(),
+        ));
         kube_tasks.push(tokio::spawn(kube::discovery::run(k.client.clone(), shared)));
         kube_tasks.push(tokio::spawn(kube::identity::publish_trust_roots(
             k.client.clone(),

@@ -295,10 +295,41 @@ pub struct Shared {
     pub status: Arc<Status>,
     /// `pimesh_controller_kube_*`.
     pub metrics: KubeMetrics,
+    /// Set once all three resources were listed: records are published
+    /// only from then on, so that no proxy sees a meshed pod's endpoint
+    /// without its identity (pods listed after its slice) and dials it in
+    /// plaintext.
+    pub synced: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    /// Shared state for the watch loops.
+    pub fn new(registry: Arc<Registry>, status: Arc<Status>, metrics: KubeMetrics) -> Shared {
+        Shared {
+            index: Mutex::default(),
+            registry,
+            status,
+            metrics,
+            synced: Default::default(),
+        }
+    }
+
     fn publish(&self, index: &Index, affected: Vec<String>) {
+        use std::sync::atomic::Ordering;
+        let affected = if self.synced.load(Ordering::Relaxed) {
+            affected
+        } else if self.status.all_listed() {
+            self.synced.store(true, Ordering::Relaxed);
+            tracing::info!(
+                services = index.services.len(),
+                endpointslices = index.slices.len(),
+                pods = index.pods.len(),
+                "Kubernetes resources listed; discovery serves them"
+            );
+            index.services.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
         for k in affected {
             self.registry.set_kubernetes_service(&k, index.record(&k));
         }

@@ -120,6 +120,15 @@ pub async fn review(
     token: &str,
     identity: &Identity,
 ) -> Result<(), Refused> {
+    // The API server answers an empty token with 400, not a review: it is
+    // the caller's bad input (invalid_token), not the API's outage.
+    if token.trim().is_empty() {
+        let result = Err(Refused::InvalidToken {
+            reason: "the token is empty".into(),
+        });
+        metrics.review("invalid_token");
+        return result;
+    }
     let api: Api<TokenReview> = Api::all(client.clone());
     let tr = TokenReview {
         spec: TokenReviewSpec {

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::kube::objects::{ServicePort, SliceEndpoint};
+use crate::kube::{KubeMetrics, Status};
 use pimesh_api::discovery::ProtocolHint;
 
 fn svc(ports: &[(&str, u16)], opaque: Vec<(u16, u16)>) -> ServiceLite {
@@ -173,4 +174,34 @@ fn index_recomputes_only_affected_services_and_relists() {
     assert_eq!(ix.apply_service("shop/web".into(), None), vec!["shop/web"]);
     assert_eq!(ix.record("shop/web"), None);
     assert!(ix.slices_by_pod.is_empty());
+}
+
+#[test]
+fn nothing_is_published_before_all_three_resources_are_listed() {
+    let dir = crate::store::tests::TempDir::new("kube-publish");
+    let store = crate::store::Store::open(&dir.0).unwrap();
+    let registry = Arc::new(Registry::kubernetes(&store, "cluster.local").unwrap());
+    let shared = Shared::new(
+        registry.clone(),
+        Arc::new(Status::default()),
+        KubeMetrics::default(),
+    );
+    let mut ix = Index::default();
+    let affected = ix.apply_service("shop/web".into(), Some(svc(&[("http", 80)], vec![])));
+    shared.status.listed(Resource3::Services);
+    shared.status.listed(Resource3::EndpointSlices);
+    shared.publish(&ix, affected);
+    assert!(registry.services(None).is_empty());
+    assert!(!shared.status.ready());
+    // The pods' list completes: every service is published at once.
+    shared.status.listed(Resource3::Pods);
+    shared.publish(&ix, Vec::new());
+    assert_eq!(registry.services(None).len(), 1);
+    assert!(shared.status.ready());
+    // A failing watch makes it unready until it recovers.
+    let e = std::io::Error::other("connection refused");
+    shared.status.failed(Resource3::Pods, &e);
+    assert!(!shared.status.ready() && shared.status.reason().contains("pods"));
+    shared.status.recovered(Resource3::Pods);
+    assert!(shared.status.ready());
 }
