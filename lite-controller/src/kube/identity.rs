@@ -212,6 +212,7 @@ pub async fn publish_trust_roots(
 
 #[cfg(test)]
 mod tests {
+    use super::super::mock;
     use super::*;
     use k8s_openapi::api::authentication::v1::UserInfo;
 
@@ -285,6 +286,113 @@ mod tests {
                 .code(),
             "invalid_token"
         );
+    }
+
+    /// The request kube sends and what each answer becomes.
+    #[tokio::test]
+    async fn review_posts_a_token_review_with_the_audience() {
+        let (client, mut server) = super::super::mock::client();
+        let metrics = KubeMetrics::default();
+        let id: Identity = "shop/web".parse().unwrap();
+        let path = "/apis/authentication.k8s.io/v1/tokenreviews";
+        let call = tokio::spawn({
+            let (client, metrics, id) = (client.clone(), metrics.clone(), id.clone());
+            async move { review(&client, &metrics, "TOKEN", &id).await }
+        });
+        let (_, body) = mock::expect(
+            &mut server,
+            "POST",
+            path,
+            201,
+            serde_json::json!({
+                "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                "spec": {"token": "TOKEN"},
+                "status": {"authenticated": true, "audiences": ["identity.pimesh.io"],
+                           "user": {"username": "system:serviceaccount:shop:web"}}
+            }),
+        )
+        .await;
+        assert_eq!(body["kind"], "TokenReview");
+        assert_eq!(body["spec"]["token"], "TOKEN");
+        assert_eq!(
+            body["spec"]["audiences"],
+            serde_json::json!(["identity.pimesh.io"])
+        );
+        call.await.unwrap().unwrap();
+
+        // The API server failing: 503 `unavailable`, nothing else.
+        let call = tokio::spawn({
+            let (client, metrics) = (client.clone(), metrics.clone());
+            async move { review(&client, &metrics, "TOKEN", &id).await }
+        });
+        mock::expect(
+            &mut server,
+            "POST",
+            path,
+            500,
+            serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500
+            }),
+        )
+        .await;
+        let e = call.await.unwrap().unwrap_err();
+        assert_eq!((e.code(), e.status()), ("unavailable", 503));
+    }
+
+    #[tokio::test]
+    async fn trust_roots_are_applied_at_start_and_after_a_ca_change() {
+        let (client, mut server) = super::super::mock::client();
+        let dir = crate::store::tests::TempDir::new("kube-trust-roots");
+        let store = crate::store::Store::open(&dir.0).unwrap();
+        let tokens = Arc::new(crate::token::Tokens::new(&store).unwrap());
+        let settings = crate::identity::Settings {
+            trust_domain: "cluster.local".into(),
+            cert_lifetime: Duration::from_secs(3600),
+            import: None,
+        };
+        let now = crate::identity::now_unix();
+        let authority = Arc::new(Authority::start(&store, tokens, settings, now).unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(publish_trust_roots(
+            client,
+            "pimesh".into(),
+            authority.clone(),
+            KubeMetrics::default(),
+            shutdown.clone(),
+        ));
+        let path = "/api/v1/namespaces/pimesh/configmaps/pimesh-identity-trust-roots";
+        let (query, body) = mock::expect(
+            &mut server,
+            "PATCH",
+            path,
+            200,
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": TRUST_ROOTS_CONFIGMAP}
+            }),
+        )
+        .await;
+        assert!(
+            query.contains("fieldManager=pimesh-controller") && query.contains("force=true"),
+            "{query}"
+        );
+        assert_eq!(body["data"]["ca-bundle.crt"], authority.trust_anchors_pem());
+        // A rotation adds the new anchor: applied again, with both.
+        authority.rotate(Duration::from_secs(60), now).unwrap();
+        let (_, body) = mock::expect(
+            &mut server,
+            "PATCH",
+            path,
+            200,
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": TRUST_ROOTS_CONFIGMAP}
+            }),
+        )
+        .await;
+        let bundle = body["data"]["ca-bundle.crt"].as_str().unwrap();
+        assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 
     #[test]

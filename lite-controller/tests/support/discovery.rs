@@ -25,6 +25,13 @@ impl Controller {
     /// certificate of the mesh.
     pub fn client_cert(&self, anchors_pem: &str, identity: &str) -> ClientCert {
         let token = self.token(identity, "1h");
+        self.client_cert_with(anchors_pem, identity, &token)
+    }
+
+    /// Certifies a fresh key as `identity` with `token` (a join token, or a
+    /// ServiceAccount token in Kubernetes mode), which must succeed.
+    pub fn client_cert_with(&self, anchors_pem: &str, identity: &str, token: &str) -> ClientCert {
+        let token = token.to_string();
         let key = rcgen::KeyPair::generate().unwrap();
         let csr = rcgen::CertificateParams::new(Vec::<String>::new())
             .unwrap()

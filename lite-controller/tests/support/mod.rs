@@ -73,9 +73,12 @@ pub fn pimesh(args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// A running `pimesh controller --standalone`, SIGKILLed on drop.
+/// A running `pimesh controller` (`--standalone`, or Kubernetes mode with
+/// `--kubeconfig`), SIGKILLed on drop.
 pub struct Controller {
     child: Option<Child>,
+    /// `--standalone`, or `--kubeconfig PATH` (what `restart` passes again).
+    mode: Vec<String>,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub data: PathBuf,
@@ -93,8 +96,29 @@ impl Controller {
 
     /// Starts on `data`; `Err((exit status, log))` if it exits instead of listening.
     pub fn spawn(data: &Path, extra: Vec<String>) -> Result<Controller, (ExitStatus, String)> {
+        Controller::spawn_mode(vec!["--standalone".into()], data, extra)
+    }
+
+    /// Starts in Kubernetes mode (`--kubeconfig kubeconfig`) on `data`;
+    /// `Err((exit status, log))` if it exits instead of listening.
+    pub fn spawn_kube(
+        kubeconfig: &Path,
+        data: &Path,
+        extra: Vec<String>,
+    ) -> Result<Controller, (ExitStatus, String)> {
+        let mode = vec!["--kubeconfig".into(), kubeconfig.display().to_string()];
+        Controller::spawn_mode(mode, data, extra)
+    }
+
+    fn spawn_mode(
+        mode: Vec<String>,
+        data: &Path,
+        extra: Vec<String>,
+    ) -> Result<Controller, (ExitStatus, String)> {
         let mut child = Command::new(bin())
-            .args(["controller", "--standalone", "--data-dir"])
+            .arg("controller")
+            .args(&mode)
+            .arg("--data-dir")
             .arg(data)
             .args(["--proxy-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             .args(&extra)
@@ -119,7 +143,7 @@ impl Controller {
                 l.push('\n');
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         let line = loop {
             if let Ok(line) = rx.recv_timeout(Duration::from_millis(20)) {
                 break line;
@@ -144,6 +168,7 @@ impl Controller {
                 .unwrap()
         };
         Ok(Controller {
+            mode,
             proxy: addr("proxy="),
             admin: addr("admin="),
             data: data.to_path_buf(),
@@ -191,10 +216,8 @@ impl Controller {
     /// SIGKILL, then a new controller on the same data dir and flags.
     pub fn restart(&mut self) -> Controller {
         self.kill();
-        Controller::start(
-            &self.data.clone(),
-            &self.args.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
+        Controller::spawn_mode(self.mode.clone(), &self.data.clone(), self.args.clone())
+            .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"))
     }
 
     pub fn url(&self) -> String {

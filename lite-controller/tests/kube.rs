@@ -1,0 +1,486 @@
+//! Kubernetes mode against a real API server (`pimesh_lab::kube::Cluster`:
+//! etcd, kube-apiserver and kube-controller-manager built from source).
+//! The controller runs with exactly the RBAC of `k3s/controller-rbac.yaml`
+//! and its own ServiceAccount token in its kubeconfig, never as admin:
+//!
+//! - identity: a TokenRequest token for `shop/web` (audience
+//!   `identity.pimesh.io`) is certified as `shop/web`; the same token asking
+//!   for `shop/db`, an expired token (signed with the cluster's own key), a
+//!   token for another audience and garbage are refused, counted, and
+//!   nothing is issued; the trust anchors are published as a ConfigMap;
+//! - least privilege: without `create tokenreviews` it refuses to start,
+//!   naming the permission;
+//! - discovery: a Deployment's pods (bound and made ready as a kubelet
+//!   would) reach a proxy's watch with their identity and Linkerd's labels;
+//!   deleting a pod and adding one reach the watch within 2 s.
+//!
+//! No root needed.
+
+mod support;
+
+use pimesh_api::discovery::{EventType, Resolution, WatchEvent};
+use pimesh_lab::kube::{Cluster, Options};
+use rustls_pki_types::pem::PemObject;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use support::discovery::Watch;
+use support::{Controller, TempDir};
+
+const AUDIENCE: &str = "identity.pimesh.io";
+
+/// The checked-in RBAC of the controller.
+fn rbac_yaml() -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../k3s/controller-rbac.yaml");
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A cluster with namespace `pimesh`, the controller's RBAC applied (after
+/// `edit`, which may drop a rule), and a kubeconfig holding the
+/// controller's own ServiceAccount token.
+fn cluster_with_rbac(edit: impl Fn(String) -> String) -> (Cluster, PathBuf) {
+    let cluster = Cluster::up(&Options::default()).expect("kube up");
+    cluster.kubectl(&["create", "namespace", "pimesh"]).unwrap();
+    cluster.apply(&edit(rbac_yaml())).unwrap();
+    let token = cluster
+        .create_token(
+            "pimesh",
+            "pimesh-controller",
+            None,
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let kc = cluster.dir.join("controller.kubeconfig");
+    cluster.token_kubeconfig(&kc, &token).unwrap();
+    (cluster, kc)
+}
+
+fn start(kc: &PathBuf, data: &TempDir) -> Controller {
+    Controller::spawn_kube(kc, data.path(), Vec::new())
+        .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"))
+}
+
+/// base64url without padding (RFC 7515 §2).
+fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A ServiceAccount token for `ns/sa` signed (ES256) with the cluster's
+/// own signing key, as the API server signs them, valid until `exp` (Unix
+/// seconds): with `exp` in the past, an expired but otherwise genuine token.
+fn signed_token(cluster: &Cluster, ns: &str, sa: &str, exp: u64) -> String {
+    let uid = cluster
+        .kubectl(&[
+            "get",
+            "serviceaccount",
+            sa,
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ])
+        .unwrap();
+    let key = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(&cluster.pki.sa_key).unwrap();
+    let rng = ring::rand::SystemRandom::new();
+    let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        key.secret_pkcs8_der(),
+        &rng,
+    )
+    .unwrap();
+    let iat = exp.saturating_sub(3600);
+    let header = b64url(br#"{"alg":"ES256","typ":"JWT"}"#);
+    let claims = serde_json::json!({
+        "aud": [AUDIENCE],
+        "exp": exp,
+        "iat": iat,
+        "nbf": iat,
+        "iss": pimesh_lab::kube::SERVICE_ACCOUNT_ISSUER,
+        "sub": format!("system:serviceaccount:{ns}:{sa}"),
+        "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": sa, "uid": uid}},
+    });
+    let input = format!("{header}.{}", b64url(claims.to_string().as_bytes()));
+    let sig = pair.sign(&rng, input.as_bytes()).unwrap();
+    format!("{input}.{}", b64url(sig.as_ref()))
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn serviceaccount_tokens_are_checked_with_tokenreview() {
+    let (cluster, kc) = cluster_with_rbac(|y| y);
+    cluster.kubectl(&["create", "namespace", "shop"]).unwrap();
+    for sa in ["web", "db"] {
+        cluster
+            .kubectl(&["create", "serviceaccount", sa, "-n", "shop"])
+            .unwrap();
+    }
+    let data = TempDir::new("kube-identity");
+    let ctl = start(&kc, &data);
+    let anchors = ctl.anchors_pem();
+
+    // The trust anchors, published for injected pods.
+    let published = cluster
+        .kubectl(&[
+            "get",
+            "configmap",
+            "pimesh-identity-trust-roots",
+            "-n",
+            "pimesh",
+            "-o",
+            "jsonpath={.data.ca-bundle\\.crt}",
+        ])
+        .unwrap();
+    assert_eq!(published.trim(), anchors.trim());
+
+    let web = cluster
+        .create_token("shop", "web", Some(AUDIENCE), Duration::from_secs(3600))
+        .unwrap();
+    let rsp = ctl
+        .certify(&anchors, "shop/web", &web)
+        .expect("shop/web certified");
+    support::verify_chain(&rsp.chain_pem, &rsp.trust_anchors_pem, "shop/web").unwrap();
+    let issued = ctl.serials().len();
+
+    // Our own signature is right: a fresh token signed like the API server's passes...
+    let fresh = signed_token(&cluster, "shop", "web", now_unix() + 600);
+    ctl.certify(&anchors, "shop/web", &fresh)
+        .expect("a genuine self-signed token is accepted");
+    // ...so the expired one is refused for being expired.
+    let issued = issued + 1;
+    let expired = signed_token(&cluster, "shop", "web", now_unix() - 60);
+    let other_audience = cluster
+        .create_token("shop", "web", None, Duration::from_secs(3600))
+        .unwrap();
+    let refusals = [
+        ("shop/db", web.as_str(), "identity_not_allowed"),
+        ("shop/web", expired.as_str(), "invalid_token"),
+        ("shop/web", other_audience.as_str(), "invalid_token"),
+        ("shop/web", "garbage", "invalid_token"),
+        ("shop/web", "", "invalid_token"),
+    ];
+    for (identity, token, code) in refusals {
+        let (status, err) = ctl
+            .certify(&anchors, identity, token)
+            .expect_err("must be refused");
+        assert_eq!(
+            err.error, code,
+            "{identity} with {token:.20}: {status} {err:?}"
+        );
+        assert!((400..500).contains(&status), "{status}");
+    }
+    assert_eq!(
+        ctl.serials().len(),
+        issued,
+        "nothing issued for a refused token"
+    );
+    assert_eq!(
+        ctl.metric("pimesh_controller_certify_refused_total{reason=\"identity_not_allowed\"}"),
+        1.0
+    );
+    assert_eq!(
+        ctl.metric("pimesh_controller_certify_refused_total{reason=\"invalid_token\"}"),
+        4.0
+    );
+    // Join tokens are a standalone thing.
+    let out = ctl.cli(&["token", "create", "--identity", "shop/web"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn missing_tokenreviews_permission_stops_start_up() {
+    // The ClusterRole without its tokenreviews rule.
+    let (_cluster, kc) = cluster_with_rbac(|yaml| {
+        let docs: Vec<&str> = yaml.split("\n---\n").collect();
+        docs.iter()
+            .map(|d| {
+                if !d.contains("kind: ClusterRole\n") {
+                    return d.to_string();
+                }
+                // Drop the rule (lines from a "  - apiGroups" item to the
+                // next) that names tokenreviews.
+                let mut blocks: Vec<String> = Vec::new();
+                for line in d.lines() {
+                    if line.starts_with("  - ") || blocks.is_empty() {
+                        blocks.push(String::new());
+                    }
+                    let b = blocks.last_mut().unwrap();
+                    b.push_str(line);
+                    b.push('\n');
+                }
+                let out: String = blocks
+                    .into_iter()
+                    .filter(|b| !b.contains("tokenreviews"))
+                    .collect();
+                assert!(!out.contains("tokenreviews"), "{out}");
+                out
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    });
+    let data = TempDir::new("kube-rbac");
+    let (status, log) = match Controller::spawn_kube(&kc, data.path(), Vec::new()) {
+        Ok(c) => panic!("started without tokenreviews create:\n{}", c.log()),
+        Err(e) => e,
+    };
+    assert!(!status.success());
+    assert!(
+        log.contains("tokenreviews") && log.contains("create"),
+        "the refusal names the permission:\n{log}"
+    );
+}
+
+/// Binds pod `ns/name` to `lab-node` and reports it running and ready at
+/// `ip`, as the scheduler and a kubelet would.
+fn run_pod(cluster: &Cluster, ns: &str, name: &str, ip: &str) {
+    cluster
+        .apply(&format!(
+            "apiVersion: v1\nkind: Binding\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
+             target:\n  apiVersion: v1\n  kind: Node\n  name: lab-node\n"
+        ))
+        .or_else(|_| {
+            // `apply` of a Binding (create-only) may be refused: create it.
+            let f = cluster.dir.join(format!("binding-{name}.yaml"));
+            std::fs::write(
+                &f,
+                format!(
+                    "apiVersion: v1\nkind: Binding\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
+                     target:\n  apiVersion: v1\n  kind: Node\n  name: lab-node\n"
+                ),
+            )
+            .unwrap();
+            cluster.kubectl(&["create", "-f", &f.display().to_string()])
+        })
+        .unwrap();
+    let status = format!(
+        r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+    );
+    cluster
+        .kubectl(&[
+            "patch",
+            "pod",
+            name,
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ])
+        .unwrap();
+}
+
+/// Pod names of the Deployment's pods (label app=web) with no IP yet.
+fn pending_pods(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .kubectl(&[
+            "get", "pods", "-n", "shop", "-l", "app=web",
+            "-o", "jsonpath={range .items[?(@.metadata.deletionTimestamp)]}{end}{range .items[*]}{.metadata.name} {.status.podIP}{\"\\n\"}{end}",
+        ])
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().count() == 1)
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+fn addrs(r: &Resolution) -> Vec<String> {
+    let mut v: Vec<String> = r.endpoints.iter().map(|e| e.addr.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// The next event of `w` whose endpoint addresses are `want`, within `t`.
+fn wait_addrs(w: &Watch, want: &[&str], t: Duration) -> Option<(WatchEvent, Duration)> {
+    let start = Instant::now();
+    while let Some(ev) = w.next_within(t.saturating_sub(start.elapsed())) {
+        if let Some(r) = &ev.object {
+            if addrs(r) == want {
+                return Some((ev, start.elapsed()));
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn discovery_follows_services_endpointslices_and_pods() {
+    let (cluster, kc) = cluster_with_rbac(|y| y);
+    cluster
+        .apply(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n\
+             apiVersion: v1\nkind: Node\nmetadata:\n  name: lab-node\n---\n\
+             apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: web\n  namespace: shop\n---\n\
+             apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: client\n  namespace: shop\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n\
+             spec:\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n\
+             spec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: web\n  template:\n\
+             \x20   metadata:\n      labels:\n        app: web\n        pimesh.io/control-plane-ns: pimesh\n\
+             \x20   spec:\n      serviceAccountName: web\n      containers:\n      - name: app\n        image: app\n\
+             \x20       ports:\n        - containerPort: 8080\n",
+        )
+        .unwrap();
+    let mut pods = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pods.len() < 3 {
+        assert!(Instant::now() < deadline, "the Deployment made no 3 pods");
+        pods = pending_pods(&cluster);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (i, pod) in pods.iter().enumerate() {
+        run_pod(&cluster, "shop", pod, &format!("10.244.1.{}", i + 1));
+    }
+
+    let data = TempDir::new("kube-discovery");
+    let ctl = start(&kc, &data);
+    let anchors = ctl.anchors_pem();
+    let token = cluster
+        .create_token("shop", "client", Some(AUDIENCE), Duration::from_secs(3600))
+        .unwrap();
+    let cert = ctl.client_cert_with(&anchors, "shop/client", &token);
+    let w = Watch::open(
+        ctl.proxy,
+        &anchors,
+        Some(&cert),
+        "name=web.shop.svc.cluster.local:80",
+    )
+    .unwrap_or_else(|e| panic!("watch: {e:?}\n{}", ctl.log()));
+    let three = ["10.244.1.1:8080", "10.244.1.2:8080", "10.244.1.3:8080"];
+    let (ev, _) = wait_addrs(&w, &three, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no state with the three pods\n{}", ctl.log()));
+    let r = ev.object.unwrap();
+    assert!(r.exists);
+    assert_eq!(r.service.as_deref(), Some("web.shop.svc.cluster.local"));
+    for e in &r.endpoints {
+        assert_eq!(
+            e.identity.as_ref().map(|i| i.to_string()).as_deref(),
+            Some("shop/web")
+        );
+        assert_eq!(
+            e.labels.get("deployment").map(String::as_str),
+            Some("web"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.labels.get("serviceaccount").map(String::as_str),
+            Some("web"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.labels.get("namespace").map(String::as_str),
+            Some("shop"),
+            "{e:?}"
+        );
+        assert!(pods.contains(e.labels.get("pod").unwrap()), "{e:?}");
+    }
+    // The same by the other names and by the ClusterIP.
+    let ip = cluster
+        .kubectl(&[
+            "get",
+            "service",
+            "web",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
+        .unwrap();
+    for q in [
+        "name=web.shop:80",
+        "name=web.shop.svc",
+        &format!("addr={}:80", ip.trim()),
+    ] {
+        let w2 = Watch::open(ctl.proxy, &anchors, Some(&cert), q).unwrap();
+        assert!(
+            wait_addrs(&w2, &three, Duration::from_secs(5)).is_some(),
+            "{q}"
+        );
+    }
+    // Pod address → its service.
+    let w3 = Watch::open(ctl.proxy, &anchors, Some(&cert), "addr=10.244.1.2:8080").unwrap();
+    assert!(wait_addrs(&w3, &three, Duration::from_secs(5)).is_some());
+
+    // A pod deleted: gone from the watch within 2 s.
+    cluster
+        .kubectl(&[
+            "delete",
+            "pod",
+            &pods[0],
+            "-n",
+            "shop",
+            "--grace-period=0",
+            "--force",
+        ])
+        .unwrap();
+    let (ev, took) = wait_addrs(&w, &three[1..], Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("the deleted pod is still served after 2 s\n{}", ctl.log()));
+    assert_eq!(ev.kind, EventType::Modified);
+    eprintln!("pod deletion reached the watch in {took:?}");
+    // Its ReplicaSet's replacement, once running, joins within 2 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new = loop {
+        if let Some(p) = pending_pods(&cluster)
+            .into_iter()
+            .find(|p| !pods.contains(p))
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no replacement pod");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    run_pod(&cluster, "shop", &new, "10.244.1.4");
+    let four = ["10.244.1.2:8080", "10.244.1.3:8080", "10.244.1.4:8080"];
+    let (ev, took) = wait_addrs(&w, &four, Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("the new pod is not served after 2 s\n{}", ctl.log()));
+    eprintln!("a new pod reached the watch in {took:?}");
+    let r = ev.object.unwrap();
+    let e = r
+        .endpoints
+        .iter()
+        .find(|e| e.addr.to_string() == "10.244.1.4:8080")
+        .unwrap();
+    assert_eq!(e.labels.get("pod"), Some(&new));
+
+    // Opaque ports from the Service's annotation.
+    cluster
+        .kubectl(&[
+            "annotate",
+            "service",
+            "web",
+            "-n",
+            "shop",
+            "config.pimesh.io/opaque-ports=80",
+        ])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let opaque = loop {
+        let Some(ev) = w.next_within(deadline.saturating_duration_since(Instant::now())) else {
+            break false;
+        };
+        if ev.object.as_ref().is_some_and(|r| {
+            r.endpoints
+                .iter()
+                .all(|e| e.protocol == pimesh_api::discovery::ProtocolHint::Opaque)
+                && !r.endpoints.is_empty()
+        }) {
+            break true;
+        }
+    };
+    assert!(
+        opaque,
+        "the opaque-ports annotation did not reach the watch"
+    );
+}
