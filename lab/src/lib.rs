@@ -34,5 +34,5 @@ pub mod process;
 pub mod report;
 pub mod spec;
 
-pub use lab::{Bins, Error, Lab, Options};
+pub use lab::{Bins, Error, KubeMode, Lab, Options};
 pub use spec::PodSpec;
