@@ -10,6 +10,8 @@
 pub mod access;
 pub mod discovery;
 pub mod identity;
+#[cfg(test)]
+pub mod mock;
 pub mod objects;
 
 use discovery::Resource3;

@@ -256,6 +256,74 @@ mod tests {
         }
     }
 
+    /// One SelfSubjectAccessReview per rule and verb, namespaced and named
+    /// where the rule is; the first denial stops the check.
+    #[tokio::test]
+    async fn check_reviews_every_rule_and_stops_at_a_denial() {
+        let (client, mut server) = super::super::mock::client();
+        let call = tokio::spawn(async move { check(&client, "mesh").await });
+        let path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+        let mut seen = Vec::new();
+        for rule in RULES.iter().take(4) {
+            for verb in rule.verbs {
+                let allowed = rule.resource != "tokenreviews";
+                let (_, body) = super::super::mock::expect(
+                    &mut server,
+                    "POST",
+                    path,
+                    201,
+                    serde_json::json!({
+                        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                        "spec": {}, "status": {"allowed": allowed}
+                    }),
+                )
+                .await;
+                let attrs = &body["spec"]["resourceAttributes"];
+                assert_eq!(attrs["verb"], *verb);
+                assert_eq!(attrs["resource"], rule.resource);
+                assert_eq!(attrs["group"], rule.group);
+                assert!(attrs.get("namespace").is_none(), "{attrs}");
+                seen.push(format!("{verb} {}", rule.resource));
+            }
+        }
+        assert_eq!(seen.len(), 10);
+        let e = call.await.unwrap().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "missing permission: create tokenreviews.authentication.k8s.io (ClusterRole pimesh-controller)"
+        );
+
+        // The Role's rules: in the namespace, named where restricted.
+        let (client, mut server) = super::super::mock::client();
+        let call = tokio::spawn(async move { check(&client, "mesh").await });
+        let mut named = 0;
+        for rule in RULES {
+            for _ in rule.verbs {
+                let (_, body) = super::super::mock::expect(
+                    &mut server,
+                    "POST",
+                    path,
+                    201,
+                    serde_json::json!({
+                        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                        "spec": {}, "status": {"allowed": true}
+                    }),
+                )
+                .await;
+                let attrs = &body["spec"]["resourceAttributes"];
+                if rule.scope == Scope::OwnNamespace {
+                    assert_eq!(attrs["namespace"], "mesh");
+                }
+                if attrs.get("name").is_some() {
+                    assert_eq!(attrs["name"], "pimesh-identity-trust-roots");
+                    named += 1;
+                }
+            }
+        }
+        call.await.unwrap().unwrap();
+        assert_eq!(named, 3);
+    }
+
     #[test]
     fn denial_message_names_verb_resource_and_group() {
         let d = Denied {
