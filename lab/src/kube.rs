@@ -227,6 +227,8 @@ pub struct Cluster {
     pub bins: KubeBins,
     /// etcd, kube-apiserver, kube-controller-manager (stopped in reverse).
     procs: Vec<Proc>,
+    /// kube-apiserver's flags, for [`Cluster::start_apiserver`] after a stop.
+    api_args: Vec<String>,
     keep_dir: bool,
 }
 
@@ -259,6 +261,7 @@ impl Cluster {
             dir,
             bins,
             procs: Vec::new(),
+            api_args: Vec::new(),
             keep_dir: opts.keep_dir,
         };
         let say = |m: &str| {
@@ -293,8 +296,7 @@ impl Cluster {
 
         say(&format!("kube-apiserver on 127.0.0.1:{api_port}"));
         let pki = cluster.pki.clone();
-        let mut api = command(None, None, &cluster.bins.apiserver)?;
-        api.args([
+        let api_args = vec![
             arg("etcd-servers", &client),
             arg("bind-address", &"127.0.0.1"),
             arg("advertise-address", &"127.0.0.1"),
@@ -312,8 +314,9 @@ impl Cluster {
             arg("allow-privileged", &"true"),
             arg("profiling", &"false"),
             arg("cert-dir", &p(&d.join("apiserver-certs"))),
-        ]);
-        cluster.spawn("kube-apiserver", api)?;
+        ];
+        cluster.api_args = api_args;
+        cluster.start_apiserver()?;
         cluster.server = format!("https://127.0.0.1:{api_port}");
         pki::write_kubeconfig(
             &cluster.kubeconfig,
@@ -478,6 +481,33 @@ impl Cluster {
             }
             interrupt::sleep(Duration::from_millis(250))?;
         }
+    }
+
+    /// Stops kube-apiserver (SIGKILL; etcd and the controller manager stay):
+    /// an API server outage, for clients' retry and readiness tests.
+    pub fn stop_apiserver(&mut self) {
+        self.procs.retain_mut(|p| {
+            if p.name == "kube-apiserver" {
+                p.kill();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Starts kube-apiserver (again, on the same port, certificates and
+    /// data) and waits until it is ready.
+    ///
+    /// Errors: [`Error::NotReady`] with its log.
+    pub fn start_apiserver(&mut self) -> Result<(), Error> {
+        let mut api = command(None, None, &self.bins.apiserver)?;
+        api.args(&self.api_args);
+        self.spawn("kube-apiserver", api)?;
+        if self.server.is_empty() {
+            return Ok(());
+        }
+        self.wait_ready()
     }
 
     fn wait_ready(&mut self) -> Result<(), Error> {
