@@ -17,6 +17,7 @@
 //! - `markdown`, `svg`: report.md and the latency plots.
 //! - `baseline`: ratios against a saved report.json.
 //! - `criterion_ratios`: ratio tables for the criterion benches.
+//! - `kube_objects`: the Kubernetes objects of `pimesh-kube-bench`'s scenarios.
 
 pub mod baseline;
 pub mod cgroup;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod criterion_ratios;
 pub mod harness;
 pub mod idle;
+pub mod kube_objects;
 pub mod load;
 pub mod markdown;
 pub mod peer;
@@ -43,4 +45,20 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         src = cause.source();
     }
     s
+}
+
+/// `GET path` on `addr` (HTTP/1.0, 10 s read timeout): the status code and
+/// the whole body; `None` when the request fails or the answer is not HTTP.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
 }

@@ -516,12 +516,7 @@ fn start_controller(
     Ok((child, pid, admin))
 }
 
-/// `GET path` on `addr` (HTTP/1.0, whole body).
+/// `GET path` on `addr`: the body.
 fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+    pimesh_benches::http_get(addr, path).map(|(_, body)| body)
 }
