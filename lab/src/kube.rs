@@ -45,6 +45,24 @@ pub const CONTROLLERS: &str = "endpointslice-controller,serviceaccount-controlle
 serviceaccount-token-controller,root-ca-certificate-publisher-controller,\
 deployment-controller,replicaset-controller,\
 namespace-controller,garbage-collector-controller";
+/// The tests' shop (Linkerd's docs' shape): namespace `shop`, Node
+/// `lab-node`, ServiceAccounts `web` and `client`, Service `web` (port 80
+/// `http` → 8080, selector `app=web`) and Deployment `web` (3 replicas,
+/// ServiceAccount `web`, meshed: label `pimesh.io/control-plane-ns`). Its
+/// pods start with [`Cluster::run_pod`].
+pub const SHOP_WEB_YAML: &str = "\
+apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n\
+apiVersion: v1\nkind: Node\nmetadata:\n  name: lab-node\n---\n\
+apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: web\n  namespace: shop\n---\n\
+apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: client\n  namespace: shop\n---\n\
+apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n\
+spec:\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n---\n\
+apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n\
+spec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: web\n  template:\n\
+\x20   metadata:\n      labels:\n        app: web\n        pimesh.io/control-plane-ns: pimesh\n\
+\x20   spec:\n      serviceAccountName: web\n      containers:\n      - name: app\n        image: app\n\
+\x20       ports:\n        - containerPort: 8080\n";
+
 /// Time for the API server to answer `/readyz` (bootstrap of RBAC roles
 /// and priority levels takes seconds; more on a loaded machine).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -437,6 +455,79 @@ impl Cluster {
             &self.pki.ca_cert,
             &pki::User::Token(token.to_string()),
         )?)
+    }
+
+    /// Binds pod `ns/name` to Node `node` (the `pods/binding` subresource)
+    /// and reports it `Running` and `Ready` at `ip` (the status
+    /// subresource): what the scheduler and a kubelet would do, so that
+    /// kube-controller-manager puts it in its Services' EndpointSlices.
+    /// The Node must exist.
+    ///
+    /// Errors: as [`Cluster::kubectl`] (no such pod, already bound, ...).
+    pub fn run_pod(&self, ns: &str, name: &str, node: &str, ip: &str) -> Result<(), Error> {
+        let f = self.dir.join(format!("binding-{ns}-{name}.yaml"));
+        let binding = format!(
+            "apiVersion: v1\nkind: Binding\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
+             target:\n  apiVersion: v1\n  kind: Node\n  name: {node}\n"
+        );
+        std::fs::write(&f, binding).map_err(|e| Error::Write(f.clone(), e))?;
+        let created = self.kubectl(&["create", "-f", &f.display().to_string()]);
+        let _ = std::fs::remove_file(&f);
+        created?;
+        let status = format!(
+            r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+        );
+        self.kubectl(&[
+            "patch",
+            "pod",
+            name,
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ])?;
+        Ok(())
+    }
+
+    /// Names of the pods of `ns` matching label `selector` that have no
+    /// IP yet (not started by [`Cluster::run_pod`]).
+    ///
+    /// Errors: as [`Cluster::kubectl`].
+    pub fn unstarted_pods(&self, ns: &str, selector: &str) -> Result<Vec<String>, Error> {
+        let out = self.kubectl(&[
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            selector,
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{\"\\n\"}{end}",
+        ])?;
+        Ok(out
+            .lines()
+            .filter(|l| l.split_whitespace().count() == 1)
+            .map(|l| l.trim().to_string())
+            .collect())
+    }
+
+    /// Deletes pod `ns/name` at once (`--grace-period=0 --force`: no
+    /// kubelet confirms a graceful deletion here).
+    ///
+    /// Errors: as [`Cluster::kubectl`].
+    pub fn delete_pod(&self, ns: &str, name: &str) -> Result<(), Error> {
+        self.kubectl(&[
+            "delete",
+            "pod",
+            name,
+            "-n",
+            ns,
+            "--grace-period=0",
+            "--force",
+        ])?;
+        Ok(())
     }
 
     /// `Err` naming the first component that exited, with its log.

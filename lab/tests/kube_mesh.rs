@@ -31,59 +31,6 @@ fn greeter(name: &str) -> PodSpec {
     ))
 }
 
-/// Binds pod `name` to `lab-node` and reports it running and ready at
-/// `ip`, as the scheduler and a kubelet would.
-fn run_pod(cluster: &Cluster, name: &str, ip: &str) {
-    let f = cluster.dir.join(format!("binding-{name}.yaml"));
-    std::fs::write(
-        &f,
-        format!(
-            "apiVersion: v1\nkind: Binding\nmetadata:\n  name: {name}\n  namespace: shop\n\
-             target:\n  apiVersion: v1\n  kind: Node\n  name: lab-node\n"
-        ),
-    )
-    .unwrap();
-    cluster
-        .kubectl(&["create", "-f", &f.display().to_string()])
-        .unwrap();
-    let status = format!(
-        r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
-    );
-    cluster
-        .kubectl(&[
-            "patch",
-            "pod",
-            name,
-            "-n",
-            "shop",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ])
-        .unwrap();
-}
-
-/// The Deployment's pods that have no IP yet (not deleted).
-fn pending_pods(cluster: &Cluster) -> Vec<String> {
-    cluster
-        .kubectl(&[
-            "get",
-            "pods",
-            "-n",
-            "shop",
-            "-l",
-            "app=web",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{\"\\n\"}{end}",
-        ])
-        .unwrap()
-        .lines()
-        .filter(|l| l.split_whitespace().count() == 1)
-        .map(|l| l.trim().to_string())
-        .collect()
-}
-
 /// `n` requests from the client pod with curl `args`; which lab pods
 /// answered (the greeting names them), and the failures.
 fn answers(lab: &Lab, args: &[&str], n: usize) -> (BTreeSet<String>, Vec<String>) {
@@ -116,20 +63,7 @@ fn pods_discovered_from_kubernetes_are_reached_over_mtls() {
     .unwrap();
     cluster.kubectl(&["create", "namespace", "pimesh"]).unwrap();
     cluster.apply(&rbac).unwrap();
-    cluster
-        .apply(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n\
-             apiVersion: v1\nkind: Node\nmetadata:\n  name: lab-node\n---\n\
-             apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: web\n  namespace: shop\n---\n\
-             apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: client\n  namespace: shop\n---\n\
-             apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n\
-             spec:\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n---\n\
-             apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n\
-             spec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: web\n  template:\n\
-             \x20   metadata:\n      labels:\n        app: web\n        pimesh.io/control-plane-ns: pimesh\n\
-             \x20   spec:\n      serviceAccountName: web\n      containers:\n      - name: app\n        image: app\n",
-        )
-        .unwrap();
+    cluster.apply(pimesh_lab::kube::SHOP_WEB_YAML).unwrap();
     let controller_token = cluster
         .create_token(
             "pimesh",
@@ -182,12 +116,12 @@ fn pods_discovered_from_kubernetes_are_reached_over_mtls() {
     let mut k8s = Vec::new();
     while k8s.len() < 3 {
         assert!(Instant::now() < deadline, "the Deployment made no 3 pods");
-        k8s = pending_pods(&cluster);
+        k8s = cluster.unstarted_pods("shop", "app=web").unwrap();
         std::thread::sleep(Duration::from_millis(200));
     }
     let mut lab_of: BTreeMap<String, String> = BTreeMap::new();
     for (k, l) in k8s.iter().zip(["web-a", "web-b", "web-c"]) {
-        run_pod(&cluster, k, &ip(l));
+        cluster.run_pod("shop", k, "lab-node", &ip(l)).unwrap();
         lab_of.insert(k.clone(), l.to_string());
     }
 
@@ -251,17 +185,7 @@ fn pods_discovered_from_kubernetes_are_reached_over_mtls() {
 
     // A pod deleted leaves the client's balancer; its replacement joins.
     let gone = k8s[0].clone();
-    cluster
-        .kubectl(&[
-            "delete",
-            "pod",
-            &gone,
-            "-n",
-            "shop",
-            "--grace-period=0",
-            "--force",
-        ])
-        .unwrap();
+    cluster.delete_pod("shop", &gone).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let (who, bad) = answers(&lab, &by_name, 20);
     assert!(bad.is_empty(), "{bad:?}");
@@ -272,7 +196,9 @@ fn pods_discovered_from_kubernetes_are_reached_over_mtls() {
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     let new = loop {
-        if let Some(p) = pending_pods(&cluster)
+        if let Some(p) = cluster
+            .unstarted_pods("shop", "app=web")
+            .unwrap()
             .into_iter()
             .find(|p| !k8s.contains(p))
         {
@@ -281,23 +207,15 @@ fn pods_discovered_from_kubernetes_are_reached_over_mtls() {
         assert!(Instant::now() < deadline, "no replacement pod");
         std::thread::sleep(Duration::from_millis(100));
     };
-    run_pod(&cluster, &new, &ip("web-d"));
+    cluster
+        .run_pod("shop", &new, "lab-node", &ip("web-d"))
+        .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     // A fresh endpoint starts at peak-EWMA's default RTT (30 ms, as
     // Linkerd's) and loses p2c against warm ones under sequential load, so
     // take the two others away: 2 s later, web-d alone must answer.
     for k in &k8s[1..] {
-        cluster
-            .kubectl(&[
-                "delete",
-                "pod",
-                k,
-                "-n",
-                "shop",
-                "--grace-period=0",
-                "--force",
-            ])
-            .unwrap();
+        cluster.delete_pod("shop", k).unwrap();
     }
     std::thread::sleep(Duration::from_secs(2));
     let (who, bad) = answers(&lab, &by_name, 20);

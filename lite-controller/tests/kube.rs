@@ -242,60 +242,6 @@ fn missing_tokenreviews_permission_stops_start_up() {
     );
 }
 
-/// Binds pod `ns/name` to `lab-node` and reports it running and ready at
-/// `ip`, as the scheduler and a kubelet would.
-fn run_pod(cluster: &Cluster, ns: &str, name: &str, ip: &str) {
-    cluster
-        .apply(&format!(
-            "apiVersion: v1\nkind: Binding\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
-             target:\n  apiVersion: v1\n  kind: Node\n  name: lab-node\n"
-        ))
-        .or_else(|_| {
-            // `apply` of a Binding (create-only) may be refused: create it.
-            let f = cluster.dir.join(format!("binding-{name}.yaml"));
-            std::fs::write(
-                &f,
-                format!(
-                    "apiVersion: v1\nkind: Binding\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
-                     target:\n  apiVersion: v1\n  kind: Node\n  name: lab-node\n"
-                ),
-            )
-            .unwrap();
-            cluster.kubectl(&["create", "-f", &f.display().to_string()])
-        })
-        .unwrap();
-    let status = format!(
-        r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
-    );
-    cluster
-        .kubectl(&[
-            "patch",
-            "pod",
-            name,
-            "-n",
-            ns,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ])
-        .unwrap();
-}
-
-/// Pod names of the Deployment's pods (label app=web) with no IP yet.
-fn pending_pods(cluster: &Cluster) -> Vec<String> {
-    cluster
-        .kubectl(&[
-            "get", "pods", "-n", "shop", "-l", "app=web",
-            "-o", "jsonpath={range .items[?(@.metadata.deletionTimestamp)]}{end}{range .items[*]}{.metadata.name} {.status.podIP}{\"\\n\"}{end}",
-        ])
-        .unwrap()
-        .lines()
-        .filter(|l| l.split_whitespace().count() == 1)
-        .map(|l| l.trim().to_string())
-        .collect()
-}
-
 fn addrs(r: &Resolution) -> Vec<String> {
     let mut v: Vec<String> = r.endpoints.iter().map(|e| e.addr.to_string()).collect();
     v.sort();
@@ -321,30 +267,18 @@ fn wait_addrs(w: &Watch, want: &[&str], t: Duration) -> Option<(WatchEvent, Dura
 /// controller's kubeconfig, the pods' names in address order).
 fn web_deployment() -> (Cluster, PathBuf, Vec<String>) {
     let (cluster, kc) = cluster_with_rbac(|y| y);
-    cluster
-        .apply(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n\
-             apiVersion: v1\nkind: Node\nmetadata:\n  name: lab-node\n---\n\
-             apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: web\n  namespace: shop\n---\n\
-             apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: client\n  namespace: shop\n---\n\
-             apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n\
-             spec:\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n---\n\
-             apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n\
-             spec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: web\n  template:\n\
-             \x20   metadata:\n      labels:\n        app: web\n        pimesh.io/control-plane-ns: pimesh\n\
-             \x20   spec:\n      serviceAccountName: web\n      containers:\n      - name: app\n        image: app\n\
-             \x20       ports:\n        - containerPort: 8080\n",
-        )
-        .unwrap();
+    cluster.apply(pimesh_lab::kube::SHOP_WEB_YAML).unwrap();
     let mut pods = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while pods.len() < 3 {
         assert!(Instant::now() < deadline, "the Deployment made no 3 pods");
-        pods = pending_pods(&cluster);
+        pods = cluster.unstarted_pods("shop", "app=web").unwrap();
         std::thread::sleep(Duration::from_millis(200));
     }
     for (i, pod) in pods.iter().enumerate() {
-        run_pod(&cluster, "shop", pod, &format!("10.244.1.{}", i + 1));
+        cluster
+            .run_pod("shop", pod, "lab-node", &format!("10.244.1.{}", i + 1))
+            .unwrap();
     }
 
     (cluster, kc, pods)
@@ -425,17 +359,7 @@ fn discovery_follows_services_endpointslices_and_pods() {
     // A pod deleted: gone from the watch within 2 s of the request (the
     // time kubectl takes included).
     let t0 = Instant::now();
-    cluster
-        .kubectl(&[
-            "delete",
-            "pod",
-            &pods[0],
-            "-n",
-            "shop",
-            "--grace-period=0",
-            "--force",
-        ])
-        .unwrap();
+    cluster.delete_pod("shop", &pods[0]).unwrap();
     let left = Duration::from_secs(2).saturating_sub(t0.elapsed());
     let (ev, _) = wait_addrs(&w, &three[1..], left)
         .unwrap_or_else(|| panic!("the deleted pod is still served after 2 s\n{}", ctl.log()));
@@ -447,7 +371,9 @@ fn discovery_follows_services_endpointslices_and_pods() {
     // Its ReplicaSet's replacement, once running, joins within 2 s.
     let deadline = Instant::now() + Duration::from_secs(20);
     let new = loop {
-        if let Some(p) = pending_pods(&cluster)
+        if let Some(p) = cluster
+            .unstarted_pods("shop", "app=web")
+            .unwrap()
             .into_iter()
             .find(|p| !pods.contains(p))
         {
@@ -459,7 +385,9 @@ fn discovery_follows_services_endpointslices_and_pods() {
     // Ready from the status update on (run_pod's last step): timed from
     // before the binding, the generous side.
     let t0 = Instant::now();
-    run_pod(&cluster, "shop", &new, "10.244.1.4");
+    cluster
+        .run_pod("shop", &new, "lab-node", "10.244.1.4")
+        .unwrap();
     let four = ["10.244.1.2:8080", "10.244.1.3:8080", "10.244.1.4:8080"];
     let left = Duration::from_secs(2).saturating_sub(t0.elapsed());
     let (ev, _) = wait_addrs(&w, &four, left)
@@ -561,17 +489,7 @@ fn api_server_outage_keeps_endpoints_and_readiness_follows() {
         "not ready again after the API server came back\n{}",
         ctl.log()
     );
-    cluster
-        .kubectl(&[
-            "delete",
-            "pod",
-            &pods[0],
-            "-n",
-            "shop",
-            "--grace-period=0",
-            "--force",
-        ])
-        .unwrap();
+    cluster.delete_pod("shop", &pods[0]).unwrap();
     assert!(
         wait_addrs(&w, &three[1..], Duration::from_secs(5)).is_some(),
         "a deletion after the outage did not reach the watch\n{}",
