@@ -364,7 +364,9 @@ enum Lite {
 
 /// One resource's watch loop: applies events to the index, publishes the
 /// affected services, keeps the resource's readiness, and while the watch
-/// fails probes the API server with a one-object list.
+/// fails probes the API server with a one-object list every
+/// [`PROBE_INTERVAL`]; when that works, the watcher is replaced by a fresh
+/// one (a relist), so recovery does not wait for its backoff.
 async fn watch<K, F>(client: Client, r: Resource3, shared: Arc<Shared>, convert: F)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -372,8 +374,8 @@ where
 {
     let api: Api<K> = Api::all(client);
     let config = watcher::Config::default().page_size(PAGE_SIZE);
-    let stream = watcher::watcher(api.clone(), config).default_backoff();
-    futures_util::pin_mut!(stream);
+    let new_stream = || watcher::watcher(api.clone(), config.clone()).default_backoff();
+    let mut stream = Box::pin(new_stream());
     let resource = r.as_str();
     let apply = |obj: &K, delete: bool, index: &mut Index| -> Vec<String> {
         let meta = obj.meta();
@@ -412,9 +414,15 @@ where
         let item = tokio::select! {
             item = stream.next() => item,
             _ = probe.tick(), if shared.status.failing(r) => {
+                // The watcher may sleep in its backoff (up to 30 s) after
+                // the API server is back: once a list works, start over
+                // with a fresh watcher, whose relist catches up at once.
                 let lp = kube::api::ListParams::default().limit(1);
                 match api.list_metadata(&lp).await {
-                    Ok(_) => shared.status.recovered(r),
+                    Ok(_) => {
+                        tracing::debug!(resource, "Kubernetes API answers again: relisting");
+                        stream = Box::pin(new_stream());
+                    }
                     Err(e) => tracing::debug!(resource, error = %e, "Kubernetes API probe failed"),
                 }
                 continue;
@@ -430,7 +438,11 @@ where
             }
         };
         shared.metrics.event(resource);
-        shared.status.recovered(r);
+        // `Init` comes before any request: only objects and the end of a
+        // list prove the watch works again.
+        if !matches!(event, Event::Init) {
+            shared.status.recovered(r);
+        }
         let mut index = shared.index.lock().unwrap_or_else(|e| e.into_inner());
         let affected = match &event {
             Event::Init => {
