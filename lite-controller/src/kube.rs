@@ -2,7 +2,8 @@
 //! client, readiness, and the `pimesh_controller_kube_*` series; the
 //! roles live in:
 //!
-//! - `objects`: compact copies of Services, EndpointSlices and Pods.
+//! - `wire`: Services, EndpointSlices and Pods as decoded (needed fields only).
+//! - `objects`: their compact copies.
 //! - `discovery`: the watches, their index, and the registry records.
 //! - `identity`: TokenReview for certify, the trust-roots ConfigMap.
 //! - `access`: the RBAC rules (one table), the manifest, the start-up check.
@@ -13,6 +14,7 @@ pub mod identity;
 #[cfg(test)]
 pub mod mock;
 pub mod objects;
+pub mod wire;
 
 use discovery::Resource3;
 use prometheus_client::metrics::counter::Counter;

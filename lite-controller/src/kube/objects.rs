@@ -4,8 +4,7 @@
 //! ports. Objects are converted as they arrive and dropped: managedFields,
 //! specs and statuses are never kept (memory: the controller is Pi-sized).
 
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use super::wire::{EndpointSlice, Pod, Service};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -249,9 +248,10 @@ impl SliceLite {
         let endpoints = slice
             .endpoints
             .iter()
+            .flatten()
             .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
             .filter_map(|e| {
-                let ip = e.addresses.first()?.parse().ok()?;
+                let ip = e.addresses.as_ref()?.first()?.parse().ok()?;
                 let pod = e
                     .target_ref
                     .as_ref()
