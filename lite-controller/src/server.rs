@@ -239,7 +239,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     ));
     let prune = tokio::spawn(prune(ctx.clone()));
     let anchors = tokio::spawn(follow_anchors(ctx.clone(), client_auth));
-    let sweep = tokio::spawn(sweep_leases(ctx.clone()));
+    // Leases exist in standalone mode only.
+    let sweep = kube
+        .is_none()
+        .then(|| tokio::spawn(sweep_leases(ctx.clone())));
     let telemetry_task = tokio::spawn(telemetry.run(shutdown.clone()));
     let fatal: Arc<std::sync::Mutex<Option<kube::Error>>> = Default::default();
     let mut kube_tasks = Vec::new();
@@ -279,7 +282,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     renew.abort();
     prune.abort();
     anchors.abort();
-    sweep.abort();
+    if let Some(sweep) = sweep {
+        sweep.abort();
+    }
     for t in kube_tasks {
         t.abort();
     }
