@@ -9,11 +9,11 @@
 use super::objects::{
     in_ranges, key, PodLite, ServiceLite, SliceLite, PROXY_ADMIN_PORT, PROXY_TAP_PORT,
 };
+use super::wire::{EndpointSlice, Pod, Service};
 use super::{KubeMetrics, Status};
 use crate::registry::model::{EndpointRecord, ServiceRecord, Source};
 use crate::registry::Registry;
 use futures_util::StreamExt;
-use super::wire::{EndpointSlice, Pod, Service};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
