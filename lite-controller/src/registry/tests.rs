@@ -319,28 +319,58 @@ fn kubernetes_records_are_in_memory_and_change_only_when_different() {
         source: Source::Kubernetes,
         token_id: None,
     });
-    assert_eq!(r.set_kubernetes_service("shop/web", Some(rec.clone())), Some(1));
+    assert_eq!(
+        r.set_kubernetes_service("shop/web", Some(rec.clone())),
+        Some(1)
+    );
     assert!(changes.has_changed().unwrap());
     changes.borrow_and_update();
     // The same record again: no revision, no notification.
-    assert_eq!(r.set_kubernetes_service("shop/web", Some(rec.clone())), None);
+    assert_eq!(
+        r.set_kubernetes_service("shop/web", Some(rec.clone())),
+        None
+    );
     assert!(!changes.has_changed().unwrap());
     // Resolves by name, by endpoint address and by ClusterIP:port.
     let by_name = r.resolve(&name("web", "shop", 80));
     assert!(by_name.resolution.exists);
-    assert_eq!(by_name.resolution.endpoints[0].identity, Some(id("shop/web")));
+    assert_eq!(
+        by_name.resolution.endpoints[0].identity,
+        Some(id("shop/web"))
+    );
     for a in ["10.42.0.7:8080", "10.43.0.10:80"] {
         let snap = r.resolve(&Destination::Addr(a.parse().unwrap()));
         assert!(snap.resolution.exists, "{a}");
         assert_eq!(snap.resolution.port, 80, "{a}");
     }
-    assert!(!r.resolve(&Destination::Addr("10.43.0.10:81".parse().unwrap())).resolution.exists);
+    assert!(
+        !r.resolve(&Destination::Addr("10.43.0.10:81".parse().unwrap()))
+            .resolution
+            .exists
+    );
     // Nothing was written: standalone's tables stay empty.
-    assert!(store.table::<ServiceRecord>("services").unwrap().all().unwrap().is_empty());
+    assert!(store
+        .table::<ServiceRecord>("services")
+        .unwrap()
+        .all()
+        .unwrap()
+        .is_empty());
     // Standalone changes are refused.
-    let e = r.register(&reg("web", 80, "10.0.0.9:80"), &id("shop/web"), "t", Instant::now());
+    let e = r.register(
+        &reg("web", 80, "10.0.0.9:80"),
+        &id("shop/web"),
+        "t",
+        Instant::now(),
+    );
     assert_eq!(e.unwrap_err().code(), "kubernetes_mode");
-    let e = r.add_endpoints("shop", "web", &AddEndpoints { port: 80, ..Default::default() });
+    let e = r.add_endpoints(
+        "shop",
+        "web",
+        &AddEndpoints {
+            port: 80,
+            ..Default::default()
+        },
+    );
     assert_eq!(e.unwrap_err().status(), 409);
     assert_eq!(r.set_kubernetes_service("shop/web", None), Some(2));
     assert!(!r.resolve(&name("web", "shop", 80)).resolution.exists);
