@@ -159,7 +159,11 @@ fn start_up(dir: &Path) -> (std::process::Child, Vec<String>) {
                     return (child, seen);
                 }
             }
-            Err(_) => panic!("kube up printed no ready line:\n{}", seen.join("\n")),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kube up printed no ready line:\n{}", seen.join("\n"))
+            }
         }
     }
 }
@@ -187,7 +191,7 @@ fn killed_up_leaves_nothing_running_and_down_stops_a_live_one() {
     let base = std::env::temp_dir().join(format!("pimesh-kube-cli-{}", std::process::id()));
     let (mut child, lines) = start_up(&base);
     let export = format!("export KUBECONFIG={}", base.join("kubeconfig").display());
-    assert!(lines.iter().any(|l| *l == export), "{lines:?}");
+    assert!(lines.contains(&export), "{lines:?}");
     assert!(
         lines.iter().any(|l| l.starts_with("kubectl: ")),
         "{lines:?}"

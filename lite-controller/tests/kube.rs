@@ -21,7 +21,7 @@ mod support;
 use pimesh_api::discovery::{EventType, Resolution, WatchEvent};
 use pimesh_lab::kube::{Cluster, Options};
 use rustls_pki_types::pem::PemObject;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::discovery::Watch;
 use support::{Controller, TempDir};
@@ -54,7 +54,7 @@ fn cluster_with_rbac(edit: impl Fn(String) -> String) -> (Cluster, PathBuf) {
     (cluster, kc)
 }
 
-fn start(kc: &PathBuf, data: &TempDir) -> Controller {
+fn start(kc: &Path, data: &TempDir) -> Controller {
     Controller::spawn_kube(kc, data.path(), Vec::new())
         .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"))
 }
