@@ -237,6 +237,7 @@ impl Telemetry {
 
     fn record(&self, addr: SocketAddr, result: Result<parse::Parsed, scrape::Error>, at_ms: u64) {
         let cap = self.settings.ring_cap();
+        let fresh_ms = self.settings.interval.as_millis() as u64;
         let mut st = lock(&self.state);
         let State {
             targets, totals, ..
@@ -250,7 +251,7 @@ impl Telemetry {
                 if parsed.dropped > 0 {
                     self.metrics.series_dropped.inc_by(parsed.dropped as u64);
                 }
-                if let Some(p) = t.record(parsed, at_ms, cap) {
+                if let Some(p) = t.record(parsed, at_ms, fresh_ms, cap) {
                     let name = query::Resource::Deployment
                         .name_of(&addr, t)
                         .unwrap_or_default();

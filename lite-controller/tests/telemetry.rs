@@ -9,10 +9,11 @@
 mod mesh;
 mod support;
 
-use mesh::{free_port, load, metrics_text, quantile, App, FakeProxy, Proxy};
+use mesh::{free_port, load, metrics_text, metrics_text_started, quantile, App, FakeProxy, Proxy};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::{eventually, Controller, TempDir};
 
 /// The `stat -o json` row of `name`.
@@ -374,4 +375,67 @@ fn bad_targets_are_stale_and_counted_while_good_ones_are_collected() {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap();
     assert!(rss_kib < 64 * 1024, "controller RSS {rss_kib} KiB");
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A proxy that served 50 requests before the controller first scraped it
+/// shows them; a proxy first scraped a day after its start (the controller
+/// restarted beside it) is only a baseline: its old totals are not dumped
+/// into one window.
+#[test]
+fn a_fresh_proxys_first_scrape_counts_and_an_old_ones_is_a_baseline() {
+    let client = "loadgen.shop.serviceaccount.identity.pimesh.cluster.local";
+    // Started half a second before its first scrape; 50 requests then,
+    // and no more after.
+    let started = OnceLock::new();
+    let fresh = FakeProxy::start(move |_| {
+        let start = *started.get_or_init(|| unix_now() - 0.5);
+        metrics_text_started("shop", "web", 50, Some(client), start)
+    });
+    let day_ago = unix_now() - 86_400.0;
+    let old = FakeProxy::start(move |_| {
+        metrics_text_started("shop", "legacy", 70, Some(client), day_ago)
+    });
+    let data = TempDir::new("telemetry-first");
+    let (fresh_t, old_t) = (fresh.addr.to_string(), old.addr.to_string());
+    let ctl = Controller::start(
+        data.path(),
+        &[
+            "--scrape-interval",
+            "2s",
+            "--scrape-target",
+            &fresh_t,
+            "--scrape-target",
+            &old_t,
+        ],
+    );
+    // Both scraped twice: the old one's baseline and a (zero) delta.
+    let scraped = eventually(Duration::from_secs(20), || {
+        ctl.metric("pimesh_controller_scrapes_total{result=\"success\"}") >= 4.0
+    });
+    assert!(scraped, "{}", ctl.log());
+    let v = stat(&ctl, &["deploy", "-n", "shop", "--window", "1m"]);
+    let web = row(&v, "web");
+    assert_eq!(web["requests"].as_u64(), Some(50), "{v:#}");
+    assert_eq!(web["success"].as_f64(), Some(0.9), "{v:#}");
+    assert!(web["rps"].as_f64() > Some(0.0), "{v:#}");
+    let legacy = row(&v, "legacy");
+    assert_eq!(legacy["requests"].as_u64(), Some(0), "{v:#}");
+    assert_eq!(legacy["meshed"], "1/1", "{v:#}");
+    // The fresh proxy's peer is an edge; the old one's first scrape shows none.
+    let edges: Value =
+        serde_json::from_str(&ctl.cli_ok(&["edges", "deploy", "-n", "shop", "-o", "json"]))
+            .unwrap();
+    let rows = edges.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{edges:#}");
+    assert_eq!(rows[0]["dst"], "web", "{edges:#}");
+    assert_eq!(rows[0]["client_id"], client, "{edges:#}");
+    assert_eq!(rows[0]["requests"].as_u64(), Some(50), "{edges:#}");
+    drop((fresh, old));
 }

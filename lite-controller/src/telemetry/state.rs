@@ -58,17 +58,26 @@ impl TargetState {
     }
 
     /// Records a successful scrape at `now_ms`: computes deltas against the
-    /// previous one (none for the first scrape of a target: its counters
-    /// cover an unknown time) and appends points. A changed process start
-    /// time, or a counter that went down, is a restart: the new values are
-    /// the deltas. Returns the new inbound point, if any.
-    pub fn record(&mut self, parsed: Parsed, now_ms: u64, cap: usize) -> Option<Point> {
+    /// previous one and appends points. A changed process start time, or a
+    /// counter that went down, is a restart: the new values are the deltas.
+    /// A target's first scrape counts from zero when the process started
+    /// at most `fresh_ms` (the scrape interval) before it (`dt` = the time
+    /// since the start), so a new proxy's first requests are shown; a
+    /// target first seen later is only a baseline (its counters cover an
+    /// unknown time). Returns the new inbound point, if any.
+    pub fn record(
+        &mut self,
+        parsed: Parsed,
+        now_ms: u64,
+        fresh_ms: u64,
+        cap: usize,
+    ) -> Option<Point> {
         self.up = true;
         self.last_error = None;
-        let dt_ms = self
-            .last_success_ms
-            .map(|t| now_ms.saturating_sub(t))
-            .unwrap_or(0);
+        let dt_ms = match self.last_success_ms {
+            Some(t) => now_ms.saturating_sub(t),
+            None => fresh_start_dt_ms(parsed.start_time, now_ms, fresh_ms).unwrap_or(0),
+        };
         self.last_success_ms = Some(now_ms);
         if !parsed.workload.is_empty() {
             self.reported = parsed.workload;
@@ -78,7 +87,8 @@ impl TargetState {
                 let restarted = matches!((start, parsed.start_time), (Some(a), Some(b)) if a != b);
                 (Some(series), restarted)
             }
-            None => (None, false),
+            // First seen: counted from zero if `dt_ms` says the process is fresh.
+            None => (Some(HashMap::new()), false),
         };
         let series = parsed.series;
         let point = prev.as_ref().filter(|_| dt_ms > 0).map(|prev| {
@@ -192,6 +202,24 @@ impl TargetState {
     }
 }
 
+/// For a target's first scrape at `now_ms`: the time its counters cover
+/// when its process started (`start_s`, Unix seconds) at most `fresh_ms`
+/// before, else `None` (started earlier, or no start time: a baseline).
+/// A start after `now_ms` (clocks of two hosts apart) counts as fresh with
+/// `dt` = `fresh_ms`, the longest it can have been.
+fn fresh_start_dt_ms(start_s: Option<f64>, now_ms: u64, fresh_ms: u64) -> Option<u64> {
+    let start_ms = start_s.filter(|s| s.is_finite() && *s > 0.0)? * 1000.0;
+    let age_ms = now_ms as f64 - start_ms;
+    if age_ms > fresh_ms as f64 || age_ms < -(fresh_ms as f64) {
+        return None;
+    }
+    Some(if age_ms >= 1.0 {
+        age_ms.round() as u64
+    } else {
+        fresh_ms.max(1)
+    })
+}
+
 /// Targets by admin address.
 pub type Targets = BTreeMap<SocketAddr, TargetState>;
 
@@ -215,12 +243,13 @@ mod tests {
     #[test]
     fn deltas_and_restarts() {
         let mut t = TargetState::default();
+        // Started 99 s before its first scrape (1 s interval): a baseline.
         assert!(t
-            .record(parse(&text(100, 90, 10, 1.0)).unwrap(), 1000, 100)
+            .record(parse(&text(100, 90, 10, 1.0)).unwrap(), 100_000, 1000, 100)
             .is_none());
         assert_eq!(t.reported["deployment"], "web");
         let p = t
-            .record(parse(&text(130, 117, 13, 1.0)).unwrap(), 2000, 100)
+            .record(parse(&text(130, 117, 13, 1.0)).unwrap(), 101_000, 1000, 100)
             .unwrap();
         assert_eq!(
             (p.requests, p.successes, p.failures, p.dt_ms),
@@ -229,12 +258,12 @@ mod tests {
         // A restart with counters already above the old ones: the start
         // time tells.
         let p = t
-            .record(parse(&text(200, 180, 20, 2.0)).unwrap(), 3000, 100)
+            .record(parse(&text(200, 180, 20, 2.0)).unwrap(), 102_000, 1000, 100)
             .unwrap();
         assert_eq!(p.requests, 200);
         // A restart seen only as counters going down.
         let p = t
-            .record(parse(&text(5, 5, 0, 2.0)).unwrap(), 4000, 100)
+            .record(parse(&text(5, 5, 0, 2.0)).unwrap(), 103_000, 1000, 100)
             .unwrap();
         assert_eq!((p.requests, p.successes, p.failures), (5, 5, 0));
         assert_eq!(t.edges.len(), 1);
@@ -248,5 +277,39 @@ mod tests {
         // Gone from the sources and without points: forgotten.
         t.listed = false;
         assert!(!t.expire(u64::MAX));
+    }
+
+    #[test]
+    fn a_fresh_targets_first_scrape_counts_from_zero() {
+        // Started 400 ms before its first scrape, within the 1 s interval.
+        let mut t = TargetState::default();
+        let p = t
+            .record(parse(&text(50, 45, 5, 99.6)).unwrap(), 100_000, 1000, 100)
+            .unwrap();
+        assert_eq!(
+            (p.requests, p.successes, p.failures, p.dt_ms),
+            (50, 45, 5, 400)
+        );
+        let ring = t.edges.values().next().unwrap();
+        assert_eq!(
+            ring.between(0, u64::MAX).map(|e| e.requests).sum::<u64>(),
+            50
+        );
+        let p = t
+            .record(parse(&text(60, 54, 6, 99.6)).unwrap(), 101_000, 1000, 100)
+            .unwrap();
+        assert_eq!((p.requests, p.dt_ms), (10, 1000));
+        // Started 1.5 s before: a baseline; no start time: a baseline.
+        let mut t = TargetState::default();
+        assert!(t
+            .record(parse(&text(50, 45, 5, 98.5)).unwrap(), 100_000, 1000, 100)
+            .is_none());
+        let mut t = TargetState::default();
+        let bare = "request_total{direction=\"inbound\"} 50\n";
+        assert!(t.record(parse(bare).unwrap(), 100_000, 1000, 100).is_none());
+        // A start ahead of the scrape (another host's clock): fresh, over
+        // at most the interval.
+        assert_eq!(fresh_start_dt_ms(Some(100.2), 100_000, 1000), Some(1000));
+        assert_eq!(fresh_start_dt_ms(Some(101.5), 100_000, 1000), None);
     }
 }

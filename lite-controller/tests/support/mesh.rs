@@ -281,6 +281,18 @@ impl Drop for FakeProxy {
 /// served `requests` inbound requests (a tenth failed) from `client_id`
 /// (meshed when given), each 20–30 ms, with 3 open connections.
 pub fn metrics_text(ns: &str, deploy: &str, requests: u64, client_id: Option<&str>) -> String {
+    metrics_text_started(ns, deploy, requests, client_id, 1795228674.5)
+}
+
+/// [`metrics_text`] of a proxy whose process started at `start`
+/// (`process_start_time_seconds`, Unix seconds).
+pub fn metrics_text_started(
+    ns: &str,
+    deploy: &str,
+    requests: u64,
+    client_id: Option<&str>,
+    start: f64,
+) -> String {
     let base = format!("namespace=\"{ns}\",deployment=\"{deploy}\",pod=\"{deploy}-1\"");
     let peer = match client_id {
         Some(id) => format!("tls=\"true\",client_id=\"{id}\""),
@@ -290,9 +302,7 @@ pub fn metrics_text(ns: &str, deploy: &str, requests: u64, client_id: Option<&st
     let failed = requests / 10;
     let mut t = String::new();
     t.push_str("# TYPE process_start_time_seconds gauge\n");
-    t.push_str(&format!(
-        "process_start_time_seconds{{{base}}} 1795228674.5\n"
-    ));
+    t.push_str(&format!("process_start_time_seconds{{{base}}} {start}\n"));
     t.push_str("# TYPE request counter\n");
     t.push_str(&format!(
         "request_total{{{l},authority=\"x\"}} {requests}\n"

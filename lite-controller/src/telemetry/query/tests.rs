@@ -9,8 +9,8 @@ fn target(labels: &[(&str, &str)], text: impl Fn(u64) -> String) -> TargetState 
     for (k, v) in labels {
         t.given.insert(k.to_string(), v.to_string());
     }
-    t.record(parse(&text(1)).unwrap(), 1_000, 100);
-    t.record(parse(&text(2)).unwrap(), 11_000, 100);
+    t.record(parse(&text(1)).unwrap(), 1_000, 10_000, 100);
+    t.record(parse(&text(2)).unwrap(), 11_000, 10_000, 100);
     t
 }
 
