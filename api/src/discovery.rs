@@ -25,9 +25,11 @@ use std::fmt;
 use std::net::SocketAddr;
 
 /// `PUT` a [`Registration`] (register or renew; idempotent, keyed by
-/// service, port and address) → [`Lease`]; `DELETE` with the same body
+/// service, port, address and proxy address, so replicas sharing a host's
+/// address each keep an endpoint) → [`Lease`]; `DELETE` with the same body
 /// deregisters. Proxy port 8086. Errors: 400 malformed body, 401/403 bad
-/// token or a service the token does not allow ([`crate::ApiError`]).
+/// token or a service the token does not allow, 409 `endpoint_conflict`
+/// when another identity's proxy holds that endpoint ([`crate::ApiError`]).
 pub const ENDPOINTS_PATH: &str = "/v1/discovery/endpoints";
 
 /// `GET ?name=NAME[:PORT]&revision=N` or `GET ?addr=IP:PORT&revision=N`:

@@ -62,6 +62,10 @@ pub enum Error {
     /// in Kubernetes mode (HTTP 409 `kubernetes_mode`).
     #[error("Kubernetes mode discovers endpoints from EndpointSlices; {0} is for standalone mode")]
     KubernetesMode(&'static str),
+    /// A proxy registered an endpoint (port, address and proxy address)
+    /// that another identity's proxy holds (HTTP 409 `endpoint_conflict`).
+    #[error("{0}")]
+    Conflict(String),
     /// The database failed.
     #[error("registry database")]
     Store(#[from] store::Error),
@@ -75,6 +79,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::NotOwner => "identity_not_allowed",
             Error::KubernetesMode(_) => "kubernetes_mode",
+            Error::Conflict(_) => "endpoint_conflict",
             Error::Store(_) => "internal",
         }
     }
@@ -85,14 +90,14 @@ impl Error {
             Error::Invalid(_) => 400,
             Error::NotFound(_) => 404,
             Error::NotOwner => 403,
-            Error::KubernetesMode(_) => 409,
+            Error::KubernetesMode(_) | Error::Conflict(_) => 409,
             Error::Store(_) => 500,
         }
     }
 }
 
-/// A registered endpoint's lease: (service key, port, addr).
-type LeaseKey = (String, u16, SocketAddr);
+/// A registered endpoint's lease: (service key, port, addr, proxy_addr).
+type LeaseKey = (String, u16, SocketAddr, Option<SocketAddr>);
 
 /// What readers see; replaced piecewise under the write lock.
 #[derive(Debug, Default)]
@@ -169,7 +174,7 @@ impl Registry {
             {
                 state
                     .leases
-                    .insert((k.clone(), e.port, e.addr), now + lease_ttl);
+                    .insert((k.clone(), e.port, e.addr, e.proxy_addr), now + lease_ttl);
             }
             state.services.insert(k, rec);
         }
@@ -287,9 +292,13 @@ impl Registry {
     /// Registers (or renews) a proxy's endpoint as `identity` (the join
     /// token's, whose id is `token_id`), in the identity's namespace; creates
     /// the service and port if missing. Whether the token allows the service
-    /// is the caller's check.
+    /// is the caller's check. Endpoints are keyed by (port, addr,
+    /// proxy_addr): replicas sharing a host's address, each behind its own
+    /// proxy, are one endpoint each.
     ///
-    /// Errors: [`Error::Invalid`] (nothing stored), [`Error::Store`].
+    /// Errors: [`Error::Invalid`] (nothing stored), [`Error::Conflict`]
+    /// when another identity's proxy registered the same (port, addr,
+    /// proxy_addr), [`Error::Store`].
     pub fn register(
         &self,
         reg: &Registration,
@@ -328,6 +337,24 @@ impl Registry {
         };
         let _w = self.lock();
         let before = self.get(&k);
+        let held = before
+            .as_ref()
+            .and_then(|b| b.endpoint(reg.port, reg.addr, reg.proxy_addr))
+            .filter(|e| e.source == Source::Registered && e.identity.as_ref() != Some(identity));
+        if let Some(e) = held {
+            let holder = e.identity.as_ref().map_or("?".into(), |i| i.to_string());
+            let via = reg
+                .proxy_addr
+                .map_or_else(String::new, |p| format!(" via proxy {p}"));
+            return Err(Error::Conflict(format!(
+                "{}:{} endpoint {}{via} is registered by {holder} (token {}); \
+                 it can be registered again when that proxy deregisters or its lease runs out",
+                reg.service,
+                reg.port,
+                reg.addr,
+                e.token_id.as_deref().unwrap_or("-"),
+            )));
+        }
         let mut rec = before
             .clone()
             .unwrap_or_else(|| ServiceRecord::new(ns, &reg.service, now_unix()));
@@ -336,17 +363,18 @@ impl Registry {
         } else {
             self.revision()
         };
-        self.state_mut()
-            .leases
-            .insert((k, reg.port, reg.addr), now + self.lease_ttl);
+        self.state_mut().leases.insert(
+            (k, reg.port, reg.addr, reg.proxy_addr),
+            now + self.lease_ttl,
+        );
         Ok(Lease {
             ttl_secs: self.lease_ttl.as_secs(),
             revision,
         })
     }
 
-    /// Removes a proxy's registered endpoint (idempotent: an unknown one is
-    /// fine); the revision after.
+    /// Removes a proxy's registered endpoint, the one at (port, addr,
+    /// proxy_addr) (idempotent: an unknown one is fine); the revision after.
     ///
     /// Errors: [`Error::Invalid`], [`Error::NotOwner`] when another identity
     /// registered it, [`Error::Store`].
@@ -358,7 +386,7 @@ impl Registry {
         let Some(before) = self.get(&k) else {
             return Ok(self.revision());
         };
-        match before.endpoint(reg.port, reg.addr) {
+        match before.endpoint(reg.port, reg.addr, reg.proxy_addr) {
             Some(e) if e.source == Source::Registered => {
                 if e.identity.as_ref() != Some(identity) {
                     return Err(Error::NotOwner);
@@ -367,20 +395,27 @@ impl Registry {
             _ => return Ok(self.revision()),
         }
         let mut rec = before.clone();
+        let id = (reg.port, reg.addr, reg.proxy_addr);
         rec.endpoints
-            .retain(|e| (e.port, e.addr) != (reg.port, reg.addr));
+            .retain(|e| (e.port, e.addr, e.proxy_addr) != id);
         let rev = self.commit(&k, Some(&before), Some(rec))?;
-        self.state_mut().leases.remove(&(k, reg.port, reg.addr));
+        self.state_mut()
+            .leases
+            .remove(&(k, reg.port, reg.addr, reg.proxy_addr));
         Ok(rev)
     }
 
     /// Drops every registered endpoint whose lease ran out by `now`; how many.
     pub fn expire(&self, now: Instant) -> Result<usize, Error> {
         let _w = self.lock();
-        let mut expired: BTreeMap<String, Vec<(u16, SocketAddr)>> = BTreeMap::new();
-        for ((k, port, addr), deadline) in &self.read().leases {
+        type Id = (u16, SocketAddr, Option<SocketAddr>);
+        let mut expired: BTreeMap<String, Vec<Id>> = BTreeMap::new();
+        for ((k, port, addr, proxy), deadline) in &self.read().leases {
             if *deadline <= now {
-                expired.entry(k.clone()).or_default().push((*port, *addr));
+                expired
+                    .entry(k.clone())
+                    .or_default()
+                    .push((*port, *addr, *proxy));
             }
         }
         let mut count = 0;
@@ -388,7 +423,8 @@ impl Registry {
             if let Some(before) = self.get(&k) {
                 let mut rec = before.clone();
                 rec.endpoints.retain(|e| {
-                    !(e.source == Source::Registered && eps.contains(&(e.port, e.addr)))
+                    !(e.source == Source::Registered
+                        && eps.contains(&(e.port, e.addr, e.proxy_addr)))
                 });
                 let n = before.endpoints.len() - rec.endpoints.len();
                 if n > 0 {
@@ -398,8 +434,8 @@ impl Registry {
                 }
             }
             let mut st = self.state_mut();
-            for (port, addr) in eps {
-                st.leases.remove(&(k.clone(), port, addr));
+            for (port, addr, proxy) in eps {
+                st.leases.remove(&(k.clone(), port, addr, proxy));
             }
         }
         Ok(count)
@@ -545,7 +581,7 @@ impl Registry {
                 self.table.remove(k)?;
                 let mut st = self.state_mut();
                 st.services.remove(k);
-                st.leases.retain(|(lk, _, _), _| lk != k);
+                st.leases.retain(|(lk, _, _, _), _| lk != k);
             }
         }
         let mut st = self.state_mut();
@@ -581,7 +617,7 @@ impl Registry {
                     source: e.source,
                     lease_expires_unix: st
                         .leases
-                        .get(&(s.key(), e.port, e.addr))
+                        .get(&(s.key(), e.port, e.addr, e.proxy_addr))
                         .map(|d| now_unix + d.saturating_duration_since(now).as_secs()),
                 })
                 .collect(),

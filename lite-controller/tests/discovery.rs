@@ -443,3 +443,117 @@ fn concurrent_watches_are_capped() {
     let c = ctl.watch(&anchors, Some(&client), "name=c").unwrap();
     assert_eq!(c.next().kind, EventType::Deleted);
 }
+
+/// `addr (via proxy_addr)` of each endpoint of a watch event.
+fn endpoints_via(ev: &WatchEvent) -> Vec<String> {
+    ev.object
+        .as_ref()
+        .expect("an object")
+        .endpoints
+        .iter()
+        .map(|e| {
+            format!(
+                "{} via {}",
+                e.addr,
+                e.proxy_addr.map_or("-".into(), |p| p.to_string())
+            )
+        })
+        .collect()
+}
+
+/// Three replicas on one host register the same `addr`, each behind its own
+/// proxy (inbound port): three endpoints, in the service and in a watch.
+/// A renewal changes nothing; a deregistration removes only its own; the
+/// same endpoint registered by another identity is refused (409, naming
+/// the holder), not silently taken over.
+#[test]
+fn replicas_sharing_an_address_keep_their_own_endpoints() {
+    let dir = TempDir::new("disc-replicas");
+    let ctl = Controller::start(&dir.path().join("data"), &[]);
+    let anchors = ctl.anchors_pem();
+    let client = ctl.client_cert(&anchors, "shop/client");
+    let w = ctl.watch(&anchors, Some(&client), "name=web").unwrap();
+    assert_eq!(w.next().kind, EventType::Deleted);
+
+    let token = ctl.token("shop/web", "1h");
+    let replica = |port: u16| {
+        let mut r = registration(&token, "web", 80, "127.0.0.1:18080");
+        r.proxy_addr = Some(format!("127.0.0.1:{port}").parse().unwrap());
+        r
+    };
+    let (r1, r2, r3) = (replica(14143), replica(14144), replica(14145));
+    let via = |ports: &[u16]| -> Vec<String> {
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:18080 via 127.0.0.1:{p}"))
+            .collect()
+    };
+    ctl.register(&anchors, &r1);
+    let ev = w.next();
+    assert_eq!(ev.kind, EventType::Added);
+    assert_eq!(endpoints_via(&ev), via(&[14143]));
+    ctl.register(&anchors, &r2);
+    assert_eq!(endpoints_via(&w.next()), via(&[14143, 14144]));
+    let rev = ctl.register(&anchors, &r3);
+    let ev = w.next();
+    assert_eq!((ev.kind, ev.revision), (EventType::Modified, rev));
+    assert_eq!(endpoints_via(&ev), via(&[14143, 14144, 14145]));
+    let service = |ctl: &Controller| {
+        let (status, body) = ctl.get("/v1/services/shop/web");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} via {}",
+                    e["addr"].as_str().unwrap(),
+                    e["proxy_addr"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(service(&ctl), via(&[14143, 14144, 14145]));
+
+    // Renewals: the same revision, no event.
+    assert_eq!(ctl.register(&anchors, &r2), rev);
+    assert_eq!(ctl.register(&anchors, &r1), rev);
+    assert!(w.next_within(Duration::from_millis(1500)).is_none());
+
+    // Another identity's proxy claiming r1's endpoint: refused, naming the holder.
+    let other = ctl.token("shop/impostor", "1h");
+    let mut taken = replica(14143);
+    taken.token = other;
+    let (status, body) = ctl.put_endpoint(&anchors, "PUT", serde_json::to_vec(&taken).unwrap());
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
+    let e = api_error(&body);
+    assert_eq!(e.error, "endpoint_conflict");
+    assert!(
+        e.message.contains("127.0.0.1:18080") && e.message.contains("registered by shop/web"),
+        "{e:?}"
+    );
+    assert_eq!(
+        ctl.metric("pimesh_controller_registration_refused_total{reason=\"endpoint_conflict\"}"),
+        1.0
+    );
+    assert_eq!(service(&ctl), via(&[14143, 14144, 14145]));
+
+    // Deregistering r2 removes only r2.
+    let (status, _) = ctl.put_endpoint(&anchors, "DELETE", serde_json::to_vec(&r2).unwrap());
+    assert_eq!(status, 200);
+    let ev = w.next();
+    assert_eq!(ev.kind, EventType::Modified);
+    assert_eq!(endpoints_via(&ev), via(&[14143, 14145]));
+    assert_eq!(service(&ctl), via(&[14143, 14145]));
+    // `pimesh service ls`: NAMESPACE NAME PORTS ENDPOINTS REVISION.
+    let table = ctl.cli_ok(&["service", "ls", "-n", "shop"]);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("web"))
+        .unwrap_or_else(|| panic!("{table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[3], "2", "{table}");
+}

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry as Prometheus;
 
 /// `reason` values of `registration_refused_total`, created at zero.
-pub const REGISTRATION_REFUSALS: [&str; 9] = [
+pub const REGISTRATION_REFUSALS: [&str; 10] = [
     "invalid_token",
     "token_expired",
     "token_revoked",
@@ -19,6 +19,7 @@ pub const REGISTRATION_REFUSALS: [&str; 9] = [
     "bad_request",
     "payload_too_large",
     "kubernetes_mode",
+    "endpoint_conflict",
     "internal",
 ];
 

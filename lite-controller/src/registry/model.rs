@@ -81,7 +81,9 @@ pub struct ServiceRecord {
     /// Resilience settings (`pimesh service set`).
     #[serde(default)]
     pub policy: ServicePolicy,
-    /// Endpoints, sorted by (port, addr); at most one per (port, addr).
+    /// Endpoints, sorted by (port, addr, proxy_addr); at most one per
+    /// (port, addr, proxy_addr): replicas on one host share `addr`, each
+    /// with its own proxy's inbound address.
     #[serde(default)]
     pub endpoints: Vec<EndpointRecord>,
     /// The Service's ClusterIPs (Kubernetes mode): a `?addr=CLUSTERIP:PORT`
@@ -114,13 +116,13 @@ impl ServiceRecord {
         key(&self.namespace, &self.name)
     }
 
-    /// Inserts or replaces the endpoint at (port, addr); whether anything changed.
+    /// Inserts or replaces the endpoint at (port, addr, proxy_addr);
+    /// whether anything changed.
     pub fn upsert(&mut self, ep: EndpointRecord) -> bool {
         let mut changed = self.ports.insert(ep.port);
-        match self
-            .endpoints
-            .binary_search_by(|e| (e.port, e.addr).cmp(&(ep.port, ep.addr)))
-        {
+        match self.endpoints.binary_search_by(|e| {
+            (e.port, e.addr, e.proxy_addr).cmp(&(ep.port, ep.addr, ep.proxy_addr))
+        }) {
             Ok(i) if self.endpoints[i] == ep => {}
             Ok(i) => {
                 self.endpoints[i] = ep;
@@ -134,11 +136,16 @@ impl ServiceRecord {
         changed
     }
 
-    /// The endpoint at (port, addr), if any.
-    pub fn endpoint(&self, port: u16, addr: SocketAddr) -> Option<&EndpointRecord> {
+    /// The endpoint at (port, addr, proxy_addr), if any.
+    pub fn endpoint(
+        &self,
+        port: u16,
+        addr: SocketAddr,
+        proxy_addr: Option<SocketAddr>,
+    ) -> Option<&EndpointRecord> {
         self.endpoints
             .iter()
-            .find(|e| e.port == port && e.addr == addr)
+            .find(|e| (e.port, e.addr, e.proxy_addr) == (port, addr, proxy_addr))
     }
 
     /// The API view of one endpoint: labels plus `namespace` and `service`.
@@ -203,7 +210,7 @@ pub struct ServiceInfo {
     pub revision: u64,
     /// Resilience settings.
     pub policy: ServicePolicy,
-    /// Every endpoint, all ports, sorted by (port, addr).
+    /// Every endpoint, all ports, sorted by (port, addr, proxy_addr).
     pub endpoints: Vec<EndpointInfo>,
 }
 

@@ -43,6 +43,12 @@ impl Registry {
             .unwrap_or_else(|| ServiceRecord::new(namespace, name, now_unix()));
         let mut changed = rec.ports.insert(req.port) || before.is_none();
         for a in &req.endpoints {
+            // Replaces what is at (port, addr), registered replicas behind
+            // their own proxies included.
+            let n = rec.endpoints.len();
+            rec.endpoints
+                .retain(|e| (e.port, e.addr) != (req.port, *a) || e.proxy_addr.is_none());
+            changed |= rec.endpoints.len() != n;
             changed |= rec.upsert(EndpointRecord {
                 port: req.port,
                 addr: *a,
@@ -60,11 +66,9 @@ impl Registry {
         if changed {
             self.commit(&k, before.as_ref(), Some(rec))?;
         }
-        let mut st = self.state_mut();
-        for a in &req.endpoints {
-            st.leases.remove(&(k.clone(), req.port, *a));
-        }
-        drop(st);
+        self.state_mut().leases.retain(|(lk, port, a, _), _| {
+            lk != &k || *port != req.port || !req.endpoints.contains(a)
+        });
         self.info_of(&k)
             .ok_or_else(|| Error::NotFound(format!("no service {k}")))
     }
@@ -101,7 +105,7 @@ impl Registry {
         self.commit(&k, Some(&before), Some(rec))?;
         self.state_mut()
             .leases
-            .retain(|(lk, _, a), _| lk != &k || !endpoints.contains(a));
+            .retain(|(lk, _, a, _), _| lk != &k || !endpoints.contains(a));
         self.info_of(&k)
             .ok_or_else(|| Error::NotFound(format!("no service {k}")))
     }

@@ -375,3 +375,53 @@ fn kubernetes_records_are_in_memory_and_change_only_when_different() {
     assert_eq!(r.set_kubernetes_service("shop/web", None), Some(2));
     assert!(!r.resolve(&name("web", "shop", 80)).resolution.exists);
 }
+
+#[test]
+fn replicas_sharing_an_address_have_their_own_leases() {
+    let dir = TempDir::new("reg-replicas");
+    let t0 = Instant::now();
+    let r = open(&dir, t0);
+    let replica = |proxy: &str| {
+        let mut g = reg("web", 80, "10.0.0.1:80");
+        g.proxy_addr = Some(proxy.parse().unwrap());
+        g
+    };
+    let (a, b) = (replica("10.0.0.1:4143"), replica("10.0.0.1:4144"));
+    r.register(&a, &id("shop/web"), "t1", t0).unwrap();
+    let rev = r.register(&b, &id("shop/web"), "t1", t0).unwrap().revision;
+    assert_eq!(r.service("shop", "web").unwrap().endpoints.len(), 2);
+    // Only `a` renews: `b`'s lease runs out alone.
+    let half = t0 + TTL / 2;
+    assert_eq!(
+        r.register(&a, &id("shop/web"), "t1", half)
+            .unwrap()
+            .revision,
+        rev
+    );
+    assert_eq!(r.expire(t0 + TTL + Duration::from_secs(1)).unwrap(), 1);
+    let left = r.service("shop", "web").unwrap().endpoints;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].endpoint.proxy_addr, a.proxy_addr);
+    assert!(left[0].lease_expires_unix.is_some());
+    // Another identity on `a`'s (port, addr, proxy_addr): a conflict.
+    let e = r.register(&a, &id("shop/other"), "t2", half).unwrap_err();
+    assert_eq!((e.code(), e.status()), ("endpoint_conflict", 409));
+    assert!(e.to_string().contains("shop/web"), "{e}");
+    // An operator endpoint at the address replaces the registered ones.
+    r.add_endpoints(
+        "shop",
+        "web",
+        &AddEndpoints {
+            port: 80,
+            endpoints: vec!["10.0.0.1:80".parse().unwrap()],
+            ..AddEndpoints::default()
+        },
+    )
+    .unwrap();
+    let eps = r.service("shop", "web").unwrap().endpoints;
+    assert_eq!(eps.len(), 1);
+    assert_eq!(
+        (eps[0].source, eps[0].lease_expires_unix),
+        (Source::Operator, None)
+    );
+}
