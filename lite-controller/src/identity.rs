@@ -346,6 +346,34 @@ impl Authority {
         })
     }
 
+    /// A fresh key and server certificate for `dns_names` and `ips` (no
+    /// mesh identity), from the issuer that signs at `now`, valid as the
+    /// controller's own (`--cert-lifetime`): the proxy injector's.
+    pub fn server_cert(
+        &self,
+        dns_names: &[String],
+        ips: &[std::net::IpAddr],
+        now: u64,
+    ) -> Result<ControllerCert, Error> {
+        let key =
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| {
+                ca::Error::Generate {
+                    what: "a server key",
+                    source,
+                }
+            })?;
+        let ca = self.read();
+        let signer = ca.signer(now);
+        let leaf = signer.issue_server(&key, dns_names, ips, self.settings.cert_lifetime, now)?;
+        let issuer = pem::certs_from_pem(&signer.cert_pem, "issuer")?.remove(0);
+        Ok(ControllerCert {
+            chain: vec![leaf.der, issuer],
+            key_pkcs8: key.serialize_der(),
+            not_after_unix: leaf.not_after_unix,
+            serial: leaf.serial,
+        })
+    }
+
     /// Starts a trust-anchor rotation (see `ca`); persisted before it applies.
     pub fn rotate(&self, activate_after: Duration, now: u64) -> Result<CaStatus, Error> {
         let mut ca = self.write();

@@ -334,6 +334,40 @@ impl Signer {
         lifetime: Duration,
         now: u64,
     ) -> Result<Leaf, Error> {
+        let dns = identity.dns_name(trust_domain);
+        let uri = identity.spiffe_id(trust_domain);
+        let sans = vec![SanType::URI(ia5(uri)?), SanType::DnsName(ia5(dns.clone())?)];
+        self.sign(key, &dns, sans, lifetime, now)
+    }
+
+    /// Signs a server leaf for plain DNS names and IP addresses (no SPIFFE
+    /// ID), e.g. the proxy injector's `pimesh-controller.NS.svc`: the first
+    /// name is the CommonName; otherwise as [`Signer::issue`].
+    pub fn issue_server(
+        &self,
+        key: &impl PublicKeyData,
+        dns_names: &[String],
+        ips: &[std::net::IpAddr],
+        lifetime: Duration,
+        now: u64,
+    ) -> Result<Leaf, Error> {
+        let mut sans = Vec::new();
+        for n in dns_names {
+            sans.push(SanType::DnsName(ia5(n.clone())?));
+        }
+        sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        let cn = dns_names.first().cloned().unwrap_or_default();
+        self.sign(key, &cn, sans, lifetime, now)
+    }
+
+    fn sign(
+        &self,
+        key: &impl PublicKeyData,
+        cn: &str,
+        sans: Vec<SanType>,
+        lifetime: Duration,
+        now: u64,
+    ) -> Result<Leaf, Error> {
         if self.info.not_after_unix <= now {
             return Err(Error::IssuerExpired {
                 not_after_unix: self.info.not_after_unix,
@@ -341,22 +375,14 @@ impl Signer {
         }
         let lifetime = lifetime.as_secs().max(1);
         let not_after = now.saturating_add(lifetime).min(self.info.not_after_unix);
-        let dns = identity.dns_name(trust_domain);
-        let uri = identity.spiffe_id(trust_domain);
-        let ia5 = |s: String| {
-            s.try_into().map_err(|e: rcgen::Error| Error::Generate {
-                what: "a leaf's names",
-                source: e,
-            })
-        };
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
         p.distinguished_name
             .push(DnType::OrganizationName, "pimesh");
-        if dns.len() <= 64 {
-            p.distinguished_name.push(DnType::CommonName, dns.clone());
+        if !cn.is_empty() && cn.len() <= 64 {
+            p.distinguished_name.push(DnType::CommonName, cn);
         }
-        p.subject_alt_names = vec![SanType::URI(ia5(uri)?), SanType::DnsName(ia5(dns)?)];
+        p.subject_alt_names = sans;
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![
@@ -381,6 +407,14 @@ impl Signer {
             not_after_unix: not_after,
         })
     }
+}
+
+/// An IA5 string (a SAN), or why not.
+fn ia5(s: String) -> Result<rcgen::string::Ia5String, Error> {
+    s.try_into().map_err(|e: rcgen::Error| Error::Generate {
+        what: "a leaf's names",
+        source: e,
+    })
 }
 
 /// A [`CaState`] parsed and checked: the bundle and the issuers, ready to sign.
