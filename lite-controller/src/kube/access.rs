@@ -66,6 +66,13 @@ pub const RULES: &[Rule] = &[
         resource_name: None,
     },
     Rule {
+        group: "",
+        resource: "namespaces",
+        verbs: &["get"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
         group: "authentication.k8s.io",
         resource: "tokenreviews",
         verbs: &["create"],
@@ -264,7 +271,7 @@ mod tests {
         let call = tokio::spawn(async move { check(&client, "mesh").await });
         let path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
         let mut seen = Vec::new();
-        for rule in RULES.iter().take(4) {
+        for rule in RULES.iter().take(5) {
             for verb in rule.verbs {
                 let allowed = rule.resource != "tokenreviews";
                 let (_, body) = super::super::mock::expect(
@@ -286,7 +293,7 @@ mod tests {
                 seen.push(format!("{verb} {}", rule.resource));
             }
         }
-        assert_eq!(seen.len(), 10);
+        assert_eq!(seen.len(), 11);
         let e = call.await.unwrap().unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -328,7 +335,7 @@ mod tests {
     fn denial_message_names_verb_resource_and_group() {
         let d = Denied {
             verb: "create",
-            what: qualified(&RULES[3]),
+            what: qualified(&RULES[4]),
             role: "ClusterRole",
             reason: None,
         };
