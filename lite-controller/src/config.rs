@@ -14,6 +14,9 @@ use std::time::Duration;
 pub const DEFAULT_PROXY_ADDR: &str = "0.0.0.0:8086";
 /// Operator listener (HTTP/1.1: API, `/metrics`).
 pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:8085";
+/// Kubernetes mode: the proxy injector's HTTPS listener (the Service
+/// maps 443 to it).
+pub const DEFAULT_WEBHOOK_ADDR: &str = "0.0.0.0:8443";
 /// Lifetime of proxies' certificates (Linkerd's default: 24 h).
 pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Shortest certificate lifetime (X.509 times have whole seconds).
@@ -72,6 +75,15 @@ pub struct ControllerArgs {
     /// [env: PIMESH_CONTROLLER_CLUSTER_DOMAIN]
     #[arg(long, value_name = "DOMAIN")]
     pub cluster_domain: Option<String>,
+    /// Kubernetes mode: the proxy injector (mutating admission webhook,
+    /// HTTPS) [default: 0.0.0.0:8443] [env: PIMESH_CONTROLLER_WEBHOOK_ADDR]
+    #[arg(long, value_name = "ADDR")]
+    pub webhook_addr: Option<String>,
+    /// Kubernetes mode: the proxy image the injector adds to pods
+    /// [default: ghcr.io/pimesh/pimesh-proxy:VERSION]
+    /// [env: PIMESH_CONTROLLER_PROXY_IMAGE]
+    #[arg(long, value_name = "IMAGE")]
+    pub proxy_image: Option<String>,
     /// Directory of the controller's database (created, mode 0700, if
     /// missing); holds the CA's keys [env: PIMESH_CONTROLLER_DATA_DIR]
     #[arg(long, value_name = "DIR")]
@@ -235,6 +247,26 @@ impl Config {
                     |v| Ok(v.to_string()),
                 )?,
                 namespace,
+                webhook_addr: p.parse(
+                    "--webhook-addr",
+                    "PIMESH_CONTROLLER_WEBHOOK_ADDR",
+                    args.webhook_addr.as_deref(),
+                    DEFAULT_WEBHOOK_ADDR,
+                    parse_addr,
+                )?,
+                proxy_image: p.parse(
+                    "--proxy-image",
+                    "PIMESH_CONTROLLER_PROXY_IMAGE",
+                    args.proxy_image.as_deref(),
+                    &crate::inject::default_proxy_image(),
+                    |v| {
+                        if v.trim().is_empty() || v.chars().any(char::is_whitespace) {
+                            Err("not an image reference".into())
+                        } else {
+                            Ok(v.to_string())
+                        }
+                    },
+                )?,
             })
         };
         let data_dir = p

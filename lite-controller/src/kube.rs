@@ -40,6 +40,10 @@ pub struct Settings {
     /// The controller's own namespace: the trust-roots ConfigMap and the
     /// Role live there.
     pub namespace: String,
+    /// `--webhook-addr`: the proxy injector's HTTPS listener.
+    pub webhook_addr: std::net::SocketAddr,
+    /// `--proxy-image`: the image of the injected proxy and init container.
+    pub proxy_image: String,
 }
 
 /// Kubernetes mode could not start.

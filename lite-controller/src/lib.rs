@@ -16,6 +16,8 @@
 //!   revisions, watch streams.
 //! - `kube`: Kubernetes mode: discovery from Services, EndpointSlices and
 //!   Pods, TokenReview, the trust-roots ConfigMap, RBAC rules and checks.
+//! - `inject`: Kubernetes mode's proxy injector (mutating admission
+//!   webhook): the decision, the JSON Patch, the HTTPS listener.
 //! - `token`: join tokens (standalone mode) and their operator API types.
 //! - `store`: the sled database (the only module that knows sled).
 //! - `metrics`: `pimesh_controller_*` series.
@@ -33,6 +35,7 @@ pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod identity;
+pub mod inject;
 pub mod kube;
 pub mod metrics;
 pub mod proxy_api;

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub discovery: DiscoveryMetrics,
     /// Kubernetes mode's series (`pimesh_controller_kube_*`).
     pub kube: KubeMetrics,
+    /// The proxy injector's `pimesh_controller_injections_total{result}`.
+    pub inject: crate::inject::InjectMetrics,
 }
 
 impl Default for Metrics {
@@ -78,6 +80,7 @@ impl Metrics {
             issued_records: Gauge::default(),
             discovery: DiscoveryMetrics::register(&mut registry),
             kube: KubeMetrics::register(&mut registry),
+            inject: crate::inject::InjectMetrics::register(&mut registry),
             registry: Registry::default(),
         };
         let p = "pimesh_controller_";

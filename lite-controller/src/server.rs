@@ -7,10 +7,12 @@
 //! The controller's own certificate is issued at every start and renewed
 //! in the background at two thirds of its lifetime, at a pending rotation's
 //! activation (so that it is signed by the issuer that signs), and on
-//! every CA change; a failed renewal is retried every second.
+//! every CA change; a failed renewal is retried every second. In
+//! Kubernetes mode the proxy injector's listener (`inject`) gets its own
+//! certificate, renewed the same way.
 
 use crate::config::Config;
-use crate::identity::{self, now_unix, Authority, Settings};
+use crate::identity::{self, now_unix, Authority, ControllerCert, Settings};
 use crate::kube::{self, access, Kube};
 use crate::metrics::Metrics;
 use crate::proxy_api::client_auth::ClientAuth;
@@ -19,7 +21,7 @@ use crate::registry::{self, Registry};
 use crate::store::{self, Store};
 use crate::telemetry::Telemetry;
 use crate::token::Tokens;
-use crate::{admin, error_chain};
+use crate::{admin, error_chain, inject};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -74,7 +76,7 @@ pub enum Error {
     /// A listener cannot be bound.
     #[error("cannot listen on {addr} ({which})")]
     Bind {
-        /// `--proxy-addr` or `--admin-addr`.
+        /// `--proxy-addr`, `--admin-addr` or `--webhook-addr`.
         which: &'static str,
         /// The address.
         addr: SocketAddr,
@@ -197,10 +199,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     };
     let proxy = bind("--proxy-addr", config.proxy_addr).await?;
     let admin = bind("--admin-addr", config.admin_addr).await?;
+    // Kubernetes mode: the proxy injector's listener and certificate.
+    let webhook = match &config.kubernetes {
+        Some(settings) => {
+            let listener = bind("--webhook-addr", settings.webhook_addr).await?;
+            let addr = listener.local_addr().unwrap_or(settings.webhook_addr);
+            let (dns, ips) =
+                inject::serving_names(&settings.namespace, &config.cluster_domain, addr);
+            let issue: IssueFn = Arc::new(move |a: &Authority, now| a.server_cert(&dns, &ips, now));
+            let cert = issue(&authority, now_unix())?;
+            let slot = Arc::new(CertSlot::new(&cert)?);
+            Some((listener, slot, cert, issue))
+        }
+        None => None,
+    };
     let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(
         proxy = %local(&proxy),
         admin = %local(&admin),
+        webhook = %webhook.as_ref().map_or("-".to_string(), |w| local(&w.0)),
         "pimesh controller listening"
     );
 
@@ -234,6 +251,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let renew = tokio::spawn(renew_serving_cert(
         ctx.clone(),
         slot,
+        Arc::new(|a: &Authority, now| a.controller_cert(now)),
+        true,
         now_unix(),
         cert.not_after_unix,
     ));
@@ -260,6 +279,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             ctx.metrics.kube.clone(),
             shutdown.clone(),
         )));
+        if let Some((listener, slot, cert, issue)) = webhook {
+            let settings = config.kubernetes.as_ref().expect("Kubernetes mode");
+            let injector = Arc::new(inject::Injector {
+                client: k.client.clone(),
+                params: inject::patch::Params {
+                    controller_ns: k.namespace.clone(),
+                    cluster_domain: config.cluster_domain.clone(),
+                    proxy_image: settings.proxy_image.clone(),
+                },
+                metrics: ctx.metrics.inject.clone(),
+            });
+            let tls = inject::tls_config(slot.clone())?;
+            kube_tasks.push(tokio::spawn(inject::serve(
+                listener,
+                tls,
+                injector,
+                shutdown.clone(),
+            )));
+            kube_tasks.push(tokio::spawn(renew_serving_cert(
+                ctx.clone(),
+                slot,
+                issue,
+                false,
+                now_unix(),
+                cert.not_after_unix,
+            )));
+        }
         if access_pending {
             kube_tasks.push(tokio::spawn(check_access_later(
                 k.clone(),
@@ -331,8 +377,22 @@ async fn check_access_later(
     }
 }
 
-/// Keeps the controller's own certificate fresh (see the module doc).
-async fn renew_serving_cert(ctx: Arc<Ctx>, slot: Arc<CertSlot>, issued: u64, not_after: u64) {
+/// Issues a serving certificate at a Unix time: the controller's own
+/// (proxy port) or the injector's.
+type IssueFn =
+    Arc<dyn Fn(&Authority, u64) -> Result<ControllerCert, identity::Error> + Send + Sync>;
+
+/// Keeps a serving certificate in `slot` fresh (see the module doc), each
+/// from `issue`; `gauge`: also sets the controller certificate's expiry
+/// series.
+async fn renew_serving_cert(
+    ctx: Arc<Ctx>,
+    slot: Arc<CertSlot>,
+    issue: IssueFn,
+    gauge: bool,
+    issued: u64,
+    not_after: u64,
+) {
     let mut changes = ctx.authority.changes();
     // (issued, not_after) of the certificate served, or a retry time.
     let mut next = issued + (not_after.saturating_sub(issued) * 2 / 3).max(1);
@@ -354,7 +414,8 @@ async fn renew_serving_cert(ctx: Arc<Ctx>, slot: Arc<CertSlot>, issued: u64, not
         }
         let authority = ctx.authority.clone();
         let now = now_unix();
-        let result = tokio::task::spawn_blocking(move || authority.controller_cert(now)).await;
+        let issue = issue.clone();
+        let result = tokio::task::spawn_blocking(move || issue(&authority, now)).await;
         let renewed = match result {
             Ok(Ok(cert)) => slot.set(&cert).map(|()| cert).map_err(|e| error_chain(&e)),
             Ok(Err(e)) => Err(error_chain(&e)),
@@ -362,14 +423,16 @@ async fn renew_serving_cert(ctx: Arc<Ctx>, slot: Arc<CertSlot>, issued: u64, not
         };
         match renewed {
             Ok(cert) => {
-                tracing::debug!(serial = %cert.serial, not_after = cert.not_after_unix, "renewed the controller's certificate");
-                ctx.metrics
-                    .serving_cert_expiry
-                    .set(cert.not_after_unix as i64);
+                tracing::debug!(serial = %cert.serial, not_after = cert.not_after_unix, "renewed a serving certificate");
+                if gauge {
+                    ctx.metrics
+                        .serving_cert_expiry
+                        .set(cert.not_after_unix as i64);
+                }
                 next = now + (cert.not_after_unix.saturating_sub(now) * 2 / 3).max(1);
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot renew the controller's certificate; retrying in 1s");
+                tracing::error!(error = %e, "cannot renew a serving certificate; retrying in 1s");
                 next = now + 1;
             }
         }

@@ -162,6 +162,8 @@ fn kubernetes_mode_without_standalone() {
         Some(crate::kube::Settings {
             kubeconfig: Some("/k/config".into()),
             namespace: "mesh".into(),
+            webhook_addr: "0.0.0.0:8443".parse().unwrap(),
+            proxy_image: format!("ghcr.io/pimesh/pimesh-proxy:{}", env!("CARGO_PKG_VERSION")),
         })
     );
     assert_eq!(c.cluster_domain, "cluster.local");

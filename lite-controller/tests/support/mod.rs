@@ -99,14 +99,19 @@ impl Controller {
         Controller::spawn_mode(vec!["--standalone".into()], data, extra)
     }
 
-    /// Starts in Kubernetes mode (`--kubeconfig kubeconfig`) on `data`;
+    /// Starts in Kubernetes mode (`--kubeconfig kubeconfig`, `--webhook-addr
+    /// 127.0.0.1:0` unless `extra` gives one) on `data`;
     /// `Err((exit status, log))` if it exits instead of listening.
     pub fn spawn_kube(
         kubeconfig: &Path,
         data: &Path,
         extra: Vec<String>,
     ) -> Result<Controller, (ExitStatus, String)> {
-        let mode = vec!["--kubeconfig".into(), kubeconfig.display().to_string()];
+        let mut mode = vec!["--kubeconfig".into(), kubeconfig.display().to_string()];
+        // The injector's listener: a free loopback port unless given.
+        if !extra.iter().any(|a| a == "--webhook-addr") {
+            mode.extend(["--webhook-addr".into(), "127.0.0.1:0".into()]);
+        }
         Controller::spawn_mode(mode, data, extra)
     }
 

@@ -1,0 +1,269 @@
+//! The proxy injector against a real API server (`pimesh_lab::kube::Cluster`):
+//! the controller runs with exactly the RBAC of `k3s/controller-rbac.yaml`
+//! and its own ServiceAccount token; a MutatingWebhookConfiguration points
+//! the API server at its `--webhook-addr` (caBundle = the trust anchors).
+//!
+//! - A Pod and a Deployment's pod (created by the ReplicaSet controller)
+//!   in namespace `shop` (`pimesh.io/inject: enabled`), read back through
+//!   the API, carry `pimesh-init`, the `pimesh-proxy` native sidecar, the
+//!   token volume (audience `identity.pimesh.io`) and the environment;
+//! - a pod in `plain` and a pod saying `pimesh.io/inject: disabled` in
+//!   `shop` are untouched; `pimesh_controller_injections_total` counts it.
+//!
+//! No root needed.
+
+mod support;
+
+use pimesh_lab::kube::{Cluster, Options};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+use support::{eventually, Controller, TempDir};
+
+fn rbac_yaml() -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../k3s/controller-rbac.yaml");
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A cluster with namespace `pimesh`, the controller's RBAC, and a
+/// kubeconfig holding the controller's own ServiceAccount token.
+fn cluster_with_rbac() -> (Cluster, PathBuf) {
+    let cluster = Cluster::up(&Options::default()).expect("kube up");
+    cluster.kubectl(&["create", "namespace", "pimesh"]).unwrap();
+    cluster.apply(&rbac_yaml()).unwrap();
+    let token = cluster
+        .create_token(
+            "pimesh",
+            "pimesh-controller",
+            None,
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let kc = cluster.dir.join("controller.kubeconfig");
+    cluster.token_kubeconfig(&kc, &token).unwrap();
+    (cluster, kc)
+}
+
+/// Standard base64 (the webhook configuration's `caBundle`).
+fn b64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                A[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// `webhook=ADDR` of the "pimesh controller listening" line.
+fn webhook_addr(ctl: &Controller) -> String {
+    // The reader thread reports the line before it reaches the log.
+    assert!(eventually(Duration::from_secs(5), || ctl
+        .log()
+        .contains("pimesh controller listening")));
+    let log = ctl.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("pimesh controller listening"))
+        .expect("listening line");
+    let start = line
+        .find("webhook=")
+        .expect("webhook= in the listening line")
+        + 8;
+    line[start..].split_whitespace().next().unwrap().to_string()
+}
+
+fn get_json(cluster: &Cluster, args: &[&str]) -> Value {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&cluster.kubectl(&a).unwrap()).unwrap()
+}
+
+fn pod_yaml(ns: &str, name: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations: {{{annotations}}}\n\
+         spec:\n  containers:\n    - name: app\n      image: example/app:1\n"
+    )
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| c["name"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn env(c: &Value, name: &str) -> Value {
+    c["env"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["name"] == name).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// Asserts `pod` (as stored) is meshed: init container, native sidecar,
+/// token volume, environment.
+fn assert_injected(pod: &Value, owner_label: &str) {
+    let spec = &pod["spec"];
+    assert_eq!(
+        names(&spec["initContainers"]),
+        ["pimesh-init", "pimesh-proxy"],
+        "{pod:#}"
+    );
+    let init = &spec["initContainers"][0];
+    assert_eq!(init["args"][0], "init");
+    assert_eq!(
+        init["securityContext"]["capabilities"]["add"],
+        serde_json::json!(["NET_ADMIN", "NET_RAW"])
+    );
+    let proxy = &spec["initContainers"][1];
+    assert_eq!(proxy["restartPolicy"], "Always");
+    assert_eq!(proxy["startupProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(names(&spec["containers"]), ["app"]);
+    assert_eq!(
+        env(proxy, "PIMESH_PROXY_CONTROLLER_ADDR")["value"],
+        "pimesh-controller.pimesh.svc.cluster.local:8086"
+    );
+    assert_eq!(
+        env(proxy, "PIMESH_PROXY_IDENTITY")["value"],
+        "$(_pod_ns)/$(_pod_sa)"
+    );
+    assert_eq!(
+        env(proxy, "_pod_ip")["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.podIP"
+    );
+    let labels = env(proxy, "PIMESH_PROXY_WORKLOAD_LABELS")["value"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        labels.starts_with("namespace=shop,pod=$(_pod_name)"),
+        "{labels}"
+    );
+    assert!(labels.ends_with(owner_label), "{labels}");
+    let token = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "pimesh-identity-token")
+        .expect("token volume");
+    let sat = &token["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(sat["audience"], "identity.pimesh.io");
+    assert_eq!(sat["expirationSeconds"], 86400);
+    assert_eq!(
+        pod["metadata"]["labels"]["pimesh.io/control-plane-ns"],
+        "pimesh"
+    );
+}
+
+fn assert_untouched(pod: &Value) {
+    assert!(pod["spec"]["initContainers"].is_null(), "{pod:#}");
+    assert_eq!(names(&pod["spec"]["containers"]), ["app"]);
+    assert!(pod["metadata"]["labels"]["pimesh.io/control-plane-ns"].is_null());
+}
+
+#[test]
+fn the_api_server_injects_pods_of_annotated_namespaces_through_the_webhook() {
+    let (cluster, kc) = cluster_with_rbac();
+    let data = TempDir::new("kube-inject");
+    let ctl = Controller::spawn_kube(
+        &kc,
+        data.path(),
+        vec!["--webhook-addr".into(), "127.0.0.1:0".into()],
+    )
+    .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"));
+    let webhook = webhook_addr(&ctl);
+    let ca = b64(ctl.anchors_pem().as_bytes());
+    cluster
+        .apply(&format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n\
+             metadata:\n  name: pimesh-proxy-injector\nwebhooks:\n  - name: inject.pimesh.io\n\
+             \x20   clientConfig:\n      url: https://{webhook}/inject\n      caBundle: {ca}\n\
+             \x20   rules:\n      - operations: [\"CREATE\"]\n        apiGroups: [\"\"]\n        apiVersions: [\"v1\"]\n        resources: [\"pods\"]\n\
+             \x20   failurePolicy: Ignore\n    sideEffects: None\n    admissionReviewVersions: [\"v1\"]\n\
+             \x20   reinvocationPolicy: Never\n    timeoutSeconds: 10\n"
+        ))
+        .unwrap();
+    cluster
+        .apply(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  annotations:\n    pimesh.io/inject: enabled\n\
+             ---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: plain\n",
+        )
+        .unwrap();
+    // The namespaces' `default` ServiceAccounts (pods need them), and the
+    // webhook configuration in effect: a server-side dry run is injected.
+    let probe = cluster.dir.join("probe.yaml");
+    std::fs::write(&probe, pod_yaml("shop", "probe", "")).unwrap();
+    let probe = probe.display().to_string();
+    let mut probes = 0.0;
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            probes += 1.0;
+            cluster
+                .kubectl(&["create", "--dry-run=server", "-o", "json", "-f", &probe])
+                .is_ok_and(|out| out.contains("\"pimesh-proxy\""))
+        }),
+        "the webhook is not called:\n{}",
+        ctl.log()
+    );
+    let before = |r: &str| {
+        ctl.metric(&format!(
+            "pimesh_controller_injections_total{{result=\"{r}\"}}"
+        ))
+    };
+    let injected0 = before("injected");
+    assert!(injected0 >= 1.0);
+    assert!(eventually(Duration::from_secs(30), || cluster
+        .kubectl(&["get", "serviceaccount", "default", "-n", "plain"])
+        .is_ok()));
+
+    cluster
+        .apply(&format!(
+            "{}---\n{}---\n{}---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n\
+             spec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n\
+             \x20   spec:\n      containers:\n        - name: app\n          image: example/app:1\n",
+            pod_yaml("shop", "solo", ""),
+            pod_yaml("shop", "opted-out", "pimesh.io/inject: disabled"),
+            pod_yaml("plain", "other", ""),
+        ))
+        .unwrap();
+
+    assert_injected(
+        &get_json(&cluster, &["pod", "solo", "-n", "shop"]),
+        "pod=$(_pod_name)",
+    );
+    assert_untouched(&get_json(&cluster, &["pod", "opted-out", "-n", "shop"]));
+    assert_untouched(&get_json(&cluster, &["pod", "other", "-n", "plain"]));
+
+    // The Deployment's pod, created by the ReplicaSet controller.
+    let mut pods = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            pods = get_json(&cluster, &["pods", "-n", "shop", "-l", "app=web"]);
+            pods["items"].as_array().is_some_and(|a| !a.is_empty())
+        }),
+        "no pod of deployment web"
+    );
+    assert_injected(&pods["items"][0], ",deployment=web");
+
+    let m = |r: &str| {
+        ctl.metric(&format!(
+            "pimesh_controller_injections_total{{result=\"{r}\"}}"
+        ))
+    };
+    assert_eq!(m("injected") - injected0, 2.0, "{}", ctl.get("/metrics").1);
+    assert_eq!(m("skipped_disabled"), 1.0);
+    assert_eq!(m("skipped_not_enabled"), 1.0);
+    assert_eq!(m("malformed"), 0.0);
+    assert!(probes >= 1.0);
+}
