@@ -250,6 +250,9 @@ fn run(args: &Args) -> Result<(), String> {
         .arg("127.0.0.1:0")
         .arg("--admin-addr")
         .arg("127.0.0.1:0")
+        // The injector's listener too: on loopback, any free port.
+        .arg("--webhook-addr")
+        .arg("127.0.0.1:0")
         .env("PIMESH_CONTROLLER_LOG", "warn,pimesh=info");
     let (mut ctl, _) = Controller::start(&launch)?;
     std::thread::sleep(settle);
