@@ -91,6 +91,9 @@ pub enum Error {
         /// The running `up`.
         pid: i32,
     },
+    /// The directory exists and holds something else: never removed.
+    #[error("{} exists and is not a pimesh-lab kube directory (it has no {MARKER} file); give a new or empty --dir", .0.display())]
+    NotOurs(PathBuf),
     /// Certificates or kubeconfigs.
     #[error("certificates")]
     Pki(#[from] pki::Error),
@@ -630,10 +633,24 @@ impl Drop for Cluster {
 
 /// The `up` process's pid, in its directory (for `down`).
 pub const PID_FILE: &str = "pid";
+/// Marks a directory as a cluster's: only such a directory (or an empty
+/// one) is ever removed, so a mistyped `--dir $HOME` deletes nothing.
+pub const MARKER: &str = ".pimesh-lab-kube";
 
-/// Makes `dir` this process's: refused while another live `up` holds it;
-/// what a dead one left is removed.
+/// Whether `dir` may be removed: missing, empty, or marked as a cluster's.
+fn ours(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Err(_) => !dir.exists(),
+        Ok(mut entries) => entries.next().is_none() || dir.join(MARKER).is_file(),
+    }
+}
+
+/// Makes `dir` this process's: refused while another live `up` holds it
+/// or when it holds something else; what a dead `up` left is removed.
 fn claim_dir(dir: &Path) -> Result<(), Error> {
+    if !ours(dir) {
+        return Err(Error::NotOurs(dir.into()));
+    }
     if let Some(pid) = running_pid(dir) {
         if pid != std::process::id() as i32 {
             return Err(Error::Busy {
@@ -644,6 +661,8 @@ fn claim_dir(dir: &Path) -> Result<(), Error> {
     }
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| Error::Write(dir.into(), e))?;
+    let m = dir.join(MARKER);
+    std::fs::write(&m, "").map_err(|e| Error::Write(m, e))?;
     let f = dir.join(PID_FILE);
     std::fs::write(&f, std::process::id().to_string()).map_err(|e| Error::Write(f, e))
 }
@@ -662,8 +681,12 @@ pub fn running_pid(dir: &Path) -> Option<i32> {
 /// Stops the `up` running in `dir` (SIGTERM, then SIGKILL after 15 s) and
 /// removes the directory; whether one was running.
 ///
-/// Errors: [`Error::Write`] when the directory cannot be removed.
+/// Errors: [`Error::NotOurs`] (nothing touched) when `dir` holds something
+/// else than a cluster; [`Error::Write`] when it cannot be removed.
 pub fn down(dir: &Path) -> Result<bool, Error> {
+    if !ours(dir) {
+        return Err(Error::NotOurs(dir.into()));
+    }
     let pid = running_pid(dir);
     if let Some(pid) = pid {
         // SAFETY: signalling the process recorded as this directory's owner.

@@ -436,6 +436,10 @@ fn kube(cmd: KubeCmd) -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
+            Err(e @ pimesh_lab::kube::Error::NotOurs(_)) => {
+                eprintln!("pimesh-lab: {e}");
+                ExitCode::from(EX_USAGE)
+            }
             Err(e) => {
                 eprintln!("pimesh-lab: {}", error_chain(&e));
                 ExitCode::FAILURE
@@ -454,7 +458,10 @@ fn kube(cmd: KubeCmd) -> ExitCode {
                     println!("pimesh-lab: interrupted during setup; everything removed");
                     return ExitCode::from(130);
                 }
-                Err(e @ pimesh_lab::kube::Error::Busy { .. }) => {
+                Err(
+                    e
+                    @ (pimesh_lab::kube::Error::Busy { .. } | pimesh_lab::kube::Error::NotOurs(_)),
+                ) => {
                     eprintln!("pimesh-lab: {e}");
                     return ExitCode::from(EX_USAGE);
                 }

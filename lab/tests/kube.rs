@@ -247,4 +247,22 @@ fn killed_up_leaves_nothing_running_and_down_stops_a_live_one() {
     }
     assert!(processes_of(&base).is_empty());
     assert!(!base.exists(), "kube down left {}", base.display());
+
+    // A directory that holds something else is never removed, by up or down.
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::write(base.join("precious.txt"), "keep me").unwrap();
+    for cmd in ["up", "down"] {
+        let out = Command::new(lab_bin())
+            .args(["kube", cmd, "--dir"])
+            .arg(&base)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "kube {cmd}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a pimesh-lab kube directory"));
+        assert!(
+            base.join("precious.txt").is_file(),
+            "kube {cmd} removed a foreign directory"
+        );
+    }
+    std::fs::remove_dir_all(&base).unwrap();
 }
