@@ -258,7 +258,7 @@ impl Config {
                     "--proxy-image",
                     "PIMESH_CONTROLLER_PROXY_IMAGE",
                     args.proxy_image.as_deref(),
-                    &crate::inject::default_proxy_image(),
+                    &crate::inject::patch::default_proxy_image(),
                     |v| {
                         if v.trim().is_empty() || v.chars().any(char::is_whitespace) {
                             Err("not an image reference".into())

@@ -19,6 +19,7 @@
 //! `server`). The webhook configuration's `caBundle` is the trust-anchor
 //! bundle (`pimesh identity trust-anchors`).
 
+pub mod metrics;
 pub mod patch;
 pub mod review;
 
@@ -27,10 +28,8 @@ use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use k8s_openapi::api::core::v1::Namespace;
+pub use metrics::InjectMetrics;
 use patch::{Decision, Params, Skip};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::Registry as Prometheus;
 use rustls::ServerConfig;
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -48,11 +47,6 @@ pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
 /// How long the Namespace read may take (the API server's webhook
 /// timeout defaults to 10 s).
 const NAMESPACE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `ghcr.io/pimesh/pimesh-proxy:<workspace version>`.
-pub fn default_proxy_image() -> String {
-    format!("ghcr.io/pimesh/pimesh-proxy:{}", env!("CARGO_PKG_VERSION"))
-}
 
 /// The serving certificate's names for a controller in `namespace`
 /// listening on `addr`: (DNS names, IP addresses).
@@ -80,44 +74,6 @@ pub fn tls_config(slot: Arc<CertSlot>) -> Result<Arc<ServerConfig>, rustls::Erro
         .with_cert_resolver(slot);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-type Labels = [(&'static str, &'static str); 1];
-
-/// `pimesh_controller_injections_total{result}`.
-#[derive(Clone, Default)]
-pub struct InjectMetrics {
-    results: Family<Labels, Counter>,
-}
-
-impl std::fmt::Debug for InjectMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("InjectMetrics")
-    }
-}
-
-impl InjectMetrics {
-    /// Registers the series in `reg`, every result at zero.
-    pub fn register(reg: &mut Prometheus) -> InjectMetrics {
-        let m = InjectMetrics::default();
-        reg.register(
-            "pimesh_controller_injections",
-            "AdmissionReviews answered by the proxy injector, by result",
-            m.results.clone(),
-        );
-        let results = ["injected", "malformed"]
-            .into_iter()
-            .chain(Skip::ALL.iter().map(|s| s.result()));
-        for r in results {
-            drop(m.results.get_or_create(&[("result", r)]));
-        }
-        m
-    }
-
-    /// Counts one outcome.
-    pub fn count(&self, result: &'static str) {
-        self.results.get_or_create(&[("result", result)]).inc();
-    }
 }
 
 /// The Namespace of a pod could not be read.
@@ -329,8 +285,10 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
+    use super::patch::default_proxy_image;
     use super::*;
     use crate::kube::mock;
+    use prometheus_client::registry::Registry as Prometheus;
 
     fn injector(client: kube::Client) -> Injector {
         let mut reg = Prometheus::default();
@@ -357,7 +315,7 @@ mod tests {
     }
 
     fn count(i: &Injector, result: &'static str) -> u64 {
-        i.metrics.results.get_or_create(&[("result", result)]).get()
+        i.metrics.get(result)
     }
 
     /// The namespace is read only when the pod does not decide; every

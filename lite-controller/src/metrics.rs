@@ -56,7 +56,7 @@ pub struct Metrics {
     /// Kubernetes mode's series (`pimesh_controller_kube_*`).
     pub kube: KubeMetrics,
     /// The proxy injector's `pimesh_controller_injections_total{result}`.
-    pub inject: crate::inject::InjectMetrics,
+    pub inject: crate::inject::metrics::InjectMetrics,
 }
 
 impl Default for Metrics {
@@ -80,7 +80,7 @@ impl Metrics {
             issued_records: Gauge::default(),
             discovery: DiscoveryMetrics::register(&mut registry),
             kube: KubeMetrics::register(&mut registry),
-            inject: crate::inject::InjectMetrics::register(&mut registry),
+            inject: crate::inject::metrics::InjectMetrics::register(&mut registry),
             registry: Registry::default(),
         };
         let p = "pimesh_controller_";

@@ -54,6 +54,12 @@ pub const DEFAULT_MEMORY_REQUEST: &str = "16Mi";
 /// See [`DEFAULT_CPU_REQUEST`].
 pub const DEFAULT_MEMORY_LIMIT: &str = "64Mi";
 
+/// The proxy image the injector adds unless `--proxy-image` says otherwise:
+/// `ghcr.io/pimesh/pimesh-proxy:<workspace version>`.
+pub fn default_proxy_image() -> String {
+    format!("ghcr.io/pimesh/pimesh-proxy:{}", env!("CARGO_PKG_VERSION"))
+}
+
 const CONFIG: &str = "config.pimesh.io/";
 const TOKEN_VOLUME: &str = "pimesh-identity-token";
 const TRUST_ROOTS_VOLUME: &str = "pimesh-identity-trust-roots";
