@@ -258,7 +258,9 @@ impl Cluster {
     /// loopback ports and waits until the API server is ready and the
     /// `default` ServiceAccount exists (the controller manager works).
     ///
-    /// Errors: [`Error::Busy`] when another `up` runs in `opts.dir`;
+    /// Errors: [`Error::Busy`] when another `up` runs in `opts.dir`,
+    /// [`Error::NotOurs`] when it holds something else (left untouched);
+    /// [`Error::Build`] when the binaries are missing and cannot be built;
     /// [`Error::NotReady`] with the component's log when one does not start.
     pub fn up(opts: &Options) -> Result<Cluster, Error> {
         let bins = KubeBins::locate()?;
