@@ -31,7 +31,7 @@ use crate::token::{self, CreateToken, Status};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+
 use pimesh_api::identity::TRUST_ANCHORS_PATH;
 use pimesh_api::tap::OPERATOR_TAP_PATH;
 use serde::{Deserialize, Serialize};
@@ -109,20 +109,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
                     })
                 }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::time::timeout(Duration::from_secs(5), conn.as_mut())
-                        .await
-                        .unwrap_or(Ok(()))
-                }
-            };
+            let result = rest::serve_http1(stream, service, &shutdown).await;
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "admin connection failed");
             }

@@ -26,7 +26,7 @@ pub mod review;
 use crate::proxy_api::CertSlot;
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper_util::rt::{TokioIo, TokioTimer};
+
 use k8s_openapi::api::core::v1::Namespace;
 pub use metrics::InjectMetrics;
 use patch::{Decision, Params, Skip};
@@ -260,20 +260,7 @@ pub async fn serve(
                 let injector = injector.clone();
                 async move { Ok::<_, Infallible>(handle(&injector, req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tls), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::time::timeout(Duration::from_secs(5), conn.as_mut())
-                        .await
-                        .unwrap_or(Ok(()))
-                }
-            };
+            let result = crate::rest::serve_http1(tls, service, &shutdown).await;
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "webhook connection failed");
             }

@@ -1,5 +1,6 @@
-//! JSON over HTTP, shared by both listeners: responses, [`ApiError`]
-//! bodies for every non-2xx answer, and size-limited JSON request bodies.
+//! JSON over HTTP, shared by the listeners: responses, [`ApiError`]
+//! bodies for every non-2xx answer, size-limited JSON request bodies, and
+//! the HTTP/1.1 connection driver with its graceful shutdown.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -133,6 +134,40 @@ fn with_type(status: StatusCode, body: impl Into<Bytes>, ty: &'static str) -> Re
     rsp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ty));
     rsp
+}
+
+/// Serves one HTTP/1.1 connection on `io` with `service` (10 s to read a
+/// request head) until it ends; when `shutdown` is cancelled first, the
+/// connection finishes its request in flight (5 s at most) and closes.
+/// Used by the operator port and the proxy injector.
+///
+/// Errors: what hyper reports for the connection (the caller logs it).
+pub async fn serve_http1<T, S>(
+    io: T,
+    service: S,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> hyper::Result<()>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(std::time::Duration::from_secs(5), conn.as_mut())
+                .await
+                .unwrap_or(Ok(()))
+        }
+    }
 }
 
 #[cfg(test)]
