@@ -321,28 +321,14 @@ impl Authority {
                 what: "CONTROLLER_IDENTITY".into(),
                 reason: "not NAMESPACE/SERVICEACCOUNT".into(),
             })?;
-        let key =
-            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| {
-                ca::Error::Generate {
-                    what: "the controller's key",
-                    source,
-                }
-            })?;
-        let ca = self.read();
-        let signer = ca.signer(now);
-        let leaf = signer.issue(
-            &key,
-            &identity,
-            &self.settings.trust_domain,
-            self.settings.cert_lifetime,
-            now,
-        )?;
-        let issuer = pem::certs_from_pem(&signer.cert_pem, "issuer")?.remove(0);
-        Ok(ControllerCert {
-            chain: vec![leaf.der, issuer],
-            key_pkcs8: key.serialize_der(),
-            not_after_unix: leaf.not_after_unix,
-            serial: leaf.serial,
+        self.fresh_cert("the controller's key", now, |signer, key| {
+            signer.issue(
+                key,
+                &identity,
+                &self.settings.trust_domain,
+                self.settings.cert_lifetime,
+                now,
+            )
         })
     }
 
@@ -355,16 +341,25 @@ impl Authority {
         ips: &[std::net::IpAddr],
         now: u64,
     ) -> Result<ControllerCert, Error> {
-        let key =
-            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| {
-                ca::Error::Generate {
-                    what: "a server key",
-                    source,
-                }
-            })?;
+        self.fresh_cert("a server key", now, |signer, key| {
+            signer.issue_server(key, dns_names, ips, self.settings.cert_lifetime, now)
+        })
+    }
+
+    /// A fresh P-256 key (`what` names it in errors) and the leaf `issue`
+    /// makes for it with the issuer that signs at `now`, chained to that
+    /// issuer.
+    fn fresh_cert(
+        &self,
+        what: &'static str,
+        now: u64,
+        issue: impl FnOnce(&ca::Signer, &rcgen::KeyPair) -> Result<ca::Leaf, ca::Error>,
+    ) -> Result<ControllerCert, Error> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|source| ca::Error::Generate { what, source })?;
         let ca = self.read();
         let signer = ca.signer(now);
-        let leaf = signer.issue_server(&key, dns_names, ips, self.settings.cert_lifetime, now)?;
+        let leaf = issue(signer, &key)?;
         let issuer = pem::certs_from_pem(&signer.cert_pem, "issuer")?.remove(0);
         Ok(ControllerCert {
             chain: vec![leaf.der, issuer],
