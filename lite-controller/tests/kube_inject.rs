@@ -14,35 +14,11 @@
 
 mod support;
 
-use pimesh_lab::kube::{Cluster, Options};
+use pimesh_lab::kube::Cluster;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::time::Duration;
+use support::kube::cluster_with_rbac;
 use support::{eventually, Controller, TempDir};
-
-fn rbac_yaml() -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../k3s/controller-rbac.yaml");
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// A cluster with namespace `pimesh`, the controller's RBAC, and a
-/// kubeconfig holding the controller's own ServiceAccount token.
-fn cluster_with_rbac() -> (Cluster, PathBuf) {
-    let cluster = Cluster::up(&Options::default()).expect("kube up");
-    cluster.kubectl(&["create", "namespace", "pimesh"]).unwrap();
-    cluster.apply(&rbac_yaml()).unwrap();
-    let token = cluster
-        .create_token(
-            "pimesh",
-            "pimesh-controller",
-            None,
-            Duration::from_secs(3600),
-        )
-        .unwrap();
-    let kc = cluster.dir.join("controller.kubeconfig");
-    cluster.token_kubeconfig(&kc, &token).unwrap();
-    (cluster, kc)
-}
 
 /// Standard base64 (the webhook configuration's `caBundle`).
 fn b64(data: &[u8]) -> String {
@@ -173,7 +149,7 @@ fn assert_untouched(pod: &Value) {
 
 #[test]
 fn the_api_server_injects_pods_of_annotated_namespaces_through_the_webhook() {
-    let (cluster, kc) = cluster_with_rbac();
+    let (cluster, kc) = cluster_with_rbac(|y| y);
     let data = TempDir::new("kube-inject");
     let ctl = Controller::spawn_kube(
         &kc,

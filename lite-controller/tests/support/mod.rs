@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod discovery;
+pub mod kube;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
