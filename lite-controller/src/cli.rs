@@ -9,10 +9,12 @@
 //! - `service`: the standalone service registry and per-service policy.
 //! - `tap`: `pimesh tap` and `pimesh top`, live request metadata.
 //! - `telemetry`: `stat`, `edges`, `dashboard`.
+//! - `inject`: `pimesh inject`, offline (no controller).
 //!
 //! Exit codes: 0 success, 1 the controller failed or refused, 64 bad usage.
 
 pub mod identity;
+pub mod inject;
 pub mod service;
 pub mod tap;
 pub mod telemetry;
@@ -77,6 +79,9 @@ pub enum Error {
     /// as `linkerd viz stat`).
     #[error("unknown resource {0:?}: use deploy, svc or pod")]
     UnknownResource(String),
+    /// The input (a file to inject) is not what it must be (exit 1).
+    #[error("{0}")]
+    Input(String),
     /// Printing failed.
     #[error("cannot write the output")]
     Output(#[from] std::io::Error),

@@ -19,6 +19,7 @@
 //! `server`). The webhook configuration's `caBundle` is the trust-anchor
 //! bundle (`pimesh identity trust-anchors`).
 
+pub mod manifest;
 pub mod metrics;
 pub mod patch;
 pub mod review;

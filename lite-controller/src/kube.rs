@@ -7,6 +7,7 @@
 //! - `discovery`: the watches, their index, and the registry records.
 //! - `identity`: TokenReview for certify, the trust-roots ConfigMap.
 //! - `access`: the RBAC rules (one table), the manifest, the start-up check.
+//! - `webhook`: the proxy injector's `caBundle`, kept equal to the trust anchors.
 
 pub mod access;
 pub mod discovery;
@@ -14,6 +15,7 @@ pub mod identity;
 #[cfg(test)]
 pub mod mock;
 pub mod objects;
+pub mod webhook;
 pub mod wire;
 
 use discovery::Resource3;
@@ -218,6 +220,9 @@ pub struct KubeMetrics {
     reviews: Family<Labels, Counter>,
     /// `kube_trust_roots_published_total`: trust-roots ConfigMap applies.
     pub trust_roots_published: Counter,
+    /// `kube_webhook_ca_bundle_updates_total`: writes of the proxy
+    /// injector's `caBundle` (see `webhook`).
+    pub webhook_ca_bundle_updates: Counter,
     /// `kube_ready`: 1 when listed and no watch is failing.
     pub ready: Gauge,
 }
@@ -257,6 +262,11 @@ impl KubeMetrics {
             format!("{p}trust_roots_published"),
             "Applies of the trust-roots ConfigMap",
             m.trust_roots_published.clone(),
+        );
+        reg.register(
+            format!("{p}webhook_ca_bundle_updates"),
+            "Writes of the proxy injector's caBundle (the trust anchors)",
+            m.webhook_ca_bundle_updates.clone(),
         );
         reg.register(
             format!("{p}ready"),

@@ -18,6 +18,7 @@
 //!   Pods, TokenReview, the trust-roots ConfigMap, RBAC rules and checks.
 //! - `inject`: Kubernetes mode's proxy injector (mutating admission
 //!   webhook): the decision, the JSON Patch, the HTTPS listener.
+//! - `install`: `pimesh install`'s manifests (k3s/pimesh.yaml).
 //! - `token`: join tokens (standalone mode) and their operator API types.
 //! - `store`: the sled database (the only module that knows sled).
 //! - `metrics`: `pimesh_controller_*` series.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod crypto;
 pub mod identity;
 pub mod inject;
+pub mod install;
 pub mod kube;
 pub mod metrics;
 pub mod proxy_api;

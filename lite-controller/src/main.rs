@@ -47,6 +47,13 @@ enum Command {
     Edges(cli::telemetry::EdgesArgs),
     /// Print (or open) the URL of the dashboard served by the controller
     Dashboard(cli::telemetry::DashboardArgs),
+    /// Print the control plane's Kubernetes manifests (as `linkerd
+    /// install`): `pimesh install | kubectl apply -f -`
+    Install(pimesh_controller::install::InstallArgs),
+    /// Mesh the workloads of a YAML file: add `pimesh.io/inject: enabled`
+    /// to their pod templates (as `linkerd inject`), or with --manual the
+    /// proxy itself
+    Inject(cli::inject::InjectArgs),
     /// Print the controller's RBAC manifest (k3s/controller-rbac.yaml),
     /// generated from its rules
     #[command(hide = true)]
@@ -79,6 +86,19 @@ fn main() -> ExitCode {
             print!("{}", pimesh_controller::kube::access::manifest(&namespace));
             return ExitCode::SUCCESS;
         }
+        Command::Install(args) => {
+            return match pimesh_controller::install::manifests(&args) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pimesh install: {e}");
+                    ExitCode::from(EX_USAGE)
+                }
+            };
+        }
+        Command::Inject(args) => cli::inject::run(args),
         Command::Token(cmd) => cli::token::run(cmd, &OsEnv),
         Command::Identity(cmd) => cli::identity::run(cmd, &OsEnv),
         Command::Service(cmd) => cli::service::run(cmd, &OsEnv),

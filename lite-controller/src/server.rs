@@ -279,6 +279,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             ctx.metrics.kube.clone(),
             shutdown.clone(),
         )));
+        kube_tasks.push(tokio::spawn(kube::webhook::keep_ca_bundle(
+            k.client.clone(),
+            authority.clone(),
+            ctx.metrics.kube.clone(),
+            shutdown.clone(),
+        )));
         if let Some((listener, slot, cert, issue)) = webhook {
             let settings = config.kubernetes.as_ref().expect("Kubernetes mode");
             let injector = Arc::new(inject::Injector {

@@ -1,7 +1,8 @@
 //! The proxy injector against a real API server (`pimesh_lab::kube::Cluster`):
 //! the controller runs with exactly the RBAC of `k3s/controller-rbac.yaml`
 //! and its own ServiceAccount token; a MutatingWebhookConfiguration points
-//! the API server at its `--webhook-addr` (caBundle = the trust anchors).
+//! the API server at its `--webhook-addr`: `pimesh install`'s, whose
+//! caBundle the controller fills in with its trust anchors.
 //!
 //! - A Pod and a Deployment's pod (created by the ReplicaSet controller)
 //!   in namespace `shop` (`pimesh.io/inject: enabled`), read back through
@@ -35,6 +36,22 @@ fn b64(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// `pimesh install`'s MutatingWebhookConfiguration (no `caBundle`), its
+/// service reference replaced by the URL of a controller running outside
+/// the cluster (no kube-proxy here routes a Service's address).
+fn install_webhook_configuration(webhook: &str) -> String {
+    let all = pimesh_controller::install::manifests(&Default::default()).unwrap();
+    let doc = all
+        .split("---\n")
+        .find(|d| d.contains("kind: MutatingWebhookConfiguration"))
+        .expect("the webhook configuration in `pimesh install`");
+    let service =
+        "      service:\n        name: pimesh-controller\n        namespace: pimesh\n        \
+                   path: /inject\n        port: 443\n";
+    assert!(doc.contains(service), "{doc}");
+    doc.replace(service, &format!("      url: https://{webhook}/inject\n"))
 }
 
 /// `webhook=ADDR` of the "pimesh controller listening" line.
@@ -158,17 +175,22 @@ fn the_api_server_injects_pods_of_annotated_namespaces_through_the_webhook() {
     )
     .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"));
     let webhook = webhook_addr(&ctl);
-    let ca = b64(ctl.anchors_pem().as_bytes());
+    // The configuration as `pimesh install` writes it, without a caBundle:
+    // the controller fills in its trust anchors.
     cluster
-        .apply(&format!(
-            "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n\
-             metadata:\n  name: pimesh-proxy-injector\nwebhooks:\n  - name: inject.pimesh.io\n\
-             \x20   clientConfig:\n      url: https://{webhook}/inject\n      caBundle: {ca}\n\
-             \x20   rules:\n      - operations: [\"CREATE\"]\n        apiGroups: [\"\"]\n        apiVersions: [\"v1\"]\n        resources: [\"pods\"]\n\
-             \x20   failurePolicy: Ignore\n    sideEffects: None\n    admissionReviewVersions: [\"v1\"]\n\
-             \x20   reinvocationPolicy: Never\n    timeoutSeconds: 10\n"
-        ))
+        .apply(&install_webhook_configuration(&webhook))
         .unwrap();
+    let ca = b64(ctl.anchors_pem().as_bytes());
+    assert!(
+        eventually(Duration::from_secs(45), || get_json(
+            &cluster,
+            &["mutatingwebhookconfiguration", "pimesh-proxy-injector"]
+        )["webhooks"][0]["clientConfig"]["caBundle"]
+            == ca.as_str()),
+        "the controller did not fill in the caBundle:\n{}",
+        ctl.log()
+    );
+    assert!(ctl.metric("pimesh_controller_kube_webhook_ca_bundle_updates_total") >= 1.0);
     cluster
         .apply(
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  annotations:\n    pimesh.io/inject: enabled\n\

@@ -54,10 +54,17 @@ pub const DEFAULT_MEMORY_REQUEST: &str = "16Mi";
 /// See [`DEFAULT_CPU_REQUEST`].
 pub const DEFAULT_MEMORY_LIMIT: &str = "64Mi";
 
+/// Where pimesh's images are published (`pimesh` and `pimesh-proxy`, tag =
+/// the workspace version; images/ builds them).
+pub const DEFAULT_IMAGE_REPOSITORY: &str = "ghcr.io/pimesh";
+
 /// The proxy image the injector adds unless `--proxy-image` says otherwise:
 /// `ghcr.io/pimesh/pimesh-proxy:<workspace version>`.
 pub fn default_proxy_image() -> String {
-    format!("ghcr.io/pimesh/pimesh-proxy:{}", env!("CARGO_PKG_VERSION"))
+    format!(
+        "{DEFAULT_IMAGE_REPOSITORY}/pimesh-proxy:{}",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 const CONFIG: &str = "config.pimesh.io/";
@@ -216,7 +223,7 @@ fn port_list(v: &str) -> Option<String> {
 }
 
 /// A Kubernetes quantity's value (`10m`, `64Mi`, `1.5`, `2G`), or `None`.
-fn quantity(v: &str) -> Option<f64> {
+pub(crate) fn quantity(v: &str) -> Option<f64> {
     let split = v
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(v.len());
