@@ -10,9 +10,11 @@
 //! - `tap`: `pimesh tap` and `pimesh top`, live request metadata.
 //! - `telemetry`: `stat`, `edges`, `dashboard`.
 //! - `inject`: `pimesh inject`, offline (no controller).
+//! - `check`: `pimesh check [--pre]`, against the Kubernetes API.
 //!
 //! Exit codes: 0 success, 1 the controller failed or refused, 64 bad usage.
 
+pub mod check;
 pub mod identity;
 pub mod inject;
 pub mod service;

@@ -87,12 +87,20 @@ impl Error {
 /// Errors: [`Error::Kubeconfig`] (unreadable, unparsable, no context or
 /// server), [`Error::Client`].
 pub async fn client(settings: &Settings) -> Result<kube::Client, Error> {
-    let config = match &settings.kubeconfig {
+    client_from(settings.kubeconfig.as_deref()).await
+}
+
+/// A client for the kubeconfig files `kubeconfig` (`:`-separated,
+/// merged), else what `kube::Config::infer` finds (`pimesh check`).
+///
+/// Errors: as [`client`].
+pub async fn client_from(kubeconfig: Option<&str>) -> Result<kube::Client, Error> {
+    let config = match kubeconfig {
         Some(paths) => {
             let bad = |source: kube::config::KubeconfigError| Error::Kubeconfig {
                 flag: "--kubeconfig",
                 env: "KUBECONFIG",
-                value: paths.clone(),
+                value: paths.to_string(),
                 source: Box::new(source),
             };
             let mut merged: Option<kube::config::Kubeconfig> = None;

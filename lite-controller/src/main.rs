@@ -54,6 +54,9 @@ enum Command {
     /// to their pod templates (as `linkerd inject`), or with --manual the
     /// proxy itself
     Inject(cli::inject::InjectArgs),
+    /// Check the cluster (--pre) or the installed mesh, as `linkerd check`:
+    /// ✔ or × per check, exit 1 on any ×
+    Check(cli::check::CheckArgs),
     /// Print the controller's RBAC manifest (k3s/controller-rbac.yaml),
     /// generated from its rules
     #[command(hide = true)]
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
             };
         }
         Command::Inject(args) => cli::inject::run(args),
+        Command::Check(args) => cli::check::run(args),
         Command::Token(cmd) => cli::token::run(cmd, &OsEnv),
         Command::Identity(cmd) => cli::identity::run(cmd, &OsEnv),
         Command::Service(cmd) => cli::service::run(cmd, &OsEnv),

@@ -18,59 +18,8 @@ mod support;
 use pimesh_lab::kube::Cluster;
 use serde_json::Value;
 use std::time::Duration;
-use support::kube::cluster_with_rbac;
+use support::kube::{b64, cluster_with_rbac, install_webhook_configuration, webhook_addr};
 use support::{eventually, Controller, TempDir};
-
-/// Standard base64 (the webhook configuration's `caBundle`).
-fn b64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let n = chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                A[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
-/// `pimesh install`'s MutatingWebhookConfiguration (no `caBundle`), its
-/// service reference replaced by the URL of a controller running outside
-/// the cluster (no kube-proxy here routes a Service's address).
-fn install_webhook_configuration(webhook: &str) -> String {
-    let all = pimesh_controller::install::manifests(&Default::default()).unwrap();
-    let doc = all
-        .split("---\n")
-        .find(|d| d.contains("kind: MutatingWebhookConfiguration"))
-        .expect("the webhook configuration in `pimesh install`");
-    let service =
-        "      service:\n        name: pimesh-controller\n        namespace: pimesh\n        \
-                   path: /inject\n        port: 443\n";
-    assert!(doc.contains(service), "{doc}");
-    doc.replace(service, &format!("      url: https://{webhook}/inject\n"))
-}
-
-/// `webhook=ADDR` of the "pimesh controller listening" line.
-fn webhook_addr(ctl: &Controller) -> String {
-    // The reader thread reports the line before it reaches the log.
-    assert!(eventually(Duration::from_secs(5), || ctl
-        .log()
-        .contains("pimesh controller listening")));
-    let log = ctl.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("pimesh controller listening"))
-        .expect("listening line");
-    let start = line
-        .find("webhook=")
-        .expect("webhook= in the listening line")
-        + 8;
-    line[start..].split_whitespace().next().unwrap().to_string()
-}
 
 fn get_json(cluster: &Cluster, args: &[&str]) -> Value {
     let mut a = vec!["get"];

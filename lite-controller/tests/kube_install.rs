@@ -1,4 +1,4 @@
-//! `pimesh install`, `k3s/pimesh.yaml` and `pimesh inject` against a real
+//! `pimesh install`, `k3s/pimesh.yaml`, `pimesh inject` and `pimesh check` against a real
 //! API server (`pimesh_lab::kube::Cluster`, cluster-admin): every manifest
 //! passes a server-side dry run (`kubectl apply --dry-run=server`: the API
 //! server's own validation, defaulting and admission, nothing stored), and
@@ -12,7 +12,9 @@ mod support;
 
 use pimesh_lab::kube::{Cluster, Options};
 use std::path::{Path, PathBuf};
-use support::{pimesh, TempDir};
+use std::time::Duration;
+use support::kube::{cluster_with_rbac, install_webhook_configuration, webhook_addr};
+use support::{eventually, pimesh, Controller, TempDir};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -156,4 +158,159 @@ fn install_k3s_manifest_and_injected_examples_pass_server_side_dry_run() {
         ])
         .unwrap();
     assert_eq!(policy, "Ignore pimesh-controller");
+}
+
+/// `pimesh check ARGS --kubeconfig KC`: (exit code, stdout).
+fn check(kc: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let kc = kc.display().to_string();
+    let mut a = vec!["check", "--kubeconfig", kc.as_str()];
+    a.extend_from_slice(args);
+    let out = pimesh(&a);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `pimesh check --pre` and `pimesh check` on the test control plane with
+/// the installed manifests: the controller runs outside the cluster (its
+/// webhook configuration points at its URL), the lab plays the kubelet for
+/// the controller's pod and a meshed pod (`Cluster::run_pod`). Then the
+/// controller stops: the injector check fails with a clear ×.
+#[test]
+fn check_passes_on_an_installed_mesh_and_fails_without_the_controller() {
+    let (cluster, kc) = cluster_with_rbac(|y| y);
+    let admin = cluster.kubeconfig.clone();
+
+    // --pre: an admin may install into a new namespace; the controller's
+    // own ServiceAccount may not, and the existing namespace is reported.
+    let (code, out) = check(&admin, &["--pre", "--namespace", "fresh"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("✔ can create mutatingwebhookconfigurations"),
+        "{out}"
+    );
+    let (code, out) = check(&kc, &["--pre"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("× control plane namespace does not already exist"),
+        "{out}"
+    );
+    assert!(out.contains("× can create namespaces"), "{out}");
+
+    // Installed, nothing running yet. The webhook configuration comes
+    // later, pointing at the controller's URL (a server-side apply would
+    // merge `url` into the `service` reference, which the API refuses).
+    let installed = cluster.dir.join("install.yaml");
+    let stream: Vec<String> = pimesh_ok(&["install"])
+        .split("---\n")
+        .filter(|d| !d.contains("kind: MutatingWebhookConfiguration"))
+        .map(str::to_string)
+        .collect();
+    std::fs::write(&installed, stream.join("---\n")).unwrap();
+    cluster
+        .kubectl(&["apply", "-f", &installed.display().to_string()])
+        .unwrap();
+    let (code, out) = check(&admin, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("× controller pod is running and ready"),
+        "{out}"
+    );
+
+    // The controller (outside), its webhook URL, its pod made Ready.
+    let data = TempDir::new("kube-check");
+    let mut ctl = Controller::spawn_kube(&kc, data.path(), Vec::new())
+        .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"));
+    cluster
+        .apply(&install_webhook_configuration(&webhook_addr(&ctl)))
+        .unwrap();
+    cluster
+        .apply("apiVersion: v1\nkind: Node\nmetadata:\n  name: lab-0\n")
+        .unwrap();
+    let selector = "app.kubernetes.io/name=pimesh-controller";
+    let mut pods = Vec::new();
+    assert!(eventually(Duration::from_secs(30), || {
+        pods = cluster.unstarted_pods("pimesh", selector).unwrap();
+        !pods.is_empty()
+    }));
+    cluster
+        .run_pod("pimesh", &pods[0], "lab-0", "10.244.0.2")
+        .unwrap();
+    // A meshed pod, injected by the API server through the webhook.
+    cluster
+        .apply(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  annotations:\n    \
+             pimesh.io/inject: enabled\n",
+        )
+        .unwrap();
+    let pod = cluster.dir.join("web.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  \
+         containers:\n    - name: app\n      image: web\n",
+    )
+    .unwrap();
+    let pod = pod.display().to_string();
+    let mut out = String::new();
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            // The default ServiceAccount may not exist yet, nor the caBundle.
+            let _ = cluster.kubectl(&[
+                "delete",
+                "pod",
+                "web",
+                "-n",
+                "shop",
+                "--ignore-not-found",
+                "--grace-period=0",
+                "--force",
+            ]);
+            cluster.kubectl(&["create", "-f", &pod]).is_ok()
+                && cluster
+                    .kubectl(&[
+                        "get",
+                        "pod",
+                        "web",
+                        "-n",
+                        "shop",
+                        "-o",
+                        "jsonpath={.spec.initContainers[*].name}",
+                    ])
+                    .is_ok_and(|n| n.contains("pimesh-proxy"))
+        }),
+        "the pod was not injected:\n{}",
+        ctl.log()
+    );
+    cluster
+        .run_pod("shop", "web", "lab-0", "10.244.1.2")
+        .unwrap();
+    let mut code = None;
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            (code, out) = check(&admin, &[]);
+            code == Some(0)
+        }),
+        "check did not pass:\n{out}\n{}",
+        ctl.log()
+    );
+    for line in [
+        "✔ controller pod is running and ready",
+        "✔ trust anchors are valid for at least 60 days",
+        "✔ proxy injector webhook is registered with the trust anchors",
+        "✔ proxy injector answers (a dry-run pod is injected)",
+        "✔ data-plane proxies are ready (1 meshed pod(s))",
+        "✔ data-plane proxies are at the control plane's version",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+
+    // The controller stops: pods would be created uninjected.
+    ctl.kill();
+    let (code, out) = check(&admin, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("× proxy injector answers (a dry-run pod is injected)\n    the API server created the pod uninjected"),
+        "{out}"
+    );
 }
