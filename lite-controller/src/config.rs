@@ -66,8 +66,8 @@ pub struct ControllerArgs {
     /// pod its ServiceAccount, else ~/.kube/config] [env: KUBECONFIG]
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<String>,
-    /// Kubernetes mode: the controller's own namespace (trust-roots
-    /// ConfigMap, Role) [default: the pod's, else pimesh]
+    /// Kubernetes mode: the controller's own namespace [default: the
+    /// pod's, else pimesh]
     /// [env: PIMESH_CONTROLLER_NAMESPACE]
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,

@@ -39,8 +39,8 @@ pub struct Settings {
     /// `--kubeconfig` / `KUBECONFIG` (`:`-separated files, merged); `None`:
     /// what `kube::Config::infer` finds (`~/.kube/config`, else in-cluster).
     pub kubeconfig: Option<String>,
-    /// The controller's own namespace: the trust-roots ConfigMap and the
-    /// Role live there.
+    /// The controller's own namespace (its ServiceAccount; the injector
+    /// leaves its pods alone).
     pub namespace: String,
     /// `--webhook-addr`: the proxy injector's HTTPS listener.
     pub webhook_addr: std::net::SocketAddr,

@@ -167,6 +167,33 @@ fn the_api_server_injects_pods_of_annotated_namespaces_through_the_webhook() {
             "pimesh_controller_injections_total{{result=\"{r}\"}}"
         ))
     };
+    // The trust anchors the injected pods mount, in their own namespace
+    // (not in kube-system).
+    let anchors = ctl.anchors_pem();
+    assert!(
+        eventually(Duration::from_secs(30), || cluster
+            .kubectl(&[
+                "get",
+                "configmap",
+                "pimesh-identity-trust-roots",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.data.ca-bundle\\.crt}",
+            ])
+            .is_ok_and(|b| b == anchors)),
+        "no trust-roots ConfigMap in shop:\n{}",
+        ctl.log()
+    );
+    assert!(cluster
+        .kubectl(&[
+            "get",
+            "configmap",
+            "pimesh-identity-trust-roots",
+            "-n",
+            "kube-system"
+        ])
+        .is_err());
     let injected0 = before("injected");
     assert!(injected0 >= 1.0);
     assert!(eventually(Duration::from_secs(30), || cluster

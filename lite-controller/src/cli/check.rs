@@ -255,8 +255,6 @@ async fn checks(args: &CheckArgs) -> Report {
                 false,
             ),
             ("", "serviceaccounts", true),
-            ("rbac.authorization.k8s.io", "roles", true),
-            ("rbac.authorization.k8s.io", "rolebindings", true),
             ("", "persistentvolumeclaims", true),
             ("apps", "deployments", true),
             ("", "services", true),

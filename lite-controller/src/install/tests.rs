@@ -28,15 +28,13 @@ fn every_document_parses_and_names_its_kind() {
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
-            "Role",
-            "RoleBinding",
             "PersistentVolumeClaim",
             "Deployment",
             "Service",
             "MutatingWebhookConfiguration",
         ]
     );
-    let deploy = &docs[7];
+    let deploy = &docs[5];
     let c = &deploy["spec"]["template"]["spec"]["containers"][0];
     let v = env!("CARGO_PKG_VERSION");
     assert_eq!(c["image"], format!("ghcr.io/pimesh/pimesh:{v}"));
@@ -49,7 +47,7 @@ fn every_document_parses_and_names_its_kind() {
         ))));
     assert_eq!(c["resources"]["limits"]["memory"], "128Mi");
     assert!(c["resources"]["limits"].get("cpu").is_none());
-    let hook = &docs[9]["webhooks"][0];
+    let hook = &docs[7]["webhooks"][0];
     assert_eq!(hook["failurePolicy"], "Ignore");
     assert_eq!(hook["clientConfig"]["service"]["path"], "/inject");
     assert!(hook["clientConfig"].get("caBundle").is_none());
@@ -73,14 +71,14 @@ fn flags_reach_the_manifests() {
         || d["kind"] == "ClusterRoleBinding"
         || d["kind"] == "MutatingWebhookConfiguration"
         || d["metadata"]["namespace"] == "mesh"));
-    let c = &docs[7]["spec"]["template"]["spec"]["containers"][0];
+    let c = &docs[5]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["image"], "registry.lan:5000/pi/pimesh:dev");
     assert_eq!(c["imagePullPolicy"], "Always");
     assert_eq!(c["resources"]["limits"]["cpu"], "500m");
-    assert_eq!(docs[6]["spec"]["storageClassName"], "nfs-client");
-    assert_eq!(docs[9]["webhooks"][0]["failurePolicy"], "Fail");
+    assert_eq!(docs[4]["spec"]["storageClassName"], "nfs-client");
+    assert_eq!(docs[7]["webhooks"][0]["failurePolicy"], "Fail");
     assert_eq!(
-        docs[9]["webhooks"][0]["clientConfig"]["service"]["namespace"],
+        docs[7]["webhooks"][0]["clientConfig"]["service"]["namespace"],
         "mesh"
     );
     assert_eq!(

@@ -69,7 +69,7 @@ pub const RULES: &[Rule] = &[
     Rule {
         group: "",
         resource: "namespaces",
-        verbs: &["get"],
+        verbs: &["get", "list"],
         scope: Scope::Cluster,
         resource_name: None,
     },
@@ -87,18 +87,21 @@ pub const RULES: &[Rule] = &[
         scope: Scope::Cluster,
         resource_name: Some(WEBHOOK_CONFIGURATION),
     },
+    // The trust-roots ConfigMap in every namespace (as kube-controller-
+    // manager's root-CA publisher writes kube-root-ca.crt): creating cannot
+    // be restricted by name; changing can.
     Rule {
         group: "",
         resource: "configmaps",
         verbs: &["create"],
-        scope: Scope::OwnNamespace,
+        scope: Scope::Cluster,
         resource_name: None,
     },
     Rule {
         group: "",
         resource: "configmaps",
         verbs: &["get", "update", "patch"],
-        scope: Scope::OwnNamespace,
+        scope: Scope::Cluster,
         resource_name: Some(TRUST_ROOTS_CONFIGMAP),
     },
 ];
@@ -229,6 +232,11 @@ pub fn documents(namespace: &str) -> String {
          roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {NAME}\n\
          subjects:\n  - kind: ServiceAccount\n    name: {NAME}\n    namespace: {namespace}\n"
     );
+    // A Role only for rules of the own namespace (none today: the
+    // trust-roots ConfigMap goes to every namespace).
+    if !RULES.iter().any(|r| r.scope == Scope::OwnNamespace) {
+        return out;
+    }
     let _ = write!(
         out,
         "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: {NAME}\n  namespace: {namespace}\n{labels}"
@@ -268,7 +276,13 @@ mod tests {
             "  - apiGroups: [\"authentication.k8s.io\"]\n    resources: [\"tokenreviews\"]\n    verbs: [\"create\"]\n"
         ));
         assert!(m.contains("    resourceNames: [\"pimesh-identity-trust-roots\"]\n    verbs: [\"get\", \"update\", \"patch\"]\n"));
-        assert!(m.contains("kind: Role\nmetadata:\n  name: pimesh-controller\n  namespace: mesh\n"));
+        assert!(m.contains(
+            "kind: ServiceAccount\nmetadata:\n  name: pimesh-controller\n  namespace: mesh\n"
+        ));
+        assert!(
+            !m.contains("kind: Role\n"),
+            "no rule of the own namespace, no Role"
+        );
         assert!(!m.contains("selfsubjectaccessreviews"));
         // No name restriction where Kubernetes ignores it.
         for r in RULES.iter().filter(|r| r.resource_name.is_some()) {
@@ -309,7 +323,7 @@ mod tests {
                 seen.push(format!("{verb} {}", rule.resource));
             }
         }
-        assert_eq!(seen.len(), 11);
+        assert_eq!(seen.len(), 12);
         let e = call.await.unwrap().unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -3,14 +3,14 @@
 //! (`authentication.k8s.io/v1`, audience
 //! [`KUBERNETES_TOKEN_AUDIENCE`]) before the CA signs; the trust anchors
 //! are published as the ConfigMap [`TRUST_ROOTS_CONFIGMAP`] (key
-//! [`TRUST_ROOTS_KEY`]) in the controller's namespace, at start and after
-//! every CA change.
+//! [`TRUST_ROOTS_KEY`]) in every namespace injected pods may run in (they
+//! mount their own namespace's copy), at start and after every CA change.
 
 use super::KubeMetrics;
 use crate::identity::Authority;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use pimesh_api::identity::{Identity, KUBERNETES_TOKEN_AUDIENCE};
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,9 +162,20 @@ pub fn trust_roots_configmap(namespace: &str, bundle_pem: &str) -> serde_json::V
     })
 }
 
-/// Publishes the trust anchors at start and after every CA change
-/// (server-side apply, forced), retrying failures with backoff (1 s
-/// doubling to 30 s); ends at `shutdown`.
+/// Namespaces that never run meshed pods: no copy there.
+pub const UNMESHED_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+/// How often the namespaces are listed for new ones.
+pub const NAMESPACE_RESCAN: Duration = Duration::from_secs(10);
+
+/// Publishes the trust anchors into the controller's namespace and every
+/// other namespace (but [`UNMESHED_NAMESPACES`]): an injected pod mounts
+/// the ConfigMap of its own namespace, as every pod mounts
+/// `kube-root-ca.crt` (kube-controller-manager's root-CA publisher does the
+/// same). At start, after every CA change, and for namespaces that appear
+/// (listed every [`NAMESPACE_RESCAN`]); each with a forced server-side
+/// apply, failures retried with backoff (1 s doubling to 30 s). A
+/// namespace's copy is written again only when the bundle changed. Ends
+/// at `shutdown`.
 pub async fn publish_trust_roots(
     client: kube::Client,
     namespace: String,
@@ -172,40 +183,78 @@ pub async fn publish_trust_roots(
     metrics: KubeMetrics,
     shutdown: CancellationToken,
 ) {
-    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
     let mut changes = authority.changes();
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    // Namespace → the bundle published there.
+    let mut done: std::collections::BTreeMap<String, String> = Default::default();
     let mut failing = false;
+    let mut wait = Duration::from_secs(1);
     loop {
-        let mut wait = Duration::from_secs(1);
-        loop {
-            let body = trust_roots_configmap(&namespace, &authority.trust_anchors_pem());
+        let bundle = authority.trust_anchors_pem();
+        let mut targets = vec![namespace.clone()];
+        let listed = namespaces.list(&ListParams::default()).await;
+        let mut failed = listed.is_err();
+        match listed {
+            Ok(list) => {
+                let names: Vec<String> = list
+                    .items
+                    .into_iter()
+                    .filter_map(|n| n.metadata.name)
+                    .filter(|n| !UNMESHED_NAMESPACES.contains(&n.as_str()) && *n != namespace)
+                    .collect();
+                done.retain(|ns, _| *ns == namespace || names.contains(ns));
+                targets.extend(names);
+            }
+            Err(e) if !failing => {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot list namespaces for the trust anchors; retrying");
+            }
+            Err(_) => {}
+        }
+        let mut published = 0;
+        for ns in targets {
+            if done.get(&ns) == Some(&bundle) {
+                continue;
+            }
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+            let body = trust_roots_configmap(&ns, &bundle);
             match api
                 .patch(TRUST_ROOTS_CONFIGMAP, &params, &Patch::Apply(&body))
                 .await
             {
                 Ok(_) => {
                     metrics.trust_roots_published.inc();
-                    tracing::info!(namespace = %namespace, configmap = TRUST_ROOTS_CONFIGMAP, "published the trust anchors");
-                    failing = false;
-                    break;
+                    published += 1;
+                    done.insert(ns, bundle.clone());
                 }
                 Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %crate::error_chain(&e), configmap = TRUST_ROOTS_CONFIGMAP, "cannot publish the trust anchors; retrying");
+                    if !failing && !failed {
+                        tracing::warn!(error = %crate::error_chain(&e), namespace = %ns, configmap = TRUST_ROOTS_CONFIGMAP, "cannot publish the trust anchors; retrying");
                     }
-                    failing = true;
+                    failed = true;
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            wait = (wait * 2).min(MAX_RETRY);
         }
+        if published > 0 {
+            tracing::info!(
+                namespaces = published,
+                configmap = TRUST_ROOTS_CONFIGMAP,
+                "published the trust anchors"
+            );
+        }
+        failing = failed;
+        let pause = if failed {
+            let w = wait;
+            wait = (wait * 2).min(MAX_RETRY);
+            w
+        } else {
+            wait = Duration::from_secs(1);
+            NAMESPACE_RESCAN
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = changes.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }
@@ -361,36 +410,46 @@ mod tests {
             KubeMetrics::default(),
             shutdown.clone(),
         ));
-        let path = "/api/v1/namespaces/pimesh/configmaps/pimesh-identity-trust-roots";
-        let (query, body) = mock::expect(
+        let namespaces = serde_json::json!({
+            "apiVersion": "v1", "kind": "NamespaceList", "metadata": {},
+            "items": [
+                {"metadata": {"name": "kube-system"}},
+                {"metadata": {"name": "pimesh"}},
+                {"metadata": {"name": "shop"}},
+            ],
+        });
+        let cm = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": TRUST_ROOTS_CONFIGMAP}
+        });
+        let path =
+            |ns: &str| format!("/api/v1/namespaces/{ns}/configmaps/pimesh-identity-trust-roots");
+        mock::expect(
             &mut server,
-            "PATCH",
-            path,
+            "GET",
+            "/api/v1/namespaces",
             200,
-            serde_json::json!({
-                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": TRUST_ROOTS_CONFIGMAP}
-            }),
+            namespaces.clone(),
         )
         .await;
-        assert!(
-            query.contains("fieldManager=pimesh-controller") && query.contains("force=true"),
-            "{query}"
-        );
-        assert_eq!(body["data"]["ca-bundle.crt"], authority.trust_anchors_pem());
-        // A rotation adds the new anchor: applied again, with both.
+        // The controller's namespace first, then every other but kube-system.
+        for ns in ["pimesh", "shop"] {
+            let (query, body) =
+                mock::expect(&mut server, "PATCH", &path(ns), 200, cm.clone()).await;
+            assert!(
+                query.contains("fieldManager=pimesh-controller") && query.contains("force=true"),
+                "{query}"
+            );
+            assert_eq!(body["data"]["ca-bundle.crt"], authority.trust_anchors_pem());
+            assert_eq!(body["metadata"]["namespace"], ns);
+        }
+        // A rotation adds the new anchor: applied again everywhere, with both.
         authority.rotate(Duration::from_secs(60), now).unwrap();
-        let (_, body) = mock::expect(
-            &mut server,
-            "PATCH",
-            path,
-            200,
-            serde_json::json!({
-                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": TRUST_ROOTS_CONFIGMAP}
-            }),
-        )
-        .await;
-        let bundle = body["data"]["ca-bundle.crt"].as_str().unwrap();
-        assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2);
+        mock::expect(&mut server, "GET", "/api/v1/namespaces", 200, namespaces).await;
+        for ns in ["pimesh", "shop"] {
+            let (_, body) = mock::expect(&mut server, "PATCH", &path(ns), 200, cm.clone()).await;
+            let bundle = body["data"]["ca-bundle.crt"].as_str().unwrap();
+            assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2);
+        }
         shutdown.cancel();
         task.await.unwrap();
     }
