@@ -19,6 +19,7 @@
 //!
 //! - `pki`: the CA, certificates, signing key and kubeconfigs.
 
+pub mod node;
 pub mod pki;
 
 use crate::interrupt;
@@ -44,7 +45,7 @@ pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster
 pub const CONTROLLERS: &str = "endpointslice-controller,serviceaccount-controller,\
 serviceaccount-token-controller,root-ca-certificate-publisher-controller,\
 deployment-controller,replicaset-controller,\
-namespace-controller,garbage-collector-controller";
+namespace-controller,garbage-collector-controller,job-controller";
 /// The tests' shop (Linkerd's docs' shape): namespace `shop`, Node
 /// `lab-node`, ServiceAccounts `web` and `client`, Service `web` (port 80
 /// `http` → 8080, selector `app=web`) and Deployment `web` (3 replicas,
@@ -127,6 +128,63 @@ pub struct KubeBins {
     pub controller_manager: PathBuf,
     /// `kubectl`.
     pub kubectl: PathBuf,
+}
+
+/// kubectl with a kubeconfig: what the node agent and the CLI's
+/// `kube node` talk to an API server with.
+#[derive(Debug, Clone)]
+pub struct Kubectl {
+    /// The kubectl binary.
+    pub bin: PathBuf,
+    /// The kubeconfig it uses.
+    pub kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    /// Runs `kubectl ARGS…` (30 s at most); its stdout.
+    ///
+    /// Errors: [`process::Error::Failed`] with its stderr when it fails.
+    pub fn run(&self, args: &[&str]) -> Result<String, process::Error> {
+        let mut c = Command::new(&self.bin);
+        c.env("KUBECONFIG", &self.kubeconfig)
+            .stdin(std::process::Stdio::null())
+            .args(args);
+        let out = run(&mut c, Duration::from_secs(30))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn with_file(&self, dir: &Path, verb: &[&str], yaml: &str) -> Result<String, process::Error> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let f = dir.join(format!(
+            "kubectl-{}-{}.yaml",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&f, yaml)
+            .map_err(|e| process::Error::Spawn(format!("kubectl (writing {})", f.display()), e))?;
+        let mut args = verb.to_vec();
+        let path = f.display().to_string();
+        args.extend(["-f", &path]);
+        let out = self.run(&args);
+        let _ = std::fs::remove_file(&f);
+        out
+    }
+
+    /// `kubectl apply --server-side --force-conflicts -f` of `yaml`
+    /// (written to a file in `dir` first).
+    ///
+    /// Errors: as [`Kubectl::run`].
+    pub fn apply(&self, dir: &Path, yaml: &str) -> Result<String, process::Error> {
+        self.with_file(dir, &["apply", "--server-side", "--force-conflicts"], yaml)
+    }
+
+    /// `kubectl create -f` of `yaml`.
+    ///
+    /// Errors: as [`Kubectl::run`].
+    pub fn create(&self, dir: &Path, yaml: &str) -> Result<String, process::Error> {
+        self.with_file(dir, &["create"], yaml)
+    }
 }
 
 /// `(kubernetes, etcd)` versions the lab builds (from lab/kube/go.mod).
@@ -395,6 +453,14 @@ impl Cluster {
         c.env("KUBECONFIG", &self.kubeconfig)
             .stdin(std::process::Stdio::null());
         c
+    }
+
+    /// kubectl with the cluster-admin kubeconfig.
+    pub fn kubectl_handle(&self) -> Kubectl {
+        Kubectl {
+            bin: self.bins.kubectl.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+        }
     }
 
     /// Runs `kubectl ARGS…` (30 s at most); its stdout.

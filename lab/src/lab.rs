@@ -29,6 +29,8 @@ pub use config::{
 pub const CONTROLLER_PROXY_PORT: u16 = 8086;
 /// The controller's operator port (DESIGN.md).
 pub const CONTROLLER_ADMIN_PORT: u16 = 8085;
+/// The controller's proxy injector port (Kubernetes mode).
+pub const WEBHOOK_PORT: u16 = 8443;
 /// The proxy's ports inside a pod (DESIGN.md): inbound, outbound, admin.
 pub const PROXY_PORTS: (u16, u16, u16) = (4143, 4140, 4191);
 /// Time for a proxy to get its certificate, or an app to listen.
@@ -62,6 +64,18 @@ pub enum Error {
     /// SIGINT/SIGTERM/SIGHUP arrived.
     #[error("interrupted")]
     Interrupted(#[from] Interrupted),
+}
+
+/// `error: cause: cause…` in one line.
+pub(crate) fn error_text(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
 }
 
 /// A pod of a running lab.
@@ -106,6 +120,10 @@ pub struct Lab {
     /// Kubernetes mode: the API server forwarded into the controller's
     /// namespace.
     api_forward: Option<Forward>,
+    /// Kubernetes mode: the proxy injector (127.0.0.1:8443 in the
+    /// controller's namespace) forwarded to the host's 127.0.0.1, where the
+    /// API server calls it.
+    pub webhook: Option<Forward>,
     bins: Bins,
     opts: Options,
     procs: Vec<Proc>,
@@ -159,6 +177,7 @@ impl Lab {
             controller_ip: subnet.host(1),
             operator: None,
             api_forward: None,
+            webhook: None,
             names,
             subnet,
             dir,
@@ -261,7 +280,10 @@ impl Lab {
                     Forward::out_of(&ns, api, api)
                         .map_err(|e| Error::Write(PathBuf::from(api.to_string()), e))?,
                 );
-                c.arg("--kubeconfig").arg(&k.kubeconfig);
+                c.arg("--kubeconfig")
+                    .arg(&k.kubeconfig)
+                    .arg("--webhook-addr")
+                    .arg(format!("127.0.0.1:{WEBHOOK_PORT}"));
             }
             None => {
                 c.arg("--standalone");
@@ -280,6 +302,13 @@ impl Lab {
         let ready = p.wait_for_log("pimesh controller listening", READY_TIMEOUT);
         self.procs.push(p);
         ready.map_err(|log| self.not_ready("the controller did not start", log))?;
+        if self.opts.kube.is_some() {
+            let hook = SocketAddr::from(([127, 0, 0, 1], WEBHOOK_PORT));
+            self.webhook = Some(
+                Forward::start(&ns, hook)
+                    .map_err(|e| Error::Write(PathBuf::from("127.0.0.1:0"), e))?,
+            );
+        }
         let operator = SocketAddr::from(([127, 0, 0, 1], CONTROLLER_ADMIN_PORT));
         self.operator = Some(
             Forward::start(&ns, operator)
@@ -407,6 +436,7 @@ impl Lab {
         };
         self.operator = None;
         self.api_forward = None;
+        self.webhook = None;
         for p in self.procs.iter_mut().rev() {
             p.kill();
         }

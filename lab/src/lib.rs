@@ -15,6 +15,10 @@
 //!   pod; `lab/config`: binaries, options);
 //! - `kube`: the test control plane (etcd, kube-apiserver,
 //!   kube-controller-manager on loopback) for `pimesh-lab kube up` and tests;
+//!   `kube/node`: the node agent, a minimal kubelet running the API
+//!   server's pods as lab pods;
+//! - `kube_lab`: a meshed cluster on one machine (control plane, pimesh
+//!   installed, the controller in the lab, the node agent);
 //! - `loopback`: the same pods on 127.0.0.1 without root (explicit proxy mode);
 //! - `demo`: the emojivoto-style demo application's pods;
 //! - `metrics`: reading the proxies' golden metrics;
@@ -26,6 +30,7 @@ pub mod demo;
 pub mod forward;
 pub mod interrupt;
 pub mod kube;
+pub mod kube_lab;
 pub mod lab;
 pub mod loopback;
 pub mod metrics;

@@ -6,6 +6,8 @@
 //! teardown, 1 on failure, 64 on bad usage, 130 when interrupted during setup.
 
 use clap::{Args, Parser, Subcommand};
+use pimesh_lab::kube::node::Image;
+use pimesh_lab::kube_lab::KubeLab;
 use pimesh_lab::loopback::LoopbackLab;
 use pimesh_lab::report::Report;
 use pimesh_lab::{demo, interrupt, net, spec, Bins, Lab, Options, PodSpec};
@@ -48,6 +50,11 @@ enum Cmd {
         /// Where the demo's scripts are
         #[arg(long, value_name = "DIR", env = "PIMESH_LAB_DEMO_DIR")]
         demo_dir: Option<PathBuf>,
+        /// Through Kubernetes: the test control plane, pimesh installed,
+        /// the manifests of DEMO_DIR/k8s/emojivoto.yaml injected by the API
+        /// server and run by the lab's node agent
+        #[arg(long, conflicts_with = "loopback")]
+        kube: bool,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -166,10 +173,12 @@ fn parse_duration(v: &str) -> Result<Duration, String> {
     }
 }
 
-/// A running lab of either kind.
+/// A running lab of any kind (one per process: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Running {
     Netns(Lab),
     Loopback(LoopbackLab),
+    Kube(Box<KubeLab>),
 }
 
 impl Running {
@@ -177,6 +186,7 @@ impl Running {
         match self {
             Running::Netns(l) => l.pods.iter().map(|p| &p.spec).collect(),
             Running::Loopback(l) => l.pods.iter().map(|p| &p.spec).collect(),
+            Running::Kube(_) => Vec::new(),
         }
     }
 
@@ -184,6 +194,7 @@ impl Running {
         match self {
             Running::Netns(l) => l.operator_url(),
             Running::Loopback(l) => l.operator_url(),
+            Running::Kube(k) => k.lab.operator_url(),
         }
     }
 
@@ -209,6 +220,15 @@ impl Running {
         match self {
             Running::Netns(l) => l.check(),
             Running::Loopback(l) => l.check(),
+            Running::Kube(k) => {
+                k.lab.check()?;
+                k.cluster.check()?;
+                if k.agent.running() {
+                    Ok(())
+                } else {
+                    Err("the node agent stopped".into())
+                }
+            }
         }
     }
 }
@@ -242,6 +262,7 @@ fn main() -> ExitCode {
         Cmd::Demo {
             rate,
             demo_dir,
+            kube,
             run,
         } => {
             let dir = demo_dir.unwrap_or_else(demo::default_dir);
@@ -253,6 +274,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
             let dir = dir.canonicalize().unwrap_or(dir);
+            if kube {
+                return demo_kube(&dir, rate, &run);
+            }
             (demo::pods(&dir, rate), run)
         }
     };
@@ -305,6 +329,119 @@ fn main() -> ExitCode {
     code
 }
 
+/// `pimesh-lab demo --kube`: the demo's Kubernetes manifests through the
+/// real API server, the injector and the node agent; then, as the quick
+/// start, `pimesh stat` and `pimesh edges`, and the meshed Job's outcome.
+fn demo_kube(dir: &std::path::Path, rate: f64, run: &RunArgs) -> ExitCode {
+    let bins = match Bins::locate(run.bin_dir.as_deref()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("pimesh-lab: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let manifest = match std::fs::read_to_string(dir.join("k8s/emojivoto.yaml")) {
+        Ok(m) => m.replace("\"--rate\", \"5\"", &format!("\"--rate\", \"{rate}\"")),
+        Err(e) => {
+            eprintln!(
+                "pimesh-lab: invalid --demo-dir={:?}: k8s/emojivoto.yaml: {e}",
+                dir.display()
+            );
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let opts = Options {
+        id: run.id.clone(),
+        keep_dir: run.keep_dir,
+        progress: true,
+        scrape_interval: run.scrape_interval,
+        ..Options::default()
+    };
+    let images = [(
+        format!(
+            "ghcr.io/pimesh/emojivoto-demo:{}",
+            env!("CARGO_PKG_VERSION")
+        ),
+        Image::Dir(dir.to_path_buf()),
+    )]
+    .into();
+    let kl = match KubeLab::up(&bins, &opts, images) {
+        Ok(k) => k,
+        Err(e) => {
+            if interrupt::requested() {
+                println!("pimesh-lab: interrupted during setup; everything removed");
+                return ExitCode::from(130);
+            }
+            eprintln!("pimesh-lab: {}", error_chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = kl.cluster.apply(&manifest) {
+        eprintln!(
+            "pimesh-lab: applying the demo's manifests: {}",
+            error_chain(&e)
+        );
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "pimesh-lab: applied {}",
+        dir.join("k8s/emojivoto.yaml").display()
+    );
+    if let Err(e) = kl.wait_deployments("emojivoto", Duration::from_secs(180)) {
+        eprintln!("pimesh-lab: {}", error_chain(&e));
+        return ExitCode::FAILURE;
+    }
+    let pods = kl
+        .cluster
+        .kubectl(&["get", "pods", "-n", "emojivoto", "-o", "wide"])
+        .unwrap_or_default();
+    println!("pimesh-lab: every deployment is ready, meshed:\n{pods}");
+    let report = Report {
+        pimesh: bins.pimesh.clone(),
+        url: kl.lab.operator_url(),
+        namespaces: vec!["emojivoto".into()],
+        scraped: ["emoji", "voting", "web"].map(String::from).to_vec(),
+    };
+    let mut lab = Running::Kube(Box::new(kl));
+    describe(&lab, &report);
+    let mut code = serve(&mut lab, run, &report);
+    if let Running::Kube(k) = &lab {
+        let job = k.cluster.kubectl(&[
+            "wait",
+            "--for=condition=complete",
+            "job/vote-burst",
+            "-n",
+            "emojivoto",
+            "--timeout=60s",
+        ]);
+        let pod = k
+            .cluster
+            .kubectl(&[
+                "get",
+                "pods",
+                "-n",
+                "emojivoto",
+                "-l",
+                "job-name=vote-burst",
+                "-o",
+                "jsonpath={.items[0].metadata.name} phase={.items[0].status.phase} \
+                 sidecar={.items[0].status.initContainerStatuses[1].state}",
+            ])
+            .unwrap_or_default();
+        match job {
+            Ok(_) => println!("pimesh-lab: meshed Job vote-burst complete: {pod}"),
+            Err(e) => {
+                eprintln!("pimesh-lab: the meshed Job did not complete: {e}\n{pod}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    println!("pimesh-lab: tearing down");
+    drop(lab);
+    println!("pimesh-lab: done; nothing left behind");
+    code
+}
+
 /// Prints where things are and how to try them.
 fn describe(lab: &Running, report: &Report) {
     match lab {
@@ -341,6 +478,18 @@ fn describe(lab: &Running, report: &Report) {
                 l.names.netns("ctl"),
                 l.operator_url()
             );
+        }
+        Running::Kube(k) => {
+            println!(
+                "pimesh-lab: Kubernetes: export KUBECONFIG={}  (kubectl: {})",
+                k.cluster.kubeconfig.display(),
+                k.cluster.bins.kubectl.display()
+            );
+            println!(
+                "pimesh-lab: try  kubectl get pods -n emojivoto -o wide;  pimesh check --kubeconfig {}",
+                k.cluster.kubeconfig.display()
+            );
+            println!("pimesh-lab: pods' logs in {}", k.pods_dir().display());
         }
         Running::Loopback(l) => {
             println!("pimesh-lab: loopback mode (no root): explicit proxy mode, no iptables; apps use http_proxy");
