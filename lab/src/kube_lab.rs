@@ -4,8 +4,9 @@
 //! RBAC, Service, the proxy injector's MutatingWebhookConfiguration), the
 //! controller running in the mesh lab's controller namespace in
 //! Kubernetes mode with its own ServiceAccount token (no kubelet runs its
-//! Deployment: that and its volume claim are left out), and the node
-//! agent ([`node::NodeAgent`]) running every pod the API server stores,
+//! Deployment: that and its volume claim are left out; the node agent
+//! shows it as a mirror pod, as a kubelet shows a static pod), and the
+//! node agent ([`NodeAgent`]) running every pod the API server stores,
 //! injected by the controller through the real admission chain.
 //!
 //! The webhook configuration is `pimesh install`'s with its Service
@@ -14,7 +15,7 @@
 //! controller at the Service's DNS name through the node agent's
 //! `/etc/hosts`.
 
-use crate::kube::node::{Image, NodeAgent, NodeConfig};
+use crate::kube::node::{Image, NodeAgent, NodeConfig, StaticPod};
 use crate::kube::{self, Cluster};
 use crate::lab::{Bins, KubeMode, Lab, Options};
 use crate::process::run;
@@ -23,7 +24,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The Node the agent registers.
+/// The Node the agent registers unless told otherwise.
 pub const NODE: &str = "lab-0";
 
 /// Bringing the Kubernetes lab up failed.
@@ -68,13 +69,14 @@ fn documents(stream: &str) -> Vec<String> {
 impl KubeLab {
     /// Brings everything up (see the module doc). `images` maps image
     /// references to what the node agent runs for them, besides the proxy
-    /// image (→ `bins.proxy`).
+    /// image (→ `bins.proxy`); the agent registers Node `node`.
     ///
     /// Errors: the first part that fails, with what it printed.
     pub fn up(
         bins: &Bins,
         opts: &Options,
         images: BTreeMap<String, Image>,
+        node: &str,
     ) -> Result<KubeLab, Error> {
         let say = |m: &str| {
             if opts.progress {
@@ -151,7 +153,7 @@ impl KubeLab {
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::NotReady(format!("{}: {e}", dir.display())))?;
         let agent = NodeAgent::start(NodeConfig {
-            node: NODE.into(),
+            node: node.into(),
             kubectl: cluster.kubectl_handle(),
             names: lab.names.clone(),
             subnet: lab.subnet,
@@ -161,6 +163,27 @@ impl KubeLab {
             service_addrs: [("pimesh-controller.pimesh".to_string(), lab.controller_ip)].into(),
             service_cidr: kube::SERVICE_CIDR.into(),
             cluster_domain: "cluster.local".into(),
+            // The controller, as the pod `pimesh check` and the Service
+            // `pimesh-controller` look for.
+            static_pods: vec![StaticPod {
+                namespace: "pimesh".into(),
+                name: format!("pimesh-controller-{node}"),
+                labels: [
+                    ("app.kubernetes.io/name", "pimesh-controller"),
+                    ("app.kubernetes.io/part-of", "pimesh"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+                image: format!("ghcr.io/pimesh/pimesh:{version}"),
+                ports: vec![
+                    ("proxy-api".into(), crate::lab::CONTROLLER_PROXY_PORT),
+                    ("admin".into(), crate::lab::CONTROLLER_ADMIN_PORT),
+                    ("webhook".into(), crate::lab::WEBHOOK_PORT),
+                ],
+                ip: lab.controller_ip,
+                netns: lab.names.netns("ctl"),
+                ready: (crate::lab::CONTROLLER_ADMIN_PORT, "/ready".into()),
+            }],
         })?;
         let kl = KubeLab {
             agent,
@@ -169,7 +192,7 @@ impl KubeLab {
         };
         kl.wait_injector(Duration::from_secs(60))?;
         say(&format!(
-            "node agent {NODE} running; the API server injects pods through the controller ({hook})"
+            "node agent {node} running; the API server injects pods through the controller ({hook})"
         ));
         Ok(kl)
     }

@@ -238,7 +238,9 @@ impl Lab {
             interrupt::check()?;
             self.init_pod(i)?;
         }
-        self.step("pimesh-proxy init done in every pod");
+        if !self.pods.is_empty() {
+            self.step("pimesh-proxy init done in every pod");
+        }
         for i in 0..self.pods.len() {
             interrupt::check()?;
             self.start_proxy(i, &anchors)?;
@@ -246,7 +248,9 @@ impl Lab {
         for i in 0..self.pods.len() {
             self.wait_proxy_ready(i)?;
         }
-        self.step("every proxy holds its certificate (mTLS ready)");
+        if !self.pods.is_empty() {
+            self.step("every proxy holds its certificate (mTLS ready)");
+        }
         // Kubernetes mode registers nothing: EndpointSlices say who serves.
         let wanted: Vec<_> = self
             .pods
@@ -422,6 +426,14 @@ impl Lab {
             Ok(())
         } else {
             Err(bad.join("\n"))
+        }
+    }
+
+    /// Stops the controller (SIGKILL), as a crash would: what the mesh
+    /// and `pimesh check` do without it.
+    pub fn stop_controller(&mut self) {
+        for p in self.procs.iter_mut().filter(|p| p.name == "controller") {
+            p.kill();
         }
     }
 

@@ -75,6 +75,23 @@ enum KubeCmd {
         #[arg(long, value_name = "DIR", default_value = DEFAULT_KUBE_DIR)]
         dir: PathBuf,
     },
+    /// A one-node meshed cluster to try things on: the test control
+    /// plane, pimesh installed (the controller in the lab), and the node
+    /// agent running every pod the API server stores as a lab pod (needs
+    /// root); prints KUBECONFIG and runs until Ctrl-C
+    Node {
+        /// The Node's name
+        #[arg(long, default_value = pimesh_lab::kube_lab::NODE)]
+        name: String,
+        /// Where pimesh-proxy and pimesh are (default: next to this binary, then PATH)
+        #[arg(long, value_name = "DIR", env = "PIMESH_BIN_DIR")]
+        bin_dir: Option<PathBuf>,
+        /// Images the agent runs from a directory: IMAGE=DIR (the
+        /// container's command runs there); repeatable. The proxy image
+        /// maps to pimesh-proxy itself
+        #[arg(long = "image", value_name = "IMAGE=DIR", value_parser = parse_image)]
+        images: Vec<(String, PathBuf)>,
+    },
     /// Stop the cluster running in DIR and remove DIR
     Down {
         /// The cluster's directory
@@ -120,6 +137,15 @@ struct RunArgs {
     /// as an explicit HTTP proxy (http_proxy)
     #[arg(long)]
     loopback: bool,
+}
+
+fn parse_image(v: &str) -> Result<(String, PathBuf), String> {
+    match v.split_once('=') {
+        Some((i, d)) if !i.is_empty() && std::path::Path::new(d).is_dir() => {
+            Ok((i.to_string(), PathBuf::from(d)))
+        }
+        _ => Err("IMAGE=DIR with an existing directory".into()),
+    }
 }
 
 fn parse_pod(v: &str) -> Result<PodSpec, String> {
@@ -365,7 +391,7 @@ fn demo_kube(dir: &std::path::Path, rate: f64, run: &RunArgs) -> ExitCode {
         Image::Dir(dir.to_path_buf()),
     )]
     .into();
-    let kl = match KubeLab::up(&bins, &opts, images) {
+    let kl = match KubeLab::up(&bins, &opts, images, pimesh_lab::kube_lab::NODE) {
         Ok(k) => k,
         Err(e) => {
             if interrupt::requested() {
@@ -567,9 +593,76 @@ fn serve(lab: &mut Running, run: &RunArgs, report: &Report) -> ExitCode {
     code
 }
 
-/// `pimesh-lab kube up|down`.
+/// `pimesh-lab kube node`: see [`KubeCmd::Node`].
+fn kube_node(
+    name: &str,
+    bin_dir: Option<&std::path::Path>,
+    images: Vec<(String, PathBuf)>,
+) -> ExitCode {
+    let bins = match Bins::locate(bin_dir) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("pimesh-lab: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let images = images
+        .into_iter()
+        .map(|(i, d)| (i, Image::Dir(d.canonicalize().unwrap_or(d))))
+        .collect();
+    let opts = Options {
+        progress: true,
+        ..Options::default()
+    };
+    let mut kl = match KubeLab::up(&bins, &opts, images, name) {
+        Ok(k) => k,
+        Err(e) => {
+            if interrupt::requested() {
+                println!("pimesh-lab: interrupted during setup; everything removed");
+                return ExitCode::from(130);
+            }
+            eprintln!("pimesh-lab: {}", error_chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("export KUBECONFIG={}", kl.cluster.kubeconfig.display());
+    println!("kubectl: {}", kl.cluster.bins.kubectl.display());
+    println!(
+        "pimesh-lab: node {name} runs the pods the API server stores (logs in {}); pimesh's operator API: {}",
+        kl.pods_dir().display(),
+        kl.lab.operator_url()
+    );
+    println!("pimesh-lab: Ctrl-C stops and removes everything");
+    let code = loop {
+        if interrupt::requested() {
+            break ExitCode::SUCCESS;
+        }
+        let broken = kl
+            .cluster
+            .check()
+            .err()
+            .or_else(|| kl.lab.check().err())
+            .or_else(|| (!kl.agent.running()).then(|| "the node agent stopped".to_string()));
+        if let Some(e) = broken {
+            eprintln!("pimesh-lab: {e}");
+            break ExitCode::FAILURE;
+        }
+        let _ = interrupt::sleep(Duration::from_millis(500));
+    };
+    println!("pimesh-lab: tearing down");
+    drop(kl);
+    println!("pimesh-lab: done; nothing left behind");
+    code
+}
+
+/// `pimesh-lab kube up|node|down`.
 fn kube(cmd: KubeCmd) -> ExitCode {
     match cmd {
+        KubeCmd::Node {
+            name,
+            bin_dir,
+            images,
+        } => kube_node(&name, bin_dir.as_deref(), images),
         KubeCmd::Down { dir } => match pimesh_lab::kube::down(&dir) {
             Ok(true) => {
                 println!(

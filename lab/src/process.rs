@@ -71,7 +71,11 @@ pub struct Mount {
 /// As [`command`], and when `mounts` is not empty the child gets its own
 /// mount namespace (private propagation: nothing leaks to the host) with
 /// `mounts` applied before the uid change, as a container runtime mounts
-/// a pod's volumes. Errors: as [`command`]; a path with a NUL byte.
+/// a pod's volumes. A target under `/run` (or `/var/run`) gets a fresh
+/// tmpfs at `/run` with the mount points made in it, as a container has a
+/// `/run` of its own: nothing is created on the host. Errors: as
+/// [`command`]; a path with a NUL byte; a target elsewhere that does not
+/// exist on the host.
 pub fn command_with_mounts(
     netns: Option<&str>,
     uid: Option<u32>,
@@ -87,11 +91,50 @@ pub fn command_with_mounts(
             )
         })
     };
+    // Targets under /run, rewritten onto /run (/var/run links there), and
+    // the directories to make on the fresh tmpfs, parents first.
+    let mut dirs: Vec<std::ffi::CString> = Vec::new();
+    let mut fresh_run = false;
+    let mut targets = Vec::new();
+    for m in mounts {
+        let under = m
+            .target
+            .strip_prefix("/var/run")
+            .or_else(|_| m.target.strip_prefix("/run"));
+        match under {
+            Ok(rel) => {
+                fresh_run = true;
+                let mut cur = PathBuf::from("/run");
+                for c in rel.components() {
+                    cur.push(c);
+                    let c = cstr(&cur)?;
+                    if !dirs.contains(&c) {
+                        dirs.push(c);
+                    }
+                }
+                targets.push(cur);
+            }
+            Err(_) if !m.target.exists() => {
+                return Err(Error::Spawn(
+                    format!("a mount at {}", m.target.display()),
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no such mount point on this host (only /run gets a fresh one)",
+                    ),
+                ))
+            }
+            Err(_) => targets.push(m.target.clone()),
+        }
+    }
     let mounts: Vec<(std::ffi::CString, std::ffi::CString, bool)> = mounts
         .iter()
-        .map(|m| Ok((cstr(&m.source)?, cstr(&m.target)?, m.read_only)))
+        .zip(&targets)
+        .map(|(m, t)| Ok((cstr(&m.source)?, cstr(t)?, m.read_only)))
         .collect::<Result<_, Error>>()?;
     let root = std::ffi::CString::new("/").unwrap_or_default();
+    let run_dir = std::ffi::CString::new("/run").unwrap_or_default();
+    let tmpfs = std::ffi::CString::new("tmpfs").unwrap_or_default();
+    let tmpfs_opts = std::ffi::CString::new("mode=755").unwrap_or_default();
     let fd = match netns {
         Some(ns) => Some(File::open(netns_path(ns)).map_err(|e| Error::Netns(ns.into(), e))?),
         None => None,
@@ -124,6 +167,25 @@ pub fn command_with_mounts(
                     ) != 0
                 {
                     return fail();
+                }
+                if fresh_run {
+                    if libc::mount(
+                        tmpfs.as_ptr(),
+                        run_dir.as_ptr(),
+                        tmpfs.as_ptr(),
+                        0,
+                        tmpfs_opts.as_ptr().cast(),
+                    ) != 0
+                    {
+                        return fail();
+                    }
+                    for d in &dirs {
+                        if libc::mkdir(d.as_ptr(), 0o755) != 0
+                            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
+                        {
+                            return fail();
+                        }
+                    }
                 }
                 for (source, target, read_only) in &mounts {
                     if libc::mount(

@@ -173,3 +173,41 @@ fn demo_on_loopback_without_root() {
     assert!(out.contains("loopback mode (no root)"), "{out}");
     assert_meshed(&dir.0, &out);
 }
+
+/// `pimesh-lab demo --kube`: the same demo as Kubernetes manifests through
+/// the test API server, injected by the controller's webhook and run by
+/// the node agent; the same stat and edges, and the meshed Job completes
+/// with its proxy stopped. Nothing is left behind (namespaces, links,
+/// rules, the mount points of the pods' volumes).
+#[test]
+fn demo_through_kubernetes_is_meshed_and_its_job_completes() {
+    if !root_or_skip() {
+        return;
+    }
+    let _ = bins();
+    let rules = host_rule_count();
+    let id = test_id();
+    let dir = TempDir::new();
+    let out = demo(&["--id", &id, "--kube"], false, &dir.0);
+    assert_meshed(&dir.0, &out);
+    for pod in ["emoji", "voting", "web", "vote-bot"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(pod) && l.contains(" 2/2 ") && l.contains("Running")),
+            "{pod} is not running with its proxy:\n{out}"
+        );
+    }
+    let job = out
+        .lines()
+        .find(|l| l.contains("meshed Job vote-burst complete"))
+        .unwrap_or_else(|| panic!("the Job did not complete:\n{out}"));
+    assert!(job.contains("phase=Succeeded"), "{job}");
+    assert!(
+        job.contains("\"terminated\":{\"exitCode\":0"),
+        "the Job's proxy did not stop: {job}"
+    );
+    assert_nothing_left(&id, rules);
+    for p in ["/var/run/secrets/pimesh.io", "/var/run/pimesh"] {
+        assert!(!Path::new(p).exists(), "{p} left behind");
+    }
+}

@@ -8,7 +8,8 @@
 //!   API (audience, expiry, bound to the pod, as the kubelet asks for
 //!   them), `configMap` (and projected configMap) keys, `emptyDir`;
 //!   each container sees them at their `mountPath` through bind mounts in
-//!   its own mount namespace, with an `/etc/hosts` that names every
+//!   its own mount namespace (a fresh `/run` for those under it, nothing
+//!   made on the host), with an `/etc/hosts` that names every
 //!   Service by its ClusterIP (and the Services given in
 //!   [`NodeConfig::service_addrs`], which have no routable ClusterIP here,
 //!   by that address): the lab's stand-in for cluster DNS;
@@ -26,6 +27,9 @@
 //!   probes; a pod whose containers all ended (`restartPolicy` `Never` /
 //!   `OnFailure`: Jobs) stops its sidecars and becomes `Succeeded` (or
 //!   `Failed`); a container that ends in an `Always` pod is restarted;
+//! - **mirror pods** of what the lab runs itself ([`StaticPod`]: the
+//!   controller), as a kubelet shows its static pods, Ready as their
+//!   readiness endpoint answers;
 //! - **deletion**: the containers stop (sidecars last), the namespace
 //!   goes, and a gracefully deleted pod is removed for good (grace 0), as
 //!   the kubelet confirms.
@@ -87,7 +91,37 @@ pub struct NodeConfig {
     pub service_cidr: String,
     /// The cluster's DNS domain.
     pub cluster_domain: String,
+    /// Processes the lab runs itself that the API should see as pods of
+    /// this node (the kubelet's static pods, shown as mirror pods).
+    pub static_pods: Vec<StaticPod>,
 }
+
+/// A process of the lab shown as a mirror pod (annotation
+/// `kubernetes.io/config.mirror`, as a kubelet shows its static pods):
+/// Running at `ip`, Ready while `GET /ready_path` on `ready_port` answers
+/// 2xx/3xx inside `netns`.
+#[derive(Debug, Clone)]
+pub struct StaticPod {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its labels (Services select it by them).
+    pub labels: BTreeMap<String, String>,
+    /// Its one container's image (for the record).
+    pub image: String,
+    /// Named container ports (Services' named target ports resolve here).
+    pub ports: Vec<(String, u16)>,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its network namespace.
+    pub netns: String,
+    /// The readiness probe's port and path.
+    pub ready: (u16, String),
+}
+
+/// The annotation that marks a mirror pod.
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 /// A running agent; dropping it stops every pod it runs.
 #[derive(Debug)]
@@ -180,7 +214,8 @@ struct Agent {
     free: BTreeSet<u8>,
     /// Pods that could not start yet (a ConfigMap missing): key → why.
     waiting: BTreeMap<String, String>,
-    mountpoints: BTreeSet<PathBuf>,
+    /// Mirror pods: key → the status last written.
+    mirrors: BTreeMap<String, String>,
 }
 
 /// `metadata.namespace/metadata.name` of a Pod object.
@@ -200,7 +235,7 @@ impl Agent {
             pods: BTreeMap::new(),
             free,
             waiting: BTreeMap::new(),
-            mountpoints: BTreeSet::new(),
+            mirrors: BTreeMap::new(),
         }
     }
 
@@ -229,10 +264,6 @@ impl Agent {
         let keys: Vec<String> = self.pods.keys().cloned().collect();
         for k in keys {
             self.stop_pod(&k, false);
-        }
-        // Deepest first: a BTreeSet orders a directory before what it holds.
-        for m in self.mountpoints.iter().rev() {
-            let _ = std::fs::remove_dir(m);
         }
     }
 
@@ -287,6 +318,9 @@ impl Agent {
         }
         for pod in &pods {
             let k = key_of(pod);
+            if pod["metadata"]["annotations"][MIRROR_ANNOTATION].is_string() {
+                continue;
+            }
             if pod["metadata"]["deletionTimestamp"].is_string() {
                 if self.pods.contains_key(&k) {
                     self.stop_pod(&k, true);
@@ -314,7 +348,84 @@ impl Agent {
             self.supervise(&k);
             self.report(&k);
         }
+        self.mirror(&seen);
         Ok(())
+    }
+
+    /// Creates the mirror pods that do not exist and writes their status
+    /// when their readiness changed.
+    fn mirror(&mut self, seen: &BTreeSet<String>) {
+        for sp in self.cfg.static_pods.clone() {
+            let k = format!("{}/{}", sp.namespace, sp.name);
+            if !seen.contains(&k) {
+                let labels: String = sp
+                    .labels
+                    .iter()
+                    .map(|(l, v)| format!("    {l}: {v:?}\n"))
+                    .collect();
+                let ports: String = sp
+                    .ports
+                    .iter()
+                    .map(|(n, p)| format!("        - name: {n}\n          containerPort: {p}\n"))
+                    .collect();
+                let yaml = format!(
+                    "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  \
+                     annotations:\n    {MIRROR_ANNOTATION}: lab\n  labels:\n{labels}spec:\n  \
+                     nodeName: {}\n  containers:\n    - name: {}\n      image: {}\n      ports:\n{ports}",
+                    sp.name, sp.namespace, self.cfg.node, sp.name, sp.image
+                );
+                match self.cfg.kubectl.create(&self.cfg.dir, &yaml) {
+                    Ok(_) => {
+                        self.mirrors.remove(&k);
+                        self.log(&format!("{k}: mirror pod created"));
+                    }
+                    Err(e) => {
+                        self.log(&format!("{k}: mirror pod: {e}"));
+                        continue;
+                    }
+                }
+            }
+            let addr = SocketAddr::from(([127, 0, 0, 1], sp.ready.0));
+            let ready = matches!(
+                http_get(Some(&sp.netns), addr, &sp.ready.1, Duration::from_secs(1)),
+                Ok((c, _)) if (200..400).contains(&c)
+            );
+            let b = if ready { "True" } else { "False" };
+            let body = json!({"status": {
+                "phase": "Running",
+                "podIP": sp.ip.to_string(),
+                "podIPs": [{"ip": sp.ip.to_string()}],
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Initialized", "status": "True"},
+                    {"type": "ContainersReady", "status": b},
+                    {"type": "Ready", "status": b},
+                ],
+                "containerStatuses": [{"name": sp.name, "image": sp.image, "imageID": "",
+                    "ready": ready, "started": true, "restartCount": 0, "state": {"running": {}}}],
+            }})
+            .to_string();
+            if self.mirrors.get(&k) == Some(&body) {
+                continue;
+            }
+            let patched = self.cfg.kubectl.run(&[
+                "patch",
+                "pod",
+                &sp.name,
+                "-n",
+                &sp.namespace,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &body,
+            ]);
+            match patched {
+                Ok(_) => {
+                    self.mirrors.insert(k, body);
+                }
+                Err(e) => self.log(&format!("{k}: mirror status: {e}")),
+            }
+        }
     }
 
     fn confirm_deletion(&self, k: &str) {
@@ -349,6 +460,9 @@ impl Agent {
             if v["configMap"].is_object() {
                 sources.push(json!({"configMap": v["configMap"]}));
             }
+            if v["downwardAPI"].is_object() {
+                sources.push(json!({"downwardAPI": v["downwardAPI"]}));
+            }
             for src in sources {
                 if let Some(t) = src.get("serviceAccountToken") {
                     let mut args = vec![
@@ -373,6 +487,26 @@ impl Agent {
                     let token = self.cfg.kubectl.run(&refs).map_err(|e| e.to_string())?;
                     let path = t["path"].as_str().unwrap_or("token");
                     write(&vdir.join(path), token.trim())?;
+                }
+                if let Some(d) = src.get("downwardAPI") {
+                    for it in d["items"].as_array().into_iter().flatten() {
+                        let value = match it["fieldRef"]["fieldPath"].as_str() {
+                            Some("metadata.namespace") => ns.to_string(),
+                            Some("metadata.name") => pod["metadata"]["name"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
+                            Some("metadata.uid") => pod["metadata"]["uid"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
+                            _ => continue,
+                        };
+                        let p = it["path"].as_str().unwrap_or_default();
+                        if !p.is_empty() {
+                            write(&vdir.join(p), &value)?;
+                        }
+                    }
                 }
                 if let Some(cm) = src.get("configMap") {
                     let cm_name = cm["name"].as_str().unwrap_or_default();
@@ -586,7 +720,7 @@ impl Agent {
     /// Starts container `c` of `pod`.
     #[allow(clippy::too_many_arguments)]
     fn prepare(
-        &mut self,
+        &self,
         pod: &Value,
         c: &Value,
         run: &PodRun,
@@ -661,17 +795,6 @@ impl Agent {
                     "container {name}: mountPath {} is not absolute",
                     target.display()
                 ));
-            }
-            // The mount point (an empty directory) exists on the host.
-            if !target.exists() {
-                let mut created: Vec<PathBuf> = target
-                    .ancestors()
-                    .take_while(|a| !a.exists())
-                    .map(Path::to_path_buf)
-                    .collect();
-                std::fs::create_dir_all(&target)
-                    .map_err(|e| format!("{}: {e}", target.display()))?;
-                self.mountpoints.extend(created.drain(..));
             }
             mounts.push(Mount {
                 source: src.clone(),

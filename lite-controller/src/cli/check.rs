@@ -14,7 +14,8 @@
 //!   (annotated `pimesh.io/inject: enabled`, in namespace `default`)
 //!   comes back injected (with `failurePolicy: Ignore` an unreachable
 //!   injector leaves pods uninjected, and this check says so); meshed pods
-//!   are Ready and their proxies at this version.
+//!   (but those that ended: a Job's) are Ready and their proxies at this
+//!   version.
 
 use super::Error;
 use crate::inject::patch::{INJECT_ANNOTATION, PROXY_CONTAINER, PROXY_VERSION_ANNOTATION};
@@ -376,10 +377,17 @@ async fn checks(args: &CheckArgs) -> Report {
                     p.metadata.name.as_deref().unwrap_or_default()
                 )
             };
+            // Pods that ended (a Job's) have no proxy running any more.
+            let ended = |p: &Pod| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
+            };
             let running: Vec<&Pod> = list
                 .items
                 .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| p.metadata.deletion_timestamp.is_none() && !ended(p))
                 .collect();
             let not_ready: Vec<String> = running
                 .iter()
