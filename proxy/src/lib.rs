@@ -6,6 +6,7 @@
 //! - `config`: the one `Config`, parsed from `PIMESH_PROXY_*` variables.
 //! - `server`: listeners, per-connection dispatch, limits, shutdown.
 //! - `init`: `pimesh-proxy init`, the iptables redirection.
+//! - `await_ready`: `pimesh-proxy await`, the postStart wait for `/ready`.
 //! - `orig_dst`: `SO_ORIGINAL_DST` of redirected connections.
 //! - `detect`: protocol detection on the first bytes.
 //! - `http`: HTTP/1 and HTTP/2 proxying (upgrades, CONNECT, trailers).
@@ -21,6 +22,7 @@
 //! - `admin`: `/metrics`, `/ready`, `/live`, `/shutdown`, `/proxy-log-level`.
 
 pub mod admin;
+pub mod await_ready;
 pub mod balance;
 pub mod config;
 pub mod detect;

@@ -31,6 +31,10 @@ enum Command {
     /// Program this network namespace's iptables so that the pod's TCP
     /// goes through the proxy (an init container; needs NET_ADMIN).
     Init(pimesh_proxy::init::InitConfig),
+    /// Wait until this pod's proxy is ready (its /ready answers 200), as
+    /// linkerd-await: the postStart hook of a proxy that is not a native
+    /// sidecar. Exit 1 after --timeout
+    Await(pimesh_proxy::await_ready::AwaitConfig),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,17 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("pimesh-proxy init: {}", pimesh_proxy::error_chain(&e));
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Ok(Cli {
+            command: Some(Command::Await(cfg)),
+        }) => {
+            return match pimesh_proxy::await_ready::run(&cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pimesh-proxy await: {e}");
                     ExitCode::FAILURE
                 }
             };
