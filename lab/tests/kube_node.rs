@@ -2,7 +2,9 @@
 //! (`KubeLab`): the demo's manifests run meshed; `pimesh check` passes
 //! (the controller appears as a mirror pod, the injector answers, the
 //! meshed pods are Ready at this version); a deleted pod's network
-//! namespace goes and its replacement runs; once the controller stops,
+//! namespace goes and its replacement runs; a pod that opts out of native
+//! sidecars gets the proxy first and its app after `pimesh-proxy await`;
+//! once the controller stops,
 //! `pimesh check` fails with a clear ×. Needs root.
 
 mod support;
@@ -129,6 +131,45 @@ fn injected_pods_run_and_check_follows_the_controller() {
     );
     kl.wait_deployments("emojivoto", Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}\n{}", node_log(&kl)));
+
+    // An API server before 1.29 (or this annotation): the proxy is the
+    // first container, and the app starts once its postStart hook
+    // (`pimesh-proxy await`) saw the proxy ready.
+    let old_style = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: old-style\n  namespace: emojivoto\n  \
+         annotations:\n    config.pimesh.io/proxy-enable-native-sidecar: \"false\"\nspec:\n  \
+         serviceAccountName: web\n  containers:\n    - name: app\n      \
+         image: ghcr.io/pimesh/emojivoto-demo:{}\n      \
+         command: [\"python3\", \"-m\", \"http.server\", \"8080\"]\n      \
+         readinessProbe:\n        tcpSocket:\n          port: 8080\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    kl.cluster.apply(&old_style).unwrap();
+    let mut got = String::new();
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            got = kl
+                .cluster
+                .kubectl(&[
+                    "get",
+                    "pod",
+                    "old-style",
+                    "-n",
+                    "emojivoto",
+                    "-o",
+                    "jsonpath={.spec.containers[*].name} {.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .unwrap_or_default();
+            got == "pimesh-proxy app True"
+        }),
+        "{got}\n{}",
+        node_log(&kl)
+    );
+    assert!(
+        node_log(&kl).contains("emojivoto/old-style: pimesh-proxy postStart exited with 0"),
+        "{}",
+        node_log(&kl)
+    );
 
     // No controller: the injector does not answer, its pod is not Ready.
     kl.lab.stop_controller();

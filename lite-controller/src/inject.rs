@@ -286,6 +286,7 @@ mod tests {
                 controller_ns: "pimesh".into(),
                 cluster_domain: "cluster.local".into(),
                 proxy_image: default_proxy_image(),
+                native_sidecars: true,
             },
             metrics: InjectMetrics::register(&mut reg),
         }

@@ -39,8 +39,9 @@ use std::fmt::Write as _;
 pub const DATA_CLAIM: &str = "pimesh-controller-data";
 /// Where the controller's data volume is mounted.
 pub const DATA_DIR: &str = "/var/lib/pimesh";
-/// The controller's user and group in its pod (numeric, non-root).
-pub const CONTROLLER_UID: u32 = 2103;
+/// The controller's user and group in its pod (numeric, non-root; the
+/// `pimesh` image's own, images/build.sh).
+pub const CONTROLLER_UID: u32 = 65532;
 /// Label of the control plane's namespace (as `linkerd.io/is-control-plane`).
 pub const CONTROL_PLANE_LABEL: &str = "pimesh.io/is-control-plane";
 /// Namespace label that keeps the injector out (as

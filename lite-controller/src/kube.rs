@@ -82,6 +82,38 @@ impl Error {
     }
 }
 
+/// The first Kubernetes with native sidecars (`restartPolicy: Always`
+/// init containers, on by default since 1.29).
+pub const NATIVE_SIDECARS_SINCE: (u32, u32) = (1, 29);
+
+/// `(major, minor)` of a `/version` answer (`"1"`, `"34+"` as some
+/// distributions write it).
+pub fn version_of(info: &k8s_openapi::apimachinery::pkg::version::Info) -> Option<(u32, u32)> {
+    let num = |s: &str| s.trim_end_matches('+').parse::<u32>().ok();
+    Some((num(&info.major)?, num(&info.minor)?))
+}
+
+/// Whether the API server runs native sidecars: asked once at start;
+/// `true` when it cannot be told (every k3s in support has them).
+pub async fn native_sidecars(client: &kube::Client) -> bool {
+    match client.apiserver_version().await {
+        Ok(info) => match version_of(&info) {
+            Some(v) => {
+                let native = v >= NATIVE_SIDECARS_SINCE;
+                if !native {
+                    tracing::info!(version = %info.git_version, "the API server predates native sidecars: the injector adds the proxy as the first container with a postStart wait");
+                }
+                native
+            }
+            None => true,
+        },
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "cannot read the API server's version; injecting native sidecars");
+            true
+        }
+    }
+}
+
 /// A client for `settings`: the kubeconfig files given, else inferred.
 ///
 /// Errors: [`Error::Kubeconfig`] (unreadable, unparsable, no context or

@@ -287,12 +287,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         )));
         if let Some((listener, slot, cert, issue)) = webhook {
             let settings = config.kubernetes.as_ref().expect("Kubernetes mode");
+            let native_sidecars = kube::native_sidecars(&k.client).await;
             let injector = Arc::new(inject::Injector {
                 client: k.client.clone(),
                 params: inject::patch::Params {
                     controller_ns: k.namespace.clone(),
                     cluster_domain: config.cluster_domain.clone(),
                     proxy_image: settings.proxy_image.clone(),
+                    native_sidecars,
                 },
                 metrics: ctx.metrics.inject.clone(),
             });

@@ -16,7 +16,9 @@
 //! - **containers**: init containers in order (so `pimesh-proxy init`
 //!   programs the pod's iptables), a native sidecar (`restartPolicy:
 //!   Always`) started and its `startupProbe` awaited before the next, then
-//!   the containers. No images: [`NodeConfig::images`] maps an image to a
+//!   the containers, each after the previous one's `postStart` exec hook
+//!   returned (the proxy's `pimesh-proxy await` when it is not a native
+//!   sidecar). No images: [`NodeConfig::images`] maps an image to a
 //!   built binary (its entrypoint) or to a directory (the working
 //!   directory of the container's `command`), as the issue's "pods that
 //!   really run" asks; `runAsUser`, `env` (values, `fieldRef`, `$(VAR)`)
@@ -693,7 +695,16 @@ impl Agent {
         if result.is_ok() {
             for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
                 match self.prepare(pod, c, &run, &volumes, &hosts, &links, &field) {
-                    Ok(r) => run.containers.push(r),
+                    Ok(r) => {
+                        // The kubelet starts the next container once the
+                        // postStart hook returned.
+                        let hook = self.post_start(&run, &r);
+                        run.containers.push(r);
+                        if let Err(e) = hook {
+                            result = Err(e);
+                            break;
+                        }
+                    }
                     Err(e) => {
                         result = Err(e);
                         break;
@@ -748,11 +759,14 @@ impl Agent {
         }
         let mut argv: Vec<String> = Vec::new();
         match c["command"].as_array() {
-            Some(cmd) if !cmd.is_empty() => argv.extend(
-                cmd.iter()
-                    .filter_map(Value::as_str)
-                    .map(|s| expand(s, &env)),
-            ),
+            Some(cmd) if !cmd.is_empty() => {
+                argv.extend(
+                    cmd.iter()
+                        .filter_map(Value::as_str)
+                        .map(|s| expand(s, &env)),
+                );
+                argv[0] = self.program(&image, &argv[0]);
+            }
             _ => match &mapped {
                 Some(Image::Binary(b)) => argv.push(b.display().to_string()),
                 _ => {
@@ -870,6 +884,63 @@ impl Agent {
             }
         ));
         Proc::spawn(&name, cmd, &log).map_err(|e| crate::lab::error_text(&e))
+    }
+
+    /// Runs container `r`'s `lifecycle.postStart.exec` command (if any) in
+    /// its namespaces, as its user, and waits for it ([`STEP_TIMEOUT`]).
+    fn post_start(&self, run: &PodRun, r: &Running) -> Result<(), String> {
+        let Some(cmd) = r.spec["lifecycle"]["postStart"]["exec"]["command"].as_array() else {
+            return Ok(());
+        };
+        let mut argv: Vec<String> = cmd
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|s| expand(s, &r.env))
+            .collect();
+        if let Some(first) = argv.first_mut() {
+            *first = self.program(&r.image, first);
+        }
+        let mut p = self.spawn(
+            &run.netns,
+            &run.dir,
+            &argv,
+            &r.env,
+            &r.cwd,
+            r.uid,
+            &r.mounts,
+            &format!("{}/{}-poststart", run.key, r.name),
+            0,
+        )?;
+        let code = wait_exit(&mut p, STEP_TIMEOUT);
+        self.log(&format!(
+            "{}: {} postStart exited with {code}",
+            run.key, r.name
+        ));
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "the postStart hook of {} exited with {code}:\n{}",
+                r.name,
+                tail(&p.log_text())
+            ))
+        }
+    }
+
+    /// `program` as this host runs it: the image's binary when `program`
+    /// names it by its path in the image (`/pimesh-proxy`).
+    fn program(&self, image: &str, program: &str) -> String {
+        match self.cfg.images.get(image) {
+            Some(Image::Binary(b))
+                if b.file_name()
+                    .and_then(|f| f.to_str())
+                    .map(|f| format!("/{f}"))
+                    == Some(program.to_string()) =>
+            {
+                b.display().to_string()
+            }
+            _ => program.to_string(),
+        }
     }
 
     /// Waits for `probe` (httpGet / tcpSocket; none: started) while `proc`

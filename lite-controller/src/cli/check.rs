@@ -31,7 +31,7 @@ use kube::api::{Api, ListParams, PostParams};
 use std::fmt::Write as _;
 
 /// The oldest Kubernetes the injector's native sidecars run on.
-pub const MIN_KUBERNETES: (u32, u32) = (1, 29);
+pub const MIN_KUBERNETES: (u32, u32) = crate::kube::NATIVE_SIDECARS_SINCE;
 /// Trust anchors must stay valid this many more days (as `linkerd check`).
 pub const ANCHOR_MIN_DAYS: u64 = 60;
 
@@ -88,12 +88,6 @@ impl Report {
 
 fn api_err(e: kube::Error) -> String {
     crate::error_chain(&e)
-}
-
-/// `(major, minor)` of a `/version` answer (`"1"`, `"34+"`).
-fn version_of(info: &k8s_openapi::apimachinery::pkg::version::Info) -> Option<(u32, u32)> {
-    let num = |s: &str| s.trim_end_matches('+').parse::<u32>().ok();
-    Some((num(&info.major)?, num(&info.minor)?))
 }
 
 /// May the current user `create` `resource.group` (in `ns`)?
@@ -220,7 +214,7 @@ async fn checks(args: &CheckArgs) -> Report {
     };
     r.check("can query the Kubernetes API", Ok(info.git_version.clone()));
     r.category("kubernetes-version");
-    let v = version_of(&info);
+    let v = crate::kube::version_of(&info);
     r.check(
         "is running the minimum Kubernetes API version",
         match v {
@@ -489,9 +483,9 @@ mod tests {
             minor: minor.into(),
             ..Default::default()
         };
-        assert_eq!(version_of(&info("1", "34")), Some((1, 34)));
-        assert_eq!(version_of(&info("1", "28+")), Some((1, 28)));
-        assert_eq!(version_of(&info("", "x")), None);
+        assert_eq!(crate::kube::version_of(&info("1", "34")), Some((1, 34)));
+        assert_eq!(crate::kube::version_of(&info("1", "28+")), Some((1, 28)));
+        assert_eq!(crate::kube::version_of(&info("", "x")), None);
         assert!((1, 28) < MIN_KUBERNETES && (1, 34) >= MIN_KUBERNETES);
     }
 

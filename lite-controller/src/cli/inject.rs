@@ -27,6 +27,10 @@ pub struct InjectArgs {
     /// --manual: the proxy image [default: ghcr.io/pimesh/pimesh-proxy:VERSION]
     #[arg(long, value_name = "IMAGE")]
     pub proxy_image: Option<String>,
+    /// --manual: the proxy as the first container with a postStart wait,
+    /// for API servers before 1.29 (no native sidecars)
+    #[arg(long)]
+    pub no_native_sidecar: bool,
 }
 
 /// Runs `pimesh inject`: the stream on stdout, the report on stderr.
@@ -50,6 +54,7 @@ pub fn run(args: InjectArgs) -> Result<(), Error> {
             controller_ns: args.control_plane_namespace,
             cluster_domain: args.cluster_domain,
             proxy_image: args.proxy_image.unwrap_or_else(default_proxy_image),
+            native_sidecars: !args.no_native_sidecar,
         })
     } else {
         Mode::Annotate

@@ -67,6 +67,7 @@ fn params() -> Params {
         controller_ns: "pimesh".into(),
         cluster_domain: "cluster.local".into(),
         proxy_image: "ghcr.io/pimesh/pimesh-proxy:test".into(),
+        native_sidecars: true,
     }
 }
 

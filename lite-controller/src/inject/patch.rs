@@ -9,8 +9,11 @@
 //!   the pod's skip ports), then the proxy `pimesh-proxy` as a native
 //!   sidecar (init container with `restartPolicy: Always`, startup probe
 //!   `/ready` on 4191), both before the pod's own init containers; with
-//!   `config.pimesh.io/proxy-enable-native-sidecar: "false"` the proxy is
-//!   the first of `containers` instead;
+//!   `config.pimesh.io/proxy-enable-native-sidecar: "false"` (or by
+//!   default when the API server predates native sidecars, 1.29:
+//!   [`Params::native_sidecars`]) the proxy is the first of `containers`
+//!   instead, with a `postStart` hook `pimesh-proxy await` that holds the
+//!   next containers back until it is ready, as Linkerd's `linkerd-await`;
 //! - volumes: the projected ServiceAccount token (audience
 //!   `identity.pimesh.io`, 24 h) and the trust-roots ConfigMap.
 
@@ -136,7 +139,13 @@ pub struct Params {
     pub cluster_domain: String,
     /// `--proxy-image`.
     pub proxy_image: String,
+    /// The proxy as a native sidecar unless a pod says otherwise: the API
+    /// server is 1.29 or newer (the controller asks at start).
+    pub native_sidecars: bool,
 }
+
+/// The proxy binary's path in its image (images/build.sh).
+pub const PROXY_BINARY: &str = "/pimesh-proxy";
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
@@ -395,6 +404,11 @@ fn proxy_container(pod: &Value, ns: &str, p: &Params, native: bool) -> Value {
     });
     if native {
         c["restartPolicy"] = json!("Always");
+    } else {
+        // The kubelet starts the next container once this returns.
+        c["lifecycle"] = json!({"postStart": {"exec": {"command": [
+            PROXY_BINARY, "await", "--timeout", "2m",
+        ]}}});
     }
     c
 }
@@ -491,7 +505,11 @@ pub fn patch(pod: &Value, ns: &str, p: &Params) -> Vec<Value> {
             env!("CARGO_PKG_VERSION").to_string(),
         )],
     );
-    let native = config(pod, "proxy-enable-native-sidecar") != Some("false");
+    let native = match config(pod, "proxy-enable-native-sidecar") {
+        Some("false") => false,
+        Some("true") => true,
+        _ => p.native_sidecars,
+    };
     let init = init_container(pod, p);
     let proxy = proxy_container(pod, ns, p, native);
     let mut inits = vec![init];

@@ -5,6 +5,7 @@ fn params() -> Params {
         controller_ns: "pimesh".into(),
         cluster_domain: "cluster.local".into(),
         proxy_image: "example/proxy:1".into(),
+        native_sidecars: true,
     }
 }
 
@@ -314,6 +315,10 @@ fn without_native_sidecars_the_proxy_is_the_first_container() {
     let cs = out["spec"]["containers"].as_array().unwrap();
     assert_eq!(cs[0]["name"], PROXY_CONTAINER);
     assert!(cs[0].get("restartPolicy").is_none());
+    assert_eq!(
+        cs[0]["lifecycle"]["postStart"]["exec"]["command"],
+        json!(["/pimesh-proxy", "await", "--timeout", "2m"])
+    );
     assert_eq!(cs[1]["name"], "app");
     assert_eq!(
         env_of(&cs[0], "PIMESH_PROXY_WORKLOAD_LABELS")["value"],
@@ -323,6 +328,24 @@ fn without_native_sidecars_the_proxy_is_the_first_container() {
         decide(&out, "shop", "pimesh"),
         Decision::Skip(Skip::AlreadyInjected)
     );
+}
+
+#[test]
+fn an_old_api_server_gets_the_proxy_first_unless_the_pod_asks() {
+    let old = Params {
+        native_sidecars: false,
+        ..params()
+    };
+    let pod = bare_pod();
+    let out = apply(pod.clone(), &patch(&pod, "shop", &old));
+    assert_eq!(out["spec"]["containers"][0]["name"], PROXY_CONTAINER);
+    assert_eq!(out["spec"]["initContainers"].as_array().unwrap().len(), 1);
+    let mut asks = bare_pod();
+    asks["metadata"]["annotations"] =
+        json!({"config.pimesh.io/proxy-enable-native-sidecar": "true"});
+    let out = apply(asks.clone(), &patch(&asks, "shop", &old));
+    assert_eq!(out["spec"]["initContainers"][1]["name"], PROXY_CONTAINER);
+    assert_eq!(out["spec"]["initContainers"][1]["restartPolicy"], "Always");
 }
 
 #[test]
