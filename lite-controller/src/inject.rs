@@ -7,7 +7,9 @@
 //! and, when the pod is meshed, a JSON Patch (see `patch`). A pod is
 //! meshed when it or its namespace says `pimesh.io/inject: enabled` (the
 //! Namespace is read with `get namespaces` only when the pod does not
-//! decide); skipped pods get no patch, the reason logged. A malformed
+//! decide); a skipped pod that asked to be meshed (or whose namespace did)
+//! gets only the annotation `pimesh.io/inject-skipped: <why>`, others
+//! nothing; the reason is logged. A malformed
 //! review with a readable uid is answered allowed, unchanged; without one
 //! 400. Every outcome is counted in
 //! `pimesh_controller_injections_total{result}` (`injected`,
@@ -120,6 +122,25 @@ impl Injector {
         }))
     }
 
+    /// Whether a pod skipped for `why` had asked to be meshed (itself, or
+    /// its namespace): then the skip is recorded on it
+    /// ([`patch::SKIPPED_ANNOTATION`]), as a user who asked expects to
+    /// learn why. A skip the user chose (`disabled`), or of a pod nobody
+    /// asked for, adds nothing.
+    async fn asked(&self, pod: &Value, ns: &str, why: Skip) -> bool {
+        match why {
+            Skip::NotEnabled | Skip::Disabled | Skip::NamespaceUnavailable => false,
+            Skip::KubeSystem | Skip::ControlPlane => patch::asks(pod),
+            Skip::HostNetwork | Skip::AlreadyInjected => {
+                patch::asks(pod)
+                    || self
+                        .namespace_meta(ns)
+                        .await
+                        .is_ok_and(|m| patch::namespace_decides(&m) == Decision::Inject)
+            }
+        }
+    }
+
     /// Answers one AdmissionReview body: the response review, or `None`
     /// when it has no uid (HTTP 400). Counts the outcome.
     pub async fn review(&self, body: &[u8]) -> Option<Value> {
@@ -158,7 +179,11 @@ impl Injector {
             Decision::Skip(s) => {
                 self.metrics.count(s.result());
                 tracing::debug!(pod = %format!("{}/{name}", req.namespace), reason = s.result(), "not injected");
-                Vec::new()
+                if self.asked(&req.pod, &req.namespace, s).await {
+                    patch::skipped(&req.pod, s)
+                } else {
+                    Vec::new()
+                }
             }
             Decision::AskNamespace => Vec::new(),
         };

@@ -9,7 +9,9 @@
 //!   the API, carry `pimesh-init`, the `pimesh-proxy` native sidecar, the
 //!   token volume (audience `identity.pimesh.io`) and the environment;
 //! - a pod in `plain` and a pod saying `pimesh.io/inject: disabled` in
-//!   `shop` are untouched; `pimesh_controller_injections_total` counts it.
+//!   `shop` are untouched; a `hostNetwork` pod in `shop` only gets
+//!   `pimesh.io/inject-skipped: hostNetwork: true`;
+//!   `pimesh_controller_injections_total` counts it all.
 //!
 //! No root needed.
 
@@ -218,6 +220,24 @@ fn the_api_server_injects_pods_of_annotated_namespaces_through_the_webhook() {
     );
     assert_untouched(&get_json(&cluster, &["pod", "opted-out", "-n", "shop"]));
     assert_untouched(&get_json(&cluster, &["pod", "other", "-n", "plain"]));
+    // A pod of the meshed namespace that cannot be meshed: it says why.
+    cluster
+        .apply(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: host\n  namespace: shop\n\
+             spec:\n  hostNetwork: true\n  containers:\n    - name: app\n      image: example/app:1\n",
+        )
+        .unwrap();
+    let host = get_json(&cluster, &["pod", "host", "-n", "shop"]);
+    assert_untouched(&host);
+    assert_eq!(
+        host["metadata"]["annotations"]["pimesh.io/inject-skipped"], "hostNetwork: true",
+        "{host:#}"
+    );
+    assert!(
+        get_json(&cluster, &["pod", "other", "-n", "plain"])["metadata"]["annotations"]
+            ["pimesh.io/inject-skipped"]
+            .is_null()
+    );
 
     // The Deployment's pod, created by the ReplicaSet controller.
     let mut pods = Value::Null;
@@ -238,6 +258,7 @@ fn the_api_server_injects_pods_of_annotated_namespaces_through_the_webhook() {
     assert_eq!(m("injected") - injected0, 2.0, "{}", ctl.get("/metrics").1);
     assert_eq!(m("skipped_disabled"), 1.0);
     assert_eq!(m("skipped_not_enabled"), 1.0);
+    assert_eq!(m("skipped_host_network"), 1.0);
     assert_eq!(m("malformed"), 0.0);
     assert!(probes >= 1.0);
 }

@@ -20,7 +20,7 @@
 //! changes nothing. As with `linkerd inject`, each document comes back
 //! with its keys sorted (it is re-serialized), comments dropped.
 
-use super::patch::{self, Decision, Params, Skip, INJECT_ANNOTATION};
+use super::patch::{self, Decision, Params, INJECT_ANNOTATION};
 use serde_json::Value;
 
 /// How far to inject.
@@ -76,19 +76,6 @@ fn document_of(input: &str, line: u64) -> usize {
     doc
 }
 
-/// Why the webhook would leave this pod alone (`None`: it would inject).
-fn skip_reason(s: Skip) -> &'static str {
-    match s {
-        Skip::NotEnabled => "not enabled",
-        Skip::Disabled => "pimesh.io/inject: disabled",
-        Skip::KubeSystem => "in kube-system",
-        Skip::ControlPlane => "in the control plane's namespace",
-        Skip::HostNetwork => "hostNetwork: true",
-        Skip::AlreadyInjected => "already injected",
-        Skip::NamespaceUnavailable => "namespace unavailable",
-    }
-}
-
 fn set_annotation(meta: &mut Value) {
     if !meta.is_object() {
         *meta = Value::Object(Default::default());
@@ -107,7 +94,7 @@ fn template(t: &mut Value, ns: &str, mode: &Mode) -> Option<&'static str> {
         Mode::Annotate => crate::kube::DEFAULT_NAMESPACE,
     };
     match patch::decide(t, ns, controller_ns) {
-        Decision::Skip(s) => return Some(skip_reason(s)),
+        Decision::Skip(s) => return Some(s.reason()),
         Decision::Inject | Decision::AskNamespace => {}
     }
     match mode {

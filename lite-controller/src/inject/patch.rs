@@ -201,6 +201,45 @@ pub fn namespace_decides(ns_meta: &Value) -> Decision {
     }
 }
 
+/// The annotation that says why a pod that asked to be meshed was not.
+pub const SKIPPED_ANNOTATION: &str = "pimesh.io/inject-skipped";
+
+impl Skip {
+    /// Why, for the [`SKIPPED_ANNOTATION`] and `pimesh inject`'s report.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Skip::NotEnabled => "not enabled",
+            Skip::Disabled => "pimesh.io/inject: disabled",
+            Skip::KubeSystem => "in kube-system",
+            Skip::ControlPlane => "in the control plane's namespace",
+            Skip::HostNetwork => "hostNetwork: true",
+            Skip::AlreadyInjected => "already injected",
+            Skip::NamespaceUnavailable => "namespace unavailable",
+        }
+    }
+}
+
+/// Whether the pod's own metadata asks for injection.
+pub fn asks(pod: &Value) -> bool {
+    says(&pod["metadata"]) == Some("enabled")
+}
+
+/// The JSON Patch that records on a skipped pod why it was skipped
+/// (annotation [`SKIPPED_ANNOTATION`]).
+pub fn skipped(pod: &Value, why: Skip) -> Vec<Value> {
+    let mut ops = Vec::new();
+    if !pod["metadata"].is_object() {
+        ops.push(add("/metadata", json!({})));
+    }
+    add_entries(
+        &mut ops,
+        pod,
+        "annotations",
+        &[(SKIPPED_ANNOTATION, why.reason().to_string())],
+    );
+    ops
+}
+
 /// A JSON Pointer token: `~` → `~0`, `/` → `~1` (RFC 6901).
 pub fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
