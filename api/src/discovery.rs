@@ -44,6 +44,11 @@ pub const WATCH_PATH: &str = "/v1/discovery/watch";
 /// Lease length the controller grants unless configured otherwise, seconds.
 pub const DEFAULT_LEASE_TTL_SECS: u64 = 30;
 
+/// The controller sends a `BOOKMARK` on a watch at least this often when
+/// nothing else happened, seconds; a proxy that hears nothing for twice as
+/// long reconnects.
+pub const BOOKMARK_INTERVAL_SECS: u64 = 10;
+
 /// The cluster DNS domain of fully-qualified service names, as Kubernetes'.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 

@@ -9,11 +9,14 @@
 //!   the watch API that resolves names and addresses to endpoint sets.
 //! - `tap`: the live request-metadata stream of proxies and its relay.
 //! - `query`: decoding the query values of the API's `GET` routes.
+//! - `text`: durations and error chains, read and written the same way by
+//!   every binary.
 
 pub mod discovery;
 pub mod identity;
 pub mod query;
 pub mod tap;
+pub mod text;
 
 /// Version of the proxy ↔ controller API, carried in every path
 /// (`/v1/...`). Bumped on any incompatible change.

@@ -18,9 +18,6 @@ pub enum Error {
     /// A rate list entry that is not a positive number.
     #[error("bad rate {0:?} (requests per second, comma-separated)")]
     Rate(String),
-    /// A duration such as `10s` that does not parse.
-    #[error("bad duration {0:?} (e.g. 500ms, 10s, 2m)")]
-    Duration(String),
     /// `--peer-bin` without `NAME=TEMPLATE`.
     #[error("bad --peer-bin {0:?}: expected NAME=TEMPLATE")]
     PeerBin(String),
@@ -247,25 +244,8 @@ pub fn parse_rate(s: &str) -> Result<f64, Error> {
     }
 }
 
-/// Parses `500ms`, `10s`, `2m`.
-pub fn parse_duration(s: &str) -> Result<Duration, Error> {
-    let t = s.trim();
-    let bad = || Error::Duration(s.into());
-    let (num, mul) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        return Err(bad());
-    };
-    let v: f64 = num.parse().map_err(|_| bad())?;
-    if !(v.is_finite() && v > 0.0) {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(v * mul))
-}
+/// `500ms`, `10s`, `2m` ([`pimesh_api::text`]'s form), greater than zero.
+pub use pimesh_api::text::parse_positive_duration as parse_duration;
 
 /// Parses `NAME=TEMPLATE`.
 pub fn parse_peer_bin(s: &str) -> Result<(String, String), Error> {
@@ -305,7 +285,8 @@ mod tests {
         assert!(parse_rate("0").is_err());
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("10").is_err());
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert!(parse_duration("0s").is_err());
     }
 
     #[test]

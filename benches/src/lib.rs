@@ -35,17 +35,7 @@ pub mod scenario;
 pub mod svg;
 pub mod upstream;
 
-/// `error: source: source...` in one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
+pub use pimesh_api::text::error_chain;
 
 /// `GET path` on `addr` (HTTP/1.0, 10 s read timeout): the status code and
 /// the whole body; `None` when the request fails or the answer is not HTTP.

@@ -66,17 +66,7 @@ pub enum Error {
     Interrupted(#[from] Interrupted),
 }
 
-/// `error: cause: cause…` in one line.
-pub(crate) fn error_text(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
+pub(crate) use pimesh_api::text::error_chain as error_text;
 
 /// A pod of a running lab.
 #[derive(Debug, Clone)]

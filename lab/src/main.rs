@@ -167,20 +167,9 @@ fn parse_rate(v: &str) -> Result<f64, String> {
     }
 }
 
-/// `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
+/// `500ms`, `30s`, `2m`, `1h`; a bare number is seconds (pimesh_api::text).
 fn parse_interval(v: &str) -> Result<Duration, String> {
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (n, unit) = v.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| "a duration such as 30s or 2m".to_string())?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("unknown unit {unit:?} (ms, s, m, h)")),
-    })
+    pimesh_api::text::parse_duration(v)
 }
 
 fn parse_scrape_interval(v: &str) -> Result<Duration, String> {
@@ -734,13 +723,4 @@ fn kube(cmd: KubeCmd) -> ExitCode {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use pimesh_api::text::error_chain;

@@ -575,24 +575,9 @@ fn parse_trust_domain(v: &str) -> Result<String, String> {
     }
 }
 
-/// Durations as linkerd2-proxy writes them: an integer and a unit, one of
-/// `ms`, `s`, `m`, `h`, `d` (`500ms`, `10s`, `2m`, `24h`, `30d`); a bare
-/// number is seconds. Zero is allowed (callers set their own bounds).
-pub fn parse_duration(v: &str) -> Result<Duration, String> {
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| "not a duration such as 500ms, 10s, 2m, 24h or 30d".to_string())?;
-    Ok(match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        "d" => Duration::from_secs(n.saturating_mul(24 * 3600)),
-        other => return Err(format!("unknown unit {other:?} (use ms, s, m, h or d)")),
-    })
-}
+/// Durations of flags and `PIMESH_CONTROLLER_*` variables:
+/// [`pimesh_api::text`]'s form (zero allowed; callers bound it).
+pub use pimesh_api::text::parse_duration;
 
 #[cfg(test)]
 mod tests;

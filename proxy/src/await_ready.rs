@@ -81,23 +81,29 @@ mod tests {
     fn waits_for_200_and_gives_up_after_the_timeout() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let admin = l.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            for code in [503, 503, 200] {
-                let (mut s, _) = l.accept().unwrap();
+        // 503 twice, then 200 to every later ask (a slow machine may make
+        // the client give up on an answer and ask again).
+        std::thread::spawn(move || {
+            for (i, s) in l.incoming().enumerate() {
+                let Ok(mut s) = s else { continue };
                 let mut buf = [0u8; 256];
                 let _ = s.read(&mut buf);
+                let code = if i < 2 { 503 } else { 200 };
                 let _ = write!(s, "HTTP/1.1 {code} X\r\ncontent-length: 0\r\n\r\n");
             }
         });
         let cfg = AwaitConfig {
             admin,
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
         };
         run(&cfg).unwrap();
-        server.join().unwrap();
-        // Nobody listening any more: refused until the timeout.
+        // Nobody listening: refused until the timeout.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let e = run(&AwaitConfig {
-            admin,
+            admin: closed,
             timeout: Duration::from_millis(300),
         })
         .unwrap_err();

@@ -481,23 +481,6 @@ fn parse_labels(v: &str) -> Result<Vec<(String, String)>, String> {
     Ok(labels)
 }
 
-/// Durations as linkerd2-proxy writes them: an integer and a unit, one of
-/// `ms`, `s`, `m`, `h` (`100ms`, `10s`, `2m`); a bare number is seconds.
-pub fn parse_duration(v: &str) -> Result<Duration, String> {
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| "not a duration such as 100ms, 10s, 2m or 1h".to_string())?;
-    let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
-    };
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    Ok(d)
-}
+/// Durations of `PIMESH_PROXY_*` variables: [`pimesh_api::text`]'s form,
+/// greater than zero.
+pub use pimesh_api::text::parse_positive_duration as parse_duration;

@@ -40,14 +40,4 @@ pub mod tap;
 pub mod tcp;
 pub mod tls;
 
-/// `error: source: source...` in one line, for logs and error responses.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
+pub use pimesh_api::text::error_chain;

@@ -71,25 +71,7 @@ pub struct TopCommand {
     pub output: TapOutput,
 }
 
-/// `30s`, `5m`, `1h`, `500ms`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?} is not a duration like 30s")),
-    };
-    if d.is_zero() {
-        return Err("must be more than zero".into());
-    }
-    Ok(d)
-}
+use pimesh_api::text::parse_positive_duration as parse_duration;
 
 impl TapArgs {
     fn path(&self) -> Result<String, Error> {

@@ -30,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Longest quiet time on a stream: a `BOOKMARK` is sent after it (the
 /// API promises one at least every 15 s).
-pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+pub const BOOKMARK_INTERVAL: Duration =
+    Duration::from_secs(pimesh_api::discovery::BOOKMARK_INTERVAL_SECS);
 
 /// What a watch resolves.
 #[derive(Debug, Clone, PartialEq, Eq)]

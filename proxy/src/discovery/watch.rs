@@ -15,8 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch as channel;
 
-/// The controller sends a `BOOKMARK` at least this often (api `EventType::Bookmark`).
-const BOOKMARK_INTERVAL: Duration = Duration::from_secs(15);
+/// The controller sends a `BOOKMARK` at least this often (api
+/// `BOOKMARK_INTERVAL_SECS`, the one definition).
+const BOOKMARK_INTERVAL: Duration =
+    Duration::from_secs(pimesh_api::discovery::BOOKMARK_INTERVAL_SECS);
 /// A stream silent for longer is dead.
 const SILENCE: Duration = Duration::from_secs(2 * BOOKMARK_INTERVAL.as_secs());
 /// Longest event line accepted, bytes (endpoint sets are small).
