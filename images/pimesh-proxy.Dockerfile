@@ -4,8 +4,11 @@
 #   docker buildx build -f images/pimesh-proxy.Dockerfile \
 #     --platform linux/arm64,linux/arm/v7,linux/amd64 \
 #     --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) \
+#     --build-arg CREATED=$(date -u -d @$(git log -1 --format=%ct) +%Y-%m-%dT%H:%M:%SZ) \
 #     -t ghcr.io/pimesh/pimesh-proxy:0.1.0 .
-# TARGETARCH (arm64, arm, amd64) picks the stage with that target's binary.
+# TARGETARCH (arm64, arm, amd64) picks the stage with that target's binary;
+# declared here for buildah/podman, which do not predefine it for FROM.
+ARG TARGETARCH
 FROM scratch AS bin-arm64
 COPY --chown=0:0 --chmod=0755 target/aarch64-unknown-linux-musl/release/pimesh-proxy /pimesh-proxy
 FROM scratch AS bin-arm
