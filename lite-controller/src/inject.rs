@@ -310,6 +310,7 @@ mod tests {
             params: Params {
                 controller_ns: "pimesh".into(),
                 cluster_domain: "cluster.local".into(),
+                trust_domain: "cluster.local".into(),
                 proxy_image: default_proxy_image(),
                 native_sidecars: true,
             },

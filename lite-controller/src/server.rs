@@ -293,6 +293,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
                 params: inject::patch::Params {
                     controller_ns: k.namespace.clone(),
                     cluster_domain: config.cluster_domain.clone(),
+                    trust_domain: config.trust_domain.clone(),
                     proxy_image: settings.proxy_image.clone(),
                     native_sidecars,
                 },

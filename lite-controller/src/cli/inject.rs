@@ -24,6 +24,9 @@ pub struct InjectArgs {
     /// --manual: the cluster's DNS domain
     #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
     pub cluster_domain: String,
+    /// --manual: the SPIFFE trust domain of the control plane's CA
+    #[arg(long, default_value = pimesh_api::DEFAULT_TRUST_DOMAIN, value_name = "DOMAIN")]
+    pub trust_domain: String,
     /// --manual: the proxy image [default: ghcr.io/pimesh/pimesh-proxy:VERSION]
     #[arg(long, value_name = "IMAGE")]
     pub proxy_image: Option<String>,
@@ -53,6 +56,7 @@ pub fn run(args: InjectArgs) -> Result<(), Error> {
         Mode::Manual(Params {
             controller_ns: args.control_plane_namespace,
             cluster_domain: args.cluster_domain,
+            trust_domain: args.trust_domain,
             proxy_image: args.proxy_image.unwrap_or_else(default_proxy_image),
             native_sidecars: !args.no_native_sidecar,
         })

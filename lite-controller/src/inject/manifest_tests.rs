@@ -66,6 +66,7 @@ fn params() -> Params {
     Params {
         controller_ns: "pimesh".into(),
         cluster_domain: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
         proxy_image: "ghcr.io/pimesh/pimesh-proxy:test".into(),
         native_sidecars: true,
     }

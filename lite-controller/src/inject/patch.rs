@@ -137,6 +137,9 @@ pub struct Params {
     pub controller_ns: String,
     /// `--cluster-domain`.
     pub cluster_domain: String,
+    /// `--trust-domain`: the SPIFFE trust domain of the controller's CA,
+    /// which the proxies must use too (`PIMESH_PROXY_TRUST_DOMAIN`).
+    pub trust_domain: String,
     /// `--proxy-image`.
     pub proxy_image: String,
     /// The proxy as a native sidecar unless a pod says otherwise: the API
@@ -398,6 +401,7 @@ fn proxy_container(pod: &Value, ns: &str, p: &Params, native: bool) -> Value {
             ),
         ),
         env("PIMESH_PROXY_TOKEN_FILE", format!("{TOKEN_DIR}/token")),
+        env("PIMESH_PROXY_TRUST_DOMAIN", p.trust_domain.clone()),
         env("PIMESH_PROXY_IDENTITY", "$(_pod_ns)/$(_pod_sa)"),
         env("PIMESH_PROXY_WORKLOAD_LABELS", workload_labels(pod, ns)),
         env(

@@ -4,6 +4,7 @@ fn params() -> Params {
     Params {
         controller_ns: "pimesh".into(),
         cluster_domain: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
         proxy_image: "example/proxy:1".into(),
         native_sidecars: true,
     }
@@ -184,6 +185,10 @@ fn patch_meshes_a_bare_pod_and_is_idempotent() {
     assert_eq!(
         env_of(proxy, "PIMESH_PROXY_WORKLOAD_LABELS")["value"],
         "namespace=shop,pod=$(_pod_name)"
+    );
+    assert_eq!(
+        env_of(proxy, "PIMESH_PROXY_TRUST_DOMAIN")["value"],
+        "cluster.local"
     );
     assert_eq!(env_of(proxy, "PIMESH_PROXY_OPAQUE_PORTS"), Value::Null);
     // Downward-API variables come before their use.
