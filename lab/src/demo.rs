@@ -44,6 +44,15 @@ pub fn pods(dir: &Path, rate: f64) -> Vec<PodSpec> {
     ]
 }
 
+/// The image the demo's Kubernetes manifests name (`k8s/emojivoto.yaml`);
+/// the node agent runs it from the scripts' directory.
+pub fn kube_image() -> String {
+    format!(
+        "ghcr.io/pimesh/emojivoto-demo:{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// Whether `dir` holds the demo's scripts.
 pub fn present(dir: &Path) -> bool {
     [

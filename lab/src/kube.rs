@@ -185,6 +185,56 @@ impl Kubectl {
     pub fn create(&self, dir: &Path, yaml: &str) -> Result<String, process::Error> {
         self.with_file(dir, &["create"], yaml)
     }
+
+    /// Binds pod `ns/name` to Node `node` (a `Binding`, the scheduler's
+    /// part), the file written in `dir`.
+    ///
+    /// Errors: as [`Kubectl::run`] (no such pod, already bound, ...).
+    pub fn bind(&self, dir: &Path, ns: &str, name: &str, node: &str) -> Result<(), process::Error> {
+        let binding = format!(
+            "apiVersion: v1\nkind: Binding\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
+             target:\n  apiVersion: v1\n  kind: Node\n  name: {node}\n"
+        );
+        self.create(dir, &binding).map(drop)
+    }
+
+    /// Merges `body` (`{"status": …}`, JSON) into pod `ns/name`'s status
+    /// subresource (the kubelet's part).
+    ///
+    /// Errors: as [`Kubectl::run`].
+    pub fn patch_status(&self, ns: &str, name: &str, body: &str) -> Result<(), process::Error> {
+        self.run(&[
+            "patch",
+            "pod",
+            name,
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            body,
+        ])
+        .map(drop)
+    }
+
+    /// Deletes pod `ns/name` at once (`--grace-period=0 --force`: no
+    /// kubelet confirms a graceful deletion), waiting for it when `wait`.
+    ///
+    /// Errors: as [`Kubectl::run`].
+    pub fn force_delete_pod(&self, ns: &str, name: &str, wait: bool) -> Result<(), process::Error> {
+        let wait = if wait { "--wait=true" } else { "--wait=false" };
+        self.run(&[
+            "delete",
+            "pod",
+            name,
+            "-n",
+            ns,
+            "--grace-period=0",
+            "--force",
+            wait,
+        ])
+        .map(drop)
+    }
 }
 
 /// `(kubernetes, etcd)` versions the lab builds (from lab/kube/go.mod).
@@ -536,29 +586,12 @@ impl Cluster {
     ///
     /// Errors: as [`Cluster::kubectl`] (no such pod, already bound, ...).
     pub fn run_pod(&self, ns: &str, name: &str, node: &str, ip: &str) -> Result<(), Error> {
-        let f = self.dir.join(format!("binding-{ns}-{name}.yaml"));
-        let binding = format!(
-            "apiVersion: v1\nkind: Binding\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
-             target:\n  apiVersion: v1\n  kind: Node\n  name: {node}\n"
-        );
-        std::fs::write(&f, binding).map_err(|e| Error::Write(f.clone(), e))?;
-        let created = self.kubectl(&["create", "-f", &f.display().to_string()]);
-        let _ = std::fs::remove_file(&f);
-        created?;
+        let kubectl = self.kubectl_handle();
+        kubectl.bind(&self.dir, ns, name, node)?;
         let status = format!(
             r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
         );
-        self.kubectl(&[
-            "patch",
-            "pod",
-            name,
-            "-n",
-            ns,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ])?;
+        kubectl.patch_status(ns, name, &status)?;
         Ok(())
     }
 
@@ -589,16 +622,7 @@ impl Cluster {
     ///
     /// Errors: as [`Cluster::kubectl`].
     pub fn delete_pod(&self, ns: &str, name: &str) -> Result<(), Error> {
-        self.kubectl(&[
-            "delete",
-            "pod",
-            name,
-            "-n",
-            ns,
-            "--grace-period=0",
-            "--force",
-        ])?;
-        Ok(())
+        Ok(self.kubectl_handle().force_delete_pod(ns, name, true)?)
     }
 
     /// `Err` naming the first component that exited, with its log.

@@ -372,24 +372,10 @@ fn demo_kube(dir: &std::path::Path, rate: f64, run: &RunArgs) -> ExitCode {
         scrape_interval: run.scrape_interval,
         ..Options::default()
     };
-    let images = [(
-        format!(
-            "ghcr.io/pimesh/emojivoto-demo:{}",
-            env!("CARGO_PKG_VERSION")
-        ),
-        Image::Dir(dir.to_path_buf()),
-    )]
-    .into();
-    let kl = match KubeLab::up(&bins, &opts, images, pimesh_lab::kube_lab::NODE) {
+    let images = [(demo::kube_image(), Image::Dir(dir.to_path_buf()))].into();
+    let kl = match start_kube_lab(&bins, &opts, images, pimesh_lab::kube_lab::NODE) {
         Ok(k) => k,
-        Err(e) => {
-            if interrupt::requested() {
-                println!("pimesh-lab: interrupted during setup; everything removed");
-                return ExitCode::from(130);
-            }
-            eprintln!("pimesh-lab: {}", error_chain(&e));
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if let Err(e) = kl.cluster.apply(&manifest) {
         eprintln!(
@@ -582,6 +568,25 @@ fn serve(lab: &mut Running, run: &RunArgs, report: &Report) -> ExitCode {
     code
 }
 
+/// [`KubeLab::up`], its failure printed: the exit code then (130 when
+/// interrupted, 1 otherwise).
+fn start_kube_lab(
+    bins: &Bins,
+    opts: &Options,
+    images: std::collections::BTreeMap<String, Image>,
+    node: &str,
+) -> Result<KubeLab, ExitCode> {
+    KubeLab::up(bins, opts, images, node).map_err(|e| {
+        if interrupt::requested() {
+            println!("pimesh-lab: interrupted during setup; everything removed");
+            ExitCode::from(130)
+        } else {
+            eprintln!("pimesh-lab: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    })
+}
+
 /// `pimesh-lab kube node`: see [`KubeCmd::Node`].
 fn kube_node(
     name: &str,
@@ -603,16 +608,9 @@ fn kube_node(
         progress: true,
         ..Options::default()
     };
-    let mut kl = match KubeLab::up(&bins, &opts, images, name) {
+    let mut kl = match start_kube_lab(&bins, &opts, images, name) {
         Ok(k) => k,
-        Err(e) => {
-            if interrupt::requested() {
-                println!("pimesh-lab: interrupted during setup; everything removed");
-                return ExitCode::from(130);
-            }
-            eprintln!("pimesh-lab: {}", error_chain(&e));
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     println!("export KUBECONFIG={}", kl.cluster.kubeconfig.display());
     println!("kubectl: {}", kl.cluster.bins.kubectl.display());

@@ -43,14 +43,7 @@ fn injected_pods_run_and_check_follows_the_controller() {
         scrape_interval: Duration::from_secs(2),
         ..Options::default()
     };
-    let images = [(
-        format!(
-            "ghcr.io/pimesh/emojivoto-demo:{}",
-            env!("CARGO_PKG_VERSION")
-        ),
-        Image::Dir(demo.clone()),
-    )]
-    .into();
+    let images = [(pimesh_lab::demo::kube_image(), Image::Dir(demo.clone()))].into();
     let mut kl =
         KubeLab::up(&bins, &opts, images, pimesh_lab::kube_lab::NODE).expect("kube lab up");
     let manifest = std::fs::read_to_string(demo.join("k8s/emojivoto.yaml")).unwrap();
@@ -139,10 +132,10 @@ fn injected_pods_run_and_check_follows_the_controller() {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: old-style\n  namespace: emojivoto\n  \
          annotations:\n    config.pimesh.io/proxy-enable-native-sidecar: \"false\"\nspec:\n  \
          serviceAccountName: web\n  containers:\n    - name: app\n      \
-         image: ghcr.io/pimesh/emojivoto-demo:{}\n      \
+         image: {}\n      \
          command: [\"python3\", \"-m\", \"http.server\", \"8080\"]\n      \
          readinessProbe:\n        tcpSocket:\n          port: 8080\n",
-        env!("CARGO_PKG_VERSION")
+        pimesh_lab::demo::kube_image()
     );
     kl.cluster.apply(&old_style).unwrap();
     let mut got = String::new();

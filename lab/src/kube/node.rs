@@ -297,12 +297,11 @@ impl Agent {
                 pod["metadata"]["namespace"].as_str().unwrap_or_default(),
                 pod["metadata"]["name"].as_str().unwrap_or_default(),
             );
-            let binding = format!(
-                "apiVersion: v1\nkind: Binding\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
-                 target:\n  apiVersion: v1\n  kind: Node\n  name: {}\n",
-                self.cfg.node
-            );
-            if let Err(e) = self.cfg.kubectl.create(&self.cfg.dir, &binding) {
+            if let Err(e) = self
+                .cfg
+                .kubectl
+                .bind(&self.cfg.dir, ns, name, &self.cfg.node)
+            {
                 self.log(&format!("bind {ns}/{name}: {e}"));
             }
         }
@@ -410,17 +409,10 @@ impl Agent {
             if self.mirrors.get(&k) == Some(&body) {
                 continue;
             }
-            let patched = self.cfg.kubectl.run(&[
-                "patch",
-                "pod",
-                &sp.name,
-                "-n",
-                &sp.namespace,
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                &body,
-            ]);
+            let patched = self
+                .cfg
+                .kubectl
+                .patch_status(&sp.namespace, &sp.name, &body);
             match patched {
                 Ok(_) => {
                     self.mirrors.insert(k, body);
@@ -432,16 +424,7 @@ impl Agent {
 
     fn confirm_deletion(&self, k: &str) {
         let (ns, name) = k.split_once('/').unwrap_or(("", k));
-        let _ = self.cfg.kubectl.run(&[
-            "delete",
-            "pod",
-            name,
-            "-n",
-            ns,
-            "--grace-period=0",
-            "--force",
-            "--wait=false",
-        ]);
+        let _ = self.cfg.kubectl.force_delete_pod(ns, name, false);
     }
 
     /// Writes the pod's volumes under `dir/volumes`; name → directory.
@@ -608,6 +591,11 @@ impl Agent {
         let dir = self.cfg.dir.join("pods").join(format!("{ns}_{name}"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let volumes = self.volumes(pod, &dir)?;
+        // Readable by any uid a container runs as (no fsGroup here).
+        let _ = std::process::Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(dir.join("volumes"))
+            .status();
         let ip = self.cfg.subnet.host(host);
         let hosts = dir.join("hosts");
         write(&hosts, &self.hosts_file(&name, ip)?)?;
@@ -816,11 +804,6 @@ impl Agent {
                 read_only: m["readOnly"] == true,
             });
         }
-        // Readable by any uid the container runs as (no fsGroup here).
-        let _ = std::process::Command::new("chmod")
-            .args(["-R", "a+rX"])
-            .arg(run.dir.join("volumes"))
-            .status();
         let r = Running {
             name,
             image,
@@ -1092,17 +1075,7 @@ impl Agent {
             return;
         }
         let (ns, name) = (run.ns.clone(), run.name.clone());
-        match self.cfg.kubectl.run(&[
-            "patch",
-            "pod",
-            &name,
-            "-n",
-            &ns,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &body,
-        ]) {
+        match self.cfg.kubectl.patch_status(&ns, &name, &body) {
             Ok(_) => run.last_status = body,
             Err(e) => {
                 let e = e.to_string();
