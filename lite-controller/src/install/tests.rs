@@ -1,15 +1,20 @@
 use super::*;
 
 /// The checked-in auto-deploy manifest is `pimesh install`'s output:
-/// regenerate with `cargo run -p pimesh-controller -- install > k3s/pimesh.yaml`.
+/// regenerate with `cargo run -p pimesh-controller -- install --k3s > k3s/pimesh.yaml`.
 #[test]
 fn checked_in_k3s_manifest_is_generated() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../k3s/pimesh.yaml");
     let checked_in = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
-        checked_in == manifests(&InstallArgs::default()).unwrap(),
+        checked_in
+            == manifests(&InstallArgs {
+                k3s: true,
+                ..InstallArgs::default()
+            })
+            .unwrap(),
         "{path} differs from `pimesh install`; run \
-         `cargo run -p pimesh-controller -- install > k3s/pimesh.yaml`"
+         `cargo run -p pimesh-controller -- install --k3s > k3s/pimesh.yaml`"
     );
 }
 
@@ -151,4 +156,20 @@ fn bad_flags_are_refused_naming_the_flag() {
         let e = manifests(&a).unwrap_err();
         assert_eq!(e.flag, flag, "{e}");
     }
+}
+
+#[test]
+fn k3s_uses_the_air_gap_images_and_says_where_the_file_goes() {
+    let a = InstallArgs {
+        k3s: true,
+        image_pull_policy: PullPolicy::Always,
+        ..InstallArgs::default()
+    };
+    let out = manifests(&a).unwrap();
+    assert!(out.contains("/var/lib/rancher/k3s/server/manifests/"));
+    let docs = documents(&out);
+    assert_eq!(
+        docs[5]["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
 }
