@@ -400,65 +400,31 @@ impl Cluster {
                 println!("pimesh-lab: {m}");
             }
         };
-        let etcd_port = crate::loopback::free_port().map_err(port_error)?.port();
-        let peer_port = crate::loopback::free_port().map_err(port_error)?.port();
-        let api_port = crate::loopback::free_port().map_err(port_error)?.port();
+        // Ports are found free and then bound by etcd and kube-apiserver:
+        // a program beside us can take one in between. Then again, on
+        // fresh ports (three tries).
+        let mut tries = 1;
+        loop {
+            match cluster.start_etcd_and_apiserver(&say) {
+                Ok(()) => break,
+                Err(Error::NotReady { log, .. })
+                    if tries < 3 && log.contains("address already in use") =>
+                {
+                    say("a port was taken meanwhile; again on fresh ports");
+                    tries += 1;
+                    while let Some(mut p) = cluster.procs.pop() {
+                        p.kill();
+                    }
+                    let etcd_data = cluster.dir.join("etcd");
+                    let _ = std::fs::remove_dir_all(etcd_data);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let d = cluster.dir.clone();
         let arg = |k: &str, v: &dyn std::fmt::Display| format!("--{k}={v}");
         let p = |f: &Path| f.display().to_string();
-
-        say(&format!("etcd on 127.0.0.1:{etcd_port}"));
-        let mut etcd = command(None, None, &cluster.bins.etcd)?;
-        let client = format!("http://127.0.0.1:{etcd_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        etcd.args([
-            arg("name", &"pimesh-lab"),
-            arg("data-dir", &p(&d.join("etcd"))),
-            arg("listen-client-urls", &client),
-            arg("advertise-client-urls", &client),
-            arg("listen-peer-urls", &peer),
-            arg("initial-advertise-peer-urls", &peer),
-            arg("initial-cluster", &format!("pimesh-lab={peer}")),
-            // A throwaway store: no fsync (tests are I/O-bound otherwise).
-            "--unsafe-no-fsync".into(),
-            arg("log-level", &"warn"),
-        ]);
-        cluster.spawn("etcd", etcd)?;
-
-        say(&format!("kube-apiserver on 127.0.0.1:{api_port}"));
         let pki = cluster.pki.clone();
-        let api_args = vec![
-            arg("etcd-servers", &client),
-            arg("bind-address", &"127.0.0.1"),
-            arg("advertise-address", &"127.0.0.1"),
-            arg("secure-port", &api_port),
-            arg("tls-cert-file", &p(&pki.server_cert)),
-            arg("tls-private-key-file", &p(&pki.server_key)),
-            arg("client-ca-file", &p(&pki.ca_cert)),
-            arg("authorization-mode", &"RBAC"),
-            arg("service-account-issuer", &SERVICE_ACCOUNT_ISSUER),
-            arg("service-account-key-file", &p(&pki.sa_pub)),
-            arg("service-account-signing-key-file", &p(&pki.sa_key)),
-            arg("service-cluster-ip-range", &SERVICE_CIDR),
-            // No node and no loopback Endpoints for the `kubernetes` Service.
-            arg("endpoint-reconciler-type", &"none"),
-            arg("allow-privileged", &"true"),
-            arg("profiling", &"false"),
-            arg("cert-dir", &p(&d.join("apiserver-certs"))),
-        ];
-        cluster.api_args = api_args;
-        cluster.start_apiserver()?;
-        cluster.server = format!("https://127.0.0.1:{api_port}");
-        pki::write_kubeconfig(
-            &cluster.kubeconfig,
-            &cluster.server,
-            &pki.ca_cert,
-            &pki::User::Cert {
-                cert: pki.admin_cert.clone(),
-                key: pki.admin_key.clone(),
-            },
-        )?;
-        cluster.wait_ready()?;
 
         say("kube-controller-manager");
         let kcm_config = d.join("controller-manager.kubeconfig");
@@ -495,6 +461,71 @@ impl Cluster {
         )?;
         say(&format!("API server ready at {}", cluster.server));
         Ok(cluster)
+    }
+
+    /// Starts etcd and kube-apiserver on free loopback ports, writes the
+    /// admin kubeconfig and waits for `/readyz`.
+    fn start_etcd_and_apiserver(&mut self, say: &dyn Fn(&str)) -> Result<(), Error> {
+        let etcd_port = crate::loopback::free_port().map_err(port_error)?.port();
+        let peer_port = crate::loopback::free_port().map_err(port_error)?.port();
+        let api_port = crate::loopback::free_port().map_err(port_error)?.port();
+        let d = self.dir.clone();
+        let arg = |k: &str, v: &dyn std::fmt::Display| format!("--{k}={v}");
+        let p = |f: &Path| f.display().to_string();
+
+        say(&format!("etcd on 127.0.0.1:{etcd_port}"));
+        let mut etcd = command(None, None, &self.bins.etcd)?;
+        let client = format!("http://127.0.0.1:{etcd_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        etcd.args([
+            arg("name", &"pimesh-lab"),
+            arg("data-dir", &p(&d.join("etcd"))),
+            arg("listen-client-urls", &client),
+            arg("advertise-client-urls", &client),
+            arg("listen-peer-urls", &peer),
+            arg("initial-advertise-peer-urls", &peer),
+            arg("initial-cluster", &format!("pimesh-lab={peer}")),
+            // A throwaway store: no fsync (tests are I/O-bound otherwise).
+            "--unsafe-no-fsync".into(),
+            arg("log-level", &"warn"),
+        ]);
+        self.spawn("etcd", etcd)?;
+
+        say(&format!("kube-apiserver on 127.0.0.1:{api_port}"));
+        let pki = self.pki.clone();
+        let api_args = vec![
+            arg("etcd-servers", &client),
+            arg("bind-address", &"127.0.0.1"),
+            arg("advertise-address", &"127.0.0.1"),
+            arg("secure-port", &api_port),
+            arg("tls-cert-file", &p(&pki.server_cert)),
+            arg("tls-private-key-file", &p(&pki.server_key)),
+            arg("client-ca-file", &p(&pki.ca_cert)),
+            arg("authorization-mode", &"RBAC"),
+            arg("service-account-issuer", &SERVICE_ACCOUNT_ISSUER),
+            arg("service-account-key-file", &p(&pki.sa_pub)),
+            arg("service-account-signing-key-file", &p(&pki.sa_key)),
+            arg("service-cluster-ip-range", &SERVICE_CIDR),
+            // No node and no loopback Endpoints for the `kubernetes` Service.
+            arg("endpoint-reconciler-type", &"none"),
+            arg("allow-privileged", &"true"),
+            arg("profiling", &"false"),
+            arg("cert-dir", &p(&d.join("apiserver-certs"))),
+        ];
+        self.api_args = api_args;
+        self.server = String::new();
+        self.start_apiserver()?;
+        self.server = format!("https://127.0.0.1:{api_port}");
+        pki::write_kubeconfig(
+            &self.kubeconfig,
+            &self.server,
+            &pki.ca_cert,
+            &pki::User::Cert {
+                cert: pki.admin_cert.clone(),
+                key: pki.admin_key.clone(),
+            },
+        )?;
+        self.wait_ready()
     }
 
     /// A `kubectl` command speaking as cluster-admin to this cluster.
