@@ -36,9 +36,32 @@ pub enum Error {
 /// Set once any child had to be run under qemu: timings are meaningless.
 static EMULATED: AtomicBool = AtomicBool::new(false);
 
-/// Whether a child ran under qemu user-mode emulation.
+/// Whether the harness itself or a child runs under qemu user-mode
+/// emulation: a child had to be started through qemu, or this binary is not
+/// native to the running kernel (`/proc/sys/kernel/arch`, Linux ≥ 6.1: the
+/// kernel's machine, which qemu-user does not rewrite, unlike `uname -m`).
+/// The second case is qemu run explicitly or through binfmt_misc, whose
+/// children then start without a visible failure.
 pub fn emulated() -> bool {
+    static SELF_EMULATED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     EMULATED.load(Ordering::Relaxed)
+        || *SELF_EMULATED.get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/arch")
+                .is_ok_and(|k| !native(k.trim(), std::env::consts::ARCH))
+        })
+}
+
+/// Whether a kernel of machine `kernel` (`uname -m` form) runs binaries of
+/// Rust architecture `ours` natively (64-bit ARM and x86 kernels run their
+/// 32-bit user spaces too).
+fn native(kernel: &str, ours: &str) -> bool {
+    match ours {
+        "aarch64" => kernel == "aarch64",
+        "arm" => kernel == "aarch64" || kernel.starts_with("arm"),
+        "x86_64" => kernel == "x86_64",
+        "x86" => kernel == "x86_64" || (kernel.starts_with('i') && kernel.ends_with("86")),
+        other => kernel == other,
+    }
 }
 
 /// What to run: a program, its arguments and extra environment.
@@ -438,6 +461,22 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn native_architectures() {
+        assert!(native("x86_64", "x86_64"));
+        assert!(native("aarch64", "aarch64"));
+        // A Pi with a 64-bit kernel and 32-bit Raspberry Pi OS.
+        assert!(native("aarch64", "arm"));
+        assert!(native("armv7l", "arm"));
+        assert!(native("x86_64", "x86"));
+        // qemu-user on an x86_64 machine.
+        assert!(!native("x86_64", "aarch64"));
+        assert!(!native("x86_64", "arm"));
+        assert!(!native("armv7l", "aarch64"));
+        // The machine running this test is native to its kernel.
+        assert!(!emulated());
+    }
 
     #[test]
     fn stat_fields_after_a_tricky_name() {
