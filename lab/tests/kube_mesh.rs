@@ -135,9 +135,11 @@ fn pods_discovered_from_kubernetes_are_reached_over_mtls() {
     let reached = eventually(Duration::from_secs(20), || {
         answers(&lab, &by_name, 12).0 == all3
     });
+    // Then no failures, every answer from the Deployment's pods (the
+    // latency-aware balancer may leave its slowest pod out of a short run).
     let (who, bad) = answers(&lab, &by_name, 30);
     assert!(
-        reached && who == all3 && bad.is_empty(),
+        reached && who.is_subset(&all3) && bad.is_empty(),
         "by name: {who:?}, failures {bad:?}\n{}",
         lab.proxy_log("client")
     );
@@ -153,9 +155,12 @@ fn pods_discovered_from_kubernetes_are_reached_over_mtls() {
         ])
         .unwrap();
     let url = format!("http://{}/", cluster_ip.trim());
+    let reached = eventually(Duration::from_secs(20), || {
+        answers(&lab, &[&url], 12).0 == all3
+    });
     let (who, bad) = answers(&lab, &[&url], 30);
     assert!(
-        who == all3 && bad.is_empty(),
+        reached && who.is_subset(&all3) && bad.is_empty(),
         "by ClusterIP {url}: {who:?}, failures {bad:?}"
     );
 
