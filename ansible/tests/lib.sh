@@ -10,6 +10,8 @@ ANSIBLE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REPO_DIR=$(cd "$ANSIBLE_DIR/.." && pwd)
 TARGET_DIR=$(realpath -m "${CARGO_TARGET_DIR:-$REPO_DIR/target}")
 export ANSIBLE_CONFIG=$ANSIBLE_DIR/ansible.cfg
+# The tests' roots, logs and the cached root tarball live here.
+mkdir -p "$TARGET_DIR/ansible"
 # What debootstrap puts in a board's root beyond minbase, as Raspberry Pi
 # OS has them: python3 and python3-apt (Ansible's modules, its apt module),
 # systemd (units are enabled as on a board), iptables and kmod.
@@ -56,8 +58,8 @@ root_tarball() {
         # apt's package caches, as on a board where apt has run (Ansible's
         # apt module would write them otherwise).
         chroot "$work/root" apt-cache gencaches >/dev/null
-        tar -C "$work/root" --numeric-owner -cf "$tarball.part" .
-        mv "$tarball.part" "$tarball"
+        tar -C "$work/root" --numeric-owner -cf "$tarball.part.$$" .
+        mv "$tarball.part.$$" "$tarball"
         rm -rf "$work"
     fi
     echo "$tarball"
