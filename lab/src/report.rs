@@ -36,9 +36,12 @@ impl Report {
         }
     }
 
-    /// `pimesh ARGS <scope> --controller URL` as a user types it.
+    /// `pimesh ARGS <scope> --controller URL` as a user types it: the
+    /// binary as `pimesh` when that is what `PATH` finds (or it was given
+    /// bare), else by its absolute path — a fresh clone's build is in
+    /// `target/release`, not on `PATH`, and the line must work when pasted.
     pub fn command_line(&self, args: &[&str]) -> String {
-        let mut v: Vec<String> = vec!["pimesh".into()];
+        let mut v: Vec<String> = vec![shown_binary(&self.pimesh, std::env::var_os("PATH"))];
         v.extend(args.iter().map(|s| s.to_string()));
         v.extend(self.scope());
         v.extend(["--controller".into(), self.url.clone()]);
@@ -121,6 +124,30 @@ fn has_requests(table: &str, workload: &str) -> bool {
     })
 }
 
+/// How to name `bin` in a command a user pastes: its file name when it
+/// has no directory or when `path` (a `PATH` value) finds that name as
+/// the same file, else its absolute path.
+fn shown_binary(bin: &Path, path: Option<std::ffi::OsString>) -> String {
+    let Some(name) = bin.file_name() else {
+        return bin.display().to_string();
+    };
+    if bin.parent().is_none_or(|p| p.as_os_str().is_empty()) {
+        return name.to_string_lossy().into_owned();
+    }
+    let absolute = std::path::absolute(bin).unwrap_or_else(|_| bin.to_path_buf());
+    let found = path
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|c| c.is_file());
+    match (found, absolute.canonicalize()) {
+        (Some(f), Ok(real)) if f.canonicalize().is_ok_and(|f| f == real) => {
+            name.to_string_lossy().into_owned()
+        }
+        _ => absolute.display().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +180,33 @@ mod tests {
             r.command_line(&["edges", "deploy"]),
             "pimesh edges deploy -A --controller http://127.0.0.1:1"
         );
+    }
+
+    /// A build in `target/release` (not on `PATH`) is shown by its
+    /// absolute path, so the printed line works when pasted; the same
+    /// file found through `PATH` is shown as `pimesh`.
+    #[test]
+    fn a_binary_off_path_is_shown_by_its_absolute_path() {
+        let dir = std::env::temp_dir().join(format!("pimesh-report-{}", std::process::id()));
+        let bin_dir = dir.join("target/release");
+        std::fs::create_dir_all(&bin_dir).unwrap();
+        std::fs::write(bin_dir.join("pimesh"), b"").unwrap();
+        let other = dir.join("elsewhere");
+        std::fs::create_dir_all(&other).unwrap();
+
+        let bin = bin_dir.join("pimesh");
+        let shown = shown_binary(&bin, Some(other.clone().into_os_string()));
+        assert_eq!(shown, bin.display().to_string());
+        assert!(Path::new(&shown).is_absolute());
+        // Relative paths become absolute.
+        let rel = shown_binary(Path::new("target/release/pimesh"), None);
+        assert!(
+            Path::new(&rel).is_absolute() && rel.ends_with("target/release/pimesh"),
+            "{rel}"
+        );
+        // On PATH: the bare name.
+        let path = std::env::join_paths([other, bin_dir]).unwrap();
+        assert_eq!(shown_binary(&bin, Some(path)), "pimesh");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -124,7 +124,21 @@ fn assert_meshed(dir: &Path, out: &str) {
     for row in &edges {
         assert_eq!(row["secured"], true, "an edge without mTLS: {row}\n{out}");
     }
-    assert!(out.contains("$ pimesh stat deploy -n emojivoto"), "{out}");
+    // The command to try, as pasted: `pimesh` is not on PATH in a fresh
+    // clone, so it is named by the absolute path of the binary that ran.
+    let tried = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("$ ")
+                .filter(|c| c.contains(" stat deploy -n emojivoto"))
+        })
+        .unwrap_or_else(|| panic!("no `$ … stat deploy -n emojivoto` line in\n{out}"));
+    let bin = tried.split_whitespace().next().unwrap_or_default();
+    assert!(
+        bin == "pimesh"
+            || (std::path::Path::new(bin).is_absolute() && std::path::Path::new(bin).is_file()),
+        "`{bin}` is neither on PATH nor an absolute path to the binary:\n{out}"
+    );
     assert!(out.contains("/dashboard"), "{out}");
 }
 

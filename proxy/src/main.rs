@@ -19,8 +19,23 @@ const EX_USAGE: u8 = 64;
 /// variables (see README): inbound listener (4143), outbound listener and
 /// explicit HTTP proxy (4140), admin (4191: /metrics, /ready, /live,
 /// POST /shutdown, /proxy-log-level).
+/// What `--help` says after the commands: without a command the proxy
+/// runs, configured by the environment only.
+const ENV_HELP: &str = "\
+Without a command it runs the proxy, configured by PIMESH_PROXY_* environment
+variables read once at start (a bad value exits 64 naming the variable):
+  PIMESH_PROXY_INBOUND_TARGET    app address for inbound traffic without iptables
+  PIMESH_PROXY_CONTROLLER_ADDR   the controller (host:8086): mTLS identity and discovery,
+                                 with PIMESH_PROXY_TRUST_ANCHORS, PIMESH_PROXY_TOKEN_FILE
+                                 and PIMESH_PROXY_IDENTITY (NAMESPACE/SERVICEACCOUNT)
+  PIMESH_PROXY_SERVICE           NAME[:PORT] this pod serves, registered with the controller
+  PIMESH_PROXY_LOG               log filter, RUST_LOG syntax (warn,pimesh=info)
+Listeners: inbound 0.0.0.0:4143, outbound and explicit HTTP proxy 127.0.0.1:4140,
+admin 0.0.0.0:4191 (/metrics, /ready, /live, POST /shutdown, /proxy-log-level),
+tap 0.0.0.0:4190 (with a controller). Every variable: README.md, \"Running the proxy\".";
+
 #[derive(Debug, Parser)]
-#[command(name = "pimesh-proxy", version, about, long_about = None)]
+#[command(name = "pimesh-proxy", version, about, long_about = None, after_help = ENV_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
