@@ -22,14 +22,16 @@ cd "$(dirname "$0")/.."
 
 command -v python3 >/dev/null || { echo "quickstart: python3 is required" >&2; exit 1; }
 python3 -c 'import grpc' 2>/dev/null || {
-  echo "quickstart: the demo needs grpcio: python3 -m pip install grpcio" >&2
+  echo "quickstart: the demo needs grpcio for $(command -v python3):" >&2
+  echo "  Debian, Ubuntu, Raspberry Pi OS: apt-get install python3-grpcio (as root)" >&2
+  echo "  elsewhere: python3 -m venv ~/venv && ~/venv/bin/pip install grpcio, with ~/venv/bin first on PATH" >&2
   exit 1
 }
 
 if [ -z "${PIMESH_BIN_DIR:-}" ]; then
   command -v cargo >/dev/null || { echo "quickstart: cargo is required (https://rustup.rs)" >&2; exit 1; }
-  echo "==> building pimesh-proxy, pimesh and pimesh-lab (release)"
-  cargo build --release -q -p pimesh-proxy -p pimesh-controller -p pimesh-lab
+  echo "==> building pimesh-proxy, pimesh and pimesh-lab (release; minutes the first time)"
+  cargo build --release -p pimesh-proxy -p pimesh-controller -p pimesh-lab
   PIMESH_BIN_DIR=${CARGO_TARGET_DIR:-target}/release
 fi
 
