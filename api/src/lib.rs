@@ -7,6 +7,8 @@
 //!   DNS-style names in certificates) and the certify API.
 //! - `discovery`: service names, endpoint registration with leases, and
 //!   the watch API that resolves names and addresses to endpoint sets.
+//! - `policy`: inbound authorization: Linkerd's default policies and
+//!   the networks (CIDRs) they name.
 //! - `tap`: the live request-metadata stream of proxies and its relay.
 //! - `query`: decoding the query values of the API's `GET` routes.
 //! - `text`: durations and error chains, read and written the same way by
@@ -14,6 +16,7 @@
 
 pub mod discovery;
 pub mod identity;
+pub mod policy;
 pub mod query;
 pub mod tap;
 pub mod text;
