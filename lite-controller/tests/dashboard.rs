@@ -2,7 +2,7 @@
 //! `chromium`) driven by `playwright-core` (npm) loads it from a
 //! controller scraping three fake proxies, and must show the workloads
 //! with non-zero numbers, the topology of their edges and a workload's
-//! charts; screenshots are saved as CI artifacts
+//! charts with the latency legend; screenshots are saved as CI artifacts
 //! (`target/ci-artifacts/dashboard*.png`, or `$PIMESH_CI_ARTIFACTS`).
 //!
 //! Skipped (with a message) only when Chromium or Node.js is missing *and*
@@ -175,6 +175,23 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
     // The workload page drew its charts; nothing but the controller was fetched.
     assert!(seen["lines"].as_u64().unwrap() >= 4, "{seen:#}");
     assert_eq!(seen["title"], "deploy/web (shop)");
+    // The latency chart's legend: p50, p95, p99 in their lines' colours.
+    let legend = &seen["legend"];
+    let keys = legend["keys"].as_array().unwrap();
+    let labels: Vec<&str> = keys.iter().map(|k| k["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["p50", "p95", "p99"], "{legend:#}");
+    assert_eq!(legend["lines"].as_array().unwrap().len(), 3, "{legend:#}");
+    for k in keys {
+        assert!(k["width"].as_f64() > Some(0.0), "{legend:#}");
+        let line = legend["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["key"] == k["label"])
+            .unwrap_or_else(|| panic!("no {} line: {legend:#}", k["label"]));
+        assert_eq!(line["color"], k["color"], "{legend:#}");
+    }
+    assert!(keys[0]["color"] != keys[1]["color"] && keys[1]["color"] != keys[2]["color"]);
     assert_eq!(seen["errors"].as_array().unwrap().len(), 0, "{seen:#}");
     assert_eq!(seen["foreign"].as_array().unwrap().len(), 0, "{seen:#}");
     for shot in ["dashboard.png", "dashboard-workload.png"] {

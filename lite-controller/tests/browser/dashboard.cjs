@@ -1,7 +1,7 @@
 // Loads the controller's dashboard in headless Chromium (playwright-core,
 // Debian's chromium), waits for workloads with traffic, reads the overview
-// table and the topology graph, opens a workload page with its charts,
-// saves screenshots, and prints what it saw as one JSON line.
+// table and the topology graph, opens a workload page with its charts and
+// legend, saves screenshots, and prints what it saw as one JSON line.
 // Usage: node dashboard.cjs CONTROLLER_URL OUT_DIR   (NODE_PATH: node_modules)
 "use strict";
 const { chromium } = require("playwright-core");
@@ -51,9 +51,24 @@ async function main() {
     }
     const lines = await page.$$eval("#workload svg path.line", (ps) => ps.length);
     const title = await page.textContent("#wtitle");
+    // The latency chart's legend and its lines, with their computed colours.
+    const legend = await page.evaluate(() => {
+      const fig = document.querySelector("#chart-latency").parentNode;
+      return {
+        keys: [...fig.querySelectorAll(".legend .key")].map((k) => ({
+          label: k.textContent, color: getComputedStyle(k.querySelector("i")).backgroundColor,
+          width: k.querySelector("i").getBoundingClientRect().width,
+        })),
+        lines: [...fig.querySelectorAll("path.line")].map((p) => ({
+          key: p.dataset.key, color: getComputedStyle(p).stroke,
+        })),
+      };
+    });
     await page.screenshot({ path: outDir + "/dashboard-workload.png", fullPage: true });
     const foreign = requests.filter((r) => !r.startsWith(url));
-    console.log(JSON.stringify({ rows, nodes, edges, lines, title, errors, foreign }));
+    console.log(JSON.stringify({
+      rows, nodes, edges, lines, title, legend, errors, foreign,
+    }));
   } finally {
     await browser.close();
   }

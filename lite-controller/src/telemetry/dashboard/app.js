@@ -97,6 +97,19 @@ function topology(workloads, edges) {
 function chart(id, series, lines, opts) {
   const root = $(id);
   root.replaceChildren();
+  // Several lines: a key in the caption, in the lines' colours.
+  const legend = root.parentNode.querySelector(".legend");
+  if (legend) {
+    legend.replaceChildren(...lines.map((l) => {
+      const k = document.createElement("span");
+      k.className = "key";
+      k.dataset.key = l.key;
+      const i = document.createElement("i");
+      i.style.background = l.color;
+      k.append(i, l.key);
+      return k;
+    }));
+  }
   const W = +root.getAttribute("width"), H = +root.getAttribute("height"), L = 40, B = 18;
   const pts = series.points;
   if (!pts.length) {
@@ -116,7 +129,7 @@ function chart(id, series, lines, opts) {
   for (const l of lines) {
     const d = pts.filter((p) => p[l.key] !== null && p[l.key] !== undefined)
       .map((p, i) => (i ? "L" : "M") + x(p.t).toFixed(1) + " " + y(p[l.key]).toFixed(1)).join(" ");
-    if (d) svg("path", { d, fill: "none", stroke: l.color, "stroke-width": 1.5, class: "line" }, root);
+    if (d) svg("path", { d, fill: "none", stroke: l.color, "stroke-width": 1.5, class: "line" }, root).dataset.key = l.key;
   }
 }
 
