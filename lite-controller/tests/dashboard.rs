@@ -1,8 +1,9 @@
 //! The dashboard in a real browser: headless Chromium (Debian's
 //! `chromium`) driven by `playwright-core` (npm) loads it from a
-//! controller scraping three fake proxies, and must show the workloads
-//! with non-zero numbers, the topology of their edges and a workload's
-//! charts with the latency legend; screenshots are saved as CI artifacts
+//! controller scraping four fake proxies, and must show the workloads with
+//! non-zero numbers, the topology of their edges, a workload's charts with
+//! the latency legend, and its edges table (long names) whole at 1400×900;
+//! screenshots are saved as CI artifacts
 //! (`target/ci-artifacts/dashboard*.png`, or `$PIMESH_CI_ARTIFACTS`).
 //!
 //! Skipped (with a message) only when Chromium or Node.js is missing *and*
@@ -84,14 +85,17 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
     }
     let modules = playwright_dir().unwrap_or_else(|e| panic!("playwright-core: {e}"));
 
-    // Three workloads: loadgen → web → api, meshed (client identities).
+    // Four workloads: loadgen → web → api and web → a long-named one
+    // (issue 12: its names pushed the edges table out of a 1400 px window),
+    // meshed (client identities).
     let id = |sa: &str| format!("{sa}.shop.serviceaccount.identity.pimesh.cluster.local");
-    let (lg, wb) = (id("loadgen"), id("web"));
+    let (lg, wb, wb2) = (id("loadgen"), id("web"), id("web"));
     let web = FakeProxy::start(move |n| metrics_text("shop", "web", n * 50, Some(&lg)));
     let api = FakeProxy::start(move |n| metrics_text("shop", "api", n * 30, Some(&wb)));
     let gen = FakeProxy::start(|n| metrics_text("shop", "loadgen", n * 2, None));
+    let long = FakeProxy::start(move |n| metrics_text(LONG_NS, LONG_NAME, n * 20, Some(&wb2)));
     let data = TempDir::new("dashboard");
-    let targets = [web.addr, api.addr, gen.addr].map(|a| a.to_string());
+    let targets = [web.addr, api.addr, gen.addr, long.addr].map(|a| a.to_string());
     let mut args = vec!["--scrape-interval", "1s"];
     for t in &targets {
         args.extend(["--scrape-target", t.as_str()]);
@@ -106,7 +110,7 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
             .iter()
             .filter(|r| r["rps"].as_f64() > Some(0.0))
             .count()
-            == 3
+            == 4
     });
     assert!(busy, "no traffic seen:\n{}", ctl.log());
 
@@ -192,15 +196,48 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
         assert_eq!(line["color"], k["color"], "{legend:#}");
     }
     assert!(keys[0]["color"] != keys[1]["color"] && keys[1]["color"] != keys[2]["color"]);
+    // At 1400×900 the edges table's SUCCESS column shows: inside the
+    // viewport and the table's box, and on top at its centre.
+    let wide = &seen["wide"];
+    let right = wide["right"].as_f64().unwrap();
+    assert!(wide["width"].as_f64() > Some(0.0), "{wide:#}");
+    assert!(
+        right <= wide["container_right"].as_f64().unwrap() + 0.5,
+        "{wide:#}"
+    );
+    assert!(right <= wide["viewport"].as_f64().unwrap(), "{wide:#}");
+    assert_eq!(wide["hit"], true, "{wide:#}");
+    assert!(
+        wide["page_width"].as_f64() <= wide["viewport"].as_f64(),
+        "{wide:#}"
+    );
+    // A long name may be cut short on screen, never in its title.
+    let long_dst = format!("{LONG_NS}/{LONG_NAME}");
+    assert!(
+        wide["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r[1]["text"] == long_dst.as_str() && r[1]["title"] == long_dst.as_str()),
+        "{wide:#}"
+    );
     assert_eq!(seen["errors"].as_array().unwrap().len(), 0, "{seen:#}");
     assert_eq!(seen["foreign"].as_array().unwrap().len(), 0, "{seen:#}");
-    for shot in ["dashboard.png", "dashboard-workload.png"] {
+    for shot in [
+        "dashboard.png",
+        "dashboard-workload.png",
+        "dashboard-workload-1400.png",
+    ] {
         let len = std::fs::metadata(out_dir.join(shot))
             .map(|m| m.len())
             .unwrap_or(0);
         assert!(len > 10_000, "{shot}: {len} bytes");
     }
 }
+
+/// A workload whose names are long (Kubernetes allows 63 characters).
+const LONG_NS: &str = "payments-reconciliation-eu-west-1";
+const LONG_NAME: &str = "inventory-reconciliation-batch-worker-canary";
 
 /// Runs `c` to completion within `timeout` (killed and failing after).
 fn mesh_run(c: &mut Command, timeout: Duration) -> std::process::Output {

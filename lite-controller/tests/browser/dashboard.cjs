@@ -1,7 +1,8 @@
 // Loads the controller's dashboard in headless Chromium (playwright-core,
 // Debian's chromium), waits for workloads with traffic, reads the overview
 // table and the topology graph, opens a workload page with its charts and
-// legend, saves screenshots, and prints what it saw as one JSON line.
+// legend, measures its edges table at 1400×900, saves screenshots, and
+// prints what it saw as one JSON line.
 // Usage: node dashboard.cjs CONTROLLER_URL OUT_DIR   (NODE_PATH: node_modules)
 "use strict";
 const { chromium } = require("playwright-core");
@@ -65,9 +66,29 @@ async function main() {
       };
     });
     await page.screenshot({ path: outDir + "/dashboard-workload.png", fullPage: true });
+    // At 1400×900 the edges table (long names) shows its last column.
+    await page.setViewportSize({ width: 1400, height: 900 });
+    await page.waitForFunction(() => document.querySelectorAll("#wedges tbody tr:not(.empty)").length >= 3,
+      null, { timeout: 30000 });
+    const wide = await page.evaluate(() => {
+      const th = [...document.querySelectorAll("#wedges thead th")].find((t) => t.textContent === "SUCCESS");
+      // Scrolled vertically only: a horizontal scroll would hide the fault.
+      window.scrollTo(0, window.scrollY + th.getBoundingClientRect().top - 300);
+      const b = th.getBoundingClientRect();
+      const box = th.closest("table").parentNode.getBoundingClientRect();
+      const hit = document.elementFromPoint(b.left + b.width / 2, b.top + b.height / 2);
+      return {
+        left: b.left, right: b.right, width: b.width, container_right: box.right,
+        viewport: document.documentElement.clientWidth, page_width: document.documentElement.scrollWidth,
+        hit: hit === th || th.contains(hit),
+        cells: [...document.querySelectorAll("#wedges tbody tr")].map((r) =>
+          [...r.children].map((c) => ({ text: c.textContent, title: c.title }))),
+      };
+    });
+    await page.screenshot({ path: outDir + "/dashboard-workload-1400.png" });
     const foreign = requests.filter((r) => !r.startsWith(url));
     console.log(JSON.stringify({
-      rows, nodes, edges, lines, title, legend, errors, foreign,
+      rows, nodes, edges, lines, title, legend, wide, errors, foreign,
     }));
   } finally {
     await browser.close();

@@ -19,10 +19,12 @@ async function get(path) {
   if (!r.ok) throw new Error(path + ": HTTP " + r.status);
   return r.json();
 }
+// An id cell ("id") may be cut short with an ellipsis: its title keeps the text.
 function cell(tr, text, cls) {
   const td = document.createElement("td");
   td.textContent = text;
   if (cls) td.className = cls;
+  if (cls === "id") td.title = text;
   tr.appendChild(td);
   return td;
 }
@@ -38,11 +40,12 @@ async function overview() {
   for (const r of stat.rows) {
     const tr = document.createElement("tr");
     tr.dataset.name = r.namespace + "/" + r.name;
-    cell(tr, r.namespace);
+    cell(tr, r.namespace, "id");
     const a = document.createElement("a");
     a.href = "#/w/" + r.namespace + "/" + r.name;
     a.textContent = r.name;
-    cell(tr, "").appendChild(a);
+    cell(tr, "", "id").appendChild(a);
+    a.title = r.name;
     const [up, total] = r.meshed.split("/");
     cell(tr, r.meshed, up !== total ? "bad" : "");
     cell(tr, pct(r.success), r.success !== null && r.success < 0.95 ? "bad" : "");
@@ -150,10 +153,10 @@ async function workload(ns, name) {
   for (const e of edges.rows) {
     if ((e.src_namespace + "/" + e.src) !== key && (e.dst_namespace + "/" + e.dst) !== key) continue;
     const tr = document.createElement("tr");
-    cell(tr, e.src_namespace + "/" + e.src);
-    cell(tr, e.dst_namespace + "/" + e.dst);
-    cell(tr, e.client_id);
-    cell(tr, e.server_id);
+    cell(tr, e.src_namespace + "/" + e.src, "id");
+    cell(tr, e.dst_namespace + "/" + e.dst, "id");
+    cell(tr, e.client_id, "id");
+    cell(tr, e.server_id, "id");
     cell(tr, e.secured ? "✓" : "✗");
     cell(tr, fmt(e.rps, 1));
     cell(tr, pct(e.success));
@@ -174,7 +177,7 @@ function tapRow(ev) {
   const tr = document.createElement("tr");
   cell(tr, new Date(ev.ts_ms).toLocaleTimeString());
   cell(tr, ev.direction);
-  cell(tr, ev.client_id || ev.server_id || "-");
+  cell(tr, ev.client_id || ev.server_id || "-", "id");
   cell(tr, ev.method);
   cell(tr, ev.authority);
   cell(tr, ev.path);
