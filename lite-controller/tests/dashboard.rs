@@ -1,8 +1,9 @@
 //! The dashboard in a real browser: headless Chromium (Debian's
 //! `chromium`) driven by `playwright-core` (npm) loads it from a
-//! controller scraping four fake proxies, and must show the workloads with
-//! non-zero numbers, the topology of their edges, a workload's charts with
-//! the latency legend, and its edges table (long names) whole at 1400×900;
+//! controller scraping four fake proxies, and must show a loading row at
+//! load and an empty state before data, then the workloads with non-zero
+//! numbers, the topology of their edges, a workload's charts with the
+//! latency legend, and its edges table (long names) whole at 1400×900;
 //! screenshots are saved as CI artifacts
 //! (`target/ci-artifacts/dashboard*.png`, or `$PIMESH_CI_ARTIFACTS`).
 //!
@@ -136,6 +137,34 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
     let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("{e}: {stdout}"));
 
+    // At load, the API not answered yet: each table shows a loading row,
+    // each drawing says so too.
+    let at_load = &seen["atLoad"];
+    assert!(at_load["held"].as_u64() > Some(0), "{at_load:#}");
+    assert!(at_load["loaded"].is_null(), "{at_load:#}");
+    let only_row = |rows: &Value, text: &str| {
+        let rows = rows.as_array().unwrap();
+        rows.len() == 1 && rows[0]["cls"] == "empty" && rows[0]["text"] == text
+    };
+    assert!(only_row(&at_load["workloads"], "loading…"), "{at_load:#}");
+    assert!(
+        at_load["workloads"][0]["height"].as_f64() > Some(10.0),
+        "{at_load:#}"
+    );
+    assert!(only_row(&at_load["wedges"], "loading…"), "{at_load:#}");
+    assert_eq!(at_load["topology"], "loading…", "{at_load:#}");
+    let charts = at_load["charts"].as_array().unwrap();
+    assert_eq!(charts.len(), 4, "{at_load:#}");
+    assert!(charts.iter().all(|c| c == "loading…"), "{at_load:#}");
+    // Empty answers: the empty state names the scrape interval (1 s).
+    let empty = &seen["emptyState"];
+    let no_data = "no data yet — proxies are scraped every 1 s";
+    assert!(only_row(&empty["workloads"], no_data), "{empty:#}");
+    assert_eq!(
+        empty["topology"], "no workloads yet — proxies are scraped every 1 s",
+        "{empty:#}"
+    );
+
     // The overview: every workload, with numbers.
     let rows = seen["rows"].as_array().unwrap();
     let row = |name: &str| {
@@ -224,6 +253,8 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
     assert_eq!(seen["errors"].as_array().unwrap().len(), 0, "{seen:#}");
     assert_eq!(seen["foreign"].as_array().unwrap().len(), 0, "{seen:#}");
     for shot in [
+        "dashboard-loading.png",
+        "dashboard-empty.png",
         "dashboard.png",
         "dashboard-workload.png",
         "dashboard-workload-1400.png",

@@ -1,8 +1,9 @@
 // Loads the controller's dashboard in headless Chromium (playwright-core,
-// Debian's chromium), waits for workloads with traffic, reads the overview
-// table and the topology graph, opens a workload page with its charts and
-// legend, measures its edges table at 1400×900, saves screenshots, and
-// prints what it saw as one JSON line.
+// Debian's chromium): first with the API held (what shows at load) and then
+// answering empty (the empty state); then waits for workloads with traffic,
+// reads the overview table and the topology graph, opens a workload page
+// with its charts and legend, measures its edges table at 1400×900, saves
+// screenshots, and prints what it saw as one JSON line.
 // Usage: node dashboard.cjs CONTROLLER_URL OUT_DIR   (NODE_PATH: node_modules)
 "use strict";
 const { chromium } = require("playwright-core");
@@ -21,9 +22,36 @@ async function main() {
     page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
     const requests = [];
     page.on("request", (r) => requests.push(r.url()));
+    // At load: the API held, so nothing has come back yet.
+    const held = [];
+    let hold = true;
+    const empty = { window_seconds: 60, rows: [], step_seconds: 10, points: [] };
+    await page.route("**/v1/**", (r) => (hold ? held.push(r) : r.fulfill({ json: empty })));
     await page.goto(url + "/dashboard");
+    // Each table's rows (class, text, rendered height), the SVGs' texts.
+    const tables = () => {
+      const rowsOf = (sel) => [...document.querySelectorAll(sel)].map((r) => ({
+        cls: r.className, text: r.textContent, height: r.getBoundingClientRect().height,
+      }));
+      return {
+        workloads: rowsOf("#workloads tbody tr"),
+        wedges: rowsOf("#wedges tbody tr"),
+        topology: document.querySelector("#topology").textContent.trim(),
+        charts: [...document.querySelectorAll(".charts svg")].map((s) => s.textContent),
+        loaded: document.body.dataset.loaded || null,
+      };
+    };
+    const atLoad = { ...(await page.evaluate(tables)), held: held.length };
+    await page.screenshot({ path: outDir + "/dashboard-loading.png", fullPage: true });
+    // Then empty answers: the empty state.
+    hold = false;
+    for (const r of held.splice(0)) await r.fulfill({ json: empty });
+    await page.waitForFunction(() => document.body.dataset.loaded === "true");
+    const emptyState = await page.evaluate(tables);
+    await page.screenshot({ path: outDir + "/dashboard-empty.png", fullPage: true });
+    await page.unroute("**/v1/**");
     await page.waitForFunction(() => {
-      const rows = [...document.querySelectorAll("#workloads tbody tr")];
+      const rows = [...document.querySelectorAll("#workloads tbody tr:not(.empty)")];
       const busy = rows.filter((r) => /^[0-9.]*[1-9][0-9.]*rps$/.test(r.children[4].textContent));
       return rows.length >= 3 && busy.length >= 2 &&
         document.querySelectorAll("#topology path.edge").length >= 2;
@@ -88,7 +116,7 @@ async function main() {
     await page.screenshot({ path: outDir + "/dashboard-workload-1400.png" });
     const foreign = requests.filter((r) => !r.startsWith(url));
     console.log(JSON.stringify({
-      rows, nodes, edges, lines, title, legend, wide, errors, foreign,
+      atLoad, emptyState, rows, nodes, edges, lines, title, legend, wide, errors, foreign,
     }));
   } finally {
     await browser.close();

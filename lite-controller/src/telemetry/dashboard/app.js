@@ -29,6 +29,23 @@ function cell(tr, text, cls) {
   return td;
 }
 const win = () => $("#window").value;
+// A table's one row saying why it has no others (loading, nothing yet, an error).
+function emptyRow(body, text) {
+  const tr = document.createElement("tr");
+  tr.className = "empty";
+  cell(tr, text).colSpan = body.parentNode.tHead.rows[0].cells.length;
+  body.replaceChildren(tr);
+}
+function noData(text) {
+  const s = document.body.dataset.scrapeSeconds;
+  return text + " — proxies are scraped every " + (s ? s + " s" : "few seconds");
+}
+// A line of grey text in the middle of an SVG.
+function note(root, text) {
+  root.replaceChildren();
+  svg("text", { x: +root.getAttribute("width") / 2, y: +root.getAttribute("height") / 2,
+    "text-anchor": "middle", class: "axis" }, root).textContent = text;
+}
 
 async function overview() {
   const [stat, edges] = await Promise.all([
@@ -37,6 +54,7 @@ async function overview() {
   ]);
   const body = $("#workloads tbody");
   body.replaceChildren();
+  if (!stat.rows.length) emptyRow(body, noData("no data yet"));
   for (const r of stat.rows) {
     const tr = document.createElement("tr");
     tr.dataset.name = r.namespace + "/" + r.name;
@@ -62,6 +80,7 @@ async function overview() {
 function topology(workloads, edges) {
   const root = $("#topology");
   root.replaceChildren();
+  if (!workloads.length && !edges.length) return note(root, noData("no workloads yet"));
   const W = +root.getAttribute("width"), H = +root.getAttribute("height");
   const names = new Map();
   const add = (ns, n) => { const k = ns + "/" + n; if (!names.has(k)) names.set(k, { ns, n }); return k; };
@@ -115,10 +134,7 @@ function chart(id, series, lines, opts) {
   }
   const W = +root.getAttribute("width"), H = +root.getAttribute("height"), L = 40, B = 18;
   const pts = series.points;
-  if (!pts.length) {
-    svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis" }, root).textContent = "no data yet";
-    return;
-  }
+  if (!pts.length) return note(root, noData("no history yet"));
   const t0 = pts[0].t, t1 = Math.max(pts[pts.length - 1].t, t0 + series.step_seconds);
   let max = opts.max || 0;
   for (const p of pts) for (const l of lines) max = Math.max(max, p[l.key] || 0);
@@ -150,8 +166,9 @@ async function workload(ns, name) {
   chart("#chart-tcp", series, [{ key: "tcp", color: "#8e44ad" }], { fmt: (v) => v.toFixed(0) });
   const body = $("#wedges tbody");
   body.replaceChildren();
-  for (const e of edges.rows) {
-    if ((e.src_namespace + "/" + e.src) !== key && (e.dst_namespace + "/" + e.dst) !== key) continue;
+  const mine = edges.rows.filter((e) => (e.src_namespace + "/" + e.src) === key || (e.dst_namespace + "/" + e.dst) === key);
+  if (!mine.length) emptyRow(body, noData("no edges in the last " + win()));
+  for (const e of mine) {
     const tr = document.createElement("tr");
     cell(tr, e.src_namespace + "/" + e.src, "id");
     cell(tr, e.dst_namespace + "/" + e.dst, "id");
@@ -239,11 +256,13 @@ async function refresh() {
     document.body.dataset.loaded = "true";
   } catch (e) {
     $("#status").textContent = "error: " + e.message;
+    for (const td of document.querySelectorAll("tr.empty td")) td.textContent = "cannot load: " + e.message;
   }
 }
 
 window.addEventListener("hashchange", refresh);
 $("#window").addEventListener("change", refresh);
 $("#step").addEventListener("change", refresh);
+for (const s of document.querySelectorAll(".charts svg")) note(s, "loading…");
 refresh();
 setInterval(refresh, REFRESH_MS);
