@@ -1,8 +1,10 @@
 //! The dashboard in a real browser: headless Chromium (Debian's
 //! `chromium`) driven by `playwright-core` (npm) loads it from a
-//! controller scraping three fake proxies, and must show the workloads
-//! with non-zero numbers, the topology of their edges and a workload's
-//! charts; screenshots are saved as CI artifacts
+//! controller scraping four fake proxies, and must show a loading row at
+//! load and an empty state before data, then the workloads with non-zero
+//! numbers, the topology of their edges, a workload's charts with the
+//! latency legend, and its edges table (long names) whole at 1400×900;
+//! screenshots are saved as CI artifacts
 //! (`target/ci-artifacts/dashboard*.png`, or `$PIMESH_CI_ARTIFACTS`).
 //!
 //! Skipped (with a message) only when Chromium or Node.js is missing *and*
@@ -84,14 +86,17 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
     }
     let modules = playwright_dir().unwrap_or_else(|e| panic!("playwright-core: {e}"));
 
-    // Three workloads: loadgen → web → api, meshed (client identities).
+    // Four workloads: loadgen → web → api and web → a long-named one
+    // (issue 12: its names pushed the edges table out of a 1400 px window),
+    // meshed (client identities).
     let id = |sa: &str| format!("{sa}.shop.serviceaccount.identity.pimesh.cluster.local");
-    let (lg, wb) = (id("loadgen"), id("web"));
+    let (lg, wb, wb2) = (id("loadgen"), id("web"), id("web"));
     let web = FakeProxy::start(move |n| metrics_text("shop", "web", n * 50, Some(&lg)));
     let api = FakeProxy::start(move |n| metrics_text("shop", "api", n * 30, Some(&wb)));
     let gen = FakeProxy::start(|n| metrics_text("shop", "loadgen", n * 2, None));
+    let long = FakeProxy::start(move |n| metrics_text(LONG_NS, LONG_NAME, n * 20, Some(&wb2)));
     let data = TempDir::new("dashboard");
-    let targets = [web.addr, api.addr, gen.addr].map(|a| a.to_string());
+    let targets = [web.addr, api.addr, gen.addr, long.addr].map(|a| a.to_string());
     let mut args = vec!["--scrape-interval", "1s"];
     for t in &targets {
         args.extend(["--scrape-target", t.as_str()]);
@@ -106,7 +111,7 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
             .iter()
             .filter(|r| r["rps"].as_f64() > Some(0.0))
             .count()
-            == 3
+            == 4
     });
     assert!(busy, "no traffic seen:\n{}", ctl.log());
 
@@ -131,6 +136,34 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
     );
     let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+
+    // At load, the API not answered yet: each table shows a loading row,
+    // each drawing says so too.
+    let at_load = &seen["atLoad"];
+    assert!(at_load["held"].as_u64() > Some(0), "{at_load:#}");
+    assert!(at_load["loaded"].is_null(), "{at_load:#}");
+    let only_row = |rows: &Value, text: &str| {
+        let rows = rows.as_array().unwrap();
+        rows.len() == 1 && rows[0]["cls"] == "empty" && rows[0]["text"] == text
+    };
+    assert!(only_row(&at_load["workloads"], "loading…"), "{at_load:#}");
+    assert!(
+        at_load["workloads"][0]["height"].as_f64() > Some(10.0),
+        "{at_load:#}"
+    );
+    assert!(only_row(&at_load["wedges"], "loading…"), "{at_load:#}");
+    assert_eq!(at_load["topology"], "loading…", "{at_load:#}");
+    let charts = at_load["charts"].as_array().unwrap();
+    assert_eq!(charts.len(), 4, "{at_load:#}");
+    assert!(charts.iter().all(|c| c == "loading…"), "{at_load:#}");
+    // Empty answers: the empty state names the scrape interval (1 s).
+    let empty = &seen["emptyState"];
+    let no_data = "no data yet — proxies are scraped every 1 s";
+    assert!(only_row(&empty["workloads"], no_data), "{empty:#}");
+    assert_eq!(
+        empty["topology"], "no workloads yet — proxies are scraped every 1 s",
+        "{empty:#}"
+    );
 
     // The overview: every workload, with numbers.
     let rows = seen["rows"].as_array().unwrap();
@@ -175,15 +208,67 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
     // The workload page drew its charts; nothing but the controller was fetched.
     assert!(seen["lines"].as_u64().unwrap() >= 4, "{seen:#}");
     assert_eq!(seen["title"], "deploy/web (shop)");
+    // The latency chart's legend: p50, p95, p99 in their lines' colours.
+    let legend = &seen["legend"];
+    let keys = legend["keys"].as_array().unwrap();
+    let labels: Vec<&str> = keys.iter().map(|k| k["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["p50", "p95", "p99"], "{legend:#}");
+    assert_eq!(legend["lines"].as_array().unwrap().len(), 3, "{legend:#}");
+    for k in keys {
+        assert!(k["width"].as_f64() > Some(0.0), "{legend:#}");
+        let line = legend["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["key"] == k["label"])
+            .unwrap_or_else(|| panic!("no {} line: {legend:#}", k["label"]));
+        assert_eq!(line["color"], k["color"], "{legend:#}");
+    }
+    assert!(keys[0]["color"] != keys[1]["color"] && keys[1]["color"] != keys[2]["color"]);
+    // At 1400×900 the edges table's SUCCESS column shows: inside the
+    // viewport and the table's box, and on top at its centre.
+    let wide = &seen["wide"];
+    let right = wide["right"].as_f64().unwrap();
+    assert!(wide["width"].as_f64() > Some(0.0), "{wide:#}");
+    assert!(
+        right <= wide["container_right"].as_f64().unwrap() + 0.5,
+        "{wide:#}"
+    );
+    assert!(right <= wide["viewport"].as_f64().unwrap(), "{wide:#}");
+    assert_eq!(wide["hit"], true, "{wide:#}");
+    assert!(
+        wide["page_width"].as_f64() <= wide["viewport"].as_f64(),
+        "{wide:#}"
+    );
+    // A long name may be cut short on screen, never in its title.
+    let long_dst = format!("{LONG_NS}/{LONG_NAME}");
+    assert!(
+        wide["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r[1]["text"] == long_dst.as_str() && r[1]["title"] == long_dst.as_str()),
+        "{wide:#}"
+    );
     assert_eq!(seen["errors"].as_array().unwrap().len(), 0, "{seen:#}");
     assert_eq!(seen["foreign"].as_array().unwrap().len(), 0, "{seen:#}");
-    for shot in ["dashboard.png", "dashboard-workload.png"] {
+    for shot in [
+        "dashboard-loading.png",
+        "dashboard-empty.png",
+        "dashboard.png",
+        "dashboard-workload.png",
+        "dashboard-workload-1400.png",
+    ] {
         let len = std::fs::metadata(out_dir.join(shot))
             .map(|m| m.len())
             .unwrap_or(0);
         assert!(len > 10_000, "{shot}: {len} bytes");
     }
 }
+
+/// A workload whose names are long (Kubernetes allows 63 characters).
+const LONG_NS: &str = "payments-reconciliation-eu-west-1";
+const LONG_NAME: &str = "inventory-reconciliation-batch-worker-canary";
 
 /// Runs `c` to completion within `timeout` (killed and failing after).
 fn mesh_run(c: &mut Command, timeout: Duration) -> std::process::Output {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The dashboard's page.
+/// The dashboard's page; [`index_html`] fills in its `data-scrape-seconds`.
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 /// Its script (vanilla JS, SVG charts and graph).
 const APP_JS: &str = include_str!("dashboard/app.js");
@@ -79,7 +79,9 @@ pub async fn handle(
                 .insert(header::LOCATION, HeaderValue::from_static("/dashboard"));
             rsp
         }
-        "/dashboard" | "/dashboard/" => asset(INDEX_HTML, "text/html; charset=utf-8"),
+        "/dashboard" | "/dashboard/" => {
+            asset(index_html(t.settings.interval), "text/html; charset=utf-8")
+        }
         "/dashboard/app.js" => asset(APP_JS, "text/javascript; charset=utf-8"),
         "/dashboard/style.css" => asset(STYLE_CSS, "text/css; charset=utf-8"),
         "/v1/stat" | "/v1/edges" => match params(&q) {
@@ -197,7 +199,18 @@ pub fn parse_window(w: &str) -> Result<u64, String> {
     Ok(secs)
 }
 
-fn asset(body: &'static str, ty: &'static str) -> Response<Body> {
+/// The dashboard's page with the scrape interval (seconds, e.g. `10` or
+/// `0.5`) in `<body data-scrape-seconds>`: its empty tables say how soon
+/// data can come.
+fn index_html(interval: std::time::Duration) -> String {
+    INDEX_HTML.replacen(
+        "data-scrape-seconds=\"\"",
+        &format!("data-scrape-seconds=\"{}\"", interval.as_secs_f64()),
+        1,
+    )
+}
+
+fn asset(body: impl Into<bytes::Bytes>, ty: &'static str) -> Response<Body> {
     let mut rsp = rest::text(StatusCode::OK, body);
     rsp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ty));
@@ -261,5 +274,17 @@ mod tests {
         assert!(parse_window("soon").is_err());
         let bad: HashMap<String, String> = [("resource".into(), "bogus".into())].into();
         assert_eq!(params(&bad).unwrap_err().0, "unknown_resource");
+    }
+
+    #[test]
+    fn page_names_the_scrape_interval() {
+        assert_eq!(INDEX_HTML.matches("data-scrape-seconds=\"\"").count(), 1);
+        let page = index_html(std::time::Duration::from_millis(1500));
+        assert!(
+            page.contains("<body data-scrape-seconds=\"1.5\">"),
+            "{page}"
+        );
+        let page = index_html(std::time::Duration::from_secs(10));
+        assert!(page.contains("<body data-scrape-seconds=\"10\">"), "{page}");
     }
 }

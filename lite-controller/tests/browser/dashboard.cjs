@@ -1,7 +1,9 @@
 // Loads the controller's dashboard in headless Chromium (playwright-core,
-// Debian's chromium), waits for workloads with traffic, reads the overview
-// table and the topology graph, opens a workload page with its charts,
-// saves screenshots, and prints what it saw as one JSON line.
+// Debian's chromium): first with the API held (what shows at load) and then
+// answering empty (the empty state); then waits for workloads with traffic,
+// reads the overview table and the topology graph, opens a workload page
+// with its charts and legend, measures its edges table at 1400×900, saves
+// screenshots, and prints what it saw as one JSON line.
 // Usage: node dashboard.cjs CONTROLLER_URL OUT_DIR   (NODE_PATH: node_modules)
 "use strict";
 const { chromium } = require("playwright-core");
@@ -20,9 +22,36 @@ async function main() {
     page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
     const requests = [];
     page.on("request", (r) => requests.push(r.url()));
+    // At load: the API held, so nothing has come back yet.
+    const held = [];
+    let hold = true;
+    const empty = { window_seconds: 60, rows: [], step_seconds: 10, points: [] };
+    await page.route("**/v1/**", (r) => (hold ? held.push(r) : r.fulfill({ json: empty })));
     await page.goto(url + "/dashboard");
+    // Each table's rows (class, text, rendered height), the SVGs' texts.
+    const tables = () => {
+      const rowsOf = (sel) => [...document.querySelectorAll(sel)].map((r) => ({
+        cls: r.className, text: r.textContent, height: r.getBoundingClientRect().height,
+      }));
+      return {
+        workloads: rowsOf("#workloads tbody tr"),
+        wedges: rowsOf("#wedges tbody tr"),
+        topology: document.querySelector("#topology").textContent.trim(),
+        charts: [...document.querySelectorAll(".charts svg")].map((s) => s.textContent),
+        loaded: document.body.dataset.loaded || null,
+      };
+    };
+    const atLoad = { ...(await page.evaluate(tables)), held: held.length };
+    await page.screenshot({ path: outDir + "/dashboard-loading.png", fullPage: true });
+    // Then empty answers: the empty state.
+    hold = false;
+    for (const r of held.splice(0)) await r.fulfill({ json: empty });
+    await page.waitForFunction(() => document.body.dataset.loaded === "true");
+    const emptyState = await page.evaluate(tables);
+    await page.screenshot({ path: outDir + "/dashboard-empty.png", fullPage: true });
+    await page.unroute("**/v1/**");
     await page.waitForFunction(() => {
-      const rows = [...document.querySelectorAll("#workloads tbody tr")];
+      const rows = [...document.querySelectorAll("#workloads tbody tr:not(.empty)")];
       const busy = rows.filter((r) => /^[0-9.]*[1-9][0-9.]*rps$/.test(r.children[4].textContent));
       return rows.length >= 3 && busy.length >= 2 &&
         document.querySelectorAll("#topology path.edge").length >= 2;
@@ -51,9 +80,44 @@ async function main() {
     }
     const lines = await page.$$eval("#workload svg path.line", (ps) => ps.length);
     const title = await page.textContent("#wtitle");
+    // The latency chart's legend and its lines, with their computed colours.
+    const legend = await page.evaluate(() => {
+      const fig = document.querySelector("#chart-latency").parentNode;
+      return {
+        keys: [...fig.querySelectorAll(".legend .key")].map((k) => ({
+          label: k.textContent, color: getComputedStyle(k.querySelector("i")).backgroundColor,
+          width: k.querySelector("i").getBoundingClientRect().width,
+        })),
+        lines: [...fig.querySelectorAll("path.line")].map((p) => ({
+          key: p.dataset.key, color: getComputedStyle(p).stroke,
+        })),
+      };
+    });
     await page.screenshot({ path: outDir + "/dashboard-workload.png", fullPage: true });
+    // At 1400×900 the edges table (long names) shows its last column.
+    await page.setViewportSize({ width: 1400, height: 900 });
+    await page.waitForFunction(() => document.querySelectorAll("#wedges tbody tr:not(.empty)").length >= 3,
+      null, { timeout: 30000 });
+    const wide = await page.evaluate(() => {
+      const th = [...document.querySelectorAll("#wedges thead th")].find((t) => t.textContent === "SUCCESS");
+      // Scrolled vertically only: a horizontal scroll would hide the fault.
+      window.scrollTo(0, window.scrollY + th.getBoundingClientRect().top - 300);
+      const b = th.getBoundingClientRect();
+      const box = th.closest("table").parentNode.getBoundingClientRect();
+      const hit = document.elementFromPoint(b.left + b.width / 2, b.top + b.height / 2);
+      return {
+        left: b.left, right: b.right, width: b.width, container_right: box.right,
+        viewport: document.documentElement.clientWidth, page_width: document.documentElement.scrollWidth,
+        hit: hit === th || th.contains(hit),
+        cells: [...document.querySelectorAll("#wedges tbody tr")].map((r) =>
+          [...r.children].map((c) => ({ text: c.textContent, title: c.title }))),
+      };
+    });
+    await page.screenshot({ path: outDir + "/dashboard-workload-1400.png" });
     const foreign = requests.filter((r) => !r.startsWith(url));
-    console.log(JSON.stringify({ rows, nodes, edges, lines, title, errors, foreign }));
+    console.log(JSON.stringify({
+      atLoad, emptyState, rows, nodes, edges, lines, title, legend, wide, errors, foreign,
+    }));
   } finally {
     await browser.close();
   }

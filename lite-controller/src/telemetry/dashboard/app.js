@@ -19,14 +19,33 @@ async function get(path) {
   if (!r.ok) throw new Error(path + ": HTTP " + r.status);
   return r.json();
 }
+// An id cell ("id") may be cut short with an ellipsis: its title keeps the text.
 function cell(tr, text, cls) {
   const td = document.createElement("td");
   td.textContent = text;
   if (cls) td.className = cls;
+  if (cls === "id") td.title = text;
   tr.appendChild(td);
   return td;
 }
 const win = () => $("#window").value;
+// A table's one row saying why it has no others (loading, nothing yet, an error).
+function emptyRow(body, text) {
+  const tr = document.createElement("tr");
+  tr.className = "empty";
+  cell(tr, text).colSpan = body.parentNode.tHead.rows[0].cells.length;
+  body.replaceChildren(tr);
+}
+function noData(text) {
+  const s = document.body.dataset.scrapeSeconds;
+  return text + " — proxies are scraped every " + (s ? s + " s" : "few seconds");
+}
+// A line of grey text in the middle of an SVG.
+function note(root, text) {
+  root.replaceChildren();
+  svg("text", { x: +root.getAttribute("width") / 2, y: +root.getAttribute("height") / 2,
+    "text-anchor": "middle", class: "axis" }, root).textContent = text;
+}
 
 async function overview() {
   const [stat, edges] = await Promise.all([
@@ -35,14 +54,16 @@ async function overview() {
   ]);
   const body = $("#workloads tbody");
   body.replaceChildren();
+  if (!stat.rows.length) emptyRow(body, noData("no data yet"));
   for (const r of stat.rows) {
     const tr = document.createElement("tr");
     tr.dataset.name = r.namespace + "/" + r.name;
-    cell(tr, r.namespace);
+    cell(tr, r.namespace, "id");
     const a = document.createElement("a");
     a.href = "#/w/" + r.namespace + "/" + r.name;
     a.textContent = r.name;
-    cell(tr, "").appendChild(a);
+    cell(tr, "", "id").appendChild(a);
+    a.title = r.name;
     const [up, total] = r.meshed.split("/");
     cell(tr, r.meshed, up !== total ? "bad" : "");
     cell(tr, pct(r.success), r.success !== null && r.success < 0.95 ? "bad" : "");
@@ -59,6 +80,7 @@ async function overview() {
 function topology(workloads, edges) {
   const root = $("#topology");
   root.replaceChildren();
+  if (!workloads.length && !edges.length) return note(root, noData("no workloads yet"));
   const W = +root.getAttribute("width"), H = +root.getAttribute("height");
   const names = new Map();
   const add = (ns, n) => { const k = ns + "/" + n; if (!names.has(k)) names.set(k, { ns, n }); return k; };
@@ -97,12 +119,22 @@ function topology(workloads, edges) {
 function chart(id, series, lines, opts) {
   const root = $(id);
   root.replaceChildren();
+  // Several lines: a key in the caption, in the lines' colours.
+  const legend = root.parentNode.querySelector(".legend");
+  if (legend) {
+    legend.replaceChildren(...lines.map((l) => {
+      const k = document.createElement("span");
+      k.className = "key";
+      k.dataset.key = l.key;
+      const i = document.createElement("i");
+      i.style.background = l.color;
+      k.append(i, l.key);
+      return k;
+    }));
+  }
   const W = +root.getAttribute("width"), H = +root.getAttribute("height"), L = 40, B = 18;
   const pts = series.points;
-  if (!pts.length) {
-    svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis" }, root).textContent = "no data yet";
-    return;
-  }
+  if (!pts.length) return note(root, noData("no history yet"));
   const t0 = pts[0].t, t1 = Math.max(pts[pts.length - 1].t, t0 + series.step_seconds);
   let max = opts.max || 0;
   for (const p of pts) for (const l of lines) max = Math.max(max, p[l.key] || 0);
@@ -116,7 +148,7 @@ function chart(id, series, lines, opts) {
   for (const l of lines) {
     const d = pts.filter((p) => p[l.key] !== null && p[l.key] !== undefined)
       .map((p, i) => (i ? "L" : "M") + x(p.t).toFixed(1) + " " + y(p[l.key]).toFixed(1)).join(" ");
-    if (d) svg("path", { d, fill: "none", stroke: l.color, "stroke-width": 1.5, class: "line" }, root);
+    if (d) svg("path", { d, fill: "none", stroke: l.color, "stroke-width": 1.5, class: "line" }, root).dataset.key = l.key;
   }
 }
 
@@ -134,13 +166,14 @@ async function workload(ns, name) {
   chart("#chart-tcp", series, [{ key: "tcp", color: "#8e44ad" }], { fmt: (v) => v.toFixed(0) });
   const body = $("#wedges tbody");
   body.replaceChildren();
-  for (const e of edges.rows) {
-    if ((e.src_namespace + "/" + e.src) !== key && (e.dst_namespace + "/" + e.dst) !== key) continue;
+  const mine = edges.rows.filter((e) => (e.src_namespace + "/" + e.src) === key || (e.dst_namespace + "/" + e.dst) === key);
+  if (!mine.length) emptyRow(body, noData("no edges in the last " + win()));
+  for (const e of mine) {
     const tr = document.createElement("tr");
-    cell(tr, e.src_namespace + "/" + e.src);
-    cell(tr, e.dst_namespace + "/" + e.dst);
-    cell(tr, e.client_id);
-    cell(tr, e.server_id);
+    cell(tr, e.src_namespace + "/" + e.src, "id");
+    cell(tr, e.dst_namespace + "/" + e.dst, "id");
+    cell(tr, e.client_id, "id");
+    cell(tr, e.server_id, "id");
     cell(tr, e.secured ? "✓" : "✗");
     cell(tr, fmt(e.rps, 1));
     cell(tr, pct(e.success));
@@ -161,7 +194,7 @@ function tapRow(ev) {
   const tr = document.createElement("tr");
   cell(tr, new Date(ev.ts_ms).toLocaleTimeString());
   cell(tr, ev.direction);
-  cell(tr, ev.client_id || ev.server_id || "-");
+  cell(tr, ev.client_id || ev.server_id || "-", "id");
   cell(tr, ev.method);
   cell(tr, ev.authority);
   cell(tr, ev.path);
@@ -223,11 +256,13 @@ async function refresh() {
     document.body.dataset.loaded = "true";
   } catch (e) {
     $("#status").textContent = "error: " + e.message;
+    for (const td of document.querySelectorAll("tr.empty td")) td.textContent = "cannot load: " + e.message;
   }
 }
 
 window.addEventListener("hashchange", refresh);
 $("#window").addEventListener("change", refresh);
 $("#step").addEventListener("change", refresh);
+for (const s of document.querySelectorAll(".charts svg")) note(s, "loading…");
 refresh();
 setInterval(refresh, REFRESH_MS);
