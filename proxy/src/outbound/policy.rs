@@ -4,7 +4,7 @@
 //! logged and replaced by the default (bad input never panics: tower's
 //! `TpsBudget::new` asserts its ranges, so they are clamped first).
 
-use crate::config::Defaults;
+use crate::config::{parse_grpc_codes, parse_http_classes, Defaults};
 use pimesh_api::discovery::ServicePolicy;
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,67 +159,6 @@ impl Policy {
     pub fn withdraw(&self) -> bool {
         self.budget.withdraw()
     }
-}
-
-/// `5xx`, `503`, `500-504`, `gateway-error` (502–504) → inclusive ranges,
-/// as Linkerd's `retry.http` annotation.
-///
-/// Errors: a class that is none of these.
-pub fn parse_http_classes(classes: &[String]) -> Result<Vec<(u16, u16)>, String> {
-    classes
-        .iter()
-        .map(|c| {
-            let c = c.trim().to_ascii_lowercase();
-            let status = |s: &str| match s.parse::<u16>() {
-                Ok(n) if (100..=599).contains(&n) => Ok(n),
-                _ => Err(format!(
-                    "{c:?} is not an HTTP status class (5xx, 503, 500-504, gateway-error)"
-                )),
-            };
-            if c == "gateway-error" {
-                return Ok((502, 504));
-            }
-            if let Some(d) = c.strip_suffix("xx") {
-                let d = status(&format!("{d}00"))?;
-                return Ok((d, d + 99));
-            }
-            match c.split_once('-') {
-                Some((lo, hi)) => {
-                    let (lo, hi) = (status(lo)?, status(hi)?);
-                    if lo > hi {
-                        return Err(format!("{c:?} is a reversed range"));
-                    }
-                    Ok((lo, hi))
-                }
-                None => status(&c).map(|s| (s, s)),
-            }
-        })
-        .collect()
-}
-
-/// gRPC status names (`unavailable`, `deadline-exceeded`, ... — `-` or
-/// `_`, any case) or numbers → codes (grpc/doc/statuscodes.md).
-///
-/// Errors: an unknown name or a number over 16.
-pub fn parse_grpc_codes(names: &[String]) -> Result<Vec<u32>, String> {
-    names
-        .iter()
-        .map(|n| {
-            let n = n.trim().to_ascii_lowercase().replace('_', "-");
-            if let Ok(code) = n.parse::<u32>() {
-                return if code <= 16 {
-                    Ok(code)
-                } else {
-                    Err(format!("{code} is not a gRPC status code (0-16)"))
-                };
-            }
-            pimesh_api::discovery::GRPC_STATUS_NAMES
-                .iter()
-                .position(|x| *x == n)
-                .map(|i| i as u32)
-                .ok_or_else(|| format!("{n:?} is not a gRPC status name"))
-        })
-        .collect()
 }
 
 #[cfg(test)]
