@@ -43,13 +43,6 @@ pub struct Ctx {
     pub discovery: Option<Arc<Discovery>>,
 }
 
-impl Ctx {
-    /// Whether the proxy can serve: it has a certificate if it needs one.
-    pub fn is_ready(&self) -> bool {
-        self.config.identity.is_none() || self.creds.get().is_some()
-    }
-}
-
 /// The three bound listeners. Binding is separate from serving so that
 /// callers (tests, the binary's log line) learn the actual ports.
 #[derive(Debug)]
@@ -155,21 +148,34 @@ pub async fn run(
         discovery,
     });
     let registration = client.map(|c| {
-        tokio::spawn(discovery::register::run(
-            c,
-            ctx.clone(),
-            listening,
-            shutdown.clone(),
-        ))
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            discovery::register::run(c, &ctx.config, &ctx.metrics, listening, shutdown).await
+        })
     });
-    let admin = tokio::spawn(admin::serve(listeners.admin, ctx.clone(), log));
+    let admin_state = Arc::new(admin::Admin {
+        metrics: ctx.metrics.clone(),
+        shutdown: ctx.shutdown.clone(),
+        creds: ctx.config.identity.as_ref().map(|_| ctx.creds.clone()),
+    });
+    let admin = tokio::spawn(admin::serve(listeners.admin, admin_state, log));
     for (up, l) in listeners.tcp_upstreams {
         tracing::info!(listen = %up.listen, service = %up.service, port = up.port, "TCP upstream listening");
         tokio::spawn(crate::outbound::tcp::serve_upstream(ctx.clone(), l, up));
     }
-    let tap = listeners
-        .tap
-        .map(|l| tokio::spawn(tap::serve(l, ctx.clone())));
+    let tap = match (listeners.tap, &ctx.config.identity) {
+        (Some(l), Some(id)) => {
+            let state = Arc::new(tap::Tap {
+                metrics: ctx.metrics.clone(),
+                creds: ctx.creds.clone(),
+                controller: id.controller_identity.clone(),
+                shutdown: ctx.shutdown.clone(),
+            });
+            Some(tokio::spawn(tap::serve(l, state)))
+        }
+        _ => None,
+    };
     tokio::join!(
         accept_loop(ctx.clone(), Direction::Inbound, listeners.inbound),
         accept_loop(ctx.clone(), Direction::Outbound, listeners.outbound),
