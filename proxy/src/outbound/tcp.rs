@@ -4,12 +4,14 @@
 //! `PIMESH_PROXY_TCP_UPSTREAMS` listeners whose connections all go to one
 //! named service (apps without HTTP or iptables, standalone mode).
 
-use super::{count_transition, Dst, Route};
+use super::dst::{count_transition, Dst};
+use super::route::Route;
 use crate::config::TcpUpstream;
-use crate::discovery::DstKey;
-use crate::io::MeteredIo;
+use crate::connect::mtls::{self, Carries};
+use crate::ctx::Ctx;
+use crate::discovery::key::DstKey;
+use crate::io::{self, MeteredIo};
 use crate::metrics::{Direction, Peer, TcpLabels, Tls};
-use crate::server::{self, Ctx};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -39,11 +41,14 @@ where
         };
         let ep = picked.endpoint.clone();
         let connected: Result<Box<dyn Io>, std::io::Error> = match &ep.mesh {
-            Some(dest) => crate::mesh::connect(ctx, dest, crate::mesh::Carries::Opaque, &ep.labels)
+            Some(dest) => mtls::connect(&ctx.clients.dialer, dest, Carries::Opaque, &ep.labels)
                 .await
                 .map(|tls| Box::new(tls) as Box<dyn Io>)
                 .map_err(std::io::Error::other),
-            None => server::connect(ctx, ep.connect, &ep.labels)
+            None => ctx
+                .clients
+                .dialer
+                .tcp(ep.connect, &ep.labels)
                 .await
                 .map(|tcp| Box::new(tcp) as Box<dyn Io>),
         };
@@ -53,7 +58,7 @@ where
             Ok(mut upstream) => {
                 let _open = ep.open_connection();
                 count_transition(&ctx.metrics, picked.success(), probe);
-                crate::tcp::splice(client, &mut upstream, ep.addr).await;
+                io::splice(client, &mut upstream, ep.addr).await;
                 return;
             }
             Err(e) => {
@@ -132,7 +137,7 @@ async fn upstream_connection(ctx: Arc<Ctx>, stream: TcpStream, upstream: &TcpUps
     let mut io = MeteredIo::new(stream, conn.clone());
     tokio::select! {
         _ = forward(&ctx, &mut io, &dst) => {}
-        _ = server::idle(&conn, ctx.config.idle_timeout) => {
+        _ = io::idle(&conn, ctx.config.idle_timeout) => {
             ctx.metrics.accept_error(Direction::Outbound, "idle_timeout");
         }
     }
