@@ -265,7 +265,9 @@ impl Balancer {
     /// endpoint a retry follows) is skipped when another is available.
     /// When neither draw is available, the cheapest available endpoint.
     ///
-    /// Errors: no endpoints, or every endpoint ejected (fail fast).
+    /// # Errors
+    ///
+    /// No endpoints, or every endpoint ejected (fail fast).
     pub fn pick(&self, avoid: Option<&Arc<Endpoint>>) -> Result<Picked, PickError> {
         self.pick_by(avoid, |e| (0, e.cost()))
     }
@@ -275,6 +277,10 @@ impl Balancer {
     /// the lower load (connect latency, connects in progress): the load
     /// handle of a connection ends once it is established, so latency
     /// alone would send every sequential connection to the same endpoint.
+    ///
+    /// # Errors
+    ///
+    /// As [`Balancer::pick`]: no endpoints, or all ejected.
     pub fn pick_connection(&self, avoid: Option<&Arc<Endpoint>>) -> Result<Picked, PickError> {
         self.pick_by(avoid, |e| (e.open.load(Ordering::Relaxed), e.cost()))
     }

@@ -109,6 +109,11 @@ pub struct Config {
 impl Config {
     /// Parses and validates every `PIMESH_PROXY_*` variable; the first bad
     /// value is returned as an [`Error`] naming the variable.
+    ///
+    /// # Errors
+    ///
+    /// The first variable whose value does not parse or is out of range,
+    /// or an incomplete identity configuration.
     pub fn from_env(env: &dyn Env) -> Result<Self, Error> {
         let p = Parser { env };
         let identity = identity_config(&p)?;

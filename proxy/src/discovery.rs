@@ -335,7 +335,9 @@ async fn stream(
 /// The complete event lines at the front of `buf` (consumed); a partial
 /// line stays for the next frame.
 ///
-/// Errors: a line that is not a [`WatchEvent`], or a line longer than [`MAX_LINE`].
+/// # Errors
+///
+/// A line that is not a [`WatchEvent`], or a line longer than [`MAX_LINE`].
 fn events(buf: &mut BytesMut) -> Result<Vec<WatchEvent>, StreamError> {
     let mut out = Vec::new();
     while let Some(nl) = buf.iter().position(|b| *b == b'\n') {

@@ -43,7 +43,9 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the configured addresses (port 0 picks a free port).
     ///
-    /// Errors: the address and the OS error of the first bind that fails.
+    /// # Errors
+    ///
+    /// The address and the OS error of the first bind that fails.
     pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)

@@ -66,7 +66,9 @@ pub struct Filter {
 impl Filter {
     /// Parses `max_rps=N&method=M&authority=A&path=P` (percent-decoded).
     ///
-    /// Errors: an unknown key, or `max_rps` not in 1..=[`MAX_TAP_MAX_RPS`].
+    /// # Errors
+    ///
+    /// An unknown key, or `max_rps` not in 1..=[`MAX_TAP_MAX_RPS`].
     pub fn parse(query: &str) -> Result<Filter, String> {
         let mut f = Filter {
             max_rps: DEFAULT_TAP_MAX_RPS,

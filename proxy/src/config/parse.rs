@@ -122,7 +122,9 @@ pub(super) fn parse_addr(v: &str) -> Result<SocketAddr, String> {
 /// `5xx`, `503`, `500-504`, `gateway-error` (502–504) → inclusive ranges,
 /// as Linkerd's `retry.http` annotation.
 ///
-/// Errors: a class that is none of these.
+/// # Errors
+///
+/// A class that is none of these.
 pub fn parse_http_classes(classes: &[String]) -> Result<Vec<(u16, u16)>, String> {
     classes
         .iter()
@@ -158,7 +160,9 @@ pub fn parse_http_classes(classes: &[String]) -> Result<Vec<(u16, u16)>, String>
 /// gRPC status names (`unavailable`, `deadline-exceeded`, ... — `-` or
 /// `_`, any case) or numbers → codes (grpc/doc/statuscodes.md).
 ///
-/// Errors: an unknown name or a number over 16.
+/// # Errors
+///
+/// An unknown name or a number over 16.
 pub fn parse_grpc_codes(names: &[String]) -> Result<Vec<u32>, String> {
     names
         .iter()

@@ -123,7 +123,9 @@ impl Upstream {
     /// response head and streaming body. `upgrade` requests get an HTTP/1
     /// connection of their own, which the upgrade then consumes.
     ///
-    /// Errors: connect failures and a target that fails before answering.
+    /// # Errors
+    ///
+    /// Connect failures and a target that fails before answering.
     pub async fn send(
         &self,
         c: &Clients,
@@ -235,7 +237,9 @@ impl SharedH2Pool {
     /// The connection to `addr`, opened (over mTLS to `mesh`'s identity
     /// when given) if there is none or it closed.
     ///
-    /// Errors: connect, TLS and handshake failures.
+    /// # Errors
+    ///
+    /// Connect, TLS and handshake failures.
     pub async fn sender(
         &self,
         c: &Clients,
@@ -323,7 +327,9 @@ impl Ready {
     /// Connects to `ep` (or reuses a connection) for a request of
     /// `version`: meshed endpoints always get HTTP/2 over mTLS.
     ///
-    /// Errors: the endpoint cannot be reached; no request was sent.
+    /// # Errors
+    ///
+    /// The endpoint cannot be reached; no request was sent.
     pub async fn connect(c: &Clients, ep: &Endpoint, version: Version) -> Result<Ready, Error> {
         if ep.mesh.is_some() || version == Version::HTTP_2 {
             let pool = if ep.mesh.is_some() { &c.mesh } else { &c.h2 };
@@ -344,7 +350,9 @@ impl Ready {
     /// written (an idle one the peer dropped) is replaced, twice at most:
     /// nothing was sent, so this is safe for any method.
     ///
-    /// Errors: the endpoint failed before answering, or cannot be reached again.
+    /// # Errors
+    ///
+    /// The endpoint failed before answering, or cannot be reached again.
     pub async fn send(
         self,
         c: &Clients,
