@@ -1,7 +1,13 @@
-//! HTTP proxying: serves a detected HTTP/1 or HTTP/2 connection with hyper
-//! and forwards each request to its target in the same protocol, streaming
-//! bodies and trailers, carrying `Upgrade` (WebSocket) and `CONNECT`
-//! tunnels, and recording Linkerd's request/response metrics.
+//! HTTP proxying: serves a detected HTTP/1 or HTTP/2 connection with hyper;
+//! outbound, each request is routed (`outbound::route`) to a balanced
+//! service (`outbound::balanced`) or forwarded to its target in the same
+//! protocol (`forward`), streaming bodies and trailers, carrying `Upgrade`
+//! (WebSocket) and `CONNECT` tunnels, and recording Linkerd's
+//! request/response metrics.
+//!
+//! Layout: `forward` (one request to its target), `orig_proto` (HTTP/1
+//! across the mesh's HTTP/2 hop), `headers`, `body` (the response body that
+//! records the response), `error` (the proxy's own responses).
 
 pub mod body;
 pub mod error;
