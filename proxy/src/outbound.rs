@@ -6,8 +6,8 @@
 //!
 //! Layout, in the order a request meets them: `route` (where it goes,
 //! with discovery), `loop_guard` (explicit mode never targets the proxy
-//! itself), `balanced` (an HTTP request to a service), `retry` (its tries
-//! and the retry budget), `tcp` (balanced opaque TCP and the
+//! itself), `balanced` (an HTTP request to a service, a try per
+//! endpoint), `retry` (the retry budget), `tcp` (balanced opaque TCP and the
 //! `PIMESH_PROXY_TCP_UPSTREAMS` listeners); beside them `dst` (a watched
 //! destination's balancer and labels), `policy` (its resilience
 //! settings) and `replay` (replayable request bodies).
