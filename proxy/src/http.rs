@@ -216,7 +216,8 @@ impl Service {
     /// What forwarding this connection's requests uses.
     fn forwarder(&self) -> Forward<'_> {
         Forward {
-            ctx: &self.ctx,
+            clients: &self.ctx.clients,
+            metrics: &self.ctx.metrics,
             upstream: &self.upstream,
             explicit: matches!(self.target, Target::Explicit(_)),
         }

@@ -26,7 +26,8 @@ pub async fn forward<I>(
     // Services known to discovery are balanced (static mesh destinations win).
     if let (Direction::Outbound, Some(d)) = (labels.direction, &ctx.discovery) {
         if let Route::Balanced(dst) = route::route_addr(&ctx.config, d, target).await {
-            return crate::outbound::tcp::forward(ctx, &mut client, &dst).await;
+            return crate::outbound::tcp::forward(&ctx.clients, &ctx.metrics, &mut client, &dst)
+                .await;
         }
     }
     // Mesh destinations get mTLS to their proxy (outbound only: inbound

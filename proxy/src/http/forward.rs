@@ -8,14 +8,14 @@ use super::error::Error;
 use super::{headers, orig_proto};
 use crate::config::MeshDestination;
 use crate::connect::mtls::{self, Carries};
-use crate::connect::pool::Upstream;
-use crate::ctx::Ctx;
-use crate::metrics::TargetLabels;
+use crate::connect::pool::{Clients, Upstream};
+use crate::metrics::{Metrics, TargetLabels};
 use crate::outbound::replay::ReqBody;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A byte stream to a target (plain TCP or mTLS), for tunnels.
@@ -24,8 +24,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// What forwarding a request of one client connection uses.
 pub struct Forward<'a> {
-    /// The shared handles (clients, tracker for upgrades and tunnels).
-    pub ctx: &'a Ctx,
+    /// Connections out, and the tracker that upgrades and tunnels run on.
+    pub clients: &'a Clients,
+    /// Where requests (and balanced tries) are counted.
+    pub metrics: &'a Arc<Metrics>,
     /// The client connection's own HTTP/2 connection to its target.
     pub upstream: &'a Upstream,
     /// Explicit HTTP proxy mode: `CONNECT` tunnels, absolute-form URIs.
@@ -72,7 +74,7 @@ impl Forward<'_> {
             None => {
                 self.upstream
                     .send(
-                        &self.ctx.clients,
+                        self.clients,
                         target,
                         labels,
                         req.map(ReqBody::from),
@@ -86,7 +88,7 @@ impl Forward<'_> {
                 || (is_connect && rsp.status().is_success());
             if switched {
                 let server_upgrade = hyper::upgrade::on(&mut rsp);
-                self.ctx.tracker.spawn(async move {
+                self.clients.tracker.spawn(async move {
                     match tokio::try_join!(client_upgrade, server_upgrade) {
                         Ok((client, server)) => {
                             let (mut c, mut s) = (TokioIo::new(client), TokioIo::new(server));
@@ -115,7 +117,7 @@ impl Forward<'_> {
     ) -> Result<Response<Inner>, Error> {
         let version = req.version();
         orig_proto::to_h2(&mut req, authority.as_ref(), target)?;
-        let clients = &self.ctx.clients;
+        let clients = self.clients;
         let mut rsp = clients
             .mesh
             .send(
@@ -139,12 +141,12 @@ impl Forward<'_> {
         labels: &TargetLabels,
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, Error> {
-        let tls = mtls::connect(&self.ctx.clients.dialer, dest, Carries::Http1, labels).await?;
+        let tls = mtls::connect(&self.clients.dialer, dest, Carries::Http1, labels).await?;
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(tls))
             .await
             .map_err(|e| Error::Upstream(dest.proxy_addr, e))?;
-        self.ctx.tracker.spawn(async move {
+        self.clients.tracker.spawn(async move {
             let _ = conn.with_upgrades().await;
         });
         sender
@@ -162,7 +164,7 @@ impl Forward<'_> {
         mesh_dest: Option<&MeshDestination>,
         labels: &TargetLabels,
     ) -> Result<Response<Inner>, Error> {
-        let dialer = &self.ctx.clients.dialer;
+        let dialer = &self.clients.dialer;
         // A mesh destination is reached over mTLS to its proxy (opaque).
         let server: Box<dyn Io> = match mesh_dest {
             Some(dest) => Box::new(mtls::connect(dialer, dest, Carries::Opaque, labels).await?),
@@ -170,7 +172,7 @@ impl Forward<'_> {
         };
         let mut server = server;
         let client = hyper::upgrade::on(&mut req);
-        self.ctx.tracker.spawn(async move {
+        self.clients.tracker.spawn(async move {
             match client.await {
                 Ok(client) => {
                     let mut client = TokioIo::new(client);

@@ -53,11 +53,10 @@ pub async fn forward(
     let is_grpc = headers::is_grpc(req.headers());
     // Counted once an endpoint answered (with its labels), or with the
     // service's labels if the client gives up first.
-    let mut metrics = f.ctx.metrics.request_pending(
+    let mut metrics = f.metrics.request_pending(
         RequestLabels {
             target: dst.labels.clone(),
             authority: f
-                .ctx
                 .metrics
                 .authority(authority.as_ref().map_or("", |a| a.as_str())),
         },
@@ -85,7 +84,7 @@ pub async fn forward(
             Ok(r) if r.status().as_u16() < 500 => picked.success(),
             _ => picked.failure(),
         };
-        count_transition(&f.ctx.metrics, t, probe);
+        count_transition(f.metrics, t, probe);
         metrics.relabel(ep.labels.clone());
         return respond(metrics, is_grpc, result);
     }
@@ -106,7 +105,7 @@ async fn send(
     let policy = &dst.policy;
     let may_retry = policy.may_retry(req.method(), is_grpc);
     let explicit = f.explicit;
-    let ctx = f.ctx;
+    let (clients, try_metrics) = (f.clients, f.metrics);
     let (parts, body) = req.into_parts();
     let mut head = Head {
         method: parts.method,
@@ -125,7 +124,7 @@ async fn send(
         policy.deposit();
     }
     let deadline = policy.timeout.map(|t| (Instant::now() + t, t));
-    let metrics = ctx.metrics.outbound();
+    let metrics = try_metrics.outbound();
     let mut next = Some(body);
     let mut head = Some(head);
     let (mut retries, mut failovers) = (0u32, 0u32);
@@ -147,7 +146,7 @@ async fn send(
         };
         // Connect first: a failure here sent nothing.
         let version = head.as_ref().map_or(Version::HTTP_11, |h| h.version);
-        let connect = Ready::connect(&ctx.clients, &ep, version);
+        let connect = Ready::connect(clients, &ep, version);
         let ready = match left(deadline) {
             Some(l) => tokio::time::timeout(l, connect)
                 .await
@@ -158,7 +157,7 @@ async fn send(
             Ok(r) => r,
             Err(e) => {
                 picked.responded();
-                count_transition(&ctx.metrics, picked.failure(), probe);
+                count_transition(try_metrics, picked.failure(), probe);
                 failovers += 1;
                 let expired = left(deadline).is_some_and(|l| l.is_zero());
                 if failovers >= MAX_FAILOVERS || expired || matches!(e, Error::Timeout(_)) {
@@ -193,7 +192,7 @@ async fn send(
             (Some(t), Some(l)) => Some(t.min(l)),
             (t, l) => t.or(l),
         };
-        let send = ready.send(&ctx.clients, &ep, req);
+        let send = ready.send(clients, &ep, req);
         let outcome = match per_try {
             Some(t) => tokio::time::timeout(t, send).await.ok(),
             None => Some(send.await),
@@ -211,7 +210,7 @@ async fn send(
                 } else {
                     picked.success()
                 };
-                count_transition(&ctx.metrics, t, probe);
+                count_transition(try_metrics, t, probe);
                 let rsp = finish(rsp, version, &ep);
                 if !(policy.retryable_status(status) || grpc_retryable) {
                     return (Ok(rsp), labels);
@@ -219,11 +218,11 @@ async fn send(
                 (if grpc_retryable { "grpc" } else { "status" }, Ok(rsp))
             }
             Some(Err(e)) => {
-                count_transition(&ctx.metrics, picked.failure(), probe);
+                count_transition(try_metrics, picked.failure(), probe);
                 ("error", Err(e))
             }
             None => {
-                count_transition(&ctx.metrics, picked.failure(), probe);
+                count_transition(try_metrics, picked.failure(), probe);
                 let expired = left(deadline).is_some_and(|l| l.is_zero());
                 let t = match deadline {
                     Some((_, whole)) if expired => whole,
