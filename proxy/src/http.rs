@@ -6,14 +6,16 @@
 //! request/response metrics.
 //!
 //! Layout: `forward` (one request to its target), `orig_proto` (HTTP/1
-//! across the mesh's HTTP/2 hop), `headers`, `body` (the response body that
-//! records the response), `error` (the proxy's own responses).
+//! across the mesh's HTTP/2 hop), `replay` (request bodies that can be sent
+//! again), `headers`, `body` (the response body that records the
+//! response), `error` (the proxy's own responses).
 
 pub mod body;
 pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod orig_proto;
+pub mod replay;
 
 use crate::connect::mtls;
 use crate::connect::pool::{Upstream, H2_CONN_WINDOW, H2_MAX_SEND_BUF, H2_STREAM_WINDOW};

@@ -7,10 +7,10 @@
 //! - `detect`: protocol detection on the first bytes.
 //! - `inbound`: identity requirement, SNI, mesh mTLS termination.
 //! - `outbound`: outbound connections; `route`, `balanced`, `retry`,
-//!   `loop_guard`, balanced `tcp`, `dst`, `policy`, `replay`.
+//!   `loop_guard`, balanced `tcp`, `dst`, `policy`.
 //! - `forward`: a known connection served as HTTP or TCP until idle.
 //! - `http`: HTTP/1 and HTTP/2 proxying; `forward` (one request out),
-//!   `orig_proto`, `headers`, `body`, `error`.
+//!   `orig_proto`, `replay`, `headers`, `body`, `error`.
 //! - `tcp`: opaque TCP forwarding with half-close.
 //! - `connect`: `tcp` (plain), `mtls` (to peer proxies), `pool` (HTTP clients).
 //! - `ctx`: the handles connection tasks share; `target`: where one goes.

@@ -9,14 +9,13 @@
 //! itself), `balanced` (an HTTP request to a service, a try per
 //! endpoint), `retry` (the retry budget), `tcp` (balanced opaque TCP and the
 //! `PIMESH_PROXY_TCP_UPSTREAMS` listeners); beside them `dst` (a watched
-//! destination's balancer and labels), `policy` (its resilience
-//! settings) and `replay` (replayable request bodies).
+//! destination's balancer and labels) and `policy` (its resilience
+//! settings).
 
 pub mod balanced;
 pub mod dst;
 pub mod loop_guard;
 pub mod policy;
-pub mod replay;
 pub mod retry;
 pub mod route;
 pub mod tcp;

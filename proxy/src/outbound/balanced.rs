@@ -15,7 +15,6 @@
 //! Timeouts run until the response head.
 
 use super::dst::{count_transition, Dst};
-use super::replay::ReqBody;
 use super::retry::MAX_REPLAY_BYTES;
 use crate::balance::Endpoint;
 use crate::connect::pool::Ready;
@@ -24,6 +23,7 @@ use crate::http::error::{respond, Error};
 use crate::http::forward::Forward;
 use crate::http::headers;
 use crate::http::orig_proto;
+use crate::http::replay::ReqBody;
 use crate::metrics::{RequestLabels, TargetLabels};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
