@@ -4,7 +4,8 @@
 //! `GET`/`PUT /proxy-log-level` (the log filter, `RUST_LOG` syntax; `PUT`
 //! from loopback only). It runs beside the data plane and never blocks it.
 
-use crate::server::Ctx;
+use crate::metrics::Metrics;
+use crate::tls::CredentialStore;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
 /// Changes the log filter at run time.
@@ -26,8 +28,26 @@ const MAX_LOG_LEVEL_BYTES: usize = 4096;
 /// `Content-Type` of `/metrics`.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// What the admin server uses.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Encoded at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled by `POST /shutdown`; once cancelled `/ready` fails.
+    pub shutdown: CancellationToken,
+    /// The certificate `/ready` waits for; `None` without an identity.
+    pub creds: Option<Arc<CredentialStore>>,
+}
+
+impl Admin {
+    /// Whether the proxy can serve: it has a certificate if it needs one.
+    pub fn is_ready(&self) -> bool {
+        self.creds.as_ref().is_none_or(|c| c.get().is_some())
+    }
+}
+
 /// Serves admin requests until the task is aborted.
-pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, log: LogHandle) {
+pub async fn serve(listener: TcpListener, ctx: Arc<Admin>, log: LogHandle) {
     let log = Arc::new(log);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -56,7 +76,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, log: LogHandle) {
 }
 
 async fn handle(
-    ctx: &Ctx,
+    ctx: &Admin,
     log: &LogHandle,
     peer: SocketAddr,
     req: Request<Incoming>,

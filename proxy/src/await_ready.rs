@@ -52,7 +52,9 @@ fn ready_status(admin: SocketAddr) -> Result<u16, String> {
 
 /// Polls `/ready` every 100 ms until it answers 200.
 ///
-/// Errors: [`NotReady`] after `timeout`.
+/// # Errors
+///
+/// [`NotReady`] after `timeout`.
 pub fn run(cfg: &AwaitConfig) -> Result<(), NotReady> {
     let end = Instant::now() + cfg.timeout;
     loop {

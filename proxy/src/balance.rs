@@ -18,11 +18,12 @@
 //! compared first, see [`Balancer::pick_connection`]).
 
 pub mod breaker;
+mod random;
 
 use crate::config::MeshDestination;
 use crate::metrics::TargetLabels;
 use breaker::{Admit, Breaker};
-use std::cell::Cell;
+pub use random::{random_fraction, random_u64};
 use std::convert::Infallible;
 use std::future::Ready;
 use std::net::SocketAddr;
@@ -264,7 +265,9 @@ impl Balancer {
     /// endpoint a retry follows) is skipped when another is available.
     /// When neither draw is available, the cheapest available endpoint.
     ///
-    /// Errors: no endpoints, or every endpoint ejected (fail fast).
+    /// # Errors
+    ///
+    /// No endpoints, or every endpoint ejected (fail fast).
     pub fn pick(&self, avoid: Option<&Arc<Endpoint>>) -> Result<Picked, PickError> {
         self.pick_by(avoid, |e| (0, e.cost()))
     }
@@ -274,6 +277,10 @@ impl Balancer {
     /// the lower load (connect latency, connects in progress): the load
     /// handle of a connection ends once it is established, so latency
     /// alone would send every sequential connection to the same endpoint.
+    ///
+    /// # Errors
+    ///
+    /// As [`Balancer::pick`]: no endpoints, or all ejected.
     pub fn pick_connection(&self, avoid: Option<&Arc<Endpoint>>) -> Result<Picked, PickError> {
         self.pick_by(avoid, |e| (e.open.load(Ordering::Relaxed), e.cost()))
     }
@@ -355,30 +362,6 @@ impl Balancer {
             settled: false,
         })
     }
-}
-
-thread_local! {
-    static RNG: Cell<u64> = Cell::new({
-        use std::hash::BuildHasher;
-        std::collections::hash_map::RandomState::new().hash_one(0u8) | 1
-    });
-}
-
-/// A fast non-cryptographic random number (xorshift64*, per thread).
-pub fn random_u64() -> u64 {
-    RNG.with(|s| {
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    })
-}
-
-/// A random fraction in `[0, 1)`.
-pub fn random_fraction() -> f64 {
-    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

@@ -2,20 +2,24 @@
 //! environment variables (names: DESIGN.md "Interfaces"), read through the
 //! [`Env`] trait so tests pass a map instead of touching the process env.
 
-use pimesh_api::identity::Identity;
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 mod identity;
 mod outbound;
+mod parse;
 #[cfg(test)]
 mod tests;
 
 use identity::{identity_config, parse_destinations};
+pub use identity::{
+    IdentityConfig, MeshDestination, DEFAULT_IDENTITY, DEFAULT_TAP_LISTEN_ADDR,
+    DEFAULT_TRUST_ANCHORS_REFRESH,
+};
 pub use outbound::{Defaults, OutboundConfig, TcpUpstream};
+use parse::{parse_addr, Parser};
+pub use parse::{parse_duration, parse_grpc_codes, parse_http_classes, Env, Error, OsEnv};
 
 /// Inbound listener: traffic redirected to the pod's own ports.
 pub const DEFAULT_INBOUND_LISTEN_ADDR: &str = "0.0.0.0:4143";
@@ -23,8 +27,6 @@ pub const DEFAULT_INBOUND_LISTEN_ADDR: &str = "0.0.0.0:4143";
 pub const DEFAULT_OUTBOUND_LISTEN_ADDR: &str = "127.0.0.1:4140";
 /// Admin listener: `/metrics`, `/ready`, `/live`, `/shutdown`, log level.
 pub const DEFAULT_ADMIN_LISTEN_ADDR: &str = "0.0.0.0:4191";
-/// Default tap listener (linkerd2-proxy's `LINKERD2_PROXY_TAP_LISTEN_ADDR`).
-pub const DEFAULT_TAP_LISTEN_ADDR: &str = "0.0.0.0:4190";
 /// Ports never protocol-detected, as linkerd2-proxy's default
 /// (SMTP, MySQL, Galera, PostgreSQL, Redis, Elasticsearch, memcached).
 pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
@@ -49,54 +51,6 @@ pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(120);
 pub const DEFAULT_THREADS: usize = 1;
 /// Log filter, `RUST_LOG` syntax.
 pub const DEFAULT_LOG: &str = "warn,pimesh=info";
-/// How often the trust-anchor bundle is refreshed between renewals.
-pub const DEFAULT_TRUST_ANCHORS_REFRESH: Duration = Duration::from_secs(30);
-/// The identity a proxy asks for when none is configured (Kubernetes' defaults).
-pub const DEFAULT_IDENTITY: &str = "default/default";
-
-/// Where configuration values come from: the process environment in the
-/// binary, a map in tests (never `std::env::set_var`).
-pub trait Env {
-    /// The value of `name`, if set (an empty value counts as unset).
-    fn get(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OsEnv;
-
-impl Env for OsEnv {
-    fn get(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    }
-}
-
-impl Env for HashMap<String, String> {
-    fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name).filter(|v| !v.is_empty()).cloned()
-    }
-}
-
-impl Env for HashMap<&str, &str> {
-    fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name)
-            .filter(|v| !v.is_empty())
-            .map(|v| v.to_string())
-    }
-}
-
-/// A configuration value that could not be used. The binary prints it and
-/// exits with code 64.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid {name}={value:?}: {reason}")]
-pub struct Error {
-    /// The environment variable, e.g. `PIMESH_PROXY_THREADS`.
-    pub name: &'static str,
-    /// The value as given.
-    pub value: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
 
 /// Everything the proxy needs to start, parsed and validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,49 +106,14 @@ pub struct Config {
     pub outbound: OutboundConfig,
 }
 
-/// How the proxy gets its certificate.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IdentityConfig {
-    /// `PIMESH_PROXY_CONTROLLER_ADDR`: `host:port` of the controller's
-    /// proxy-facing (mTLS) port.
-    pub controller_addr: String,
-    /// `PIMESH_PROXY_CONTROLLER_IDENTITY`: the identity the controller's
-    /// certificate must carry.
-    pub controller_identity: Identity,
-    /// `PIMESH_PROXY_TRUST_ANCHORS`: PEM bundle of trust anchors.
-    pub trust_anchors: PathBuf,
-    /// `PIMESH_PROXY_IDENTITY`: `NAMESPACE/SERVICEACCOUNT` this proxy asks to be.
-    pub identity: Identity,
-    /// `PIMESH_PROXY_TOKEN_FILE`: join token or ServiceAccount token, read
-    /// again at each request (tokens rotate).
-    pub token_file: PathBuf,
-    /// `PIMESH_PROXY_TRUST_DOMAIN`: the SPIFFE trust domain.
-    pub trust_domain: String,
-    /// `PIMESH_PROXY_TAP_LISTEN_ADDR`: the tap listener (mTLS, open to
-    /// the controller's identity only), served only with an identity.
-    pub tap_addr: SocketAddr,
-    /// `PIMESH_PROXY_TRUST_ANCHORS_REFRESH`: how often the trust-anchor
-    /// bundle is fetched between renewals, so that anchor rotations reach
-    /// the proxy before new issuers sign.
-    pub anchors_refresh: Duration,
-}
-
-/// A destination reached over mTLS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeshDestination {
-    /// The `ip:port` the app connects to (original destination or the
-    /// explicit proxy target).
-    pub addr: SocketAddr,
-    /// The identity its proxy must present.
-    pub identity: Identity,
-    /// Where its proxy's inbound listener is: the destination itself
-    /// (redirected there by iptables) unless given as `@ip:port`.
-    pub proxy_addr: SocketAddr,
-}
-
 impl Config {
     /// Parses and validates every `PIMESH_PROXY_*` variable; the first bad
     /// value is returned as an [`Error`] naming the variable.
+    ///
+    /// # Errors
+    ///
+    /// The first variable whose value does not parse or is out of range,
+    /// or an incomplete identity configuration.
     pub fn from_env(env: &dyn Env) -> Result<Self, Error> {
         let p = Parser { env };
         let identity = identity_config(&p)?;
@@ -359,71 +278,6 @@ impl fmt::Display for Config {
     }
 }
 
-struct Parser<'a> {
-    env: &'a dyn Env,
-}
-
-impl Parser<'_> {
-    fn parse<T>(
-        &self,
-        name: &'static str,
-        default: &str,
-        f: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<T, Error> {
-        let value = self.env.get(name).unwrap_or_else(|| default.to_string());
-        f(value.trim()).map_err(|reason| Error {
-            name,
-            value,
-            reason,
-        })
-    }
-
-    fn parse_opt<T>(
-        &self,
-        name: &'static str,
-        f: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, Error> {
-        match self.env.get(name) {
-            None => Ok(None),
-            Some(value) => f(value.trim()).map(Some).map_err(|reason| Error {
-                name,
-                value,
-                reason,
-            }),
-        }
-    }
-
-    fn duration(&self, name: &'static str, default: Duration) -> Result<Duration, Error> {
-        Ok(self.parse_opt(name, parse_duration)?.unwrap_or(default))
-    }
-
-    fn number(
-        &self,
-        name: &'static str,
-        default: usize,
-        range: std::ops::RangeInclusive<usize>,
-    ) -> Result<usize, Error> {
-        let n = self.parse_opt(name, |v| {
-            let n: usize = v.parse().map_err(|_| "not a whole number".to_string())?;
-            if range.contains(&n) {
-                Ok(n)
-            } else {
-                Err(format!(
-                    "must be between {} and {}",
-                    range.start(),
-                    range.end()
-                ))
-            }
-        })?;
-        Ok(n.unwrap_or(default))
-    }
-}
-
-fn parse_addr(v: &str) -> Result<SocketAddr, String> {
-    v.parse()
-        .map_err(|_| "not an IP:PORT socket address".to_string())
-}
-
 /// `25,587,3306` and ranges `8000-8010` (as Linkerd's opaque-ports
 /// annotation); sorted and deduplicated.
 fn parse_ports(v: &str) -> Result<Vec<u16>, String> {
@@ -480,7 +334,3 @@ fn parse_labels(v: &str) -> Result<Vec<(String, String)>, String> {
     }
     Ok(labels)
 }
-
-/// Durations of `PIMESH_PROXY_*` variables: [`pimesh_api::text`]'s form,
-/// greater than zero.
-pub use pimesh_api::text::parse_positive_duration as parse_duration;

@@ -109,7 +109,9 @@ pub struct Detected {
 /// [`Protocol::Opaque`]. No buffer is allocated until the socket is
 /// readable, so idle connections cost no detection memory.
 ///
-/// Errors: the socket's read errors (e.g. a reset), as they are.
+/// # Errors
+///
+/// The socket's read errors (e.g. a reset), as they are.
 pub async fn detect(
     io: &mut TcpStream,
     capacity: usize,

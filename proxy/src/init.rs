@@ -234,6 +234,11 @@ impl Backend {
 /// Picks the backend: the requested one if it works; for `auto`, the one
 /// holding more rules (the node's kube-proxy/flannel/CNI wrote them), nft
 /// on a tie.
+///
+/// # Errors
+///
+/// [`Error::NoBackend`] when neither backend's `*-save` runs,
+/// [`Error::Backend`] when the requested one does not.
 pub fn backend(mode: &str) -> Result<Backend, Error> {
     let usable = |b: Backend| {
         b.save(Family::V4, None)
@@ -326,6 +331,12 @@ fn has_jump(nat: &str, from: &str, chain: &str) -> bool {
 
 /// Installs (or with `--remove` removes) the rules, IPv4 then IPv6 (see
 /// [`InitConfig::ipv6`]); returns a one-line summary.
+///
+/// # Errors
+///
+/// No usable backend (see [`backend`]), [`Error::Ipv6`] when the namespace
+/// has IPv6 but ip6tables does not run, [`Error::Restore`] when
+/// `*-restore` refuses the rules.
 pub fn run(cfg: &InitConfig) -> Result<String, Error> {
     let backend = backend(&cfg.iptables_mode)?;
     let name = backend.name();

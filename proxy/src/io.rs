@@ -1,13 +1,16 @@
 //! Socket wrappers on the data path: [`PrefixedIo`] replays the bytes read
 //! during protocol detection; [`MeteredIo`] counts bytes into the
-//! connection's `tcp_read_bytes_total` / `tcp_write_bytes_total`.
+//! connection's `tcp_read_bytes_total` / `tcp_write_bytes_total`;
+//! [`splice`] forwards bytes both ways; [`idle`] ends idle connections.
 
 use crate::metrics::TcpConnection;
 use bytes::{Buf, Bytes};
 use std::io::IoSlice;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pin_project_lite::pin_project! {
@@ -164,6 +167,34 @@ impl<I: AsyncWrite> AsyncWrite for MeteredIo<I> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.project();
         note(this.conn, this.io.poll_shutdown(cx))
+    }
+}
+
+/// Copies both ways between `client` and `upstream` until both directions
+/// closed or one failed; a FIN from one side becomes a write shutdown
+/// towards the other (`copy_bidirectional`).
+pub async fn splice<A, B>(client: &mut A, upstream: &mut B, target: SocketAddr)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::io::copy_bidirectional(client, upstream).await {
+        Ok((sent, received)) => tracing::debug!(%target, sent, received, "TCP connection closed"),
+        Err(e) => tracing::debug!(%target, %e, "TCP connection failed"),
+    }
+}
+
+/// Resolves once `conn` moved no byte for between `timeout` and twice it.
+pub async fn idle(conn: &TcpConnection, timeout: Duration) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut seen = conn.bytes.load(Relaxed);
+    loop {
+        tokio::time::sleep(timeout).await;
+        let now = conn.bytes.load(Relaxed);
+        if now == seen {
+            return;
+        }
+        seen = now;
     }
 }
 

@@ -68,7 +68,7 @@ pub struct Metrics {
     dst_values: Interner,
     outbound: OutboundMetrics,
     /// Open taps receive each finished request's metadata from here.
-    pub tap: crate::tap::Hub,
+    pub tap: crate::tap::hub::Hub,
 }
 
 impl Metrics {
@@ -110,7 +110,7 @@ impl Metrics {
             identities: Interner::default(),
             dst_values: Interner::default(),
             outbound: OutboundMetrics::default(),
-            tap: crate::tap::Hub::default(),
+            tap: crate::tap::hub::Hub::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;

@@ -10,7 +10,9 @@ use tokio::net::TcpStream;
 /// listener's own address (or `ENOENT` without conntrack); callers compare
 /// with `local_addr()`.
 ///
-/// Errors: the `getsockopt` error, e.g. `ENOENT` when conntrack has no entry.
+/// # Errors
+///
+/// The `getsockopt` error, e.g. `ENOENT` when conntrack has no entry.
 pub fn original_dst(stream: &TcpStream) -> std::io::Result<SocketAddr> {
     let sock = socket2::SockRef::from(stream);
     let addr = match stream.local_addr()? {

@@ -1,17 +1,21 @@
-//! The listeners and what happens to each accepted connection: find its
-//! target (`SO_ORIGINAL_DST`, the configured inbound target, or explicit
-//! proxy mode), detect its protocol, and hand it to the HTTP or TCP path.
+//! Accept: the listeners and the first steps of each accepted connection —
+//! find its target (`SO_ORIGINAL_DST`, the configured inbound target, or
+//! explicit proxy mode), detect its protocol (`detect`), and hand it to
+//! `inbound` or `outbound`.
 //! Shutdown: stop accepting, let HTTP connections finish gracefully, give
 //! everything the grace period, then return.
 
-use crate::config::Config;
-use crate::config::TcpUpstream;
+use crate::config::{Config, TcpUpstream};
+use crate::connect::pool::{Clients, Http1Pool, SharedH2Pool};
+use crate::connect::tcp::Dialer;
+use crate::ctx::Ctx;
 use crate::detect::{self, Protocol};
 use crate::discovery::{self, Discovery};
-use crate::io::{MeteredIo, PrefixedIo};
-use crate::metrics::{Direction, Metrics, Peer, TargetLabels, TcpConnection, TcpLabels, Tls};
+use crate::io::PrefixedIo;
+use crate::metrics::{Direction, Metrics};
+use crate::target::Target;
 use crate::tls::CredentialStore;
-use crate::{admin, http, mesh, tap, tcp};
+use crate::{admin, inbound, outbound, tap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,36 +23,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// What every connection task shares.
-#[derive(Debug)]
-pub struct Ctx {
-    /// The start-up configuration.
-    pub config: Config,
-    /// Where every connection and request is counted.
-    pub metrics: Arc<Metrics>,
-    /// Cancelled when the proxy should drain and exit.
-    pub shutdown: CancellationToken,
-    /// Every connection task, so that shutdown can wait for them.
-    pub tracker: TaskTracker,
-    /// The proxy's certificate, once the controller issued one.
-    pub creds: Arc<CredentialStore>,
-    /// Multiplexed mTLS connections to peer proxies.
-    pub mesh: mesh::Pool,
-    /// Idle HTTP/1 connections to targets, shared by client connections.
-    pub h1_pool: http::Http1Pool,
-    /// Plaintext HTTP/2 connections to endpoints of balanced services.
-    pub h2_pool: http::SharedH2Pool,
-    /// The resolver of outbound destinations; `None` without a controller.
-    pub discovery: Option<Arc<Discovery>>,
-}
-
-impl Ctx {
-    /// Whether the proxy can serve: it has a certificate if it needs one.
-    pub fn is_ready(&self) -> bool {
-        self.config.identity.is_none() || self.creds.get().is_some()
-    }
-}
 
 /// The three bound listeners. Binding is separate from serving so that
 /// callers (tests, the binary's log line) learn the actual ports.
@@ -69,7 +43,9 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the configured addresses (port 0 picks a free port).
     ///
-    /// Errors: the address and the OS error of the first bind that fails.
+    /// # Errors
+    ///
+    /// The address and the OS error of the first bind that fails.
     pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -143,33 +119,55 @@ pub async fn run(
         admin: listeners.admin.local_addr().unwrap_or(config.admin_addr),
         tap: listeners.tap.as_ref().and_then(|l| l.local_addr().ok()),
     };
+    let tracker = TaskTracker::new();
     let ctx = Arc::new(Ctx {
+        clients: Clients {
+            dialer: Dialer {
+                timeout: config.connect_timeout,
+                metrics: metrics.clone(),
+                creds: creds.clone(),
+            },
+            tracker: tracker.clone(),
+            h1: Http1Pool::default(),
+            h2: SharedH2Pool::default(),
+            mesh: SharedH2Pool::default(),
+        },
         config,
         metrics,
         shutdown: shutdown.clone(),
-        tracker: TaskTracker::new(),
+        tracker,
         creds,
-        mesh: mesh::Pool::default(),
-        h1_pool: http::Http1Pool::default(),
-        h2_pool: http::SharedH2Pool::default(),
         discovery,
     });
     let registration = client.map(|c| {
-        tokio::spawn(discovery::register::run(
-            c,
-            ctx.clone(),
-            listening,
-            shutdown.clone(),
-        ))
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            discovery::register::run(c, &ctx.config, &ctx.metrics, listening, shutdown).await
+        })
     });
-    let admin = tokio::spawn(admin::serve(listeners.admin, ctx.clone(), log));
+    let admin_state = Arc::new(admin::Admin {
+        metrics: ctx.metrics.clone(),
+        shutdown: ctx.shutdown.clone(),
+        creds: ctx.config.identity.as_ref().map(|_| ctx.creds.clone()),
+    });
+    let admin = tokio::spawn(admin::serve(listeners.admin, admin_state, log));
     for (up, l) in listeners.tcp_upstreams {
         tracing::info!(listen = %up.listen, service = %up.service, port = up.port, "TCP upstream listening");
-        tokio::spawn(crate::outbound::tcp::serve_upstream(ctx.clone(), l, up));
+        tokio::spawn(outbound::tcp::serve_upstream(ctx.clone(), l, up));
     }
-    let tap = listeners
-        .tap
-        .map(|l| tokio::spawn(tap::serve(l, ctx.clone())));
+    let tap = match (listeners.tap, &ctx.config.identity) {
+        (Some(l), Some(id)) => {
+            let state = Arc::new(tap::Tap {
+                metrics: ctx.metrics.clone(),
+                creds: ctx.creds.clone(),
+                controller: id.controller_identity.clone(),
+                shutdown: ctx.shutdown.clone(),
+            });
+            Some(tokio::spawn(tap::serve(l, state)))
+        }
+        _ => None,
+    };
     tokio::join!(
         accept_loop(ctx.clone(), Direction::Inbound, listeners.inbound),
         accept_loop(ctx.clone(), Direction::Outbound, listeners.outbound),
@@ -179,9 +177,7 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
     }
     // Idle pooled connections would keep the drain waiting for the grace period.
-    ctx.h1_pool.clear();
-    ctx.h2_pool.clear();
-    ctx.mesh.clear();
+    ctx.clients.clear();
     ctx.tracker.close();
     let open = ctx.tracker.len();
     tracing::info!(open, grace = ?grace, "shutting down: draining connections");
@@ -232,16 +228,6 @@ async fn accept_loop(ctx: Arc<Ctx>, direction: Direction, listener: TcpListener)
     }
 }
 
-/// Where an accepted connection goes.
-#[derive(Debug, Clone, Copy)]
-pub enum Target {
-    /// A fixed address: inbound app port, or outbound original destination.
-    Fixed(SocketAddr),
-    /// Explicit HTTP proxy mode: each request names its target. Holds the
-    /// listener's own address, to refuse requests that would loop.
-    Explicit(SocketAddr),
-}
-
 async fn serve_connection(ctx: Arc<Ctx>, direction: Direction, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let Ok(local) = stream.local_addr() else {
@@ -276,7 +262,7 @@ async fn serve_connection(ctx: Arc<Ctx>, direction: Direction, mut stream: TcpSt
         Target::Explicit(_) => false,
     };
     let cfg = &ctx.config;
-    let (protocol, mut prefix) = if opaque_port {
+    let (protocol, prefix) = if opaque_port {
         (Protocol::Opaque, bytes::BytesMut::new())
     } else {
         match detect::detect(&mut stream, cfg.detect_buffer_bytes, cfg.detect_timeout).await {
@@ -293,112 +279,18 @@ async fn serve_connection(ctx: Arc<Ctx>, direction: Direction, mut stream: TcpSt
             }
         }
     };
-    let requires_identity =
-        direction == Direction::Inbound && cfg.requires_identity(label_addr.port());
-    if direction == Direction::Inbound && protocol == Protocol::Tls {
-        if let Some(id) = &cfg.identity {
-            let name = id.identity.dns_name(&id.trust_domain);
-            match mesh::read_sni(&mut stream, &mut prefix, cfg).await {
-                Some(sni) if sni == name => {
-                    let io = PrefixedIo::new(prefix.freeze(), stream);
-                    // Boxed: idle connections waiting in detection then
-                    // cost only the detection state, not the largest one.
-                    return Box::pin(mesh::serve_inbound(ctx, io, target, label_addr)).await;
-                }
-                _ if requires_identity => {
-                    ctx.metrics.accept_error(direction, "identity_required");
-                    return;
-                }
-                _ => {} // the app's own TLS: passed through
-            }
+    match direction {
+        Direction::Inbound => {
+            Box::pin(inbound::serve(
+                ctx, stream, prefix, protocol, target, label_addr,
+            ))
+            .await
         }
-    } else if requires_identity {
-        tracing::debug!(
-            port = label_addr.port(),
-            "plaintext on a port that requires identity; closing"
-        );
-        ctx.metrics.accept_error(direction, "identity_required");
-        return;
-    }
-    let tls = match (direction, target) {
-        (Direction::Outbound, Target::Fixed(addr)) => match cfg.mesh_destination(addr) {
-            Some(dest) => mesh::outbound_tls(&ctx, dest),
-            None => Tls::plaintext(direction),
-        },
-        _ => Tls::plaintext(direction),
-    };
-    let labels = ctx.metrics.target(direction, &label_addr.to_string(), tls);
-    let io = PrefixedIo::new(prefix.freeze(), stream);
-    Box::pin(dispatch(ctx, direction, io, protocol, target, labels)).await
-}
-
-/// Serves a connection whose protocol is known, until it ends or idles out.
-pub async fn dispatch<I>(
-    ctx: Arc<Ctx>,
-    direction: Direction,
-    io: I,
-    protocol: Protocol,
-    target: Target,
-    labels: TargetLabels,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let conn = ctx.metrics.tcp_open(TcpLabels {
-        target: labels.clone(),
-        peer: Peer::Src,
-    });
-    let io = MeteredIo::new(io, conn.clone());
-    let serve = async {
-        match (protocol, target) {
-            (Protocol::Http1 | Protocol::Http2, _) => {
-                http::serve(&ctx, direction, io, protocol, target, labels).await
-            }
-            (_, Target::Fixed(addr)) => tcp::forward(&ctx, io, addr, labels).await,
-            (_, Target::Explicit(_)) => {
-                ctx.metrics.accept_error(direction, "no_target");
-                tracing::debug!("non-HTTP connection in explicit proxy mode; closing");
-            }
-        }
-    };
-    tokio::select! {
-        _ = serve => {}
-        _ = idle(&conn, ctx.config.idle_timeout) => {
-            tracing::debug!(?direction, "idle timeout; closing");
-            ctx.metrics.accept_error(direction, "idle_timeout");
+        Direction::Outbound => {
+            let io = PrefixedIo::new(prefix.freeze(), stream);
+            // Boxed: idle connections waiting in detection then cost only
+            // the detection state, not the largest one.
+            Box::pin(outbound::serve(ctx, io, protocol, target, label_addr)).await
         }
     }
-}
-
-/// Resolves once `conn` moved no byte for between `timeout` and twice it.
-pub(crate) async fn idle(conn: &TcpConnection, timeout: Duration) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut seen = conn.bytes.load(Relaxed);
-    loop {
-        tokio::time::sleep(timeout).await;
-        let now = conn.bytes.load(Relaxed);
-        if now == seen {
-            return;
-        }
-        seen = now;
-    }
-}
-
-/// Opens a TCP connection to `addr` within the connect timeout, counted in
-/// the `peer="dst"` TCP series.
-///
-/// Errors: `TimedOut` after the timeout, else the OS error.
-pub async fn connect(
-    ctx: &Ctx,
-    addr: SocketAddr,
-    labels: &TargetLabels,
-) -> std::io::Result<MeteredIo<TcpStream>> {
-    let stream = tokio::time::timeout(ctx.config.connect_timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    let _ = stream.set_nodelay(true);
-    let conn = ctx.metrics.tcp_open(TcpLabels {
-        target: labels.clone(),
-        peer: Peer::Dst,
-    });
-    Ok(MeteredIo::new(stream, conn))
 }

@@ -7,25 +7,26 @@
 //! (`max_rps`): events beyond either are dropped and counted in the next
 //! event's `skipped`, so a slow reader never slows requests or grows memory.
 
-use crate::server::Ctx;
+use crate::metrics::Metrics;
+use crate::tls::CredentialStore;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pimesh_api::identity::Identity;
 use pimesh_api::query::percent_decode;
 use pimesh_api::tap::{TapEvent, DEFAULT_TAP_MAX_RPS, MAX_TAP_MAX_RPS, TAP_PATH};
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
-/// Events buffered for all taps together before the slowest one lags.
-const HUB_CAPACITY: usize = 256;
 /// Lines queued per tap stream before events are skipped.
 const STREAM_CAPACITY: usize = 64;
 /// Taps open at once; more are answered 503.
@@ -33,35 +34,20 @@ pub const MAX_TAPS: usize = 4;
 /// Longest TLS handshake on the tap listener.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where finished requests are published for open taps.
-#[derive(Debug)]
-pub struct Hub {
-    tx: broadcast::Sender<Arc<TapEvent>>,
-    /// Taps open now: what the data path checks, one relaxed load.
-    open: AtomicUsize,
-}
+pub mod hub;
+pub use hub::Hub;
 
-impl Default for Hub {
-    fn default() -> Self {
-        Hub {
-            tx: broadcast::channel(HUB_CAPACITY).0,
-            open: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Hub {
-    /// Whether any tap is open (so that requests record tap metadata).
-    #[inline]
-    pub fn is_active(&self) -> bool {
-        // Not `receiver_count()`: that takes the channel's lock.
-        self.open.load(Ordering::Relaxed) > 0
-    }
-
-    /// Publishes one finished request to the open taps (dropped if none).
-    pub fn publish(&self, event: TapEvent) {
-        let _ = self.tx.send(Arc::new(event));
-    }
+/// What the tap server uses.
+#[derive(Debug, Clone)]
+pub struct Tap {
+    /// Where the hub is (`metrics.tap`).
+    pub metrics: Arc<Metrics>,
+    /// The proxy's certificate, to terminate TLS with.
+    pub creds: Arc<CredentialStore>,
+    /// The only identity allowed to tap.
+    pub controller: Identity,
+    /// Ends open taps.
+    pub shutdown: CancellationToken,
 }
 
 /// What a tap selects: every given field must match.
@@ -80,7 +66,9 @@ pub struct Filter {
 impl Filter {
     /// Parses `max_rps=N&method=M&authority=A&path=P` (percent-decoded).
     ///
-    /// Errors: an unknown key, or `max_rps` not in 1..=[`MAX_TAP_MAX_RPS`].
+    /// # Errors
+    ///
+    /// An unknown key, or `max_rps` not in 1..=[`MAX_TAP_MAX_RPS`].
     pub fn parse(query: &str) -> Result<Filter, String> {
         let mut f = Filter {
             max_rps: DEFAULT_TAP_MAX_RPS,
@@ -116,7 +104,7 @@ impl Filter {
 /// Serves the tap listener until the task is aborted: TLS with the proxy's
 /// current certificate, client certificate required; requests from any
 /// identity but `config.controller_identity` get 403.
-pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
+pub async fn serve(listener: TcpListener, ctx: Arc<Tap>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -146,11 +134,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| crate::tls::peer_identity(c, &creds.trust_domain));
-            let allowed = ctx
-                .config
-                .identity
-                .as_ref()
-                .is_some_and(|id| client.as_ref() == Some(&id.controller_identity));
+            let allowed = client.as_ref() == Some(&ctx.controller);
             let service = hyper::service::service_fn(move |req| {
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(handle(&ctx, allowed, req)) }
@@ -166,7 +150,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
     }
 }
 
-fn handle(ctx: &Arc<Ctx>, allowed: bool, req: Request<Incoming>) -> Response<TapBody> {
+fn handle(ctx: &Arc<Tap>, allowed: bool, req: Request<Incoming>) -> Response<TapBody> {
     if !allowed {
         return error(
             StatusCode::FORBIDDEN,
@@ -197,7 +181,7 @@ fn handle(ctx: &Arc<Ctx>, allowed: bool, req: Request<Incoming>) -> Response<Tap
 
 /// Moves matching events from the hub to one stream, within its rate.
 async fn relay(
-    ctx: Arc<Ctx>,
+    ctx: Arc<Tap>,
     mut events: broadcast::Receiver<Arc<TapEvent>>,
     filter: Filter,
     out: mpsc::Sender<Bytes>,

@@ -1,11 +1,14 @@
 //! Opaque TCP forwarding: bytes both ways, untouched, with half-close
 //! carried through (a FIN from one side becomes a write shutdown towards
 //! the other, and the other direction keeps flowing until it closes too).
+//! Outbound, services known to discovery are balanced
+//! (`outbound/tcp.rs`) and mesh destinations get mTLS to their proxy.
 
-use crate::io::MeteredIo;
-use crate::mesh;
+use crate::connect::mtls::{self, Carries};
+use crate::ctx::Ctx;
+use crate::io::{splice, MeteredIo};
 use crate::metrics::{Direction, TargetLabels};
-use crate::server::{self, Ctx};
+use crate::outbound::route::{self, Route};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -22,10 +25,9 @@ pub async fn forward<I>(
 {
     // Services known to discovery are balanced (static mesh destinations win).
     if let (Direction::Outbound, Some(d)) = (labels.direction, &ctx.discovery) {
-        if let crate::outbound::Route::Balanced(dst) =
-            crate::outbound::route_addr(ctx, d, target).await
-        {
-            return crate::outbound::tcp::forward(ctx, &mut client, &dst).await;
+        if let Route::Balanced(dst) = route::route_addr(&ctx.config, d, target).await {
+            return crate::outbound::tcp::forward(&ctx.clients, &ctx.metrics, &mut client, &dst)
+                .await;
         }
     }
     // Mesh destinations get mTLS to their proxy (outbound only: inbound
@@ -34,8 +36,9 @@ pub async fn forward<I>(
         Direction::Outbound => ctx.config.mesh_destination(target),
         Direction::Inbound => None,
     };
+    let dialer = &ctx.clients.dialer;
     if let Some(dest) = dest {
-        match mesh::connect(ctx, dest, mesh::Carries::Opaque, &labels).await {
+        match mtls::connect(dialer, dest, Carries::Opaque, &labels).await {
             Ok(mut upstream) => splice(&mut client, &mut upstream, target).await,
             Err(e) => {
                 tracing::info!(%target, error = %crate::error_chain(&e), "cannot reach the mesh destination; closing connection");
@@ -44,7 +47,7 @@ pub async fn forward<I>(
         }
         return;
     }
-    let mut upstream = match server::connect(ctx, target, &labels).await {
+    let mut upstream = match dialer.tcp(target, &labels).await {
         Ok(u) => u,
         Err(e) => {
             tracing::info!(%target, %e, "cannot connect to target; closing connection");
@@ -53,16 +56,4 @@ pub async fn forward<I>(
         }
     };
     splice(&mut client, &mut upstream, target).await
-}
-
-/// Copies both ways until both directions closed or one failed.
-pub(crate) async fn splice<A, B>(client: &mut A, upstream: &mut B, target: SocketAddr)
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    match tokio::io::copy_bidirectional(client, upstream).await {
-        Ok((sent, received)) => tracing::debug!(%target, sent, received, "TCP connection closed"),
-        Err(e) => tracing::debug!(%target, %e, "TCP connection failed"),
-    }
 }

@@ -38,7 +38,9 @@ pub enum Error {
 
 /// The certificates of a PEM bundle, in order.
 ///
-/// Errors: [`Error::NoCertificates`] when there is none or one is malformed.
+/// # Errors
+///
+/// [`Error::NoCertificates`] when there is none or one is malformed.
 pub fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
     match certs {
@@ -48,6 +50,11 @@ pub fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
 }
 
 /// Loads a PEM bundle of trust anchors.
+///
+/// # Errors
+///
+/// [`Error::Read`] when the file cannot be read, else those of
+/// [`parse_certs`].
 pub fn load_anchors(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let pem =
         std::fs::read_to_string(path).map_err(|e| Error::Read(path.display().to_string(), e))?;
@@ -69,6 +76,11 @@ fn roots(anchors: &[CertificateDer<'static>]) -> Result<RootCertStore, Error> {
 
 /// A client configuration that trusts `anchors` and presents no
 /// certificate: the proxy's connection to the controller before it has one.
+///
+/// # Errors
+///
+/// No usable certificate among `anchors`, or rustls refuses the TLS 1.3
+/// configuration.
 pub fn anonymous_client(
     anchors: &[CertificateDer<'static>],
     alpn: &[u8],
@@ -116,7 +128,9 @@ impl Credentials {
     /// Builds the configurations for `chain` (leaf first) and its `key`
     /// (PKCS#8 DER), trusting `anchors`.
     ///
-    /// Errors: rustls refuses the key or chain, or no anchor is usable.
+    /// # Errors
+    ///
+    /// Rustls refuses the key or chain, or no anchor is usable.
     pub fn new(
         identity: Identity,
         trust_domain: String,

@@ -180,7 +180,7 @@ impl Breaker {
 
 /// `d` plus up to 10 % (probes of many proxies do not align).
 fn jittered(d: Duration) -> Duration {
-    d.mul_f64(1.0 + crate::balance::random_fraction() * 0.1)
+    d.mul_f64(1.0 + super::random::random_fraction() * 0.1)
 }
 
 #[cfg(test)]

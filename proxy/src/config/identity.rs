@@ -1,12 +1,58 @@
 //! The mesh-identity part of the configuration: the controller, trust
 //! anchors, token and identity (all or none), and the mesh destinations.
 
-use super::{
-    parse_addr, Error, IdentityConfig, MeshDestination, Parser, DEFAULT_IDENTITY,
-    DEFAULT_TAP_LISTEN_ADDR, DEFAULT_TRUST_ANCHORS_REFRESH,
-};
+use super::parse::{parse_addr, Error, Parser};
 use pimesh_api::identity::{Identity, CONTROLLER_IDENTITY};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default tap listener (linkerd2-proxy's `LINKERD2_PROXY_TAP_LISTEN_ADDR`).
+pub const DEFAULT_TAP_LISTEN_ADDR: &str = "0.0.0.0:4190";
+/// How often the trust-anchor bundle is refreshed between renewals.
+pub const DEFAULT_TRUST_ANCHORS_REFRESH: Duration = Duration::from_secs(30);
+/// The identity a proxy asks for when none is configured (Kubernetes' defaults).
+pub const DEFAULT_IDENTITY: &str = "default/default";
+
+/// How the proxy gets its certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityConfig {
+    /// `PIMESH_PROXY_CONTROLLER_ADDR`: `host:port` of the controller's
+    /// proxy-facing (mTLS) port.
+    pub controller_addr: String,
+    /// `PIMESH_PROXY_CONTROLLER_IDENTITY`: the identity the controller's
+    /// certificate must carry.
+    pub controller_identity: Identity,
+    /// `PIMESH_PROXY_TRUST_ANCHORS`: PEM bundle of trust anchors.
+    pub trust_anchors: PathBuf,
+    /// `PIMESH_PROXY_IDENTITY`: `NAMESPACE/SERVICEACCOUNT` this proxy asks to be.
+    pub identity: Identity,
+    /// `PIMESH_PROXY_TOKEN_FILE`: join token or ServiceAccount token, read
+    /// again at each request (tokens rotate).
+    pub token_file: PathBuf,
+    /// `PIMESH_PROXY_TRUST_DOMAIN`: the SPIFFE trust domain.
+    pub trust_domain: String,
+    /// `PIMESH_PROXY_TAP_LISTEN_ADDR`: the tap listener (mTLS, open to
+    /// the controller's identity only), served only with an identity.
+    pub tap_addr: SocketAddr,
+    /// `PIMESH_PROXY_TRUST_ANCHORS_REFRESH`: how often the trust-anchor
+    /// bundle is fetched between renewals, so that anchor rotations reach
+    /// the proxy before new issuers sign.
+    pub anchors_refresh: Duration,
+}
+
+/// A destination reached over mTLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshDestination {
+    /// The `ip:port` the app connects to (original destination or the
+    /// explicit proxy target).
+    pub addr: SocketAddr,
+    /// The identity its proxy must present.
+    pub identity: Identity,
+    /// Where its proxy's inbound listener is: the destination itself
+    /// (redirected there by iptables) unless given as `@ip:port`.
+    pub proxy_addr: SocketAddr,
+}
 
 /// The identity settings: all of them with a controller, none without.
 pub(super) fn identity_config(p: &Parser<'_>) -> Result<Option<IdentityConfig>, Error> {

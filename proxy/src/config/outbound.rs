@@ -3,8 +3,10 @@
 //! of the resilience settings that `pimesh service set` overrides per
 //! service.
 
-use super::{parse_addr, Error, Parser};
-use crate::config::IdentityConfig;
+use super::identity::IdentityConfig;
+use super::parse::{
+    parse_addr, parse_duration, parse_grpc_codes, parse_http_classes, Error, Parser,
+};
 use pimesh_api::discovery::ServiceName;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -147,7 +149,7 @@ pub(super) fn outbound_config(
             parse_tcp_upstreams(v, namespace, &cluster_domain)
         })?
         .unwrap_or_default();
-    let timeout = |name| p.parse_opt(name, super::parse_duration);
+    let timeout = |name| p.parse_opt(name, parse_duration);
     let classes = |name, default: &str| p.parse(name, default, parse_list);
     let defaults = Defaults {
         timeout: timeout("PIMESH_PROXY_OUTBOUND_TIMEOUT")?,
@@ -191,9 +193,9 @@ pub(super) fn outbound_config(
         ("PIMESH_PROXY_OUTBOUND_RETRY_GRPC", &defaults.retry_grpc),
     ] {
         let check = if name.ends_with("HTTP") {
-            crate::outbound::policy::parse_http_classes(list).map(|_| ())
+            parse_http_classes(list).map(|_| ())
         } else {
-            crate::outbound::policy::parse_grpc_codes(list).map(|_| ())
+            parse_grpc_codes(list).map(|_| ())
         };
         check.map_err(|reason| Error {
             name,

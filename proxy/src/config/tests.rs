@@ -2,6 +2,7 @@
 
 use super::identity::parse_destinations;
 use super::*;
+use std::collections::HashMap;
 
 fn cfg(pairs: &[(&'static str, &'static str)]) -> Result<Config, Error> {
     let env: HashMap<&str, &str> = pairs.iter().copied().collect();

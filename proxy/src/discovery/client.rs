@@ -132,6 +132,11 @@ impl Client {
     }
 
     /// The local IP of the connection to the controller (connecting if needed).
+    ///
+    /// # Errors
+    ///
+    /// Those of connecting to the controller: no certificate yet,
+    /// unreachable, timed out, TLS or HTTP/2 handshake failed.
     pub async fn local_ip(&self) -> Result<IpAddr, Error> {
         Ok(self.sender().await?.1)
     }
@@ -139,6 +144,11 @@ impl Client {
     /// Sends one request (`path_and_query` on the controller) and returns
     /// the response head and streaming body. Non-2xx answers are errors
     /// carrying the controller's `ApiError` text.
+    ///
+    /// # Errors
+    ///
+    /// Those of connecting (see [`Client::local_ip`]), [`Error::Http`]
+    /// when the request fails, [`Error::Status`] for a non-2xx answer.
     pub async fn send(
         &self,
         method: http::Method,
@@ -171,6 +181,10 @@ impl Client {
 }
 
 /// Reads a whole body of at most `limit` bytes.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] when the body fails or is longer than `limit`.
 pub async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, Error> {
     use http_body_util::{BodyExt, Limited};
     Limited::new(body, limit)

@@ -6,7 +6,7 @@
 
 use super::client::{read_limited, Client, Error};
 use crate::config::Config;
-use crate::server::Ctx;
+use crate::metrics::Metrics;
 use bytes::Bytes;
 use pimesh_api::discovery::{Lease, ProtocolHint, Registration, DEFAULT_PORT, ENDPOINTS_PATH};
 use std::net::{IpAddr, SocketAddr};
@@ -35,11 +35,11 @@ pub struct Listening {
 /// Keeps the registration alive until `shutdown`, then deregisters.
 pub async fn run(
     client: Arc<Client>,
-    ctx: Arc<Ctx>,
+    config: &Config,
+    metrics: &Metrics,
     listening: Listening,
     shutdown: CancellationToken,
 ) {
-    let (config, metrics) = (&ctx.config, &ctx.metrics);
     let Some((service, port)) = config.outbound.service.clone() else {
         return;
     };

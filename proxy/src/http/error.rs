@@ -2,8 +2,8 @@
 //! and that response: the status, a `pimesh-proxy-error` header, and for
 //! gRPC clients a trailers-only answer.
 
-use super::body::ResponseBody;
-use crate::outbound;
+use super::body::{Inner, ResponseBody};
+use crate::metrics::RequestMetrics;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use std::net::SocketAddr;
@@ -56,16 +56,6 @@ pub enum Error {
     /// The request (or its last try) took longer than its timeout.
     #[error("request timed out after {0:?}")]
     Timeout(std::time::Duration),
-}
-
-impl From<outbound::Refusal> for Error {
-    fn from(r: outbound::Refusal) -> Error {
-        if r.reason == "unknown_service" {
-            Error::UnknownService(r.dst)
-        } else {
-            Error::DiscoveryUnavailable(r.dst)
-        }
-    }
 }
 
 impl Error {
@@ -173,6 +163,28 @@ pub(super) fn error_response(e: &Error, grpc: bool) -> Response<ResponseBody> {
         rsp.headers_mut().insert("pimesh-proxy-error", v);
     }
     rsp
+}
+
+/// The client's response: the target's, or the proxy's own for an error;
+/// the exchange is recorded in `metrics`.
+pub fn respond(
+    metrics: RequestMetrics,
+    is_grpc: bool,
+    result: Result<Response<Inner>, Error>,
+) -> Response<ResponseBody> {
+    let rsp = match result {
+        Ok(rsp) => rsp,
+        Err(e) => {
+            tracing::debug!(error = %crate::error_chain(&e), "request failed");
+            let rsp = error_response(&e, is_grpc);
+            let grpc_status = is_grpc.then(|| e.grpc_status());
+            metrics.end(Some(rsp.status().as_u16()), grpc_status, e.label());
+            return rsp;
+        }
+    };
+    let (parts, body) = rsp.into_parts();
+    let body = ResponseBody::new(body, metrics, parts.status.as_u16(), &parts.headers);
+    Response::from_parts(parts, body)
 }
 
 #[cfg(test)]

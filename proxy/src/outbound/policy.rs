@@ -4,18 +4,10 @@
 //! logged and replaced by the default (bad input never panics: tower's
 //! `TpsBudget::new` asserts its ranges, so they are clamped first).
 
-use crate::config::Defaults;
+use super::retry::Budget;
+use crate::config::{parse_grpc_codes, parse_http_classes, Defaults};
 use pimesh_api::discovery::ServicePolicy;
-use std::sync::Arc;
 use std::time::Duration;
-use tower::retry::budget::{Budget, TpsBudget};
-
-/// Window of the retry budget, as Linkerd's (10 s).
-pub const BUDGET_WINDOW: Duration = Duration::from_secs(10);
-
-/// Largest request body buffered so that the request can be retried,
-/// bytes; a bigger body streams and is not retried (issue 4).
-pub const MAX_REPLAY_BYTES: usize = 64 * 1024;
 
 /// The settings one destination's requests are sent with.
 #[derive(Debug, Clone)]
@@ -32,11 +24,9 @@ pub struct Policy {
     pub retry_grpc: Vec<u32>,
     /// Also retry POST/PATCH and other non-idempotent methods.
     pub retry_non_idempotent: bool,
-    /// Retries allowed per request, and per second regardless (the budget's parameters).
-    budget_params: (f64, u32),
     /// The budget shared by every request to the destination; kept across
     /// policy updates unless its parameters change.
-    pub budget: Arc<TpsBudget>,
+    pub budget: Budget,
     /// Circuit breaking: consecutive failures that eject an endpoint (0: never).
     pub failure_accrual: u32,
     /// First probe of an ejected endpoint after this long.
@@ -83,11 +73,7 @@ impl Policy {
             .retry_budget_min_per_sec
             .filter(|m| *m <= 100_000)
             .unwrap_or(d.retry_budget_min_per_sec);
-        let budget_params = (ratio, min_per_sec);
-        let budget = match previous {
-            Some(prev) if prev.budget_params == budget_params => prev.budget.clone(),
-            _ => Arc::new(TpsBudget::new(BUDGET_WINDOW, min_per_sec, ratio as f32)),
-        };
+        let budget = Budget::new(ratio, min_per_sec, previous.map(|p| &p.budget));
         let backoff = |v: Option<u64>, default: Duration| {
             v.filter(|ms| *ms > 0 && *ms <= 3_600_000)
                 .map_or(default, Duration::from_millis)
@@ -108,7 +94,6 @@ impl Policy {
             retry_http,
             retry_grpc,
             retry_non_idempotent: p.retry_non_idempotent.unwrap_or(false),
-            budget_params,
             budget,
             failure_accrual: p
                 .failure_accrual_consecutive
@@ -161,67 +146,6 @@ impl Policy {
     }
 }
 
-/// `5xx`, `503`, `500-504`, `gateway-error` (502–504) → inclusive ranges,
-/// as Linkerd's `retry.http` annotation.
-///
-/// Errors: a class that is none of these.
-pub fn parse_http_classes(classes: &[String]) -> Result<Vec<(u16, u16)>, String> {
-    classes
-        .iter()
-        .map(|c| {
-            let c = c.trim().to_ascii_lowercase();
-            let status = |s: &str| match s.parse::<u16>() {
-                Ok(n) if (100..=599).contains(&n) => Ok(n),
-                _ => Err(format!(
-                    "{c:?} is not an HTTP status class (5xx, 503, 500-504, gateway-error)"
-                )),
-            };
-            if c == "gateway-error" {
-                return Ok((502, 504));
-            }
-            if let Some(d) = c.strip_suffix("xx") {
-                let d = status(&format!("{d}00"))?;
-                return Ok((d, d + 99));
-            }
-            match c.split_once('-') {
-                Some((lo, hi)) => {
-                    let (lo, hi) = (status(lo)?, status(hi)?);
-                    if lo > hi {
-                        return Err(format!("{c:?} is a reversed range"));
-                    }
-                    Ok((lo, hi))
-                }
-                None => status(&c).map(|s| (s, s)),
-            }
-        })
-        .collect()
-}
-
-/// gRPC status names (`unavailable`, `deadline-exceeded`, ... — `-` or
-/// `_`, any case) or numbers → codes (grpc/doc/statuscodes.md).
-///
-/// Errors: an unknown name or a number over 16.
-pub fn parse_grpc_codes(names: &[String]) -> Result<Vec<u32>, String> {
-    names
-        .iter()
-        .map(|n| {
-            let n = n.trim().to_ascii_lowercase().replace('_', "-");
-            if let Ok(code) = n.parse::<u32>() {
-                return if code <= 16 {
-                    Ok(code)
-                } else {
-                    Err(format!("{code} is not a gRPC status code (0-16)"))
-                };
-            }
-            pimesh_api::discovery::GRPC_STATUS_NAMES
-                .iter()
-                .position(|x| *x == n)
-                .map(|i| i as u32)
-                .ok_or_else(|| format!("{n:?} is not a gRPC status name"))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,7 +194,7 @@ mod tests {
             ..Default::default()
         };
         let q = Policy::new(&sp, &d, Some(&p));
-        assert!(Arc::ptr_eq(&p.budget, &q.budget), "same budget parameters");
+        assert!(p.budget.is(&q.budget), "same budget parameters");
         assert_eq!(q.timeout, Some(Duration::from_secs(2)));
         assert!(q.may_retry(&http::Method::GET, false));
         assert!(q.may_retry(&http::Method::PUT, false));

@@ -4,12 +4,15 @@
 //! `PIMESH_PROXY_TCP_UPSTREAMS` listeners whose connections all go to one
 //! named service (apps without HTTP or iptables, standalone mode).
 
-use super::{count_transition, Dst, Route};
+use super::dst::{count_transition, Dst};
+use super::route::Route;
 use crate::config::TcpUpstream;
-use crate::discovery::DstKey;
-use crate::io::MeteredIo;
-use crate::metrics::{Direction, Peer, TcpLabels, Tls};
-use crate::server::{self, Ctx};
+use crate::connect::mtls::{self, Carries};
+use crate::connect::pool::Clients;
+use crate::ctx::Ctx;
+use crate::discovery::key::DstKey;
+use crate::io::{self, MeteredIo};
+use crate::metrics::{Direction, Metrics, Peer, TcpLabels, Tls};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,14 +23,14 @@ const MAX_ATTEMPTS: usize = 3;
 /// Forwards `client` to one of `dst`'s endpoints until both directions
 /// closed. When no endpoint can be reached the client connection is
 /// closed, its `tcp_close_total` carrying the error.
-pub async fn forward<I>(ctx: &Ctx, client: &mut MeteredIo<I>, dst: &Dst)
+pub async fn forward<I>(clients: &Clients, metrics: &Metrics, client: &mut MeteredIo<I>, dst: &Dst)
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let mut avoid = None;
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
-            ctx.metrics.outbound().failover();
+            metrics.outbound().failover();
         }
         let mut picked = match dst.balancer.pick_connection(avoid.as_ref()) {
             Ok(p) => p,
@@ -39,11 +42,13 @@ where
         };
         let ep = picked.endpoint.clone();
         let connected: Result<Box<dyn Io>, std::io::Error> = match &ep.mesh {
-            Some(dest) => crate::mesh::connect(ctx, dest, crate::mesh::Carries::Opaque, &ep.labels)
+            Some(dest) => mtls::connect(&clients.dialer, dest, Carries::Opaque, &ep.labels)
                 .await
                 .map(|tls| Box::new(tls) as Box<dyn Io>)
                 .map_err(std::io::Error::other),
-            None => server::connect(ctx, ep.connect, &ep.labels)
+            None => clients
+                .dialer
+                .tcp(ep.connect, &ep.labels)
                 .await
                 .map(|tcp| Box::new(tcp) as Box<dyn Io>),
         };
@@ -52,13 +57,13 @@ where
         match connected {
             Ok(mut upstream) => {
                 let _open = ep.open_connection();
-                count_transition(&ctx.metrics, picked.success(), probe);
-                crate::tcp::splice(client, &mut upstream, ep.addr).await;
+                count_transition(metrics, picked.success(), probe);
+                io::splice(client, &mut upstream, ep.addr).await;
                 return;
             }
             Err(e) => {
                 tracing::info!(endpoint = %ep.addr, error = %crate::error_chain(&e), "cannot connect to endpoint");
-                count_transition(&ctx.metrics, picked.failure(), probe);
+                count_transition(metrics, picked.failure(), probe);
                 if attempt + 1 == MAX_ATTEMPTS {
                     client.conn().set_error(&e);
                 }
@@ -131,8 +136,8 @@ async fn upstream_connection(ctx: Arc<Ctx>, stream: TcpStream, upstream: &TcpUps
     });
     let mut io = MeteredIo::new(stream, conn.clone());
     tokio::select! {
-        _ = forward(&ctx, &mut io, &dst) => {}
-        _ = server::idle(&conn, ctx.config.idle_timeout) => {
+        _ = forward(&ctx.clients, &ctx.metrics, &mut io, &dst) => {}
+        _ = io::idle(&conn, ctx.config.idle_timeout) => {
             ctx.metrics.accept_error(Direction::Outbound, "idle_timeout");
         }
     }

@@ -1,24 +1,70 @@
-//! Connections to targets. Each request goes out in its own HTTP version:
-//! HTTP/2 on one multiplexed connection per client connection (fixed
-//! targets) or per endpoint ([`SharedH2Pool`]: balanced endpoints and peer
-//! proxies over mTLS); HTTP/1 on an idle connection from a pool shared by
-//! every client connection (so that idle clients hold no upstream
-//! connection), retried once on a fresh connection when a pooled one
-//! closed before the request was written.
+//! HTTP client connections. Each request goes out in its own HTTP
+//! version: HTTP/2 on one multiplexed connection per client connection
+//! (fixed targets, [`Upstream`]) or per peer ([`SharedH2Pool`]: balanced
+//! endpoints and peer proxies over mTLS); HTTP/1 on an idle connection
+//! from a pool shared by every client connection (so that idle clients
+//! hold no upstream connection), retried once on a fresh connection when
+//! a pooled one closed before the request was written.
 
-use super::Error;
+use super::mtls::{self, Carries};
+use super::tcp::Dialer;
 use crate::balance::Endpoint;
 use crate::config::MeshDestination;
+use crate::http::error::Error;
+use crate::http::replay::ReqBody;
 use crate::metrics::TargetLabels;
-use crate::outbound::replay::ReqBody;
-use crate::server::{self, Ctx};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use tokio::net::TcpStream;
+use tokio_util::task::TaskTracker;
+
+/// HTTP/2 flow-control windows and send buffer, in bytes: the spec's
+/// defaults (RFC 9113 §6.9.2) rather than hyper's megabytes, so that a slow
+/// reader costs at most this much memory per stream.
+pub const H2_STREAM_WINDOW: u32 = 64 * 1024;
+/// The HTTP/2 connection window, bytes.
+pub const H2_CONN_WINDOW: u32 = 256 * 1024;
+/// The HTTP/2 send buffer per stream, bytes.
+pub const H2_MAX_SEND_BUF: usize = 64 * 1024;
+
+/// The one HTTP/2 client builder: every client connection (targets,
+/// endpoints, peer proxies) gets the same windows.
+pub fn h2_client() -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_send_buf_size(H2_MAX_SEND_BUF);
+    b
+}
+
+/// Everything the proxy connects with, shared by every connection task.
+#[derive(Debug)]
+pub struct Clients {
+    /// Opens TCP connections (and, with the certificate, mTLS).
+    pub dialer: Dialer,
+    /// Where connection tasks run, so that shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Idle HTTP/1 connections to targets, shared by client connections.
+    pub h1: Http1Pool,
+    /// Plaintext HTTP/2 connections to endpoints of balanced services.
+    pub h2: SharedH2Pool,
+    /// Multiplexed mTLS connections to peer proxies.
+    pub mesh: SharedH2Pool,
+}
+
+impl Clients {
+    /// Drops idle pooled connections (at shutdown: they would keep the
+    /// drain waiting for the grace period).
+    pub fn clear(&self) {
+        self.h1.clear();
+        self.h2.clear();
+        self.mesh.clear();
+    }
+}
 
 /// Idle HTTP/1 connections kept per target.
 const MAX_IDLE_HTTP1: usize = 16;
@@ -77,27 +123,29 @@ impl Upstream {
     /// response head and streaming body. `upgrade` requests get an HTTP/1
     /// connection of their own, which the upgrade then consumes.
     ///
-    /// Errors: connect failures and a target that fails before answering.
+    /// # Errors
+    ///
+    /// Connect failures and a target that fails before answering.
     pub async fn send(
         &self,
-        ctx: &Ctx,
+        c: &Clients,
         target: SocketAddr,
         labels: &TargetLabels,
         req: Request<ReqBody>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, Error> {
         if req.version() == Version::HTTP_2 {
-            return self.send_h2(ctx, target, labels, req).await;
+            return self.send_h2(c, target, labels, req).await;
         }
         let mut req = req;
         if !upgrade {
-            while let Some(mut sender) = ctx.h1_pool.take(target) {
+            while let Some(mut sender) = c.h1.take(target) {
                 if sender.ready().await.is_err() {
                     continue; // closed while idle
                 }
                 match sender.try_send_request(req).await {
                     Ok(rsp) => {
-                        ctx.h1_pool.put(target, sender);
+                        c.h1.put(target, sender);
                         return Ok(rsp);
                     }
                     Err(mut e) => match e.take_message() {
@@ -108,12 +156,12 @@ impl Upstream {
                 }
             }
         }
-        let io = TokioIo::new(connect(ctx, target, labels).await?);
+        let io = TokioIo::new(c.dialer.tcp_http(target, labels).await?);
         let (mut sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
             .map_err(|e| Error::Upstream(target, e))?;
-        ctx.tracker.spawn(async move {
+        c.tracker.spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%e, "HTTP/1 target connection failed");
             }
@@ -123,14 +171,14 @@ impl Upstream {
             .await
             .map_err(|e| Error::Upstream(target, e))?;
         if !upgrade {
-            ctx.h1_pool.put(target, sender);
+            c.h1.put(target, sender);
         }
         Ok(rsp)
     }
 
     async fn send_h2(
         &self,
-        ctx: &Ctx,
+        c: &Clients,
         target: SocketAddr,
         labels: &TargetLabels,
         req: Request<ReqBody>,
@@ -140,16 +188,12 @@ impl Upstream {
             match &*cached {
                 Some((addr, s)) if *addr == target && !s.is_closed() => s.clone(),
                 _ => {
-                    let io = TokioIo::new(connect(ctx, target, labels).await?);
-                    let (s, conn) = http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .initial_stream_window_size(super::H2_STREAM_WINDOW)
-                        .initial_connection_window_size(super::H2_CONN_WINDOW)
-                        .max_send_buf_size(super::H2_MAX_SEND_BUF)
+                    let io = TokioIo::new(c.dialer.tcp_http(target, labels).await?);
+                    let (s, conn) = h2_client()
                         .handshake(io)
                         .await
                         .map_err(|e| Error::Upstream(target, e))?;
-                    ctx.tracker.spawn(async move {
+                    c.tracker.spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::debug!(%e, "HTTP/2 target connection failed");
                         }
@@ -164,21 +208,6 @@ impl Upstream {
             .await
             .map_err(|e| Error::Upstream(target, e))
     }
-}
-
-/// A TCP connection to `target`, as an HTTP error when it fails.
-pub async fn connect(
-    ctx: &Ctx,
-    target: SocketAddr,
-    labels: &TargetLabels,
-) -> Result<crate::io::MeteredIo<TcpStream>, Error> {
-    server::connect(ctx, target, labels).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::TimedOut {
-            Error::ConnectTimeout(target)
-        } else {
-            Error::Connect(target, e)
-        }
-    })
 }
 
 /// Shared HTTP/2 connections, one per peer address: peer proxies over
@@ -208,10 +237,12 @@ impl SharedH2Pool {
     /// The connection to `addr`, opened (over mTLS to `mesh`'s identity
     /// when given) if there is none or it closed.
     ///
-    /// Errors: connect, TLS and handshake failures.
+    /// # Errors
+    ///
+    /// Connect, TLS and handshake failures.
     pub async fn sender(
         &self,
-        ctx: &Ctx,
+        c: &Clients,
         mesh: Option<&MeshDestination>,
         addr: SocketAddr,
         labels: &TargetLabels,
@@ -232,18 +263,10 @@ impl SharedH2Pool {
                 return Ok(s.clone());
             }
         }
-        let builder = {
-            let mut b = http2::Builder::new(TokioExecutor::new());
-            b.timer(TokioTimer::new())
-                .initial_stream_window_size(super::H2_STREAM_WINDOW)
-                .initial_connection_window_size(super::H2_CONN_WINDOW)
-                .max_send_buf_size(super::H2_MAX_SEND_BUF);
-            b
-        };
+        let builder = h2_client();
         let (sender, conn) = match mesh {
             Some(dest) => {
-                let tls =
-                    crate::mesh::connect(ctx, dest, crate::mesh::Carries::Http2, labels).await?;
+                let tls = mtls::connect(&c.dialer, dest, Carries::Http2, labels).await?;
                 let (s, c) = builder
                     .handshake(TokioIo::new(tls))
                     .await
@@ -251,7 +274,7 @@ impl SharedH2Pool {
                 (s, futures_util::future::Either::Left(c))
             }
             None => {
-                let io = TokioIo::new(connect(ctx, addr, labels).await?);
+                let io = TokioIo::new(c.dialer.tcp_http(addr, labels).await?);
                 let (s, c) = builder
                     .handshake(io)
                     .await
@@ -259,7 +282,7 @@ impl SharedH2Pool {
                 (s, futures_util::future::Either::Right(c))
             }
         };
-        ctx.tracker.spawn(async move {
+        c.tracker.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%e, "shared HTTP/2 connection failed");
             }
@@ -271,15 +294,20 @@ impl SharedH2Pool {
     }
 
     /// Sends `req` (HTTP/2-shaped) on the connection to `addr`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`SharedH2Pool::sender`], and [`Error::Upstream`] when the
+    /// peer fails before answering.
     pub async fn send(
         &self,
-        ctx: &Ctx,
+        c: &Clients,
         mesh: Option<&MeshDestination>,
         addr: SocketAddr,
         labels: &TargetLabels,
         req: Request<ReqBody>,
     ) -> Result<Response<Incoming>, Error> {
-        let mut sender = self.sender(ctx, mesh, addr, labels).await?;
+        let mut sender = self.sender(c, mesh, addr, labels).await?;
         sender
             .send_request(req)
             .await
@@ -299,35 +327,35 @@ impl Ready {
     /// Connects to `ep` (or reuses a connection) for a request of
     /// `version`: meshed endpoints always get HTTP/2 over mTLS.
     ///
-    /// Errors: the endpoint cannot be reached; no request was sent.
-    pub async fn connect(ctx: &Ctx, ep: &Endpoint, version: Version) -> Result<Ready, Error> {
+    /// # Errors
+    ///
+    /// The endpoint cannot be reached; no request was sent.
+    pub async fn connect(c: &Clients, ep: &Endpoint, version: Version) -> Result<Ready, Error> {
         if ep.mesh.is_some() || version == Version::HTTP_2 {
-            let pool = if ep.mesh.is_some() {
-                &ctx.mesh
-            } else {
-                &ctx.h2_pool
-            };
+            let pool = if ep.mesh.is_some() { &c.mesh } else { &c.h2 };
             return pool
-                .sender(ctx, ep.mesh.as_ref(), ep.connect, &ep.labels)
+                .sender(c, ep.mesh.as_ref(), ep.connect, &ep.labels)
                 .await
                 .map(Ready::H2);
         }
-        while let Some(mut sender) = ctx.h1_pool.take(ep.connect) {
+        while let Some(mut sender) = c.h1.take(ep.connect) {
             if sender.ready().await.is_ok() {
                 return Ok(Ready::H1(sender));
             }
         }
-        new_h1(ctx, ep.connect, &ep.labels).await.map(Ready::H1)
+        new_h1(c, ep.connect, &ep.labels).await.map(Ready::H1)
     }
 
     /// Sends `req`. A connection that closed before the request was
     /// written (an idle one the peer dropped) is replaced, twice at most:
     /// nothing was sent, so this is safe for any method.
     ///
-    /// Errors: the endpoint failed before answering, or cannot be reached again.
+    /// # Errors
+    ///
+    /// The endpoint failed before answering, or cannot be reached again.
     pub async fn send(
         self,
-        ctx: &Ctx,
+        c: &Clients,
         ep: &Endpoint,
         req: Request<ReqBody>,
     ) -> Result<Response<Incoming>, Error> {
@@ -346,7 +374,7 @@ impl Ready {
                 },
                 Ready::H1(mut s) => match s.try_send_request(req).await {
                     Ok(rsp) => {
-                        ctx.h1_pool.put(addr, s);
+                        c.h1.put(addr, s);
                         return Ok(rsp);
                     }
                     Err(mut e) => match e.take_message() {
@@ -359,9 +387,9 @@ impl Ready {
             ready = match req.version() {
                 // A fresh connection (the pool may hold more stale ones).
                 Version::HTTP_11 | Version::HTTP_10 if ep.mesh.is_none() => {
-                    Ready::H1(new_h1(ctx, addr, &ep.labels).await?)
+                    Ready::H1(new_h1(c, addr, &ep.labels).await?)
                 }
-                v => Ready::connect(ctx, ep, v).await?,
+                v => Ready::connect(c, ep, v).await?,
             };
             attempt += 1;
         }
@@ -369,16 +397,16 @@ impl Ready {
 }
 
 async fn new_h1(
-    ctx: &Ctx,
+    c: &Clients,
     addr: SocketAddr,
     labels: &TargetLabels,
 ) -> Result<http1::SendRequest<ReqBody>, Error> {
-    let io = TokioIo::new(connect(ctx, addr, labels).await?);
+    let io = TokioIo::new(c.dialer.tcp_http(addr, labels).await?);
     let (sender, conn) = http1::Builder::new()
         .handshake(io)
         .await
         .map_err(|e| Error::Upstream(addr, e))?;
-    ctx.tracker.spawn(async move {
+    c.tracker.spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(%e, "HTTP/1 endpoint connection failed");
         }

@@ -1,7 +1,7 @@
 //! Request bodies that can be sent again. A retryable request's body is
 //! streamed to the first try as it arrives (nothing waits for the whole
 //! body: a gRPC stream that waits for its answer keeps working) while a
-//! copy of up to [`MAX_REPLAY_BYTES`](super::policy::MAX_REPLAY_BYTES) is
+//! copy of up to [`MAX_REPLAY_BYTES`](crate::outbound::retry::MAX_REPLAY_BYTES) is
 //! kept; a retry replays the copy, then continues with what the client
 //! has not sent yet. A body that outgrows the bound is no longer
 //! replayable (the request is not retried), as linkerd2-proxy's

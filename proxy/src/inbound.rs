@@ -1,0 +1,144 @@
+//! Inbound: a connection redirected to one of the pod's ports, after
+//! detection. TLS whose SNI is this proxy's identity is mesh mTLS: it is
+//! terminated (the client must present a mesh certificate; its identity
+//! becomes `client_id`), and the ALPN tells what it carries — `h2`
+//! (multiplexed HTTP), `http/1.1` (upgrades) or nothing (opaque TCP).
+//! Other TLS is the app's own and passes through. Ports in
+//! `PIMESH_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY` take mesh mTLS only.
+//! Then the connection is forwarded to the local app.
+
+use crate::ctx::Ctx;
+use crate::detect::Protocol;
+use crate::forward::dispatch;
+use crate::io::PrefixedIo;
+use crate::metrics::{Direction, Tls};
+use crate::target::Target;
+use crate::tls::{sni, ALPN_HTTP1};
+use bytes::BytesMut;
+use pimesh_api::identity::ALPN_H2;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// Largest ClientHello record read to find its SNI: one TLS record.
+const MAX_CLIENT_HELLO: usize = 5 + 16 * 1024;
+
+const DIRECTION: Direction = Direction::Inbound;
+
+/// Serves an inbound connection whose first bytes (`prefix`) were read by
+/// detection as `protocol`; `label_addr` is the port as addressed.
+pub async fn serve(
+    ctx: Arc<Ctx>,
+    mut stream: TcpStream,
+    mut prefix: BytesMut,
+    protocol: Protocol,
+    target: Target,
+    label_addr: SocketAddr,
+) {
+    let cfg = &ctx.config;
+    let requires_identity = cfg.requires_identity(label_addr.port());
+    if protocol == Protocol::Tls {
+        if let Some(id) = &cfg.identity {
+            let name = id.identity.dns_name(&id.trust_domain);
+            match read_sni(&mut stream, &mut prefix, cfg.detect_timeout).await {
+                Some(sni) if sni == name => {
+                    let io = PrefixedIo::new(prefix.freeze(), stream);
+                    // Boxed: idle connections waiting in detection then
+                    // cost only the detection state, not the largest one.
+                    return Box::pin(terminate(ctx, io, target, label_addr)).await;
+                }
+                _ if requires_identity => {
+                    ctx.metrics.accept_error(DIRECTION, "identity_required");
+                    return;
+                }
+                _ => {} // the app's own TLS: passed through
+            }
+        }
+    } else if requires_identity {
+        tracing::debug!(
+            port = label_addr.port(),
+            "plaintext on a port that requires identity; closing"
+        );
+        ctx.metrics.accept_error(DIRECTION, "identity_required");
+        return;
+    }
+    let labels = ctx.metrics.target(
+        DIRECTION,
+        &label_addr.to_string(),
+        Tls::plaintext(DIRECTION),
+    );
+    let io = PrefixedIo::new(prefix.freeze(), stream);
+    Box::pin(dispatch(ctx, DIRECTION, io, protocol, target, labels)).await
+}
+
+/// Reads until the buffered ClientHello is complete and returns its SNI;
+/// `None` for a ClientHello without SNI, a malformed one, or a client that
+/// stops sending within `timeout` (the detection timeout).
+async fn read_sni(stream: &mut TcpStream, buf: &mut BytesMut, timeout: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match sni::parse(buf) {
+            sni::Parsed::ServerName(name) => return name,
+            sni::Parsed::Invalid => return None,
+            sni::Parsed::Incomplete if buf.len() >= MAX_CLIENT_HELLO => return None,
+            sni::Parsed::Incomplete => {
+                buf.reserve(1024);
+                match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return None,
+                }
+            }
+        }
+    }
+}
+
+/// Terminates mesh TLS on an inbound connection and serves what it carries.
+async fn terminate(
+    ctx: Arc<Ctx>,
+    io: PrefixedIo<TcpStream>,
+    target: Target,
+    label_addr: SocketAddr,
+) {
+    let Some(creds) = ctx.creds.get() else {
+        tracing::debug!("mesh TLS before this proxy has a certificate; closing");
+        ctx.metrics.accept_error(DIRECTION, "no_identity");
+        return;
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(creds.server.clone()).accept(io);
+    let tls = match tokio::time::timeout(ctx.config.detect_timeout, accept).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::info!(%e, "mesh TLS handshake refused");
+            ctx.metrics.accept_error(DIRECTION, "tls_handshake");
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.accept_error(DIRECTION, "tls_handshake_timeout");
+            return;
+        }
+    };
+    let (_, session) = tls.get_ref();
+    let peer = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| crate::tls::peer_identity(c, &creds.trust_domain));
+    let Some(peer) = peer else {
+        // Verified by the anchors, but no SPIFFE ID of our trust domain.
+        ctx.metrics.accept_error(DIRECTION, "peer_identity");
+        return;
+    };
+    let protocol = match session.alpn_protocol() {
+        Some(ALPN_H2) => Protocol::Http2,
+        Some(ALPN_HTTP1) => Protocol::Http1,
+        _ => Protocol::Opaque,
+    };
+    let tls_label = ctx
+        .metrics
+        .tls_established(DIRECTION, &peer.dns_name(&creds.trust_domain));
+    let labels = ctx
+        .metrics
+        .target(DIRECTION, &label_addr.to_string(), tls_label);
+    dispatch(ctx, DIRECTION, tls, protocol, target, labels).await
+}
