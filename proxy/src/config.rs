@@ -2,6 +2,7 @@
 //! environment variables (names: DESIGN.md "Interfaces"), read through the
 //! [`Env`] trait so tests pass a map instead of touching the process env.
 
+use pimesh_api::policy::{DefaultPolicy, Networks, DEFAULT_CLUSTER_NETWORKS};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -102,6 +103,15 @@ pub struct Config {
     /// refuse connections without a mesh identity (Linkerd's
     /// `LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`).
     pub inbound_ports_require_identity: Vec<u16>,
+    /// `PIMESH_PROXY_INBOUND_DEFAULT_POLICY`: who may connect to the pod's
+    /// ports (Linkerd's default policies and
+    /// `LINKERD2_PROXY_INBOUND_DEFAULT_POLICY`): `all-unauthenticated`
+    /// (default), `all-authenticated`, `cluster-authenticated`,
+    /// `cluster-unauthenticated`, `deny`, `audit`.
+    pub inbound_default_policy: DefaultPolicy,
+    /// `PIMESH_PROXY_POLICY_CLUSTER_NETWORKS`: the networks the `cluster-*`
+    /// policies admit (Linkerd's `clusterNetworks`).
+    pub cluster_networks: Networks,
     /// Registration, discovery, upstream listeners and resilience defaults.
     pub outbound: OutboundConfig,
 }
@@ -184,6 +194,16 @@ impl Config {
             inbound_ports_require_identity: p
                 .parse_opt("PIMESH_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY", parse_ports)?
                 .unwrap_or_default(),
+            inbound_default_policy: p.parse(
+                "PIMESH_PROXY_INBOUND_DEFAULT_POLICY",
+                DefaultPolicy::default().as_str(),
+                str::parse,
+            )?,
+            cluster_networks: p.parse(
+                "PIMESH_PROXY_POLICY_CLUSTER_NETWORKS",
+                DEFAULT_CLUSTER_NETWORKS,
+                str::parse,
+            )?,
         })
         .and_then(|c| {
             let needs_identity =
@@ -230,7 +250,8 @@ impl fmt::Display for Config {
             "inbound={} outbound={} admin={} inbound_target={} opaque_ports={:?} \
              detect_timeout={:?} detect_buffer={}B max_header={}B max_connections={} \
              idle_timeout={:?} header_read_timeout={:?} connect_timeout={:?} \
-             shutdown_grace_period={:?} threads={} workload_labels={:?}",
+             shutdown_grace_period={:?} threads={} workload_labels={:?} \
+             inbound_default_policy={} cluster_networks={}",
             self.inbound_addr,
             self.outbound_addr,
             self.admin_addr,
@@ -247,6 +268,8 @@ impl fmt::Display for Config {
             self.shutdown_grace_period,
             self.threads,
             self.workload_labels,
+            self.inbound_default_policy,
+            self.cluster_networks,
         )?;
         if let Some(id) = &self.identity {
             write!(

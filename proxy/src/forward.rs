@@ -2,6 +2,7 @@
 //! as HTTP (`http`: each request forwarded) or opaque TCP (`tcp`) until it
 //! ends or idles out (`PIMESH_PROXY_IDLE_TIMEOUT`).
 
+use crate::authz::Authz;
 use crate::ctx::Ctx;
 use crate::detect::Protocol;
 use crate::io::{idle, MeteredIo};
@@ -11,6 +12,8 @@ use crate::{http, tcp};
 use std::sync::Arc;
 
 /// Serves a connection whose protocol is known, until it ends or idles out.
+/// `authz` is an inbound connection's verdict, applied to each HTTP request
+/// (opaque connections are decided before they get here).
 pub async fn dispatch<I>(
     ctx: Arc<Ctx>,
     direction: Direction,
@@ -18,6 +21,7 @@ pub async fn dispatch<I>(
     protocol: Protocol,
     target: Target,
     labels: TargetLabels,
+    authz: Option<Authz>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -29,7 +33,7 @@ pub async fn dispatch<I>(
     let serve = async {
         match (protocol, target) {
             (Protocol::Http1 | Protocol::Http2, _) => {
-                http::serve(&ctx, direction, io, protocol, target, labels).await
+                http::serve(&ctx, direction, io, protocol, target, labels, authz).await
             }
             (_, Target::Fixed(addr)) => tcp::forward(&ctx, io, addr, labels).await,
             (_, Target::Explicit(_)) => {

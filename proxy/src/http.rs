@@ -17,6 +17,7 @@ pub mod headers;
 pub mod orig_proto;
 pub mod replay;
 
+use crate::authz::Authz;
 use crate::connect::mtls;
 use crate::connect::pool::{Upstream, H2_CONN_WINDOW, H2_MAX_SEND_BUF, H2_STREAM_WINDOW};
 use crate::ctx::Ctx;
@@ -42,6 +43,9 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Serves one detected HTTP connection until the client closes it, an
 /// error ends it, or shutdown asks it to finish its requests and close.
 /// Connection-level errors are counted in `{direction}_http_errors_total`.
+/// With an inbound verdict (`authz`) each request is counted in
+/// `inbound_http_authz_{allow,deny}_total`; a denied one is answered 403
+/// (gRPC: `PERMISSION_DENIED`) and never reaches the app.
 pub async fn serve<I>(
     ctx: &Arc<Ctx>,
     direction: Direction,
@@ -49,6 +53,7 @@ pub async fn serve<I>(
     protocol: Protocol,
     target: Target,
     labels: TargetLabels,
+    authz: Option<Authz>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -57,6 +62,7 @@ pub async fn serve<I>(
         direction,
         target,
         labels,
+        authz,
         upstream: Upstream::default(),
     });
     let service = hyper::service::service_fn(move |req| svc.clone().handle(req));
@@ -130,6 +136,8 @@ struct Service {
     direction: Direction,
     target: Target,
     labels: TargetLabels,
+    /// An inbound connection's verdict, applied to each request.
+    authz: Option<Authz>,
     /// Connections to the target, reused across this connection's requests.
     upstream: Upstream,
 }
@@ -141,6 +149,17 @@ impl Service {
     ) -> Result<Response<ResponseBody>, Error> {
         let authority = headers::authority(&req);
         let is_grpc = headers::is_grpc(req.headers());
+        if let Some(authz) = self.authz {
+            self.ctx.metrics.authz().record(&self.labels, authz, true);
+            if !authz.allowed {
+                let start = std::time::Instant::now();
+                let mut metrics =
+                    self.request_metrics(self.labels.clone(), authority.as_ref(), start);
+                metrics.tap(req.method(), req.uri());
+                let e = Error::Unauthorized(authz.policy.as_str());
+                return Ok(respond(metrics, is_grpc, Err(e)));
+            }
+        }
         // Outbound destinations known to discovery are balanced.
         let head_ok = headers::head_size(&req) <= self.ctx.config.max_header_bytes;
         if let (Direction::Outbound, Some(d), true) = (self.direction, &self.ctx.discovery, head_ok)

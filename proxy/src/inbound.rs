@@ -5,8 +5,12 @@
 //! (multiplexed HTTP), `http/1.1` (upgrades) or nothing (opaque TCP).
 //! Other TLS is the app's own and passes through. Ports in
 //! `PIMESH_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY` take mesh mTLS only.
+//! Then the default policy decides (`authz`; the client's identity, if
+//! any, and source address): an opaque connection it refuses is closed
+//! before the app sees a byte; HTTP requests are answered 403 per request.
 //! Then the connection is forwarded to the local app.
 
+use crate::authz::Authz;
 use crate::ctx::Ctx;
 use crate::detect::Protocol;
 use crate::forward::dispatch;
@@ -16,7 +20,7 @@ use crate::target::Target;
 use crate::tls::{sni, ALPN_HTTP1};
 use bytes::BytesMut;
 use pimesh_api::identity::ALPN_H2;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -38,6 +42,10 @@ pub async fn serve(
     label_addr: SocketAddr,
 ) {
     let cfg = &ctx.config;
+    // Unknown (the socket is gone): outside every network.
+    let source = stream
+        .peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
     let requires_identity = cfg.requires_identity(label_addr.port());
     if protocol == Protocol::Tls {
         if let Some(id) = &cfg.identity {
@@ -47,7 +55,7 @@ pub async fn serve(
                     let io = PrefixedIo::new(prefix.freeze(), stream);
                     // Boxed: idle connections waiting in detection then
                     // cost only the detection state, not the largest one.
-                    return Box::pin(terminate(ctx, io, target, label_addr)).await;
+                    return Box::pin(terminate(ctx, io, target, label_addr, source)).await;
                 }
                 _ if requires_identity => {
                     ctx.metrics.accept_error(DIRECTION, "identity_required");
@@ -69,8 +77,44 @@ pub async fn serve(
         &label_addr.to_string(),
         Tls::plaintext(DIRECTION),
     );
+    let Some(authz) = authorize(&ctx, &labels, protocol, false, source) else {
+        return;
+    };
     let io = PrefixedIo::new(prefix.freeze(), stream);
-    Box::pin(dispatch(ctx, DIRECTION, io, protocol, target, labels)).await
+    Box::pin(dispatch(
+        ctx, DIRECTION, io, protocol, target, labels, authz,
+    ))
+    .await
+}
+
+/// The default policy's verdict on a client (`authenticated` when it
+/// presented a mesh identity) from `source`. An opaque connection is
+/// counted here and refused (`None`: close it); HTTP gets the verdict to
+/// apply per request (`Some(Some(authz))`).
+fn authorize(
+    ctx: &Ctx,
+    labels: &crate::metrics::TargetLabels,
+    protocol: Protocol,
+    authenticated: bool,
+    source: IpAddr,
+) -> Option<Option<Authz>> {
+    let cfg = &ctx.config;
+    let authz = Authz::decide(
+        cfg.inbound_default_policy,
+        &cfg.cluster_networks,
+        authenticated,
+        source,
+    );
+    if matches!(protocol, Protocol::Http1 | Protocol::Http2) {
+        return Some(Some(authz));
+    }
+    ctx.metrics.authz().record(labels, authz, false);
+    if authz.allowed {
+        Some(Some(authz))
+    } else {
+        tracing::debug!(%source, policy = %authz.policy, "TCP connection refused by the policy");
+        None
+    }
 }
 
 /// Reads until the buffered ClientHello is complete and returns its SNI;
@@ -100,6 +144,7 @@ async fn terminate(
     io: PrefixedIo<TcpStream>,
     target: Target,
     label_addr: SocketAddr,
+    source: IpAddr,
 ) {
     let Some(creds) = ctx.creds.get() else {
         tracing::debug!("mesh TLS before this proxy has a certificate; closing");
@@ -140,5 +185,8 @@ async fn terminate(
     let labels = ctx
         .metrics
         .target(DIRECTION, &label_addr.to_string(), tls_label);
-    dispatch(ctx, DIRECTION, tls, protocol, target, labels).await
+    let Some(authz) = authorize(&ctx, &labels, protocol, true, source) else {
+        return;
+    };
+    dispatch(ctx, DIRECTION, tls, protocol, target, labels, authz).await
 }

@@ -5,7 +5,8 @@
 //! Layout, in the order a connection meets it:
 //! - `server`: accept — listeners, limits, target, detection, shutdown.
 //! - `detect`: protocol detection on the first bytes.
-//! - `inbound`: identity requirement, SNI, mesh mTLS termination.
+//! - `inbound`: identity requirement, SNI, mesh mTLS termination, then the
+//!   default policy's verdict (`authz`, a leaf).
 //! - `outbound`: outbound connections; `route`, `balanced`, `retry`,
 //!   `loop_guard`, balanced `tcp`, `dst`, `policy`.
 //! - `forward`: a known connection served as HTTP or TCP until idle.
@@ -28,6 +29,7 @@
 //! - `await_ready`: `pimesh-proxy await`, the postStart wait for `/ready`.
 
 pub mod admin;
+pub mod authz;
 pub mod await_ready;
 pub mod balance;
 pub mod config;

@@ -3,12 +3,14 @@
 //! Label values come from bounded sets: authorities and target addresses
 //! are interned up to [`MAX_LABEL_VALUES`] each, later ones share `overflow`.
 
+mod authz;
 mod labels;
 mod outbound;
 mod process;
 #[cfg(test)]
 mod tests;
 
+pub use authz::AuthzMetrics;
 pub use labels::{
     Classification, Direction, DstLabels, Peer, RequestLabels, TargetLabels, TcpLabels, Tls,
 };
@@ -67,6 +69,7 @@ pub struct Metrics {
     identities: Interner,
     dst_values: Interner,
     outbound: OutboundMetrics,
+    authz: AuthzMetrics,
     /// Open taps receive each finished request's metadata from here.
     pub tap: crate::tap::hub::Hub,
 }
@@ -110,6 +113,7 @@ impl Metrics {
             identities: Interner::default(),
             dst_values: Interner::default(),
             outbound: OutboundMetrics::default(),
+            authz: AuthzMetrics::default(),
             tap: crate::tap::hub::Hub::default(),
             registry: Registry::default(),
         };
@@ -182,12 +186,18 @@ impl Metrics {
             m.identity_renewals.clone(),
         );
         m.outbound.register(r);
+        m.authz.register(r);
         Metrics { registry, ..m }
     }
 
     /// Discovery, balancing, retry and circuit-breaking counters.
     pub fn outbound(&self) -> &OutboundMetrics {
         &self.outbound
+    }
+
+    /// Inbound authorization counters.
+    pub fn authz(&self) -> &AuthzMetrics {
+        &self.authz
     }
 
     /// The `tls="true"` state for a verified peer named `peer_name`.

@@ -49,5 +49,5 @@ pub async fn serve(
         Target::Explicit(_) => Tls::plaintext(direction),
     };
     let labels = ctx.metrics.target(direction, &label_addr.to_string(), tls);
-    dispatch(ctx, direction, io, protocol, target, labels).await
+    dispatch(ctx, direction, io, protocol, target, labels, None).await
 }

@@ -56,6 +56,9 @@ pub enum Error {
     /// The request (or its last try) took longer than its timeout.
     #[error("request timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// Inbound: the pod's policy (its name) does not admit this client.
+    #[error("unauthorized request: the {0} policy does not admit this client")]
+    Unauthorized(&'static str),
 }
 
 impl Error {
@@ -76,13 +79,15 @@ impl Error {
             Error::NoEndpoints(_) => "no_endpoints",
             Error::AllEjected(_) => "circuit_breaker",
             Error::Timeout(_) => "timeout",
+            Error::Unauthorized(_) => "unauthorized",
         }
     }
 
     /// The gRPC status a gRPC client gets: `UNAVAILABLE` (14) when the
     /// target cannot be reached, `RESOURCE_EXHAUSTED` (8) for oversized
     /// headers, `INTERNAL` (13) for requests the proxy cannot route,
-    /// `DEADLINE_EXCEEDED` (4) for a timeout.
+    /// `DEADLINE_EXCEEDED` (4) for a timeout, `PERMISSION_DENIED` (7) for
+    /// a client the policy refuses (as linkerd2-proxy).
     pub fn grpc_status(&self) -> u32 {
         match self {
             Error::NoTarget | Error::Loop => 13,
@@ -98,6 +103,7 @@ impl Error {
             | Error::NoEndpoints(_)
             | Error::AllEjected(_) => 14,
             Error::Timeout(_) => 4,
+            Error::Unauthorized(_) => 7,
         }
     }
 
@@ -105,6 +111,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NoTarget | Error::Loop => StatusCode::BAD_REQUEST,
+            Error::Unauthorized(_) => StatusCode::FORBIDDEN,
             Error::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::ConnectTimeout(_) | Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::NoIdentity

@@ -92,7 +92,7 @@ pub struct TargetLabels {
 }
 
 impl TargetLabels {
-    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+    pub(super) fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         ("direction", self.direction.as_str()).encode(e.encode_label())?;
         ("target_addr", &*self.target_addr).encode(e.encode_label())?;
         self.tls.encode(e)?;
