@@ -360,7 +360,9 @@ impl Authority {
         let ca = self.read();
         let signer = ca.signer(now);
         let leaf = issue(signer, &key)?;
-        let issuer = pem::certs_from_pem(&signer.cert_pem, "issuer")?.remove(0);
+        let issuer = pem::certs_from_pem(&signer.cert_pem, "issuer")
+            .map_err(ca::Error::from)?
+            .remove(0);
         Ok(ControllerCert {
             chain: vec![leaf.der, issuer],
             key_pkcs8: key.serialize_der(),

@@ -516,6 +516,15 @@ fn check_clock(now: u64) -> Result<(), Error> {
     Ok(())
 }
 
+impl From<super::pem::Invalid> for Error {
+    fn from(e: super::pem::Invalid) -> Error {
+        Error::Invalid {
+            what: e.what,
+            reason: e.reason,
+        }
+    }
+}
+
 impl Error {
     /// An [`Error::Invalid`].
     pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
