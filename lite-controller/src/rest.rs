@@ -50,6 +50,12 @@ impl BodyError {
 
 /// Reads at most [`MAX_BODY_BYTES`] of `req`'s body and parses it as JSON;
 /// an empty body reads as `{}`.
+///
+/// # Errors
+///
+/// [`BodyError::TooLarge`] over the limit (declared or read),
+/// [`BodyError::Read`] when the body cannot be read, [`BodyError::Json`] when
+/// it is not the JSON of a `T`.
 pub async fn read_json<T, B>(req: Request<B>) -> Result<T, BodyError>
 where
     T: DeserializeOwned,

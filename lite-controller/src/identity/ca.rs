@@ -164,6 +164,11 @@ pub enum Stage {
 
 impl CaState {
     /// A new self-signed anchor and an issuer signed by it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ClockNotSet`] before 2024; [`Error::Generate`] when rcgen
+    /// fails.
     pub fn generate(now: u64) -> Result<CaState, Error> {
         check_clock(now)?;
         let (anchor, key) = generate_anchor(now)?;
@@ -179,6 +184,12 @@ impl CaState {
     /// The operator's own CA: `anchors_pem` (one or more certificates),
     /// the issuer certificate and its key. The issuer must be a CA, valid
     /// now, signed by one of the anchors, and match its key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when a file is not PEM certificates or a key, the
+    /// issuer is not a CA signed by an anchor or does not match its key, or it
+    /// has expired.
     pub fn import(
         anchors_pem: &str,
         issuer_pem: &str,
@@ -210,6 +221,11 @@ impl CaState {
 
     /// Starts a rotation: a new anchor (in the bundle at once) and a new
     /// issuer signed by it, which signs from `now + activate_after` on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RotationInProgress`], [`Error::ClockNotSet`],
+    /// [`Error::Generate`].
     pub fn start_rotation(&self, now: u64, activate_after: Duration) -> Result<CaState, Error> {
         if let Some(r) = &self.rotation {
             return Err(Error::RotationInProgress {
@@ -233,6 +249,11 @@ impl CaState {
     /// Ends a rotation: only the new anchor and issuer remain. Refused
     /// before the new issuer signs, or while `old_leaves` (count, last
     /// `notAfter`) of the old issuer are valid, unless `force`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRotation`]; unless `force`, [`Error::NotActiveYet`] and
+    /// [`Error::OldLeavesValid`].
     pub fn finish_rotation(
         &self,
         now: u64,
@@ -326,6 +347,11 @@ impl Signer {
     /// clientAuth, a random 127-bit serial, valid from `now` minus up to
     /// [`LEAF_BACKDATE_SECS`] for `lifetime` (at least 1 s, and never past
     /// the issuer's own `notAfter`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IssuerExpired`]; [`Error::Generate`] for a name that is not
+    /// IA5 (ASCII), or when rcgen cannot sign.
     pub fn issue(
         &self,
         key: &impl PublicKeyData,
@@ -343,6 +369,10 @@ impl Signer {
     /// Signs a server leaf for plain DNS names and IP addresses (no SPIFFE
     /// ID), e.g. the proxy injector's `pimesh-controller.NS.svc`: the first
     /// name is the CommonName; otherwise as [`Signer::issue`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Signer::issue`].
     pub fn issue_server(
         &self,
         key: &impl PublicKeyData,
@@ -435,6 +465,11 @@ pub struct Ca {
 impl Ca {
     /// Parses and checks `state`: every anchor is a CA; each issuer is a
     /// CA signed by its anchors and matches its key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the anchor or issuer that does not parse, is
+    /// not a CA, is not signed by the bundle, or does not match its key.
     pub fn load(state: &CaState) -> Result<Ca, Error> {
         let mut bundle: Vec<Vec<u8>> = Vec::new();
         for (i, a) in state.anchors.iter().enumerate() {
