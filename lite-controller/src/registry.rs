@@ -153,6 +153,10 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// Loads the registry from `store`; every registered endpoint gets a
     /// lease of `lease_ttl` from `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the tables cannot be opened or read.
     pub fn open(
         store: &Store,
         lease_ttl: Duration,
@@ -195,6 +199,10 @@ impl Registry {
     /// The registry of Kubernetes mode: empty, in memory, filled by the
     /// Kubernetes watchers through [`Registry::set_kubernetes_service`];
     /// what standalone mode stored in `store` is neither read nor changed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the tables cannot be opened.
     pub fn kubernetes(store: &Store, cluster_domain: &str) -> Result<Registry, Error> {
         let (changes, _) = tokio::sync::watch::channel(0);
         Ok(Registry {
@@ -215,6 +223,10 @@ impl Registry {
     }
 
     /// [`Error::KubernetesMode`] in Kubernetes mode: `what` is standalone only.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KubernetesMode`] naming `what`, in Kubernetes mode.
     pub fn standalone_only(&self, what: &'static str) -> Result<(), Error> {
         if self.kubernetes {
             return Err(Error::KubernetesMode(what));
@@ -296,9 +308,11 @@ impl Registry {
     /// proxy_addr): replicas sharing a host's address, each behind its own
     /// proxy, are one endpoint each.
     ///
-    /// Errors: [`Error::Invalid`] (nothing stored), [`Error::Conflict`]
-    /// when another identity's proxy registered the same (port, addr,
-    /// proxy_addr), [`Error::Store`].
+    /// # Errors
+    ///
+    /// [`Error::KubernetesMode`]; [`Error::Invalid`] (nothing stored);
+    /// [`Error::Conflict`] when another identity's proxy registered the same
+    /// (port, addr, proxy_addr); [`Error::Store`].
     pub fn register(
         &self,
         reg: &Registration,
@@ -376,8 +390,10 @@ impl Registry {
     /// Removes a proxy's registered endpoint, the one at (port, addr,
     /// proxy_addr) (idempotent: an unknown one is fine); the revision after.
     ///
-    /// Errors: [`Error::Invalid`], [`Error::NotOwner`] when another identity
-    /// registered it, [`Error::Store`].
+    /// # Errors
+    ///
+    /// [`Error::KubernetesMode`]; [`Error::Invalid`]; [`Error::NotOwner`] when
+    /// another identity registered it; [`Error::Store`].
     pub fn deregister(&self, reg: &Registration, identity: &Identity) -> Result<u64, Error> {
         self.standalone_only("endpoint registration")?;
         validate::label("service", &reg.service)?;
@@ -406,6 +422,11 @@ impl Registry {
     }
 
     /// Drops every registered endpoint whose lease ran out by `now`; how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when a change cannot be written; the endpoints dropped
+    /// before stay dropped, the rest at the next call.
     pub fn expire(&self, now: Instant) -> Result<usize, Error> {
         let _w = self.lock();
         type Id = (u16, SocketAddr, Option<SocketAddr>);

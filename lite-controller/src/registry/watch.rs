@@ -65,6 +65,12 @@ impl Query {
     /// Parses `name=NAME[:PORT]` or `addr=IP:PORT`, and optional
     /// `revision=N`, from a URL query (percent-encoded or not). A bare name
     /// is in `namespace`; a missing port is 80.
+    ///
+    /// # Errors
+    ///
+    /// [`BadQuery`]: bad percent-encoding, an unknown or repeated parameter,
+    /// not exactly one of `name=` and `addr=`, a bad name, port, address or
+    /// revision.
     pub fn parse(query: Option<&str>, namespace: &str) -> Result<Query, BadQuery> {
         let (mut name, mut addr, mut revision) = (None, None, None);
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
