@@ -116,8 +116,10 @@ pub async fn native_sidecars(client: &kube::Client) -> bool {
 
 /// A client for `settings`: the kubeconfig files given, else inferred.
 ///
-/// Errors: [`Error::Kubeconfig`] (unreadable, unparsable, no context or
-/// server), [`Error::Client`].
+/// # Errors
+///
+/// [`Error::Kubeconfig`] (unreadable, unparsable, no context or server),
+/// [`Error::Client`].
 pub async fn client(settings: &Settings) -> Result<kube::Client, Error> {
     client_from(settings.kubeconfig.as_deref()).await
 }
@@ -125,7 +127,9 @@ pub async fn client(settings: &Settings) -> Result<kube::Client, Error> {
 /// A client for the kubeconfig files `kubeconfig` (`:`-separated,
 /// merged), else what `kube::Config::infer` finds (`pimesh check`).
 ///
-/// Errors: as [`client`].
+/// # Errors
+///
+/// As [`client`].
 pub async fn client_from(kubeconfig: Option<&str>) -> Result<kube::Client, Error> {
     let config = match kubeconfig {
         Some(paths) => {

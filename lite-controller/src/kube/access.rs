@@ -142,6 +142,12 @@ fn qualified(rule: &Rule) -> String {
 
 /// Sends one SelfSubjectAccessReview per rule and verb (in `namespace`
 /// for [`Scope::OwnNamespace`]); the first denial, or the API error.
+///
+/// # Errors
+///
+/// [`CheckError::Denied`] naming the first permission refused;
+/// [`CheckError::Api`] when the API server does not answer or fails (retry
+/// later).
 pub async fn check(client: &kube::Client, namespace: &str) -> Result<(), CheckError> {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     for rule in RULES {
