@@ -41,6 +41,11 @@ pub struct ControllerFlag {
 
 impl ControllerFlag {
     /// A client for the flag's URL, else `PIMESH_CONTROLLER`'s, else the default.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Client`] ([`client::Error::BadUrl`]) when the URL is not
+    /// `http://HOST[:PORT]`.
     pub fn client(&self, env: &dyn Env) -> Result<Client, Error> {
         let url = self
             .controller

@@ -86,10 +86,6 @@ impl CertifyError {
     }
 
     /// The HTTP status.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Store`] when the serial records cannot be read.
     pub fn status(&self) -> u16 {
         match self {
             CertifyError::Refused(r) => r.status(),
@@ -445,6 +441,10 @@ impl Authority {
     }
 
     /// The CA's public state at `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the serial records cannot be read.
     pub fn status(&self, now: u64) -> Result<CaStatus, Error> {
         let ca = self.read();
         let rotation = match (&ca.state.rotation, &ca.next) {

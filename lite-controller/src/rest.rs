@@ -147,7 +147,9 @@ fn with_type(status: StatusCode, body: impl Into<Bytes>, ty: &'static str) -> Re
 /// connection finishes its request in flight (5 s at most) and closes.
 /// Used by the operator port and the proxy injector.
 ///
-/// Errors: what hyper reports for the connection (the caller logs it).
+/// # Errors
+///
+/// What hyper reports for the connection (the caller logs it).
 pub async fn serve_http1<T, S>(
     io: T,
     service: S,

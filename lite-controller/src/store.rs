@@ -138,9 +138,11 @@ impl Store {
     /// Opens (or, when `dir` does not exist yet, creates with mode 0700)
     /// the database `dir/db` with a [`CACHE_CAPACITY_BYTES`] cache.
     ///
-    /// Errors: [`Error::CreateDir`], [`Error::Locked`] when another process
-    /// has it open, [`Error::Missing`] when an initialized directory lost
-    /// its database files, [`Error::Corrupt`] when they cannot be read.
+    /// # Errors
+    ///
+    /// [`Error::CreateDir`], [`Error::Locked`] when another process has it
+    /// open, [`Error::Missing`] when an initialized directory lost its database
+    /// files, [`Error::Corrupt`] when they cannot be read.
     pub fn open(dir: &Path) -> Result<Store, Error> {
         if !dir.exists() {
             std::fs::DirBuilder::new()
