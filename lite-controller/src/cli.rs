@@ -22,10 +22,6 @@ pub mod tap;
 pub mod telemetry;
 pub mod token;
 
-pub use identity::IdentityCommand;
-pub use service::ServiceCommand;
-pub use token::TokenCommand;
-
 use crate::client::{self, Client, DEFAULT_CONTROLLER};
 use crate::config::Env;
 use clap::{Args, ValueEnum};

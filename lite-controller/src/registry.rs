@@ -34,13 +34,12 @@ pub mod watch;
 use crate::identity::now_unix;
 use crate::store::{self, Store, Table};
 use model::{key, EndpointInfo, EndpointRecord, LiveEndpoint, ServiceInfo, ServiceRecord, Source};
-use pimesh_api::discovery::{Endpoint, Lease, Registration, Resolution};
+use pimesh_api::discovery::{Endpoint, Lease, Registration};
 use pimesh_api::identity::Identity;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
-use watch::Destination;
 
 /// Key of the revision counter in the `registry` table.
 const REVISION_KEY: &str = "revision";
@@ -112,18 +111,6 @@ struct State {
     /// Revision of the last change of any endpoint address, which is what
     /// `?addr=` watches depend on (in memory: the current revision at start).
     addr_revision: u64,
-}
-
-/// A destination's state at one revision (see [`Registry::resolve`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    /// What the watch sends.
-    pub resolution: Resolution,
-    /// The registry revision it is consistent with.
-    pub revision: u64,
-    /// The revision of the destination's last change (≤ `revision`); a
-    /// watch resuming from `N ≥ modified` has nothing to catch up on.
-    pub modified: u64,
 }
 
 /// The standalone service registry.
@@ -510,65 +497,6 @@ impl Registry {
             }
         }
         (st.services.len(), reg, op, kube)
-    }
-
-    /// The state of `dest` now. A name resolves when the service exists
-    /// and has the port; an address when an endpoint has it as `addr` or
-    /// `proxy_addr` (the first such service in key order), to that
-    /// endpoint's service and port.
-    pub fn resolve(&self, dest: &Destination) -> Snapshot {
-        let st = self.read();
-        let (resolution, modified) = match dest {
-            Destination::Name { service, port } => {
-                let k = key(&service.namespace, &service.name);
-                match st.services.get(&k).filter(|s| s.ports.contains(port)) {
-                    Some(s) => (s.resolution(*port, &self.cluster_domain), s.revision),
-                    None => (
-                        Resolution {
-                            exists: false,
-                            service: Some(service.fqdn(&self.cluster_domain)),
-                            port: *port,
-                            ..Resolution::default()
-                        },
-                        st.revision,
-                    ),
-                }
-            }
-            Destination::Addr(a) => {
-                let found = st.services.values().find_map(|s| {
-                    s.endpoints
-                        .iter()
-                        .find(|e| e.addr == *a || e.proxy_addr == Some(*a))
-                        .map(|e| (s, e.port))
-                });
-                // Kubernetes mode: a Service's ClusterIP and port.
-                let found = found.or_else(|| {
-                    st.services
-                        .values()
-                        .find(|s| s.cluster_ips.contains(&a.ip()) && s.ports.contains(&a.port()))
-                        .map(|s| (s, a.port()))
-                });
-                match found {
-                    Some((s, port)) => (
-                        s.resolution(port, &self.cluster_domain),
-                        s.revision.max(st.addr_revision),
-                    ),
-                    None => (
-                        Resolution {
-                            exists: false,
-                            port: a.port(),
-                            ..Resolution::default()
-                        },
-                        st.revision,
-                    ),
-                }
-            }
-        };
-        Snapshot {
-            resolution,
-            revision: st.revision,
-            modified,
-        }
     }
 
     /// Stores `after` (or removes the service when `None`) with the next

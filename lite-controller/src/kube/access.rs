@@ -7,6 +7,11 @@
 //! the default ClusterRole `system:basic-user` grants it to every
 //! authenticated user.
 
+// The rules name objects that `identity` and `webhook` own, with their
+// keys. Through the parent (`kube.rs` imports `Denied`; `identity` and
+// `webhook` import `KubeMetrics`) this is a loop kube -> access -> identity
+// -> kube of a folder and its own files, kept: those names belong beside the
+// code that writes the objects, and only constants cross.
 use super::identity::TRUST_ROOTS_CONFIGMAP;
 use super::webhook::WEBHOOK_CONFIGURATION;
 use k8s_openapi::api::authorization::v1::{
