@@ -171,8 +171,7 @@ impl CaState {
     /// fails.
     pub fn generate(now: u64) -> Result<CaState, Error> {
         check_clock(now)?;
-        let (anchor, key) = generate_anchor(now)?;
-        let issuer = generate_issuer(&anchor, &key, now)?;
+        let (anchor, issuer) = new_anchor_and_issuer(now)?;
         Ok(CaState {
             anchors: vec![anchor],
             issuer,
@@ -233,8 +232,7 @@ impl CaState {
             });
         }
         check_clock(now)?;
-        let (anchor, key) = generate_anchor(now)?;
-        let issuer = generate_issuer(&anchor, &key, now)?;
+        let (anchor, issuer) = new_anchor_and_issuer(now)?;
         Ok(CaState {
             rotation: Some(Rotation {
                 anchor,
@@ -542,6 +540,30 @@ fn signer(pem: &IssuerPem, anchors: &[Vec<u8>], what: &str) -> Result<Signer, Er
 
 fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
     Error::invalid(what, reason)
+}
+
+/// A new anchor (with its key) and an issuer signed by it (see `generate`).
+fn new_anchor_and_issuer(now: u64) -> Result<(Anchor, IssuerPem), Error> {
+    let (cert_pem, key) = generate_anchor(now, ANCHOR_LIFETIME)?;
+    let (issuer_pem, issuer_key_pem) = generate_issuer(&cert_pem, &key, now, ISSUER_LIFETIME)?;
+    let anchor = Anchor {
+        cert_pem,
+        key_pem: Some(key.serialize_pem()),
+    };
+    let issuer = IssuerPem {
+        cert_pem: issuer_pem,
+        key_pem: issuer_key_pem,
+    };
+    Ok((anchor, issuer))
+}
+
+impl From<generate::Failed> for Error {
+    fn from(e: generate::Failed) -> Error {
+        Error::Generate {
+            what: e.what,
+            source: e.source,
+        }
+    }
 }
 
 fn check_clock(now: u64) -> Result<(), Error> {
