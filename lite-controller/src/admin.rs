@@ -22,15 +22,22 @@
 //! | `GET /v1/tap?resource=KIND/NAME&namespace=NS&...` | live tap stream (NDJSON), loopback only, see `crate::tap` |
 //! | `GET /v1/stat`, `/v1/edges`, `/v1/history`, `/v1/targets`, `/dashboard` | telemetry ([`crate::telemetry::api`]) |
 
+mod reply;
 pub mod services;
 
-use crate::identity::{self, ca, now_unix, IssuedCert};
+use crate::identity::{now_unix, Authority, IssuedCert};
+use crate::kube::Kube;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::rest::{self, Body};
-use crate::server::Ctx;
-use crate::token::{self, CreateToken, Status};
+use crate::tap;
+use crate::telemetry::Telemetry;
+use crate::token::{CreateToken, Status};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
+use reply::blocking;
+pub use reply::ApiFailure;
 
 use pimesh_api::identity::TRUST_ANCHORS_PATH;
 use pimesh_api::tap::OPERATOR_TAP_PATH;
@@ -40,7 +47,27 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// What the operator port uses; `server` builds it.
+pub struct Ctx {
+    /// The CA: status, issued serials, rotation, join tokens, the bundle.
+    pub authority: Arc<Authority>,
+    /// The service registry (`/v1/services`, `/v1/endpoints`, metrics).
+    pub registry: Arc<Registry>,
+    /// Every series, encoded on `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled on SIGTERM/SIGINT: the listener stops, `/ready` fails.
+    pub shutdown: CancellationToken,
+    /// The telemetry role (`/v1/stat`, `/v1/edges`, history, dashboard,
+    /// its series on `/metrics`).
+    pub telemetry: Arc<Telemetry>,
+    /// Kubernetes mode (readiness; no join tokens); `None` standalone.
+    pub kube: Option<Arc<Kube>>,
+    /// The tap relay behind `GET /v1/tap`.
+    pub tap: Arc<tap::Ctx>,
+}
 
 /// `POST /v1/identity/rotate` body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,7 +148,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
 
 /// `GET /v1/tap`: the tap relay, to loopback clients only (request
 /// metadata is sensitive; the interim model has no operator identities).
-fn tap(ctx: &Arc<Ctx>, peer: SocketAddr, req: &Request<Incoming>) -> crate::tap::TapResponse {
+fn tap(ctx: &Ctx, peer: SocketAddr, req: &Request<Incoming>) -> tap::TapResponse {
     if req.method() != Method::GET {
         return rest::method_not_allowed().map(Either::Left);
     }
@@ -133,7 +160,7 @@ fn tap(ctx: &Arc<Ctx>, peer: SocketAddr, req: &Request<Incoming>) -> crate::tap:
         )
         .map(Either::Left);
     }
-    crate::tap::relay(ctx, req.uri().query().unwrap_or(""))
+    tap::relay(&ctx.tap, req.uri().query().unwrap_or(""))
 }
 
 async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
@@ -153,7 +180,7 @@ async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Res
         return rsp;
     }
     if services::owns(&path) {
-        return services::handle(ctx, req).await;
+        return services::handle(&ctx.registry, req).await;
     }
     let token_id = path.strip_prefix("/v1/tokens/").map(str::to_string);
     match (&method, path.as_str()) {
@@ -231,89 +258,6 @@ async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Res
 /// IPv4-mapped IPv6).
 fn allowed(method: &Method, peer: SocketAddr) -> bool {
     matches!(*method, Method::GET | Method::HEAD) || peer.ip().to_canonical().is_loopback()
-}
-
-/// Runs `f` on the blocking pool (database reads and flushed writes) and
-/// answers its value as JSON, or its error as an `ApiError`.
-async fn blocking<T, E>(
-    ctx: &Arc<Ctx>,
-    f: impl FnOnce(&Ctx, u64) -> Result<T, E> + Send + 'static,
-) -> Response<Body>
-where
-    T: Serialize + Send + 'static,
-    E: Into<ApiFailure> + Send + 'static,
-{
-    let ctx = ctx.clone();
-    match tokio::task::spawn_blocking(move || f(&ctx, now_unix())).await {
-        Ok(Ok(v)) => rest::json(StatusCode::OK, &v),
-        Ok(Err(e)) => e.into().response(),
-        Err(e) => {
-            tracing::error!(error = %e, "operator request task failed");
-            rest::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-        }
-    }
-}
-
-/// An operator request that failed, with its HTTP status and code.
-pub struct ApiFailure {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiFailure {
-    fn response(self) -> Response<Body> {
-        if self.status.is_server_error() {
-            tracing::error!(code = self.code, "{}", self.message);
-        }
-        rest::error(self.status, self.code, self.message)
-    }
-}
-
-impl From<identity::Error> for ApiFailure {
-    fn from(e: identity::Error) -> Self {
-        let (status, code) = match &e {
-            identity::Error::Ca(ca::Error::RotationInProgress { .. }) => {
-                (StatusCode::CONFLICT, "rotation_in_progress")
-            }
-            identity::Error::Ca(ca::Error::NoRotation) => (StatusCode::CONFLICT, "no_rotation"),
-            identity::Error::Ca(ca::Error::NotActiveYet { .. }) => {
-                (StatusCode::CONFLICT, "not_active_yet")
-            }
-            identity::Error::Ca(ca::Error::OldLeavesValid { .. }) => {
-                (StatusCode::CONFLICT, "old_leaves_valid")
-            }
-            identity::Error::Ca(ca::Error::ClockNotSet { .. }) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "clock_not_set")
-            }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        ApiFailure {
-            status,
-            code,
-            message: crate::error_chain(&e),
-        }
-    }
-}
-
-impl From<token::Error> for ApiFailure {
-    fn from(e: token::Error) -> Self {
-        let (status, code) = match &e {
-            token::Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            token::Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            token::Error::Refused(r) => (StatusCode::FORBIDDEN, r.code()),
-            token::Error::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        ApiFailure {
-            status,
-            code,
-            message: crate::error_chain(&e),
-        }
-    }
 }
 
 /// Sets the gauges that mirror stored state, then encodes every series.

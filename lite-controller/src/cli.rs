@@ -22,10 +22,6 @@ pub mod tap;
 pub mod telemetry;
 pub mod token;
 
-pub use identity::IdentityCommand;
-pub use service::ServiceCommand;
-pub use token::TokenCommand;
-
 use crate::client::{self, Client, DEFAULT_CONTROLLER};
 use crate::config::Env;
 use clap::{Args, ValueEnum};
@@ -41,6 +37,11 @@ pub struct ControllerFlag {
 
 impl ControllerFlag {
     /// A client for the flag's URL, else `PIMESH_CONTROLLER`'s, else the default.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Client`] ([`client::Error::BadUrl`]) when the URL is not
+    /// `http://HOST[:PORT]`.
     pub fn client(&self, env: &dyn Env) -> Result<Client, Error> {
         let url = self
             .controller

@@ -79,6 +79,10 @@ pub struct Client {
 
 impl Client {
     /// A client for `url` (`http://HOST[:PORT]`, port 80 when omitted).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadUrl`] when `url` is not `http://HOST[:PORT]`.
     pub fn new(url: &str) -> Result<Client, Error> {
         let rest = url
             .strip_prefix("http://")
@@ -108,6 +112,12 @@ impl Client {
     }
 
     /// `method path` with `body` as JSON; the answer decoded as JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Timeout`], [`Error::Http`] when the
+    /// exchange fails; [`Error::Api`] for a non-2xx answer (its `ApiError`);
+    /// [`Error::Unexpected`] when the answer is not the JSON of a `T`.
     pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -126,6 +136,10 @@ impl Client {
     }
 
     /// `GET path` as text.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; [`Error::Unexpected`] when the answer is not UTF-8.
     pub async fn text(&self, path: &str) -> Result<String, Error> {
         let (status, bytes) = self.exchange(Method::GET, path, Vec::new()).await?;
         String::from_utf8(bytes.to_vec()).map_err(|e| Error::Unexpected {
@@ -193,8 +207,10 @@ impl Client {
     /// each line, without its newline, until it returns `false` or the
     /// stream ends. Only connecting and the answer's head are timed.
     ///
-    /// Errors: as [`Client::call`]; a line longer than 1 MiB ends the
-    /// stream as [`Error::Unexpected`].
+    /// # Errors
+    ///
+    /// As [`Client::call`]; a line longer than 1 MiB ends the stream as
+    /// [`Error::Unexpected`].
     pub async fn lines(
         &self,
         path: &str,

@@ -213,6 +213,12 @@ pub struct Config {
 impl Config {
     /// Validates `args`, falling back to `env` for flags not given; the
     /// first bad value is returned as an [`Error`] naming flag and variable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error`] naming the flag, its variable and the value, for the first
+    /// that is missing (`--data-dir`), does not parse, is out of range or
+    /// cannot be read (the CA files), or does not go with the others.
     pub fn from_args(args: &ControllerArgs, env: &dyn Env) -> Result<Config, Error> {
         let p = Resolver { env };
         let standalone = args.standalone

@@ -207,6 +207,14 @@ impl Authority {
     /// Loads the CA from `store`, or creates (or imports) one when the
     /// store is empty and was never initialized. Never creates a CA over
     /// existing data.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the database cannot be read or written;
+    /// [`Error::NoCa`] when it holds data but no CA; [`Error::Import`] when the
+    /// operator's CA files are unusable (first start); [`Error::Ca`] when the
+    /// stored CA does not load, or a new one cannot be generated (clock before
+    /// 2024, rcgen).
     pub fn start(
         store: &Store,
         tokens: Arc<Tokens>,
@@ -274,6 +282,11 @@ impl Authority {
 
     /// Checks the token, verifies the CSR, signs a leaf for exactly the
     /// requested identity and records its serial (durably) before answering.
+    ///
+    /// # Errors
+    ///
+    /// [`CertifyError`]: the token is refused (invalid, expired, revoked,
+    /// another identity), or as [`Authority::issue`].
     pub fn certify(&self, req: &CertifyRequest, now: u64) -> Result<CertifyResponse, CertifyError> {
         self.tokens.verify(&req.token, &req.identity, now)?;
         self.issue(req, now)
@@ -283,6 +296,12 @@ impl Authority {
     /// token in [`Authority::certify`], a TokenReview in Kubernetes mode):
     /// refuses the controller's own identity, verifies the CSR, signs and
     /// records the serial (durably) before answering. `req.token` is not read.
+    ///
+    /// # Errors
+    ///
+    /// [`CertifyError`]: the controller's own identity is asked for, the CSR is
+    /// bad, the issuer has expired or cannot sign, or the serial cannot be
+    /// recorded.
     pub fn issue(&self, req: &CertifyRequest, now: u64) -> Result<CertifyResponse, CertifyError> {
         if req.identity.to_string() == CONTROLLER_IDENTITY {
             return Err(Refusal::IdentityNotAllowed.into());
@@ -314,6 +333,11 @@ impl Authority {
 
     /// A fresh key and certificate for the controller's own identity, from
     /// the issuer that signs at `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ca`] when the key cannot be generated or the issuer cannot sign
+    /// (expired).
     pub fn controller_cert(&self, now: u64) -> Result<ControllerCert, Error> {
         let identity: Identity = CONTROLLER_IDENTITY
             .parse()
@@ -335,6 +359,10 @@ impl Authority {
     /// A fresh key and server certificate for `dns_names` and `ips` (no
     /// mesh identity), from the issuer that signs at `now`, valid as the
     /// controller's own (`--cert-lifetime`): the proxy injector's.
+    ///
+    /// # Errors
+    ///
+    /// As [`Authority::controller_cert`]; also a name that is not IA5 (ASCII).
     pub fn server_cert(
         &self,
         dns_names: &[String],
@@ -360,7 +388,9 @@ impl Authority {
         let ca = self.read();
         let signer = ca.signer(now);
         let leaf = issue(signer, &key)?;
-        let issuer = pem::certs_from_pem(&signer.cert_pem, "issuer")?.remove(0);
+        let issuer = pem::certs_from_pem(&signer.cert_pem, "issuer")
+            .map_err(ca::Error::from)?
+            .remove(0);
         Ok(ControllerCert {
             chain: vec![leaf.der, issuer],
             key_pkcs8: key.serialize_der(),
@@ -370,6 +400,12 @@ impl Authority {
     }
 
     /// Starts a trust-anchor rotation (see `ca`); persisted before it applies.
+    ///
+    /// # Errors
+    ///
+    /// [`ca::Error::RotationInProgress`], [`ca::Error::ClockNotSet`] or a
+    /// generation failure (in [`Error::Ca`]); [`Error::Store`] when it cannot
+    /// be persisted.
     pub fn rotate(&self, activate_after: Duration, now: u64) -> Result<CaStatus, Error> {
         let mut ca = self.write();
         let state = ca.state.start_rotation(now, activate_after)?;
@@ -384,6 +420,13 @@ impl Authority {
 
     /// Finishes a rotation: refused before activation or while leaves of
     /// the old issuer are valid, unless `force`.
+    ///
+    /// # Errors
+    ///
+    /// [`ca::Error::NoRotation`], [`ca::Error::NotActiveYet`] or
+    /// [`ca::Error::OldLeavesValid`] (in [`Error::Ca`]) as said above;
+    /// [`Error::Store`] when the records cannot be read or the new state
+    /// persisted.
     pub fn finish_rotation(&self, force: bool, now: u64) -> Result<CaStatus, Error> {
         let mut ca = self.write();
         let old = self.old_leaves(&ca.current.info.sha256, now)?;
@@ -398,6 +441,10 @@ impl Authority {
     }
 
     /// The CA's public state at `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the serial records cannot be read.
     pub fn status(&self, now: u64) -> Result<CaStatus, Error> {
         let ca = self.read();
         let rotation = match (&ca.state.rotation, &ca.next) {
@@ -424,6 +471,10 @@ impl Authority {
     }
 
     /// Every issued-serial record.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the records cannot be read.
     pub fn certificates(&self) -> Result<Vec<IssuedCert>, Error> {
         Ok(self
             .certs
@@ -435,6 +486,11 @@ impl Authority {
 
     /// Removes records of certificates expired for longer than
     /// [`RECORD_RETENTION_SECS`]; how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when a record cannot be read or removed (those removed
+    /// before stay removed).
     pub fn prune(&self, now: u64) -> Result<usize, Error> {
         let mut removed = 0;
         for (serial, r) in self.certs.all()? {
@@ -468,6 +524,10 @@ impl Authority {
     }
 
     /// Flushes the database (shutdown).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when sled cannot write.
     pub fn flush(&self) -> Result<(), Error> {
         Ok(self.store.flush()?)
     }

@@ -26,7 +26,7 @@ pub mod metrics;
 pub mod patch;
 pub mod review;
 
-use crate::proxy_api::CertSlot;
+use crate::cert_slot::CertSlot;
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
@@ -69,6 +69,10 @@ pub fn serving_names(
 }
 
 /// TLS 1.2/1.3, no client certificate, HTTP/1.1, certificate from `slot`.
+///
+/// # Errors
+///
+/// [`rustls::Error`] when the ring provider offers none of those versions.
 pub fn tls_config(slot: Arc<CertSlot>) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)

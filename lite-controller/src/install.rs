@@ -338,7 +338,9 @@ const LABELS: &str = "  labels:\n    app.kubernetes.io/part-of: pimesh\n";
 /// Every manifest of the control plane (see the module doc), as one YAML
 /// stream of `---`-separated documents.
 ///
-/// Errors: [`InvalidFlag`] naming the first flag that cannot be used.
+/// # Errors
+///
+/// [`InvalidFlag`] naming the first flag that cannot be used.
 pub fn manifests(a: &InstallArgs) -> Result<String, InvalidFlag> {
     let c = check(a)?;
     let ns = c.ns;
@@ -438,7 +440,9 @@ pub fn manifests(a: &InstallArgs) -> Result<String, InvalidFlag> {
 
 /// The proxy image `pimesh install` configures the injector with for `a`.
 ///
-/// Errors: as [`manifests`].
+/// # Errors
+///
+/// As [`manifests`].
 pub fn proxy_image(a: &InstallArgs) -> Result<String, InvalidFlag> {
     Ok(check(a)?.proxy_image)
 }

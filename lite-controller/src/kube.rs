@@ -18,7 +18,6 @@ pub mod objects;
 pub mod webhook;
 pub mod wire;
 
-use discovery::Resource3;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -116,8 +115,10 @@ pub async fn native_sidecars(client: &kube::Client) -> bool {
 
 /// A client for `settings`: the kubeconfig files given, else inferred.
 ///
-/// Errors: [`Error::Kubeconfig`] (unreadable, unparsable, no context or
-/// server), [`Error::Client`].
+/// # Errors
+///
+/// [`Error::Kubeconfig`] (unreadable, unparsable, no context or server),
+/// [`Error::Client`].
 pub async fn client(settings: &Settings) -> Result<kube::Client, Error> {
     client_from(settings.kubeconfig.as_deref()).await
 }
@@ -125,7 +126,9 @@ pub async fn client(settings: &Settings) -> Result<kube::Client, Error> {
 /// A client for the kubeconfig files `kubeconfig` (`:`-separated,
 /// merged), else what `kube::Config::infer` finds (`pimesh check`).
 ///
-/// Errors: as [`client`].
+/// # Errors
+///
+/// As [`client`].
 pub async fn client_from(kubeconfig: Option<&str>) -> Result<kube::Client, Error> {
     let config = match kubeconfig {
         Some(paths) => {
@@ -156,6 +159,32 @@ pub async fn client_from(kubeconfig: Option<&str>) -> Result<kube::Client, Error
         })?,
     };
     kube::Client::try_from(config).map_err(Error::Client)
+}
+
+/// The three resources discovery watches (`discovery`); index into
+/// [`Status`] and metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource3 {
+    /// core/v1 Services.
+    Services = 0,
+    /// discovery.k8s.io/v1 EndpointSlices.
+    EndpointSlices = 1,
+    /// core/v1 Pods.
+    Pods = 2,
+}
+
+impl Resource3 {
+    /// Every resource.
+    pub const ALL: [Resource3; 3] = [Self::Services, Self::EndpointSlices, Self::Pods];
+
+    /// The plural resource name (metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Services => "services",
+            Self::EndpointSlices => "endpointslices",
+            Self::Pods => "pods",
+        }
+    }
 }
 
 /// Readiness of Kubernetes mode: ready once all three resources were fully

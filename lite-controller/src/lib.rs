@@ -4,11 +4,13 @@
 //!
 //! Layout:
 //! - `config`: the controller's `Config`, from flags with `PIMESH_CONTROLLER_*` fallbacks.
-//! - `server`: start-up, the controller's own certificate, shutdown.
+//! - `server`: start-up (builds each part's `Ctx` and hands it over), the
+//!   controller's own certificate, shutdown. Only it imports the listeners.
 //! - `proxy_api`: the proxy-facing port (8086): HTTP/2 over TLS 1.3, certify,
 //!   endpoint registration, discovery watches.
 //! - `admin`: the operator port (8085): metrics, probes, tokens, CA, rotation,
 //!   services.
+//! - `cert_slot`: a serving certificate swapped in place on renewal.
 //! - `rest`: JSON responses, `ApiError`s, size-limited bodies.
 //! - `identity`: the CA: trust anchors, issuer, rotation, CSRs, leaves,
 //!   issued-serial records.
@@ -31,6 +33,7 @@
 //!   `pimesh top`, `pimesh dashboard`).
 
 pub mod admin;
+pub mod cert_slot;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -4,7 +4,10 @@
 //! 64 bad usage or configuration (sysexits `EX_USAGE`).
 
 use clap::{Parser, Subcommand};
-use pimesh_controller::cli::{self, IdentityCommand, ServiceCommand, TokenCommand};
+use pimesh_controller::cli;
+use pimesh_controller::cli::identity::IdentityCommand;
+use pimesh_controller::cli::service::ServiceCommand;
+use pimesh_controller::cli::token::TokenCommand;
 use pimesh_controller::config::{Config, ControllerArgs, OsEnv};
 use pimesh_controller::{error_chain, server};
 use std::process::ExitCode;

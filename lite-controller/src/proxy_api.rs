@@ -1,6 +1,6 @@
 //! The proxy-facing listener (8086): HTTP/2 over TLS 1.3 (ALPN `h2`),
 //! serving the controller's own certificate for `CONTROLLER_IDENTITY`
-//! (swapped in place on renewal, see [`CertSlot`]). Client certificates
+//! (swapped in place on renewal, see `cert_slot`). Client certificates
 //! are optional at the TLS level (a proxy has none before certifying) and
 //! required per route (see `client_auth`).
 //!
@@ -14,10 +14,12 @@
 pub mod client_auth;
 pub mod discovery;
 
-use crate::identity::{now_unix, ControllerCert};
+use crate::cert_slot::CertSlot;
+use crate::identity::{now_unix, Authority};
+use crate::kube::Kube;
+use crate::metrics::Metrics;
 use crate::registry::watch::WatchBody;
 use crate::rest::{self, Body};
-use crate::server::Ctx;
 use client_auth::ClientAuth;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Either;
@@ -25,14 +27,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pimesh_api::discovery::{ENDPOINTS_PATH, WATCH_PATH};
 use pimesh_api::identity::{Identity, ALPN_H2, CERTIFY_PATH, TRUST_ANCHORS_PATH};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use std::convert::Infallible;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Open proxy connections at most; more are closed at once.
@@ -52,49 +52,20 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Time open connections get to finish after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The controller's current certificate; rustls asks it on every handshake.
-pub struct CertSlot(RwLock<Arc<CertifiedKey>>);
-
-impl std::fmt::Debug for CertSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CertSlot")
-    }
-}
-
-impl CertSlot {
-    /// A slot holding `cert`.
-    pub fn new(cert: &ControllerCert) -> Result<CertSlot, rustls::Error> {
-        Ok(CertSlot(RwLock::new(certified_key(cert)?)))
-    }
-
-    /// The current certificate and key.
-    pub fn current(&self) -> Arc<CertifiedKey> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Serves `cert` from the next handshake on.
-    pub fn set(&self, cert: &ControllerCert) -> Result<(), rustls::Error> {
-        let key = certified_key(cert)?;
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
-        Ok(())
-    }
-}
-
-impl ResolvesServerCert for CertSlot {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
-    }
-}
-
-fn certified_key(cert: &ControllerCert) -> Result<Arc<CertifiedKey>, rustls::Error> {
-    let key = PrivateKeyDer::Pkcs8(cert.key_pkcs8.clone().into());
-    let signer = rustls::crypto::ring::sign::any_ecdsa_type(&key)?;
-    let chain = cert
-        .chain
-        .iter()
-        .map(|d| CertificateDer::from(d.clone()))
-        .collect();
-    Ok(Arc::new(CertifiedKey::new(chain, signer)))
+/// What the proxy port uses; `server` builds it.
+pub struct Ctx {
+    /// The CA: certifies proxies, serves the trust anchors, names the
+    /// trust domain of client certificates.
+    pub authority: Arc<Authority>,
+    /// Every series (certify outcomes and durations, TokenReviews).
+    pub metrics: Arc<Metrics>,
+    /// Cancelled on SIGTERM/SIGINT: the listener stops, connections drain.
+    pub shutdown: CancellationToken,
+    /// Kubernetes mode: certify reviews ServiceAccount tokens with it;
+    /// `None` standalone.
+    pub kube: Option<Arc<Kube>>,
+    /// What the discovery API (registration, watches) uses.
+    pub discovery: Arc<discovery::Ctx>,
 }
 
 /// Every response body: a complete one, or a watch stream.
@@ -102,6 +73,10 @@ pub type ProxyBody = Either<Body, WatchBody>;
 
 /// TLS 1.3 only (ring provider), ALPN `h2`, certificates from `slot`,
 /// optional client certificates verified by `client_auth`.
+///
+/// # Errors
+///
+/// [`rustls::Error`] when the ring provider does not offer TLS 1.3.
 pub fn tls_config(
     slot: Arc<CertSlot>,
     client_auth: Arc<ClientAuth>,
@@ -196,15 +171,15 @@ async fn handle(
     ctx: &Arc<Ctx>,
     req: Request<Incoming>,
     peer: Option<&Identity>,
-    stop: tokio_util::sync::CancellationToken,
+    stop: CancellationToken,
 ) -> Response<ProxyBody> {
     let left = |r: Response<Body>| r.map(Either::Left);
     match (req.method(), req.uri().path()) {
         (&Method::POST, CERTIFY_PATH) => left(certify(ctx, req).await),
         (&Method::GET, TRUST_ANCHORS_PATH) => left(rest::pem(ctx.authority.trust_anchors_pem())),
-        (&Method::PUT, ENDPOINTS_PATH) => discovery::register(ctx, req, false).await,
-        (&Method::DELETE, ENDPOINTS_PATH) => discovery::register(ctx, req, true).await,
-        (&Method::GET, WATCH_PATH) => discovery::watch(ctx, &req, peer, stop),
+        (&Method::PUT, ENDPOINTS_PATH) => discovery::register(&ctx.discovery, req, false).await,
+        (&Method::DELETE, ENDPOINTS_PATH) => discovery::register(&ctx.discovery, req, true).await,
+        (&Method::GET, WATCH_PATH) => discovery::watch(&ctx.discovery, &req, peer, stop),
         (_, CERTIFY_PATH | TRUST_ANCHORS_PATH | ENDPOINTS_PATH | WATCH_PATH) => {
             left(rest::method_not_allowed())
         }

@@ -34,13 +34,12 @@ pub mod watch;
 use crate::identity::now_unix;
 use crate::store::{self, Store, Table};
 use model::{key, EndpointInfo, EndpointRecord, LiveEndpoint, ServiceInfo, ServiceRecord, Source};
-use pimesh_api::discovery::{Endpoint, Lease, Registration, Resolution};
+use pimesh_api::discovery::{Endpoint, Lease, Registration};
 use pimesh_api::identity::Identity;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
-use watch::Destination;
 
 /// Key of the revision counter in the `registry` table.
 const REVISION_KEY: &str = "revision";
@@ -114,18 +113,6 @@ struct State {
     addr_revision: u64,
 }
 
-/// A destination's state at one revision (see [`Registry::resolve`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    /// What the watch sends.
-    pub resolution: Resolution,
-    /// The registry revision it is consistent with.
-    pub revision: u64,
-    /// The revision of the destination's last change (≤ `revision`); a
-    /// watch resuming from `N ≥ modified` has nothing to catch up on.
-    pub modified: u64,
-}
-
 /// The standalone service registry.
 pub struct Registry {
     table: Table<ServiceRecord>,
@@ -153,6 +140,10 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// Loads the registry from `store`; every registered endpoint gets a
     /// lease of `lease_ttl` from `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the tables cannot be opened or read.
     pub fn open(
         store: &Store,
         lease_ttl: Duration,
@@ -195,6 +186,10 @@ impl Registry {
     /// The registry of Kubernetes mode: empty, in memory, filled by the
     /// Kubernetes watchers through [`Registry::set_kubernetes_service`];
     /// what standalone mode stored in `store` is neither read nor changed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the tables cannot be opened.
     pub fn kubernetes(store: &Store, cluster_domain: &str) -> Result<Registry, Error> {
         let (changes, _) = tokio::sync::watch::channel(0);
         Ok(Registry {
@@ -215,6 +210,10 @@ impl Registry {
     }
 
     /// [`Error::KubernetesMode`] in Kubernetes mode: `what` is standalone only.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KubernetesMode`] naming `what`, in Kubernetes mode.
     pub fn standalone_only(&self, what: &'static str) -> Result<(), Error> {
         if self.kubernetes {
             return Err(Error::KubernetesMode(what));
@@ -296,9 +295,11 @@ impl Registry {
     /// proxy_addr): replicas sharing a host's address, each behind its own
     /// proxy, are one endpoint each.
     ///
-    /// Errors: [`Error::Invalid`] (nothing stored), [`Error::Conflict`]
-    /// when another identity's proxy registered the same (port, addr,
-    /// proxy_addr), [`Error::Store`].
+    /// # Errors
+    ///
+    /// [`Error::KubernetesMode`]; [`Error::Invalid`] (nothing stored);
+    /// [`Error::Conflict`] when another identity's proxy registered the same
+    /// (port, addr, proxy_addr); [`Error::Store`].
     pub fn register(
         &self,
         reg: &Registration,
@@ -376,8 +377,10 @@ impl Registry {
     /// Removes a proxy's registered endpoint, the one at (port, addr,
     /// proxy_addr) (idempotent: an unknown one is fine); the revision after.
     ///
-    /// Errors: [`Error::Invalid`], [`Error::NotOwner`] when another identity
-    /// registered it, [`Error::Store`].
+    /// # Errors
+    ///
+    /// [`Error::KubernetesMode`]; [`Error::Invalid`]; [`Error::NotOwner`] when
+    /// another identity registered it; [`Error::Store`].
     pub fn deregister(&self, reg: &Registration, identity: &Identity) -> Result<u64, Error> {
         self.standalone_only("endpoint registration")?;
         validate::label("service", &reg.service)?;
@@ -406,6 +409,11 @@ impl Registry {
     }
 
     /// Drops every registered endpoint whose lease ran out by `now`; how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when a change cannot be written; the endpoints dropped
+    /// before stay dropped, the rest at the next call.
     pub fn expire(&self, now: Instant) -> Result<usize, Error> {
         let _w = self.lock();
         type Id = (u16, SocketAddr, Option<SocketAddr>);
@@ -489,65 +497,6 @@ impl Registry {
             }
         }
         (st.services.len(), reg, op, kube)
-    }
-
-    /// The state of `dest` now. A name resolves when the service exists
-    /// and has the port; an address when an endpoint has it as `addr` or
-    /// `proxy_addr` (the first such service in key order), to that
-    /// endpoint's service and port.
-    pub fn resolve(&self, dest: &Destination) -> Snapshot {
-        let st = self.read();
-        let (resolution, modified) = match dest {
-            Destination::Name { service, port } => {
-                let k = key(&service.namespace, &service.name);
-                match st.services.get(&k).filter(|s| s.ports.contains(port)) {
-                    Some(s) => (s.resolution(*port, &self.cluster_domain), s.revision),
-                    None => (
-                        Resolution {
-                            exists: false,
-                            service: Some(service.fqdn(&self.cluster_domain)),
-                            port: *port,
-                            ..Resolution::default()
-                        },
-                        st.revision,
-                    ),
-                }
-            }
-            Destination::Addr(a) => {
-                let found = st.services.values().find_map(|s| {
-                    s.endpoints
-                        .iter()
-                        .find(|e| e.addr == *a || e.proxy_addr == Some(*a))
-                        .map(|e| (s, e.port))
-                });
-                // Kubernetes mode: a Service's ClusterIP and port.
-                let found = found.or_else(|| {
-                    st.services
-                        .values()
-                        .find(|s| s.cluster_ips.contains(&a.ip()) && s.ports.contains(&a.port()))
-                        .map(|s| (s, a.port()))
-                });
-                match found {
-                    Some((s, port)) => (
-                        s.resolution(port, &self.cluster_domain),
-                        s.revision.max(st.addr_revision),
-                    ),
-                    None => (
-                        Resolution {
-                            exists: false,
-                            port: a.port(),
-                            ..Resolution::default()
-                        },
-                        st.revision,
-                    ),
-                }
-            }
-        };
-        Snapshot {
-            resolution,
-            revision: st.revision,
-            modified,
-        }
     }
 
     /// Stores `after` (or removes the service when `None`) with the next

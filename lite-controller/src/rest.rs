@@ -50,6 +50,12 @@ impl BodyError {
 
 /// Reads at most [`MAX_BODY_BYTES`] of `req`'s body and parses it as JSON;
 /// an empty body reads as `{}`.
+///
+/// # Errors
+///
+/// [`BodyError::TooLarge`] over the limit (declared or read),
+/// [`BodyError::Read`] when the body cannot be read, [`BodyError::Json`] when
+/// it is not the JSON of a `T`.
 pub async fn read_json<T, B>(req: Request<B>) -> Result<T, BodyError>
 where
     T: DeserializeOwned,
@@ -141,7 +147,9 @@ fn with_type(status: StatusCode, body: impl Into<Bytes>, ty: &'static str) -> Re
 /// connection finishes its request in flight (5 s at most) and closes.
 /// Used by the operator port and the proxy injector.
 ///
-/// Errors: what hyper reports for the connection (the caller logs it).
+/// # Errors
+///
+/// What hyper reports for the connection (the caller logs it).
 pub async fn serve_http1<T, S>(
     io: T,
     service: S,

@@ -10,18 +10,24 @@
 //! every CA change; a failed renewal is retried every second. In
 //! Kubernetes mode the proxy injector's listener (`inject`) gets its own
 //! certificate, renewed the same way.
+//!
+//! Data flows one way: this module builds each part's context
+//! (`proxy_api::Ctx`, `admin::Ctx`, `tap::Ctx`) from the roles it
+//! started and hands it over; the parts never import `server`.
 
+use crate::cert_slot::CertSlot;
 use crate::config::Config;
 use crate::identity::{self, now_unix, Authority, ControllerCert, Settings};
 use crate::kube::{self, access, Kube};
 use crate::metrics::Metrics;
 use crate::proxy_api::client_auth::ClientAuth;
-use crate::proxy_api::{self, CertSlot, SHUTDOWN_GRACE};
+use crate::proxy_api::{self, SHUTDOWN_GRACE};
 use crate::registry::{self, Registry};
 use crate::store::{self, Store};
 use crate::telemetry::Telemetry;
 use crate::token::Tokens;
-use crate::{admin, error_chain, inject};
+use crate::{admin, error_chain, inject, tap};
+use prometheus_client::metrics::gauge::Gauge;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -37,29 +43,6 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 const ACCESS_CHECK_WAIT: Duration = Duration::from_secs(5);
 /// Longest time between lease sweeps (shorter for short leases).
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// What both listeners share.
-pub struct Ctx {
-    /// The CA.
-    pub authority: Arc<Authority>,
-    /// The service registry (discovery role).
-    pub registry: Arc<Registry>,
-    /// Watch streams still allowed (`--max-watches` in all).
-    pub watch_slots: Arc<tokio::sync::Semaphore>,
-    /// Every series.
-    pub metrics: Metrics,
-    /// Cancelled on SIGTERM/SIGINT: listeners stop, `/ready` fails.
-    pub shutdown: CancellationToken,
-    /// The controller's own certificate: served on 8086, presented to
-    /// proxies' tap listeners.
-    pub cert: Arc<CertSlot>,
-    /// Tap relays open (bounded).
-    pub tap_relays: crate::tap::Relays,
-    /// The telemetry role (scrapes, windows, history, dashboard).
-    pub telemetry: Arc<Telemetry>,
-    /// Kubernetes mode (client, namespace, readiness); `None` standalone.
-    pub kube: Option<Arc<Kube>>,
-}
 
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +88,13 @@ impl Error {
 }
 
 /// Runs the controller until `shutdown` is cancelled.
+///
+/// # Errors
+///
+/// [`Error`] when a role cannot start (data directory, CA, registry,
+/// Kubernetes client or permissions), a listener cannot be bound or TLS
+/// cannot be set up; at shutdown when the database cannot be flushed, or
+/// when a late Kubernetes permission check was denied.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     // Kubernetes mode: the client first, so that an unusable kubeconfig
     // (exit 64) leaves no data directory behind.
@@ -122,7 +112,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             .clone()
             .map(|p| (p.anchors, p.issuer, p.issuer_key)),
     };
-    let authority = Arc::new(Authority::start(&store, tokens, settings, now_unix())?);
+    let authority = Arc::new(Authority::start(
+        &store,
+        tokens.clone(),
+        settings,
+        now_unix(),
+    )?);
     let status = authority.status(now_unix())?;
     tracing::info!(
         anchors = ?status.anchors.iter().map(|a| &a.sha256[..16]).collect::<Vec<_>>(),
@@ -232,57 +227,77 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             .filter_map(|e| crate::telemetry::Target::from_endpoint(&e.endpoint))
             .collect::<Vec<_>>()
     }));
-    let ctx = Arc::new(Ctx {
+    let metrics = Arc::new(Metrics::new());
+    metrics.serving_cert_expiry.set(cert.not_after_unix as i64);
+    let proxy_ctx = Arc::new(proxy_api::Ctx {
         authority: authority.clone(),
-        registry,
-        watch_slots: Arc::new(tokio::sync::Semaphore::new(config.max_watches)),
-        metrics: Metrics::new(),
+        metrics: metrics.clone(),
         shutdown: shutdown.clone(),
-        cert: slot.clone(),
-        tap_relays: Default::default(),
+        kube: kube.clone(),
+        discovery: Arc::new(proxy_api::discovery::Ctx {
+            registry: registry.clone(),
+            tokens,
+            watch_slots: Arc::new(tokio::sync::Semaphore::new(config.max_watches)),
+            metrics: metrics.discovery.clone(),
+        }),
+    });
+    let admin_ctx = Arc::new(admin::Ctx {
+        authority: authority.clone(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
         telemetry: telemetry.clone(),
         kube: kube.clone(),
+        tap: Arc::new(tap::Ctx {
+            registry: registry.clone(),
+            authority: authority.clone(),
+            cert: slot.clone(),
+            shutdown: shutdown.clone(),
+            relays: Default::default(),
+        }),
     });
-    ctx.metrics
-        .serving_cert_expiry
-        .set(cert.not_after_unix as i64);
-    let proxy_task = tokio::spawn(proxy_api::serve(proxy, tls, ctx.clone()));
-    let admin_task = tokio::spawn(admin::serve(admin, ctx.clone()));
+    let proxy_task = tokio::spawn(proxy_api::serve(proxy, tls, proxy_ctx));
+    let admin_task = tokio::spawn(admin::serve(admin, admin_ctx));
     let renew = tokio::spawn(renew_serving_cert(
-        ctx.clone(),
+        authority.clone(),
+        shutdown.clone(),
         slot,
         Arc::new(|a: &Authority, now| a.controller_cert(now)),
-        true,
+        Some(metrics.serving_cert_expiry.clone()),
         now_unix(),
         cert.not_after_unix,
     ));
-    let prune = tokio::spawn(prune(ctx.clone()));
-    let anchors = tokio::spawn(follow_anchors(ctx.clone(), client_auth));
+    let prune = tokio::spawn(prune(authority.clone(), shutdown.clone()));
+    let anchors = tokio::spawn(follow_anchors(authority.clone(), client_auth));
     // Leases exist in standalone mode only.
-    let sweep = kube
-        .is_none()
-        .then(|| tokio::spawn(sweep_leases(ctx.clone())));
+    let sweep = kube.is_none().then(|| {
+        tokio::spawn(sweep_leases(
+            registry.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
     let telemetry_task = tokio::spawn(telemetry.run(shutdown.clone()));
     let fatal: Arc<std::sync::Mutex<Option<kube::Error>>> = Default::default();
     let mut kube_tasks = Vec::new();
     if let Some(k) = &kube {
         let shared = Arc::new(kube::discovery::Shared::new(
-            ctx.registry.clone(),
+            registry.clone(),
             k.status.clone(),
-            ctx.metrics.kube.clone(),
+            metrics.kube.clone(),
         ));
         kube_tasks.push(tokio::spawn(kube::discovery::run(k.client.clone(), shared)));
         kube_tasks.push(tokio::spawn(kube::identity::publish_trust_roots(
             k.client.clone(),
             k.namespace.clone(),
             authority.clone(),
-            ctx.metrics.kube.clone(),
+            metrics.kube.clone(),
             shutdown.clone(),
         )));
         kube_tasks.push(tokio::spawn(kube::webhook::keep_ca_bundle(
             k.client.clone(),
             authority.clone(),
-            ctx.metrics.kube.clone(),
+            metrics.kube.clone(),
             shutdown.clone(),
         )));
         if let Some((listener, slot, cert, issue)) = webhook {
@@ -297,7 +312,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
                     proxy_image: settings.proxy_image.clone(),
                     native_sidecars,
                 },
-                metrics: ctx.metrics.inject.clone(),
+                metrics: metrics.inject.clone(),
             });
             let tls = inject::tls_config(slot.clone())?;
             kube_tasks.push(tokio::spawn(inject::serve(
@@ -307,10 +322,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
                 shutdown.clone(),
             )));
             kube_tasks.push(tokio::spawn(renew_serving_cert(
-                ctx.clone(),
+                authority.clone(),
+                shutdown.clone(),
                 slot,
                 issue,
-                false,
+                None,
                 now_unix(),
                 cert.not_after_unix,
             )));
@@ -392,22 +408,23 @@ type IssueFn =
     Arc<dyn Fn(&Authority, u64) -> Result<ControllerCert, identity::Error> + Send + Sync>;
 
 /// Keeps a serving certificate in `slot` fresh (see the module doc), each
-/// from `issue`; `gauge`: also sets the controller certificate's expiry
-/// series.
+/// from `issue`, until `shutdown`; `expiry`: the series of the controller
+/// certificate's expiry, set at each renewal.
 async fn renew_serving_cert(
-    ctx: Arc<Ctx>,
+    authority: Arc<Authority>,
+    shutdown: CancellationToken,
     slot: Arc<CertSlot>,
     issue: IssueFn,
-    gauge: bool,
+    expiry: Option<Gauge>,
     issued: u64,
     not_after: u64,
 ) {
-    let mut changes = ctx.authority.changes();
+    let mut changes = authority.changes();
     // (issued, not_after) of the certificate served, or a retry time.
     let mut next = issued + (not_after.saturating_sub(issued) * 2 / 3).max(1);
     loop {
         let mut at = next;
-        if let Some(t) = ctx.authority.next_activation(now_unix()) {
+        if let Some(t) = authority.next_activation(now_unix()) {
             at = at.min(t);
         }
         // Sleep at most a minute: a board's wall clock may jump (NTP after
@@ -417,14 +434,12 @@ async fn renew_serving_cert(
             .unwrap_or_default()
             .min(MAX_RENEWAL_SLEEP);
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => if now_unix() < at { continue },
             r = changes.changed() => if r.is_err() { return },
         }
-        let authority = ctx.authority.clone();
-        let now = now_unix();
-        let issue = issue.clone();
-        let result = tokio::task::spawn_blocking(move || issue(&authority, now)).await;
+        let (a, now, issue) = (authority.clone(), now_unix(), issue.clone());
+        let result = tokio::task::spawn_blocking(move || issue(&a, now)).await;
         let renewed = match result {
             Ok(Ok(cert)) => slot.set(&cert).map(|()| cert).map_err(|e| error_chain(&e)),
             Ok(Err(e)) => Err(error_chain(&e)),
@@ -433,10 +448,8 @@ async fn renew_serving_cert(
         match renewed {
             Ok(cert) => {
                 tracing::debug!(serial = %cert.serial, not_after = cert.not_after_unix, "renewed a serving certificate");
-                if gauge {
-                    ctx.metrics
-                        .serving_cert_expiry
-                        .set(cert.not_after_unix as i64);
+                if let Some(g) = &expiry {
+                    g.set(cert.not_after_unix as i64);
                 }
                 next = now + (cert.not_after_unix.saturating_sub(now) * 2 / 3).max(1);
             }
@@ -449,10 +462,10 @@ async fn renew_serving_cert(
 }
 
 /// Prunes long-expired serial records at start and every [`PRUNE_INTERVAL`].
-async fn prune(ctx: Arc<Ctx>) {
+async fn prune(authority: Arc<Authority>, shutdown: CancellationToken) {
     loop {
-        let authority = ctx.authority.clone();
-        match tokio::task::spawn_blocking(move || authority.prune(now_unix())).await {
+        let a = authority.clone();
+        match tokio::task::spawn_blocking(move || a.prune(now_unix())).await {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(removed = n, "pruned expired certificate records"),
             Ok(Err(e)) => {
@@ -461,7 +474,7 @@ async fn prune(ctx: Arc<Ctx>) {
             Err(_) => {}
         }
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(PRUNE_INTERVAL) => {}
         }
     }
@@ -469,10 +482,10 @@ async fn prune(ctx: Arc<Ctx>) {
 
 /// Keeps the client-certificate verifier on the current trust anchors
 /// (they change with every rotation step).
-async fn follow_anchors(ctx: Arc<Ctx>, client_auth: Arc<ClientAuth>) {
-    let mut changes = ctx.authority.changes();
+async fn follow_anchors(authority: Arc<Authority>, client_auth: Arc<ClientAuth>) {
+    let mut changes = authority.changes();
     while changes.changed().await.is_ok() {
-        if let Err(e) = client_auth.set(&ctx.authority.trust_anchors_pem()) {
+        if let Err(e) = client_auth.set(&authority.trust_anchors_pem()) {
             tracing::error!(error = %e, "cannot verify client certificates with the new trust anchors");
         }
     }
@@ -480,21 +493,20 @@ async fn follow_anchors(ctx: Arc<Ctx>, client_auth: Arc<ClientAuth>) {
 
 /// Drops endpoints whose lease ran out, every TTL/4 (at most every
 /// [`MAX_SWEEP_INTERVAL`]); a failed write is retried at the next sweep.
-async fn sweep_leases(ctx: Arc<Ctx>) {
-    let every = (ctx.registry.lease_ttl() / 4).min(MAX_SWEEP_INTERVAL);
+async fn sweep_leases(registry: Arc<Registry>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let every = (registry.lease_ttl() / 4).min(MAX_SWEEP_INTERVAL);
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let registry = ctx.registry.clone();
-        let now = std::time::Instant::now();
-        match tokio::task::spawn_blocking(move || registry.expire(now)).await {
+        let (r, now) = (registry.clone(), std::time::Instant::now());
+        match tokio::task::spawn_blocking(move || r.expire(now)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => {
-                ctx.metrics.discovery.lease_expirations.inc_by(n as u64);
+                metrics.discovery.lease_expirations.inc_by(n as u64);
             }
             Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "cannot expire leases"),
             Err(_) => {}

@@ -138,9 +138,11 @@ impl Store {
     /// Opens (or, when `dir` does not exist yet, creates with mode 0700)
     /// the database `dir/db` with a [`CACHE_CAPACITY_BYTES`] cache.
     ///
-    /// Errors: [`Error::CreateDir`], [`Error::Locked`] when another process
-    /// has it open, [`Error::Missing`] when an initialized directory lost
-    /// its database files, [`Error::Corrupt`] when they cannot be read.
+    /// # Errors
+    ///
+    /// [`Error::CreateDir`], [`Error::Locked`] when another process has it
+    /// open, [`Error::Missing`] when an initialized directory lost its database
+    /// files, [`Error::Corrupt`] when they cannot be read.
     pub fn open(dir: &Path) -> Result<Store, Error> {
         if !dir.exists() {
             std::fs::DirBuilder::new()
@@ -209,6 +211,11 @@ impl Store {
 
     /// Writes the marker `DIR/initialized` (once the CA is stored), durably:
     /// written to a temporary file, synced, renamed, directory synced.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Marker`] when the marker cannot be written, synced or renamed
+    /// into place.
     pub fn mark_initialized(&self, note: &str) -> Result<(), Error> {
         let path = self.dir.join(MARKER);
         let tmp = self.dir.join(format!("{MARKER}.tmp"));
@@ -238,6 +245,10 @@ impl Store {
     }
 
     /// The table `name` of records `T` (created on first use).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when sled cannot open the tree.
     pub fn table<T>(&self, name: &'static str) -> Result<Table<T>, Error> {
         let tree = self.db.open_tree(name).map_err(|source| Error::Io {
             table: name,
@@ -251,6 +262,10 @@ impl Store {
     }
 
     /// Writes everything buffered to disk (on shutdown).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when sled cannot write.
     pub fn flush(&self) -> Result<(), Error> {
         self.db
             .flush()
@@ -321,6 +336,11 @@ impl<T> std::fmt::Debug for Table<T> {
 
 impl<T: Serialize + DeserializeOwned> Table<T> {
     /// The record at `key`, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when sled cannot read; [`Error::Decode`] when the record
+    /// is not a `T`.
     pub fn get(&self, key: &str) -> Result<Option<T>, Error> {
         match self.tree.get(key).map_err(|e| self.io(e))? {
             Some(bytes) => self.decode(key, &bytes).map(Some),
@@ -329,6 +349,11 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     }
 
     /// Stores `value` at `key` and flushes: durable when this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] when `value` cannot be serialised; [`Error::Io`] when
+    /// sled cannot write or flush.
     pub fn put(&self, key: &str, value: &T) -> Result<(), Error> {
         let bytes = serde_json::to_vec(value).map_err(|source| Error::Decode {
             table: self.name,
@@ -340,6 +365,10 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     }
 
     /// Removes `key` and flushes; whether it was there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when sled cannot write or flush.
     pub fn remove(&self, key: &str) -> Result<bool, Error> {
         let old = self.tree.remove(key).map_err(|e| self.io(e))?;
         self.tree.flush().map_err(|e| self.io(e))?;
@@ -351,6 +380,11 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// lost in a crash and must not cost one flush each on an SD card; the
     /// caller flushes ([`Store::flush`]) once per batch. Returns the bytes of
     /// keys and values handed to sled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] when a record cannot be serialised (nothing is
+    /// written); [`Error::Io`] when sled cannot apply the batch.
     pub fn write_batch(&self, puts: &[(String, T)], removes: &[String]) -> Result<usize, Error> {
         let mut batch = sled::Batch::default();
         let mut bytes = 0;
@@ -372,6 +406,11 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     }
 
     /// Records with `from <= key < to`, in key order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when sled cannot read; [`Error::Decode`] when a record is
+    /// not a `T`.
     pub fn range(&self, from: &str, to: &str) -> Result<Vec<(String, T)>, Error> {
         let mut out = Vec::new();
         for item in self.tree.range(from.as_bytes()..to.as_bytes()) {
@@ -384,6 +423,10 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     }
 
     /// Keys before `to`, in key order (without decoding the records).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when sled cannot read.
     pub fn keys_before(&self, to: &str) -> Result<Vec<String>, Error> {
         let mut out = Vec::new();
         for item in self.tree.range(..to.as_bytes()) {
@@ -394,6 +437,10 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     }
 
     /// The last key, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when sled cannot read.
     pub fn last_key(&self) -> Result<Option<String>, Error> {
         Ok(self
             .tree
@@ -403,6 +450,11 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     }
 
     /// Every record, in key order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when sled cannot read; [`Error::Decode`] when a record is
+    /// not a `T`.
     pub fn all(&self) -> Result<Vec<(String, T)>, Error> {
         let mut out = Vec::with_capacity(self.tree.len());
         for item in self.tree.iter() {

@@ -6,10 +6,11 @@
 //! proxy's workload labels. Bounded: a few relays at once, one small queue
 //! per relay (events beyond it are dropped and counted in `skipped`).
 
-use crate::proxy_api::CertSlot;
+use crate::cert_slot::CertSlot;
+use crate::identity::Authority;
 use crate::registry::model::LiveEndpoint;
+use crate::registry::Registry;
 use crate::rest::{self, Body};
-use crate::server::Ctx;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Empty};
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Relays open at once; more are answered 503.
 pub const MAX_RELAYS: usize = 8;
@@ -46,6 +48,22 @@ const MAX_LINE: usize = 64 * 1024;
 /// Relays currently open (across operators).
 #[derive(Debug, Default)]
 pub struct Relays(AtomicUsize);
+
+/// What the relay uses; `server` builds it, the operator port holds it.
+pub struct Ctx {
+    /// Registered endpoints: which proxies a resource selects, their tap
+    /// addresses, identities and labels.
+    pub registry: Arc<Registry>,
+    /// The trust anchors that proxies' certificates chain to, and the
+    /// trust domain of their names.
+    pub authority: Arc<Authority>,
+    /// The controller's own certificate, presented to proxies.
+    pub cert: Arc<CertSlot>,
+    /// Cancelled on SIGTERM/SIGINT: every relay ends.
+    pub shutdown: CancellationToken,
+    /// Relays open (bounded by [`MAX_RELAYS`]).
+    pub relays: Relays,
+}
 
 /// A response of the relay: an error, or the merged stream.
 pub type TapResponse = Response<Either<Body, LineStream>>;
@@ -69,7 +87,10 @@ impl Selector {
     /// `svc`/`service`, `ns`/`namespace`), `namespace=NS` (default
     /// `default`), and the proxies' filters.
     ///
-    /// Errors: no or an unknown resource, an unknown parameter.
+    /// # Errors
+    ///
+    /// A message for the operator: no or an unknown resource, an unknown
+    /// parameter, a bad percent-encoding.
     pub fn parse(query: &str) -> Result<Selector, String> {
         let (mut resource, mut namespace, mut filters) = (None, None, Vec::new());
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -151,8 +172,8 @@ pub fn relay(ctx: &Arc<Ctx>, query: &str) -> TapResponse {
             ),
         );
     }
-    if ctx.tap_relays.0.fetch_add(1, Ordering::AcqRel) >= MAX_RELAYS {
-        ctx.tap_relays.0.fetch_sub(1, Ordering::AcqRel);
+    if ctx.relays.0.fetch_add(1, Ordering::AcqRel) >= MAX_RELAYS {
+        ctx.relays.0.fetch_sub(1, Ordering::AcqRel);
         return err(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_taps",
@@ -315,7 +336,7 @@ pub struct LineStream {
 
 impl Drop for LineStream {
     fn drop(&mut self) {
-        self.ctx.tap_relays.0.fetch_sub(1, Ordering::AcqRel);
+        self.ctx.relays.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -122,6 +122,10 @@ pub fn now_ms() -> u64 {
 
 impl Telemetry {
     /// The role over `store`'s history tables.
+    ///
+    /// # Errors
+    ///
+    /// [`store::Error`] when the history tables cannot be opened or read.
     pub fn new(settings: Settings, store: &Store) -> Result<Telemetry, store::Error> {
         let history = History::open(store, now_ms() / 1000)?;
         Ok(Telemetry {
@@ -303,6 +307,10 @@ impl Telemetry {
     /// Chart series of workload `NS/NAME` (`step` 10 or 60 seconds): the
     /// stored minutes, then those still only in memory. Reads the database:
     /// call on the blocking pool.
+    ///
+    /// # Errors
+    ///
+    /// [`store::Error`] when the stored minutes cannot be read.
     pub fn history(&self, workload: &str, step: u64) -> Result<history::Series, store::Error> {
         let now_s = now_ms() / 1000;
         let mut series = lock(&self.history).stored(workload, step, now_s)?;

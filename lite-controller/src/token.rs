@@ -193,6 +193,10 @@ pub struct Tokens {
 
 impl Tokens {
     /// The tokens of `store`.
+    ///
+    /// # Errors
+    ///
+    /// [`store::Error`] when the `tokens` table cannot be opened.
     pub fn new(store: &Store) -> Result<Tokens, store::Error> {
         Ok(Tokens {
             table: store.table("tokens")?,
@@ -201,6 +205,12 @@ impl Tokens {
     }
 
     /// Creates and stores (durably) a token; the answer holds the secret.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadRequest`] for a TTL out of range, the controller's own
+    /// identity, or a service that is not an RFC 1123 label; [`Error::Store`]
+    /// when it cannot be stored.
     pub fn create(&self, req: &CreateToken, now: u64) -> Result<CreatedToken, Error> {
         let ttl = req.ttl_seconds.unwrap_or(DEFAULT_TTL_SECS);
         if !(1..=MAX_TTL_SECS).contains(&ttl) {
@@ -247,6 +257,10 @@ impl Tokens {
     }
 
     /// Every token, as of `now`, in id order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the records cannot be read.
     pub fn list(&self, now: u64) -> Result<Vec<TokenInfo>, Error> {
         Ok(self
             .table
@@ -257,6 +271,11 @@ impl Tokens {
     }
 
     /// Revokes token `id` (durably; revoking twice keeps the first time).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown id; [`Error::Store`] when it cannot
+    /// be read or written.
     pub fn revoke(&self, id: &str, now: u64) -> Result<TokenInfo, Error> {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut record = self
@@ -273,6 +292,11 @@ impl Tokens {
     /// Checks `token` for a certify request as `identity` at `now`. The
     /// secret's hash is compared in constant time; expiry and revocation are
     /// only told to a caller that knows the secret.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Refused`]: as [`Tokens::check`], or
+    /// [`Refusal::IdentityNotAllowed`] for another identity; [`Error::Store`].
     pub fn verify(&self, token: &str, identity: &Identity, now: u64) -> Result<TokenRecord, Error> {
         let record = self.check(token, now)?;
         if record.identity != *identity {
@@ -285,6 +309,12 @@ impl Tokens {
     /// caller then checks the record's identity and service). The secret's
     /// hash is compared in constant time; expiry and revocation are only
     /// told to a caller that knows the secret.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Refused`]: [`Refusal::InvalidToken`] (malformed, unknown id,
+    /// wrong secret), [`Refusal::TokenExpired`], [`Refusal::TokenRevoked`];
+    /// [`Error::Store`] when the record cannot be read.
     pub fn check(&self, token: &str, now: u64) -> Result<TokenRecord, Error> {
         let (id, secret) = parse(token.trim()).ok_or(Refusal::InvalidToken)?;
         let record = self.table.get(id)?.ok_or(Refusal::InvalidToken)?;
@@ -301,6 +331,10 @@ impl Tokens {
     }
 
     /// Counts of tokens by status at `now` (for the `tokens` gauge).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the records cannot be read.
     pub fn counts(&self, now: u64) -> Result<[(Status, usize); 3], Error> {
         let mut counts = [
             (Status::Active, 0),

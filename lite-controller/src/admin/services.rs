@@ -10,12 +10,10 @@
 //! | `PUT /v1/services/{ns}/{name}/policy` | [`SetPolicy`] → `ServiceInfo` (404 unknown) |
 //! | `GET /v1/endpoints` | `[LiveEndpoint]`: every endpoint with its service, identity, labels, `admin_addr` |
 
-use super::{blocking, ApiFailure};
-use crate::registry;
+use super::reply::blocking;
 use crate::registry::model::{AddEndpoints, SetPolicy};
-use crate::registry::validate;
+use crate::registry::{validate, Registry};
 use crate::rest::{self, Body};
-use crate::server::Ctx;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use pimesh_api::query::percent_decode;
@@ -30,16 +28,6 @@ pub const ENDPOINTS_LIST_PATH: &str = "/v1/endpoints";
 /// Whether `path` is served here.
 pub fn owns(path: &str) -> bool {
     path == SERVICES_PATH || path == ENDPOINTS_LIST_PATH || path.starts_with("/v1/services/")
-}
-
-impl From<registry::Error> for ApiFailure {
-    fn from(e: registry::Error) -> Self {
-        ApiFailure {
-            status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            code: e.code(),
-            message: crate::error_chain(&e),
-        }
-    }
 }
 
 fn bad_request(message: impl Into<String>) -> Response<Body> {
@@ -59,13 +47,13 @@ fn params(query: Option<&str>, key: &str) -> Result<Vec<String>, String> {
 }
 
 /// Serves one request on a path [`owns`] says is ours.
-pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(registry: &Arc<Registry>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     if path == ENDPOINTS_LIST_PATH {
         return match method {
-            Method::GET => rest::json(StatusCode::OK, &ctx.registry.endpoints()),
+            Method::GET => rest::json(StatusCode::OK, &registry.endpoints()),
             _ => rest::method_not_allowed(),
         };
     }
@@ -78,7 +66,7 @@ pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
             Ok(_) => return bad_request("namespace given twice"),
             Err(e) => return bad_request(e),
         };
-        return rest::json(StatusCode::OK, &ctx.registry.services(ns.as_deref()));
+        return rest::json(StatusCode::OK, &registry.services(ns.as_deref()));
     }
     let rest_path = path.strip_prefix("/v1/services/").unwrap_or_default();
     let segs: Vec<&str> = rest_path.split('/').collect();
@@ -94,7 +82,7 @@ pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         return bad_request(e.to_string());
     }
     match (method, sub) {
-        (Method::GET, None) => match ctx.registry.service(&ns, &name) {
+        (Method::GET, None) => match registry.service(&ns, &name) {
             Some(s) => rest::json(StatusCode::OK, &s),
             None => rest::error(
                 StatusCode::NOT_FOUND,
@@ -114,14 +102,14 @@ pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                 Ok(a) => a,
                 Err(e) => return bad_request(e),
             };
-            blocking(ctx, move |c, _| c.registry.remove(&ns, &name, &addrs)).await
+            blocking(registry, move |reg, _| reg.remove(&ns, &name, &addrs)).await
         }
         (Method::POST, Some("endpoints")) => match rest::read_json::<AddEndpoints, _>(req).await {
-            Ok(r) => blocking(ctx, move |c, _| c.registry.add_endpoints(&ns, &name, &r)).await,
+            Ok(r) => blocking(registry, move |reg, _| reg.add_endpoints(&ns, &name, &r)).await,
             Err(e) => e.response(),
         },
         (Method::PUT, Some("policy")) => match rest::read_json::<SetPolicy, _>(req).await {
-            Ok(r) => blocking(ctx, move |c, _| c.registry.set_policy(&ns, &name, &r)).await,
+            Ok(r) => blocking(registry, move |reg, _| reg.set_policy(&ns, &name, &r)).await,
             Err(e) => e.response(),
         },
         _ => rest::method_not_allowed(),

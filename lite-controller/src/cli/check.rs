@@ -179,8 +179,10 @@ fn anchors_valid(pem: &str, now: i64) -> (Result<String, String>, Result<String,
 
 /// Runs `pimesh check`.
 ///
-/// Errors: [`Error::Output`] when the report cannot be printed;
-/// [`Error::Input`] ("checks failed", exit 1) when any check fails.
+/// # Errors
+///
+/// [`Error::Output`] when the report cannot be printed; [`Error::Input`]
+/// ("checks failed", exit 1) when any check fails.
 pub fn run(args: CheckArgs) -> Result<(), Error> {
     let report = super::block_on(async { Ok(checks(&args).await) })?;
     print!("{}", report.out);

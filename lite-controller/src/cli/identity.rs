@@ -54,6 +54,12 @@ pub enum IdentityCommand {
 }
 
 /// Runs an `identity` command.
+///
+/// # Errors
+///
+/// [`Error::Usage`] for a bad `--activate-after`; [`Error::Client`] when the
+/// controller cannot be reached or refuses (its `ApiError`); [`Error::Output`]
+/// when printing fails or the runtime cannot start.
 pub fn run(cmd: IdentityCommand, env: &dyn Env) -> Result<(), Error> {
     match cmd {
         IdentityCommand::TrustAnchors { controller } => {

@@ -38,8 +38,10 @@ pub struct InjectArgs {
 
 /// Runs `pimesh inject`: the stream on stdout, the report on stderr.
 ///
-/// Errors: [`Error::Usage`] (exit 64) when FILE cannot be read,
-/// [`Error::Input`] (exit 1) naming the document and line that is not YAML.
+/// # Errors
+///
+/// [`Error::Usage`] (exit 64) when FILE cannot be read, [`Error::Input`] (exit
+/// 1) naming the document and line that is not YAML.
 pub fn run(args: InjectArgs) -> Result<(), Error> {
     let mut input = String::new();
     let read = if args.file == "-" {

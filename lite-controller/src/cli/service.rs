@@ -187,6 +187,13 @@ fn service_name(name: &str, ns: &str) -> Result<(), Error> {
 }
 
 /// Runs a `service` command.
+///
+/// # Errors
+///
+/// [`Error::Usage`] naming the argument or flag that is not valid (name,
+/// namespace, address, label, policy value); [`Error::Client`] when the
+/// controller cannot be reached or refuses (its `ApiError`); [`Error::Output`]
+/// when printing fails or the runtime cannot start.
 pub fn run(cmd: ServiceCommand, env: &dyn Env) -> Result<(), Error> {
     match cmd {
         ServiceCommand::Ls {

@@ -150,6 +150,12 @@ fn encode(v: &str) -> String {
 }
 
 /// Runs `pimesh tap`.
+///
+/// # Errors
+///
+/// [`Error::Usage`] for a bad `--max-rps` or RESOURCE; [`Error::Client`] when
+/// the controller cannot be reached or refuses (its `ApiError`);
+/// [`Error::Output`] when printing fails or the runtime cannot start.
 pub fn run_tap(cmd: TapCommand, env: &dyn Env) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     let mut failed = None;
@@ -344,6 +350,11 @@ impl Top {
 
 /// Runs `pimesh top`: redraws every `--interval` in a terminal; otherwise
 /// prints the table (or JSON rows) once when `--duration` ends.
+///
+/// # Errors
+///
+/// As [`run_tap`]; also [`Error::Usage`] without `--duration` when the output
+/// is not a terminal.
 pub fn run_top(cmd: TopCommand, env: &dyn Env) -> Result<(), Error> {
     let tty = std::io::stdout().is_terminal();
     if !tty && cmd.args.duration.is_none() {

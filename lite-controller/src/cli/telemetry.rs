@@ -121,6 +121,13 @@ fn enc(s: &str) -> String {
 }
 
 /// Runs `pimesh stat`.
+///
+/// # Errors
+///
+/// [`Error::UnknownResource`] (exit 1) for a resource kind that does not exist;
+/// [`Error::Usage`] for a bad `--window`; [`Error::Client`] when the controller
+/// cannot be reached or refuses (its `ApiError`); [`Error::Output`] when
+/// printing fails or the runtime cannot start.
 pub fn stat(args: StatArgs, env: &dyn Env) -> Result<(), Error> {
     let (res, name) = resource(&args.resource, args.name.clone())?;
     let kind = match res {
@@ -153,6 +160,10 @@ pub fn stat(args: StatArgs, env: &dyn Env) -> Result<(), Error> {
 }
 
 /// Runs `pimesh edges`.
+///
+/// # Errors
+///
+/// As [`stat`].
 pub fn edges(args: EdgesArgs, env: &dyn Env) -> Result<(), Error> {
     let (res, _) = resource(&args.resource, None)?;
     let kind = match res {
@@ -182,6 +193,12 @@ pub fn edges(args: EdgesArgs, env: &dyn Env) -> Result<(), Error> {
 
 /// Runs `pimesh dashboard`: prints the URL (checking that the controller
 /// answers) and, with `--open`, hands it to `xdg-open`.
+///
+/// # Errors
+///
+/// [`Error::Client`] when the controller cannot be reached or refuses (its
+/// `ApiError`); [`Error::Output`] when printing fails or the runtime cannot
+/// start (a failed `xdg-open` is only reported).
 pub fn dashboard(args: DashboardArgs, env: &dyn Env) -> Result<(), Error> {
     let client = args.controller.client(env)?;
     block_on(async { Ok(client.text("/live").await?) })?;

@@ -45,6 +45,13 @@ pub enum TokenCommand {
 }
 
 /// Runs a `token` command.
+///
+/// # Errors
+///
+/// [`Error::Usage`] for a bad flag value (TTL, identity, service);
+/// [`Error::Client`] when the controller cannot be reached or refuses (its
+/// `ApiError`); [`Error::Output`] when printing fails or the runtime cannot
+/// start.
 pub fn run(cmd: TokenCommand, env: &dyn Env) -> Result<(), Error> {
     match cmd {
         TokenCommand::Create {

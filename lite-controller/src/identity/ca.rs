@@ -164,10 +164,14 @@ pub enum Stage {
 
 impl CaState {
     /// A new self-signed anchor and an issuer signed by it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ClockNotSet`] before 2024; [`Error::Generate`] when rcgen
+    /// fails.
     pub fn generate(now: u64) -> Result<CaState, Error> {
         check_clock(now)?;
-        let (anchor, key) = generate_anchor(now)?;
-        let issuer = generate_issuer(&anchor, &key, now)?;
+        let (anchor, issuer) = new_anchor_and_issuer(now)?;
         Ok(CaState {
             anchors: vec![anchor],
             issuer,
@@ -179,6 +183,12 @@ impl CaState {
     /// The operator's own CA: `anchors_pem` (one or more certificates),
     /// the issuer certificate and its key. The issuer must be a CA, valid
     /// now, signed by one of the anchors, and match its key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when a file is not PEM certificates or a key, the
+    /// issuer is not a CA signed by an anchor or does not match its key, or it
+    /// has expired.
     pub fn import(
         anchors_pem: &str,
         issuer_pem: &str,
@@ -210,6 +220,11 @@ impl CaState {
 
     /// Starts a rotation: a new anchor (in the bundle at once) and a new
     /// issuer signed by it, which signs from `now + activate_after` on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RotationInProgress`], [`Error::ClockNotSet`],
+    /// [`Error::Generate`].
     pub fn start_rotation(&self, now: u64, activate_after: Duration) -> Result<CaState, Error> {
         if let Some(r) = &self.rotation {
             return Err(Error::RotationInProgress {
@@ -217,8 +232,7 @@ impl CaState {
             });
         }
         check_clock(now)?;
-        let (anchor, key) = generate_anchor(now)?;
-        let issuer = generate_issuer(&anchor, &key, now)?;
+        let (anchor, issuer) = new_anchor_and_issuer(now)?;
         Ok(CaState {
             rotation: Some(Rotation {
                 anchor,
@@ -233,6 +247,11 @@ impl CaState {
     /// Ends a rotation: only the new anchor and issuer remain. Refused
     /// before the new issuer signs, or while `old_leaves` (count, last
     /// `notAfter`) of the old issuer are valid, unless `force`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRotation`]; unless `force`, [`Error::NotActiveYet`] and
+    /// [`Error::OldLeavesValid`].
     pub fn finish_rotation(
         &self,
         now: u64,
@@ -326,6 +345,11 @@ impl Signer {
     /// clientAuth, a random 127-bit serial, valid from `now` minus up to
     /// [`LEAF_BACKDATE_SECS`] for `lifetime` (at least 1 s, and never past
     /// the issuer's own `notAfter`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IssuerExpired`]; [`Error::Generate`] for a name that is not
+    /// IA5 (ASCII), or when rcgen cannot sign.
     pub fn issue(
         &self,
         key: &impl PublicKeyData,
@@ -343,6 +367,10 @@ impl Signer {
     /// Signs a server leaf for plain DNS names and IP addresses (no SPIFFE
     /// ID), e.g. the proxy injector's `pimesh-controller.NS.svc`: the first
     /// name is the CommonName; otherwise as [`Signer::issue`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Signer::issue`].
     pub fn issue_server(
         &self,
         key: &impl PublicKeyData,
@@ -435,6 +463,11 @@ pub struct Ca {
 impl Ca {
     /// Parses and checks `state`: every anchor is a CA; each issuer is a
     /// CA signed by its anchors and matches its key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the anchor or issuer that does not parse, is
+    /// not a CA, is not signed by the bundle, or does not match its key.
     pub fn load(state: &CaState) -> Result<Ca, Error> {
         let mut bundle: Vec<Vec<u8>> = Vec::new();
         for (i, a) in state.anchors.iter().enumerate() {
@@ -509,11 +542,44 @@ fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
     Error::invalid(what, reason)
 }
 
+/// A new anchor (with its key) and an issuer signed by it (see `generate`).
+fn new_anchor_and_issuer(now: u64) -> Result<(Anchor, IssuerPem), Error> {
+    let (cert_pem, key) = generate_anchor(now, ANCHOR_LIFETIME)?;
+    let (issuer_pem, issuer_key_pem) = generate_issuer(&cert_pem, &key, now, ISSUER_LIFETIME)?;
+    let anchor = Anchor {
+        cert_pem,
+        key_pem: Some(key.serialize_pem()),
+    };
+    let issuer = IssuerPem {
+        cert_pem: issuer_pem,
+        key_pem: issuer_key_pem,
+    };
+    Ok((anchor, issuer))
+}
+
+impl From<generate::Failed> for Error {
+    fn from(e: generate::Failed) -> Error {
+        Error::Generate {
+            what: e.what,
+            source: e.source,
+        }
+    }
+}
+
 fn check_clock(now: u64) -> Result<(), Error> {
     if now < EARLIEST_PLAUSIBLE_UNIX {
         return Err(Error::ClockNotSet { now_unix: now });
     }
     Ok(())
+}
+
+impl From<super::pem::Invalid> for Error {
+    fn from(e: super::pem::Invalid) -> Error {
+        Error::Invalid {
+            what: e.what,
+            reason: e.reason,
+        }
+    }
 }
 
 impl Error {

@@ -44,6 +44,11 @@ impl PublicKeyData for CsrKey {
 
 /// Parses `pem`, checks that the request is signed by its own key (proof
 /// of possession) and that the key is ECDSA P-256.
+///
+/// # Errors
+///
+/// [`Error`]: not PEM of a `CERTIFICATE REQUEST`, not PKCS#10, a signature that
+/// does not verify, a key that is not ECDSA P-256.
 pub fn parse(pem: &str) -> Result<CsrKey, Error> {
     let (_, block) =
         x509_parser::pem::parse_x509_pem(pem.trim_start().as_bytes()).map_err(|_| Error::NotPem)?;

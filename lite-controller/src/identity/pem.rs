@@ -1,17 +1,43 @@
 //! PEM and X.509 helpers: certificates out of PEM bundles (checked to
-//! parse), and PEM encoding of DER (RFC 7468).
+//! parse), and PEM encoding of DER (RFC 7468). A leaf: it imports nothing
+//! of the crate, and `ca` turns its [`Invalid`] into `ca::Error::Invalid`.
 
-use super::ca::Error;
 use x509_parser::pem::Pem;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// The DER of every `CERTIFICATE` block in `pem` (at least one).
-pub fn certs_from_pem(pem: &str, what: &str) -> Result<Vec<Vec<u8>>, Error> {
+/// Material that is not what it should be: not PEM, not a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct Invalid {
+    /// Which material (e.g. `--trust-anchor-pem`, `trust anchors`), as the
+    /// caller named it.
+    pub what: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl Invalid {
+    fn new(what: &str, reason: impl Into<String>) -> Invalid {
+        Invalid {
+            what: what.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The DER of every `CERTIFICATE` block in `pem` (at least one), each
+/// checked to parse as X.509.
+///
+/// # Errors
+///
+/// [`Invalid`] (named `what`) when `pem` is not PEM, holds a block of
+/// another label, a certificate that does not parse, or no certificate.
+pub fn certs_from_pem(pem: &str, what: &str) -> Result<Vec<Vec<u8>>, Invalid> {
     let mut out = Vec::new();
     for block in Pem::iter_from_buffer(pem.as_bytes()) {
-        let block = block.map_err(|_| Error::invalid(what, "not PEM"))?;
+        let block = block.map_err(|_| Invalid::new(what, "not PEM"))?;
         if block.label != "CERTIFICATE" {
-            return Err(Error::invalid(
+            return Err(Invalid::new(
                 what,
                 format!("a PEM {:?}, not a CERTIFICATE", block.label),
             ));
@@ -20,15 +46,20 @@ pub fn certs_from_pem(pem: &str, what: &str) -> Result<Vec<Vec<u8>>, Error> {
         out.push(block.contents);
     }
     if out.is_empty() {
-        return Err(Error::invalid(what, "no PEM CERTIFICATE in it"));
+        return Err(Invalid::new(what, "no PEM CERTIFICATE in it"));
     }
     Ok(out)
 }
 
-pub fn parse_cert<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, Error> {
+/// `der` parsed as one X.509 certificate (nothing after it).
+///
+/// # Errors
+///
+/// [`Invalid`] (named `what`) when `der` is not exactly one certificate.
+pub fn parse_cert<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, Invalid> {
     match X509Certificate::from_der(der) {
         Ok((&[], x509)) => Ok(x509),
-        _ => Err(Error::invalid(what, "not an X.509 certificate")),
+        _ => Err(Invalid::new(what, "not an X.509 certificate")),
     }
 }
 

@@ -165,8 +165,10 @@ fn object(obj: &mut Value, mode: &Mode, out: &mut Vec<Outcome>) {
 /// Meshes every workload of the YAML stream `input` (see the module doc):
 /// the new stream and what happened to each workload, in order.
 ///
-/// Errors: [`ParseError`] naming the document and line that is not YAML;
-/// nothing is written then.
+/// # Errors
+///
+/// [`ParseError`] naming the document and line that is not YAML; nothing is
+/// written then.
 pub fn inject(input: &str, mode: &Mode) -> Result<(String, Vec<Outcome>), ParseError> {
     let docs: Vec<Value> = serde_saphyr::from_multiple(input).map_err(|e| {
         let (line, column) = e

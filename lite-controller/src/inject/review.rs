@@ -45,8 +45,10 @@ pub enum Malformed {
 
 /// Parses an AdmissionReview body.
 ///
-/// Errors: [`Malformed::NoUid`] (answer 400), [`Malformed::NotAPod`]
-/// (answer allowed, unchanged, with the uid).
+/// # Errors
+///
+/// [`Malformed::NoUid`] (answer 400), [`Malformed::NotAPod`] (answer allowed,
+/// unchanged, with the uid).
 pub fn parse(body: &[u8]) -> Result<Request, Malformed> {
     let v: Value = serde_json::from_slice(body).map_err(|e| Malformed::NoUid(e.to_string()))?;
     let req = &v["request"];

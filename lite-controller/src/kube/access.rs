@@ -7,6 +7,11 @@
 //! the default ClusterRole `system:basic-user` grants it to every
 //! authenticated user.
 
+// The rules name objects that `identity` and `webhook` own, with their
+// keys. Through the parent (`kube.rs` imports `Denied`; `identity` and
+// `webhook` import `KubeMetrics`) this is a loop kube -> access -> identity
+// -> kube of a folder and its own files, kept: those names belong beside the
+// code that writes the objects, and only constants cross.
 use super::identity::TRUST_ROOTS_CONFIGMAP;
 use super::webhook::WEBHOOK_CONFIGURATION;
 use k8s_openapi::api::authorization::v1::{
@@ -142,6 +147,12 @@ fn qualified(rule: &Rule) -> String {
 
 /// Sends one SelfSubjectAccessReview per rule and verb (in `namespace`
 /// for [`Scope::OwnNamespace`]); the first denial, or the API error.
+///
+/// # Errors
+///
+/// [`CheckError::Denied`] naming the first permission refused;
+/// [`CheckError::Api`] when the API server does not answer or fails (retry
+/// later).
 pub async fn check(client: &kube::Client, namespace: &str) -> Result<(), CheckError> {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     for rule in RULES {

@@ -10,7 +10,7 @@ use super::objects::{
     in_ranges, key, PodLite, ServiceLite, SliceLite, PROXY_ADMIN_PORT, PROXY_TAP_PORT,
 };
 use super::wire::{EndpointSlice, Pod, Service};
-use super::{KubeMetrics, Status};
+use super::{KubeMetrics, Resource3, Status};
 use crate::registry::model::{EndpointRecord, ServiceRecord, Source};
 use crate::registry::Registry;
 use futures_util::StreamExt;
@@ -32,31 +32,6 @@ const PAGE_SIZE: u32 = 100;
 /// While a watch fails, how often a one-object list probes whether the API
 /// server answers again (the watcher itself resumes silently).
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
-
-/// The three watched resources; index into [`Status`] and metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource3 {
-    /// core/v1 Services.
-    Services = 0,
-    /// discovery.k8s.io/v1 EndpointSlices.
-    EndpointSlices = 1,
-    /// core/v1 Pods.
-    Pods = 2,
-}
-
-impl Resource3 {
-    /// Every resource.
-    pub const ALL: [Resource3; 3] = [Self::Services, Self::EndpointSlices, Self::Pods];
-
-    /// The plural resource name (metric label).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Services => "services",
-            Self::EndpointSlices => "endpointslices",
-            Self::Pods => "pods",
-        }
-    }
-}
 
 /// Everything discovery knows, compact; keys are `NS/NAME`.
 #[derive(Debug, Default)]

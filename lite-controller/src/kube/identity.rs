@@ -72,6 +72,12 @@ impl Refused {
 /// What a TokenReview's status means for `identity`: authenticated, with
 /// [`KUBERNETES_TOKEN_AUDIENCE`] among `status.audiences`, as the user
 /// `system:serviceaccount:NS:SA` of exactly `identity` `NS/SA`.
+///
+/// # Errors
+///
+/// [`Refused::InvalidToken`] when there is no status, it is not authenticated
+/// or lacks the audience; [`Refused::IdentityNotAllowed`] for another user than
+/// `identity`'s ServiceAccount.
 pub fn outcome(status: Option<&TokenReviewStatus>, identity: &Identity) -> Result<(), Refused> {
     let invalid = |reason: String| Err(Refused::InvalidToken { reason });
     let Some(status) = status else {
@@ -114,6 +120,11 @@ pub fn outcome(status: Option<&TokenReviewStatus>, identity: &Identity) -> Resul
 /// Reviews `token` for `identity` with the API server (one `POST
 /// /apis/authentication.k8s.io/v1/tokenreviews`); counted in
 /// `kube_token_reviews_total{result}`.
+///
+/// # Errors
+///
+/// As [`outcome`]; an empty token is [`Refused::InvalidToken`] without asking;
+/// [`Refused::Unavailable`] when the API server cannot be asked.
 pub async fn review(
     client: &kube::Client,
     metrics: &KubeMetrics,

@@ -58,7 +58,9 @@ pub fn with_bundle(config: &serde_json::Value, bundle_b64: &str) -> Option<serde
 
 /// One read-compare-patch of the configuration's bundle.
 ///
-/// Errors: the API's (unreachable, forbidden, a conflicting write).
+/// # Errors
+///
+/// The API's (unreachable, forbidden, a conflicting write).
 pub async fn sync(client: &kube::Client, bundle_pem: &str) -> Result<Synced, kube::Error> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let Some(current) = api.get_opt(WEBHOOK_CONFIGURATION).await? else {

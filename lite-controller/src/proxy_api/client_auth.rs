@@ -30,12 +30,18 @@ impl std::fmt::Debug for ClientAuth {
 impl ClientAuth {
     /// A verifier for `anchors_pem` (the bundle, one or more certificates).
     ///
-    /// Errors: the bundle is not usable as trust anchors.
+    /// # Errors
+    ///
+    /// The bundle is not usable as trust anchors.
     pub fn new(anchors_pem: &str) -> Result<ClientAuth, rustls::Error> {
         Ok(ClientAuth(RwLock::new(build(anchors_pem)?)))
     }
 
     /// Verifies against `anchors_pem` from the next handshake on.
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientAuth::new`]; the verifier keeps the anchors it had.
     pub fn set(&self, anchors_pem: &str) -> Result<(), rustls::Error> {
         let v = build(anchors_pem)?;
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = v;

@@ -4,12 +4,12 @@
 //! (`pimesh_controller_registrations_total`, `..._registration_refused_total{reason}`,
 //! `..._watch_refused_total{reason}`, `..._watches`).
 
-use super::ProxyBody;
 use crate::identity::now_unix;
-use crate::registry::{self, watch};
-use crate::rest;
-use crate::server::Ctx;
-use crate::token;
+use crate::registry::metrics::DiscoveryMetrics;
+use crate::registry::watch::WatchBody;
+use crate::registry::{self, watch, Registry};
+use crate::rest::{self, Body};
+use crate::token::{self, Tokens};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -18,7 +18,24 @@ use pimesh_api::identity::Identity;
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+/// What the discovery API uses; `server` builds it.
+pub struct Ctx {
+    /// The service registry: registrations, leases, watch streams.
+    pub registry: Arc<Registry>,
+    /// Join tokens: a registration's token is checked as certify checks it.
+    pub tokens: Arc<Tokens>,
+    /// Watch streams still allowed (`--max-watches` in all).
+    pub watch_slots: Arc<Semaphore>,
+    /// The discovery role's series.
+    pub metrics: DiscoveryMetrics,
+}
+
+/// A response: a complete body, or a watch stream (the proxy port's
+/// `ProxyBody`).
+type ProxyBody = Either<Body, WatchBody>;
 
 /// Why a registration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +69,7 @@ pub async fn register(
     req: Request<Incoming>,
     deregister: bool,
 ) -> Response<ProxyBody> {
-    let m = &ctx.metrics.discovery;
+    let m = &ctx.metrics;
     let reg: Registration = match rest::read_json(req).await {
         Ok(r) => r,
         Err(e) => {
@@ -68,7 +85,7 @@ pub async fn register(
     let c = ctx.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<Lease, Refused> {
         registry::validate::label("service", &reg.service).map_err(registry::Error::from)?;
-        let record = c.authority.tokens().check(&reg.token, now_unix())?;
+        let record = c.tokens.check(&reg.token, now_unix())?;
         if let Some(allowed) = record.service.filter(|s| *s != reg.service) {
             return Err(Refused::ServiceNotAllowed { allowed });
         }
@@ -132,7 +149,7 @@ pub fn watch(
     peer: Option<&Identity>,
     stop: CancellationToken,
 ) -> Response<ProxyBody> {
-    let m = &ctx.metrics.discovery;
+    let m = &ctx.metrics;
     let Some(peer) = peer else {
         m.watch_refused("unauthenticated");
         return rest::error(
@@ -162,7 +179,7 @@ pub fn watch(
     };
     tracing::debug!(peer = %peer, query = ?query, "watch");
     let gauge = OpenWatch::new(m.watches.clone());
-    let events = ctx.metrics.discovery.clone();
+    let events = ctx.metrics.clone();
     let body = watch::spawn(
         ctx.registry.clone(),
         query,

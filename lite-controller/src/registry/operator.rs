@@ -13,7 +13,10 @@ impl Registry {
     /// Adds or replaces operator endpoints (no lease), creating the service
     /// and port if missing; the service after.
     ///
-    /// Errors: [`Error::Invalid`] (nothing stored), [`Error::Store`].
+    /// # Errors
+    ///
+    /// [`Error::KubernetesMode`], [`Error::Invalid`] (nothing stored),
+    /// [`Error::Store`].
     pub fn add_endpoints(
         &self,
         namespace: &str,
@@ -76,7 +79,10 @@ impl Registry {
     /// Removes a whole service (no `endpoints`) or the endpoints with these
     /// addresses (any port, any source); the service as it was (whole) or is.
     ///
-    /// Errors: [`Error::NotFound`] for an unknown service or address, [`Error::Store`].
+    /// # Errors
+    ///
+    /// [`Error::KubernetesMode`], [`Error::NotFound`] for an unknown service or
+    /// address, [`Error::Store`].
     pub fn remove(
         &self,
         namespace: &str,
@@ -112,7 +118,10 @@ impl Registry {
 
     /// Sets a service's policy (see [`SetPolicy`]); the service after.
     ///
-    /// Errors: [`Error::Invalid`], [`Error::NotFound`], [`Error::Store`].
+    /// # Errors
+    ///
+    /// [`Error::KubernetesMode`], [`Error::Invalid`], [`Error::NotFound`],
+    /// [`Error::Store`].
     pub fn set_policy(
         &self,
         namespace: &str,

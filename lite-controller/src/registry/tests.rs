@@ -6,6 +6,7 @@ use super::*;
 use crate::store::tests::TempDir;
 use model::{AddEndpoints, SetPolicy};
 use pimesh_api::discovery::{ServiceName, ServicePolicy};
+use watch::Destination;
 
 const TTL: Duration = Duration::from_secs(30);
 

@@ -39,6 +39,11 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Invalid {
 }
 
 /// An RFC 1123 label (service names and namespaces, as Kubernetes').
+///
+/// # Errors
+///
+/// [`Invalid`] naming `field`: empty, longer than 63 bytes, or not lower-case
+/// letters, digits and inner `-`.
 pub fn label(field: &'static str, s: &str) -> Result<(), Invalid> {
     let b = s.as_bytes();
     let ok = !b.is_empty()
@@ -58,6 +63,10 @@ pub fn label(field: &'static str, s: &str) -> Result<(), Invalid> {
 }
 
 /// A service port: 1–65535.
+///
+/// # Errors
+///
+/// [`Invalid`] naming `field` for port 0.
 pub fn port(field: &'static str, p: u16) -> Result<(), Invalid> {
     if p == 0 {
         return Err(invalid(field, "port 0 is not a port"));
@@ -67,6 +76,11 @@ pub fn port(field: &'static str, p: u16) -> Result<(), Invalid> {
 
 /// An endpoint address clients can dial: not unspecified, not port 0,
 /// not multicast or broadcast.
+///
+/// # Errors
+///
+/// [`Invalid`] naming `field` for an address that is unspecified, multicast,
+/// broadcast, or has port 0.
 pub fn addr(field: &'static str, a: SocketAddr) -> Result<(), Invalid> {
     let ip = a.ip();
     let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
@@ -82,6 +96,11 @@ pub fn addr(field: &'static str, a: SocketAddr) -> Result<(), Invalid> {
 /// Workload labels: at most [`MAX_LABELS`]; keys of letters, digits and
 /// `_ - . /` up to [`MAX_LABEL_KEY`] bytes; values without control
 /// characters up to [`MAX_LABEL_VALUE`] bytes.
+///
+/// # Errors
+///
+/// [`Invalid`] naming the label (`labels`): too many, a bad key or value, or
+/// one too long.
 pub fn labels(labels: &BTreeMap<String, String>) -> Result<(), Invalid> {
     if labels.len() > MAX_LABELS {
         return Err(invalid("labels", format!("more than {MAX_LABELS} labels")));
@@ -111,6 +130,11 @@ pub fn labels(labels: &BTreeMap<String, String>) -> Result<(), Invalid> {
 /// max backoff, failure accrual ≥ 1, a budget ratio in 0–1 (finite),
 /// retried HTTP statuses as Linkerd writes them (`5xx`, `503`, `500-504`,
 /// `gateway-error`), gRPC codes from [`GRPC_CODES`].
+///
+/// # Errors
+///
+/// [`Invalid`] naming the first field out of range or unknown (a timeout,
+/// backoff, ratio, status class or gRPC code).
 pub fn policy(p: &ServicePolicy) -> Result<(), Invalid> {
     let ms = |field, v: Option<u64>| match v {
         Some(0) => Err(invalid(field, "must be at least 1ms")),

@@ -12,7 +12,8 @@
 //! out (after a re-resolve, so that its revision never claims a change
 //! that was not sent).
 
-use super::{Registry, Snapshot};
+use super::model::key;
+use super::Registry;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use pimesh_api::discovery::{
@@ -56,6 +57,79 @@ pub struct Query {
     pub revision: Option<u64>,
 }
 
+/// A destination's state at one revision (see [`Registry::resolve`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// What the watch sends.
+    pub resolution: Resolution,
+    /// The registry revision it is consistent with.
+    pub revision: u64,
+    /// The revision of the destination's last change (≤ `revision`); a
+    /// watch resuming from `N ≥ modified` has nothing to catch up on.
+    pub modified: u64,
+}
+
+impl Registry {
+    /// The state of `dest` now. A name resolves when the service exists
+    /// and has the port; an address when an endpoint has it as `addr` or
+    /// `proxy_addr` (the first such service in key order), to that
+    /// endpoint's service and port.
+    pub fn resolve(&self, dest: &Destination) -> Snapshot {
+        let st = self.read();
+        let (resolution, modified) = match dest {
+            Destination::Name { service, port } => {
+                let k = key(&service.namespace, &service.name);
+                match st.services.get(&k).filter(|s| s.ports.contains(port)) {
+                    Some(s) => (s.resolution(*port, &self.cluster_domain), s.revision),
+                    None => (
+                        Resolution {
+                            exists: false,
+                            service: Some(service.fqdn(&self.cluster_domain)),
+                            port: *port,
+                            ..Resolution::default()
+                        },
+                        st.revision,
+                    ),
+                }
+            }
+            Destination::Addr(a) => {
+                let found = st.services.values().find_map(|s| {
+                    s.endpoints
+                        .iter()
+                        .find(|e| e.addr == *a || e.proxy_addr == Some(*a))
+                        .map(|e| (s, e.port))
+                });
+                // Kubernetes mode: a Service's ClusterIP and port.
+                let found = found.or_else(|| {
+                    st.services
+                        .values()
+                        .find(|s| s.cluster_ips.contains(&a.ip()) && s.ports.contains(&a.port()))
+                        .map(|s| (s, a.port()))
+                });
+                match found {
+                    Some((s, port)) => (
+                        s.resolution(port, &self.cluster_domain),
+                        s.revision.max(st.addr_revision),
+                    ),
+                    None => (
+                        Resolution {
+                            exists: false,
+                            port: a.port(),
+                            ..Resolution::default()
+                        },
+                        st.revision,
+                    ),
+                }
+            }
+        };
+        Snapshot {
+            resolution,
+            revision: st.revision,
+            modified,
+        }
+    }
+}
+
 /// A query that cannot be used (HTTP 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -65,6 +139,12 @@ impl Query {
     /// Parses `name=NAME[:PORT]` or `addr=IP:PORT`, and optional
     /// `revision=N`, from a URL query (percent-encoded or not). A bare name
     /// is in `namespace`; a missing port is 80.
+    ///
+    /// # Errors
+    ///
+    /// [`BadQuery`]: bad percent-encoding, an unknown or repeated parameter,
+    /// not exactly one of `name=` and `addr=`, a bad name, port, address or
+    /// revision.
     pub fn parse(query: Option<&str>, namespace: &str) -> Result<Query, BadQuery> {
         let (mut name, mut addr, mut revision) = (None, None, None);
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {

@@ -191,6 +191,10 @@ fn params(q: &HashMap<String, String>) -> Result<(Resource, Filter, u64), (&'sta
 
 /// A window such as `1m`, `10m`, `1h`, `30s`: seconds, between
 /// [`MIN_WINDOW_SECS`] and [`MAX_WINDOW_SECS`].
+///
+/// # Errors
+///
+/// A message for the operator: not a duration, or out of range.
 pub fn parse_window(w: &str) -> Result<u64, String> {
     let secs = parse_duration(w)?.as_secs();
     if !(MIN_WINDOW_SECS..=MAX_WINDOW_SECS).contains(&secs) {

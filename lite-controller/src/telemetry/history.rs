@@ -83,7 +83,7 @@ pub type Minute10s = BTreeMap<String, Vec<Option<HPoint10>>>;
 /// A minute's 1 min points: workload → point.
 pub type Minute1m = BTreeMap<String, HPoint>;
 
-/// A point of [`History::series`], for charts.
+/// A point of a chart series (`Telemetry::history`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChartPoint {
     /// Start of the step, Unix seconds.
@@ -209,6 +209,10 @@ fn minute(targets: &Targets, m: u64) -> (Minute10s, Minute1m) {
 
 impl History {
     /// Opens the tables; history resumes after the last minute stored.
+    ///
+    /// # Errors
+    ///
+    /// [`store::Error`] when a table cannot be opened or read.
     pub fn open(store: &Store, now_s: u64) -> Result<History, store::Error> {
         let t10 = store.table("telemetry_10s")?;
         let t1m: Table<Minute1m> = store.table("telemetry_1m")?;
@@ -246,6 +250,12 @@ impl History {
 
     /// Writes `pending` and prunes expired records, in one batch per table
     /// and one flush. Returns the bytes handed to sled (keys and values).
+    ///
+    /// # Errors
+    ///
+    /// [`store::Error`] when sled cannot read the expired keys, write a batch
+    /// or flush; what was not written is lost (history may lose minutes, never
+    /// the CA).
     pub fn write(&mut self, pending: Pending) -> Result<usize, store::Error> {
         let current = pending.current;
         let r10 = self
@@ -265,7 +275,11 @@ impl History {
     }
 
     /// The stored part of a chart series of workload `NS/NAME` (see
-    /// [`History::series`]); no lock on the state needed.
+    /// `Telemetry::history`); no lock on the state needed.
+    ///
+    /// # Errors
+    ///
+    /// [`store::Error`] when the records cannot be read.
     pub fn stored(&self, workload: &str, step: u64, now_s: u64) -> Result<Series, store::Error> {
         let current = now_s / 60 * 60;
         let retention = if step == 10 {

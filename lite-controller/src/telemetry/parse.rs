@@ -136,8 +136,12 @@ const NAMES: [&str; 7] = [
 
 const WORKLOAD_LABELS: [&str; 4] = ["namespace", "deployment", "pod", "service"];
 
-/// Parses a `/metrics` body. Errors: the first line that is not valid
-/// exposition text, with its number (1-based) and what is wrong.
+/// Parses a `/metrics` body.
+///
+/// # Errors
+///
+/// The first line that is not valid exposition text, with its number
+/// (1-based) and what is wrong.
 pub fn parse(text: &str) -> Result<Parsed, String> {
     let mut out = Parsed::default();
     // Histogram buckets per original series (its labels but `le`), turned

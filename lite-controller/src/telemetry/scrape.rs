@@ -61,6 +61,13 @@ impl Error {
 
 /// `GET http://ADDR/metrics`: the body as text, within `timeout` and at
 /// most `max_bytes`.
+///
+/// # Errors
+///
+/// [`Error::Unreachable`] (connect), [`Error::Http`] (the exchange),
+/// [`Error::Status`] for a non-200 answer, [`Error::TooLarge`] past
+/// `max_bytes`, [`Error::Malformed`] for a body that is not UTF-8,
+/// [`Error::Timeout`] past `timeout`.
 pub async fn fetch(addr: SocketAddr, timeout: Duration, max_bytes: usize) -> Result<String, Error> {
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect(addr)

@@ -83,6 +83,11 @@ pub fn collect(
 /// Parses one `--scrape-target` value: `ADMIN_ADDR[,label=value...]` with
 /// labels among [`TARGET_LABELS`], e.g.
 /// `10.0.0.5:4191,namespace=shop,deployment=web`.
+///
+/// # Errors
+///
+/// A message naming the part that is not an `IP:PORT` address, not
+/// `label=value`, a label not among [`TARGET_LABELS`], or a bad value.
 pub fn parse_target(v: &str) -> Result<Target, String> {
     let mut parts = v.split(',').map(str::trim);
     let addr = parts.next().unwrap_or_default();

@@ -1,7 +1,8 @@
 //! Generation of CA material: ECDSA P-256 keys, a self-signed trust
-//! anchor, an issuer signed by it (path length 0), random serials.
+//! anchor, an issuer signed by it (path length 0), random serials. A
+//! leaf: it answers PEM and keys, and `ca` wraps them in its own types
+//! (and [`Failed`] in `ca::Error::Generate`).
 
-use super::{Anchor, Error, IssuerPem, ANCHOR_LIFETIME, ISSUER_LIFETIME};
 use crate::crypto;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
@@ -13,55 +14,51 @@ use time::OffsetDateTime;
 /// How far a generated CA's `notBefore` lies in the past (seconds).
 const CA_BACKDATE_SECS: u64 = 3600;
 
-/// A self-signed P-256 anchor (and its key, to sign issuers).
-pub(super) fn generate_anchor(now: u64) -> Result<(Anchor, KeyPair), Error> {
+/// rcgen refused to generate a key or certificate.
+#[derive(Debug)]
+pub(super) struct Failed {
+    /// What was being created.
+    pub what: &'static str,
+    /// rcgen's reason.
+    pub source: rcgen::Error,
+}
+
+/// A self-signed P-256 anchor valid for `lifetime`: its certificate PEM
+/// and its key (to sign issuers).
+pub(super) fn generate_anchor(now: u64, lifetime: Duration) -> Result<(String, KeyPair), Failed> {
     let key = new_key("a trust anchor key")?;
-    let params = ca_params("pimesh trust anchor", now, ANCHOR_LIFETIME, None);
-    let cert = params.self_signed(&key).map_err(|source| Error::Generate {
+    let params = ca_params("pimesh trust anchor", now, lifetime, None);
+    let cert = params.self_signed(&key).map_err(|source| Failed {
         what: "a trust anchor",
         source,
     })?;
-    let anchor = Anchor {
-        cert_pem: cert.pem(),
-        key_pem: Some(key.serialize_pem()),
-    };
-    Ok((anchor, key))
+    Ok((cert.pem(), key))
 }
 
-/// A P-256 issuer signed by `anchor` (path length 0: it signs only leaves).
+/// A P-256 issuer signed by the anchor `anchor_pem` with `key` (path
+/// length 0: it signs only leaves), valid for `lifetime`: its certificate
+/// PEM and key PEM.
 pub(super) fn generate_issuer(
-    anchor: &Anchor,
+    anchor_pem: &str,
     key: &KeyPair,
     now: u64,
-) -> Result<IssuerPem, Error> {
-    let anchor_key = KeyPair::from_pem(&key.serialize_pem()).map_err(|source| Error::Generate {
+    lifetime: Duration,
+) -> Result<(String, String), Failed> {
+    let failed = |source| Failed {
         what: "an issuer",
         source,
-    })?;
-    let parent = Issuer::from_ca_cert_pem(&anchor.cert_pem, anchor_key).map_err(|source| {
-        Error::Generate {
-            what: "an issuer",
-            source,
-        }
-    })?;
+    };
+    let anchor_key = KeyPair::from_pem(&key.serialize_pem()).map_err(failed)?;
+    let parent = Issuer::from_ca_cert_pem(anchor_pem, anchor_key).map_err(failed)?;
     let issuer_key = new_key("an issuer key")?;
-    let mut params = ca_params("pimesh issuer", now, ISSUER_LIFETIME, Some(0));
+    let mut params = ca_params("pimesh issuer", now, lifetime, Some(0));
     params.use_authority_key_identifier_extension = true;
-    let cert = params
-        .signed_by(&issuer_key, &parent)
-        .map_err(|source| Error::Generate {
-            what: "an issuer",
-            source,
-        })?;
-    Ok(IssuerPem {
-        cert_pem: cert.pem(),
-        key_pem: issuer_key.serialize_pem(),
-    })
+    let cert = params.signed_by(&issuer_key, &parent).map_err(failed)?;
+    Ok((cert.pem(), issuer_key.serialize_pem()))
 }
 
-fn new_key(what: &'static str) -> Result<KeyPair, Error> {
-    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|source| Error::Generate { what, source })
+fn new_key(what: &'static str) -> Result<KeyPair, Failed> {
+    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| Failed { what, source })
 }
 
 /// CA parameters; `CN = "<name> <8 random hex>"` keeps the subjects of

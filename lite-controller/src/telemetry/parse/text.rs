@@ -36,6 +36,11 @@ fn is_name(c: u8) -> bool {
 
 /// The sample on `line`, `Ok(None)` for a blank or comment line, or what
 /// is wrong with it.
+///
+/// # Errors
+///
+/// What is wrong with the line: no metric name first, bad labels or escapes, no
+/// value, a value or timestamp that is not a number, or text after them.
 pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, &'static str> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
