@@ -84,6 +84,20 @@ pub struct ControllerArgs {
     /// [env: PIMESH_CONTROLLER_PROXY_IMAGE]
     #[arg(long, value_name = "IMAGE")]
     pub proxy_image: Option<String>,
+    /// Kubernetes mode: injected proxies' default inbound policy, where
+    /// neither the pod nor its namespace names one
+    /// (config.pimesh.io/default-inbound-policy): all-unauthenticated,
+    /// all-authenticated, cluster-unauthenticated, cluster-authenticated,
+    /// deny or audit, as Linkerd's [default: all-unauthenticated]
+    /// [env: PIMESH_CONTROLLER_DEFAULT_INBOUND_POLICY]
+    #[arg(long, value_name = "POLICY")]
+    pub default_inbound_policy: Option<String>,
+    /// Kubernetes mode: the cluster networks (CIDRs, comma-separated) the
+    /// cluster-* policies admit [default: 10.0.0.0/8,100.64.0.0/10,
+    /// 172.16.0.0/12,192.168.0.0/16,fd00::/8, Linkerd's]
+    /// [env: PIMESH_CONTROLLER_CLUSTER_NETWORKS]
+    #[arg(long, value_name = "CIDRS")]
+    pub cluster_networks: Option<String>,
     /// Directory of the controller's database (created, mode 0700, if
     /// missing); holds the CA's keys [env: PIMESH_CONTROLLER_DATA_DIR]
     #[arg(long, value_name = "DIR")]
@@ -272,6 +286,20 @@ impl Config {
                             Ok(v.to_string())
                         }
                     },
+                )?,
+                default_inbound_policy: p.parse(
+                    "--default-inbound-policy",
+                    "PIMESH_CONTROLLER_DEFAULT_INBOUND_POLICY",
+                    args.default_inbound_policy.as_deref(),
+                    pimesh_api::policy::DefaultPolicy::default().as_str(),
+                    str::parse,
+                )?,
+                cluster_networks: p.parse(
+                    "--cluster-networks",
+                    "PIMESH_CONTROLLER_CLUSTER_NETWORKS",
+                    args.cluster_networks.as_deref(),
+                    pimesh_api::policy::DEFAULT_CLUSTER_NETWORKS,
+                    str::parse,
                 )?,
             })
         };

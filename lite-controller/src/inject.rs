@@ -6,8 +6,10 @@
 //! (see `review`) and answers one with the same `uid`, `allowed: true`
 //! and, when the pod is meshed, a JSON Patch (see `patch`). A pod is
 //! meshed when it or its namespace says `pimesh.io/inject: enabled` (the
-//! Namespace is read with `get namespaces` only when the pod does not
-//! decide); a skipped pod that asked to be meshed (or whose namespace did)
+//! Namespace is read with `get namespaces` when the pod does not decide,
+//! or, for a meshed pod, when it names no
+//! `config.pimesh.io/default-inbound-policy`: the namespace's, else
+//! `--default-inbound-policy`, goes to the proxy); a skipped pod that asked to be meshed (or whose namespace did)
 //! gets only the annotation `pimesh.io/inject-skipped: <why>`, others
 //! nothing; the reason is logged. A malformed
 //! review with a readable uid is answered allowed, unchanged; without one
@@ -165,9 +167,14 @@ impl Injector {
             .unwrap_or("")
             .to_string();
         let mut decision = patch::decide(&req.pod, &req.namespace, &self.params.controller_ns);
+        let mut ns_meta = None;
         if decision == Decision::AskNamespace {
             decision = match self.namespace_meta(&req.namespace).await {
-                Ok(meta) => patch::namespace_decides(&meta),
+                Ok(meta) => {
+                    let d = patch::namespace_decides(&meta);
+                    ns_meta = Some(meta);
+                    d
+                }
                 Err(e) => {
                     tracing::warn!(error = %crate::error_chain(&e), pod = %format!("{}/{name}", req.namespace), "not injected");
                     Decision::Skip(Skip::NamespaceUnavailable)
@@ -178,7 +185,18 @@ impl Injector {
             Decision::Inject => {
                 self.metrics.count("injected");
                 tracing::info!(pod = %format!("{}/{name}", req.namespace), "injecting the proxy");
-                patch::patch(&req.pod, &req.namespace, &self.params)
+                // A pod that names no default inbound policy takes its
+                // namespace's (read now if the injection did not need it);
+                // unreadable: the cluster's, and a warning.
+                if ns_meta.is_none() && !patch::names_inbound_policy(&req.pod) {
+                    match self.namespace_meta(&req.namespace).await {
+                        Ok(meta) => ns_meta = Some(meta),
+                        Err(e) => {
+                            tracing::warn!(error = %crate::error_chain(&e), pod = %format!("{}/{name}", req.namespace), "the cluster's default inbound policy applies")
+                        }
+                    }
+                }
+                patch::patch_in_namespace(&req.pod, &req.namespace, ns_meta.as_ref(), &self.params)
             }
             Decision::Skip(s) => {
                 self.metrics.count(s.result());
@@ -317,6 +335,10 @@ mod tests {
                 trust_domain: "cluster.local".into(),
                 proxy_image: default_proxy_image(),
                 native_sidecars: true,
+                default_inbound_policy: Default::default(),
+                cluster_networks: pimesh_api::policy::DEFAULT_CLUSTER_NETWORKS
+                    .parse()
+                    .unwrap(),
             },
             metrics: InjectMetrics::register(&mut reg),
         }
@@ -337,18 +359,40 @@ mod tests {
         i.metrics.get(result)
     }
 
-    /// The namespace is read only when the pod does not decide; every
-    /// outcome is counted; the uid comes back.
+    /// The namespace is read only when the pod does not decide, or names
+    /// no default inbound policy; every outcome is counted; the uid comes
+    /// back.
     #[tokio::test]
     async fn reviews_ask_the_namespace_only_when_needed_and_count() {
         let (client, mut server) = mock::client();
         let i = Arc::new(injector(client));
         let rsp = i
-            .review(&body("u1", "shop", json!({"pimesh.io/inject": "enabled"})))
+            .review(&body(
+                "u1",
+                "shop",
+                json!({"pimesh.io/inject": "enabled", "config.pimesh.io/default-inbound-policy": "deny"}),
+            ))
             .await
             .unwrap();
         assert_eq!(rsp["response"]["uid"], "u1");
         assert_eq!(rsp["response"]["patchType"], "JSONPatch");
+        // Meshed, no policy of its own: the namespace's is read and used.
+        let i2 = i.clone();
+        let call = tokio::spawn(async move {
+            i2.review(&body("u0", "shop", json!({"pimesh.io/inject": "enabled"})))
+                .await
+        });
+        mock::expect(
+            &mut server,
+            "GET",
+            "/api/v1/namespaces/shop",
+            200,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop",
+                "annotations": {"config.pimesh.io/default-inbound-policy": "cluster-authenticated"}}}),
+        )
+        .await;
+        let rsp = call.await.unwrap().unwrap();
+        assert_eq!(rsp["response"]["uid"], "u0");
         let i2 = i.clone();
         let call = tokio::spawn(async move { i2.review(&body("u2", "plain", json!({}))).await });
         mock::expect(
@@ -367,7 +411,7 @@ mod tests {
             json!({"uid": "u3", "allowed": true})
         );
         assert!(i.review(b"garbage").await.is_none());
-        assert_eq!(count(&i, "injected"), 1);
+        assert_eq!(count(&i, "injected"), 2);
         assert_eq!(count(&i, "skipped_not_enabled"), 1);
         assert_eq!(count(&i, "malformed"), 2);
     }

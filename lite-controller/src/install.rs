@@ -124,6 +124,19 @@ pub struct InstallArgs {
     /// What the API server does when the injector is unreachable
     #[arg(long, value_enum, default_value = "ignore", value_name = "POLICY")]
     pub webhook_failure_policy: FailurePolicy,
+    /// Injected proxies' default inbound policy where neither the pod nor
+    /// its namespace names one (config.pimesh.io/default-inbound-policy):
+    /// all-unauthenticated, all-authenticated, cluster-unauthenticated,
+    /// cluster-authenticated, deny or audit (Linkerd's
+    /// proxy.defaultInboundPolicy)
+    #[arg(long, default_value = "all-unauthenticated", value_name = "POLICY")]
+    pub default_inbound_policy: String,
+    /// The cluster networks the cluster-* policies admit, CIDRs
+    /// comma-separated (Linkerd's clusterNetworks) [default:
+    /// 10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8; k3s'
+    /// pods and services are in 10.42.0.0/16 and 10.43.0.0/16]
+    #[arg(long, value_name = "CIDRS")]
+    pub cluster_networks: Option<String>,
     /// For k3s's auto-deploy directory
     /// (/var/lib/rancher/k3s/server/manifests/): the air-gap images
     /// (imagePullPolicy IfNotPresent whatever --image-pull-policy says) and
@@ -147,6 +160,8 @@ impl Default for InstallArgs {
             data_volume_size: "256Mi".to_string(),
             storage_class: None,
             webhook_failure_policy: FailurePolicy::Ignore,
+            default_inbound_policy: "all-unauthenticated".to_string(),
+            cluster_networks: None,
             k3s: false,
         }
     }
@@ -222,6 +237,9 @@ struct Checked<'a> {
     volume_size: &'a str,
     storage_class: Option<&'a str>,
     failure_policy: &'static str,
+    /// `--default-inbound-policy=…` and, when given, `--cluster-networks=…`,
+    /// as controller argument lines.
+    policy_args: String,
 }
 
 fn check(a: &InstallArgs) -> Result<Checked<'_>, InvalidFlag> {
@@ -310,6 +328,26 @@ fn check(a: &InstallArgs) -> Result<Checked<'_>, InvalidFlag> {
             return Err(invalid("storage-class", sc, "not a StorageClass name"));
         }
     }
+    let policy: pimesh_api::policy::DefaultPolicy =
+        a.default_inbound_policy.parse().map_err(|_| {
+            invalid(
+                "default-inbound-policy",
+                &a.default_inbound_policy,
+                "not one of all-unauthenticated, all-authenticated, cluster-unauthenticated, \
+             cluster-authenticated, deny, audit",
+            )
+        })?;
+    let mut policy_args = format!("            - --default-inbound-policy={policy}\n");
+    if let Some(n) = &a.cluster_networks {
+        let nets: pimesh_api::policy::Networks = n.parse().map_err(|_| {
+            invalid(
+                "cluster-networks",
+                n,
+                "not CIDRs such as 10.42.0.0/16,10.43.0.0/16 (network addresses, comma-separated)",
+            )
+        })?;
+        policy_args.push_str(&format!("            - --cluster-networks={nets}\n"));
+    }
     Ok(Checked {
         ns: &a.namespace,
         domain: &a.cluster_domain,
@@ -326,6 +364,7 @@ fn check(a: &InstallArgs) -> Result<Checked<'_>, InvalidFlag> {
         memory_limit: &a.controller_memory_limit,
         volume_size: &a.data_volume_size,
         storage_class: a.storage_class.as_deref(),
+        policy_args,
         failure_policy: match a.webhook_failure_policy {
             FailurePolicy::Ignore => "Ignore",
             FailurePolicy::Fail => "Fail",
@@ -391,7 +430,7 @@ pub fn manifests(a: &InstallArgs) -> Result<String, InvalidFlag> {
          seccompProfile:\n          type: RuntimeDefault\n      containers:\n        - name: controller\n          \
          image: {image}\n          imagePullPolicy: {pull}\n          args:\n            - controller\n            \
          - --data-dir={DATA_DIR}\n            - --cluster-domain={domain}\n            \
-         - --proxy-image={proxy_image}\n          env:\n            - name: PIMESH_CONTROLLER_NAMESPACE\n              \
+         - --proxy-image={proxy_image}\n{policy_args}          env:\n            - name: PIMESH_CONTROLLER_NAMESPACE\n              \
          valueFrom:\n                fieldRef:\n                  fieldPath: metadata.namespace\n          \
          ports:\n            - name: proxy-api\n              containerPort: 8086\n            \
          - name: admin\n              containerPort: 8085\n            - name: webhook\n              \
@@ -409,6 +448,7 @@ pub fn manifests(a: &InstallArgs) -> Result<String, InvalidFlag> {
         pull = c.pull,
         domain = c.domain,
         proxy_image = c.proxy_image,
+        policy_args = c.policy_args,
         cpu_req = c.cpu_request,
         mem_req = c.memory_request,
         mem_lim = c.memory_limit,

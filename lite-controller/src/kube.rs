@@ -45,6 +45,11 @@ pub struct Settings {
     pub webhook_addr: std::net::SocketAddr,
     /// `--proxy-image`: the image of the injected proxy and init container.
     pub proxy_image: String,
+    /// `--default-inbound-policy`: injected proxies' default inbound
+    /// policy where neither the pod nor its namespace names one.
+    pub default_inbound_policy: pimesh_api::policy::DefaultPolicy,
+    /// `--cluster-networks`: the networks of the `cluster-*` policies.
+    pub cluster_networks: pimesh_api::policy::Networks,
 }
 
 /// Kubernetes mode could not start.

@@ -311,6 +311,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
                     trust_domain: config.trust_domain.clone(),
                     proxy_image: settings.proxy_image.clone(),
                     native_sidecars,
+                    default_inbound_policy: settings.default_inbound_policy,
+                    cluster_networks: settings.cluster_networks.clone(),
                 },
                 metrics: metrics.inject.clone(),
             });

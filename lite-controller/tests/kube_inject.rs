@@ -144,7 +144,8 @@ fn the_api_server_injects_pods_of_annotated_namespaces_through_the_webhook() {
     assert!(ctl.metric("pimesh_controller_kube_webhook_ca_bundle_updates_total") >= 1.0);
     cluster
         .apply(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  annotations:\n    pimesh.io/inject: enabled\n\
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  annotations:\n    pimesh.io/inject: enabled\n    \
+             config.pimesh.io/default-inbound-policy: cluster-authenticated\n\
              ---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: plain\n",
         )
         .unwrap();
@@ -207,6 +208,7 @@ fn the_api_server_injects_pods_of_annotated_namespaces_through_the_webhook() {
             "{}---\n{}---\n{}---\n\
              apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n\
              spec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n\
+             \x20     annotations: {{config.pimesh.io/default-inbound-policy: deny}}\n\
              \x20   spec:\n      containers:\n        - name: app\n          image: example/app:1\n",
             pod_yaml("shop", "solo", ""),
             pod_yaml("shop", "opted-out", "pimesh.io/inject: disabled"),
@@ -214,9 +216,17 @@ fn the_api_server_injects_pods_of_annotated_namespaces_through_the_webhook() {
         ))
         .unwrap();
 
-    assert_injected(
-        &get_json(&cluster, &["pod", "solo", "-n", "shop"]),
-        "pod=$(_pod_name)",
+    let solo = get_json(&cluster, &["pod", "solo", "-n", "shop"]);
+    assert_injected(&solo, "pod=$(_pod_name)");
+    // The namespace's default inbound policy, the cluster's networks.
+    let proxy = &solo["spec"]["initContainers"][1];
+    assert_eq!(
+        env(proxy, "PIMESH_PROXY_INBOUND_DEFAULT_POLICY")["value"],
+        "cluster-authenticated"
+    );
+    assert_eq!(
+        env(proxy, "PIMESH_PROXY_POLICY_CLUSTER_NETWORKS")["value"],
+        pimesh_api::policy::DEFAULT_CLUSTER_NETWORKS
     );
     assert_untouched(&get_json(&cluster, &["pod", "opted-out", "-n", "shop"]));
     assert_untouched(&get_json(&cluster, &["pod", "other", "-n", "plain"]));
@@ -249,6 +259,14 @@ fn the_api_server_injects_pods_of_annotated_namespaces_through_the_webhook() {
         "no pod of deployment web"
     );
     assert_injected(&pods["items"][0], ",deployment=web");
+    // The pod template's own policy wins over its namespace's.
+    assert_eq!(
+        env(
+            &pods["items"][0]["spec"]["initContainers"][1],
+            "PIMESH_PROXY_INBOUND_DEFAULT_POLICY"
+        )["value"],
+        "deny"
+    );
 
     let m = |r: &str| {
         ctl.metric(&format!(

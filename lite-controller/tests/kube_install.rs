@@ -101,6 +101,10 @@ fn install_k3s_manifest_and_injected_examples_pass_server_side_dry_run() {
             "local-path",
             "--webhook-failure-policy",
             "fail",
+            "--default-inbound-policy",
+            "cluster-authenticated",
+            "--cluster-networks",
+            "10.42.0.0/16,10.43.0.0/16",
         ]),
     )
     .unwrap();

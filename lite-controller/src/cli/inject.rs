@@ -30,6 +30,16 @@ pub struct InjectArgs {
     /// --manual: the proxy image [default: ghcr.io/pimesh/pimesh-proxy:VERSION]
     #[arg(long, value_name = "IMAGE")]
     pub proxy_image: Option<String>,
+    /// --manual: the proxies' default inbound policy where the pod names
+    /// none (config.pimesh.io/default-inbound-policy; a Namespace's
+    /// annotation is read by the proxy injector only): all-unauthenticated,
+    /// all-authenticated, cluster-unauthenticated, cluster-authenticated,
+    /// deny or audit
+    #[arg(long, default_value = "all-unauthenticated", value_name = "POLICY")]
+    pub default_inbound_policy: pimesh_api::policy::DefaultPolicy,
+    /// --manual: the cluster networks of the cluster-* policies (CIDRs)
+    #[arg(long, default_value = pimesh_api::policy::DEFAULT_CLUSTER_NETWORKS, value_name = "CIDRS")]
+    pub cluster_networks: pimesh_api::policy::Networks,
     /// --manual: the proxy as the first container with a postStart wait,
     /// for API servers before 1.29 (no native sidecars)
     #[arg(long)]
@@ -61,6 +71,8 @@ pub fn run(args: InjectArgs) -> Result<(), Error> {
             trust_domain: args.trust_domain,
             proxy_image: args.proxy_image.unwrap_or_else(default_proxy_image),
             native_sidecars: !args.no_native_sidecar,
+            default_inbound_policy: args.default_inbound_policy,
+            cluster_networks: args.cluster_networks,
         })
     } else {
         Mode::Annotate

@@ -164,6 +164,10 @@ fn kubernetes_mode_without_standalone() {
             namespace: "mesh".into(),
             webhook_addr: "0.0.0.0:8443".parse().unwrap(),
             proxy_image: format!("ghcr.io/pimesh/pimesh-proxy:{}", env!("CARGO_PKG_VERSION")),
+            default_inbound_policy: pimesh_api::policy::DefaultPolicy::AllUnauthenticated,
+            cluster_networks: pimesh_api::policy::DEFAULT_CLUSTER_NETWORKS
+                .parse()
+                .unwrap(),
         })
     );
     assert_eq!(c.cluster_domain, "cluster.local");

@@ -69,6 +69,10 @@ fn params() -> Params {
         trust_domain: "cluster.local".into(),
         proxy_image: "ghcr.io/pimesh/pimesh-proxy:test".into(),
         native_sidecars: true,
+        default_inbound_policy: Default::default(),
+        cluster_networks: pimesh_api::policy::DEFAULT_CLUSTER_NETWORKS
+            .parse()
+            .unwrap(),
     }
 }
 

@@ -18,6 +18,7 @@
 //!   `identity.pimesh.io`, 24 h) and the trust-roots ConfigMap.
 
 use pimesh_api::identity::KUBERNETES_TOKEN_AUDIENCE;
+pub use pimesh_api::policy::{DefaultPolicy, Networks};
 use serde_json::{json, Map, Value};
 
 /// The annotation (or label) that meshes a namespace or a pod.
@@ -145,6 +146,50 @@ pub struct Params {
     /// The proxy as a native sidecar unless a pod says otherwise: the API
     /// server is 1.29 or newer (the controller asks at start).
     pub native_sidecars: bool,
+    /// `--default-inbound-policy`: the cluster's default inbound policy,
+    /// unless the pod or its namespace names one
+    /// ([`DEFAULT_INBOUND_POLICY_ANNOTATION`]).
+    pub default_inbound_policy: DefaultPolicy,
+    /// `--cluster-networks`: what the `cluster-*` policies admit.
+    pub cluster_networks: Networks,
+}
+
+/// The annotation, on a pod (template) or its namespace, naming the
+/// proxy's default inbound policy (Linkerd's
+/// `config.linkerd.io/default-inbound-policy`); the pod's wins.
+pub const DEFAULT_INBOUND_POLICY_ANNOTATION: &str = "config.pimesh.io/default-inbound-policy";
+
+/// The default inbound policy an annotation `value` names; `None` (with a
+/// warning naming `whose` annotation) for a name that is not one of
+/// Linkerd's six.
+fn policy_named(value: Option<&str>, whose: &str) -> Option<DefaultPolicy> {
+    let v = value?.trim();
+    match v.parse() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(annotation = DEFAULT_INBOUND_POLICY_ANNOTATION, whose, error = %e, "ignored");
+            None
+        }
+    }
+}
+
+/// The default inbound policy of `pod`: its annotation, else its
+/// namespace's (`ns_meta`, `{labels, annotations}`, when known), else the
+/// cluster's.
+pub fn inbound_policy(pod: &Value, ns_meta: Option<&Value>, p: &Params) -> DefaultPolicy {
+    policy_named(config(pod, "default-inbound-policy"), "pod")
+        .or_else(|| {
+            let v = ns_meta
+                .and_then(|m| str_at(m, &["annotations", DEFAULT_INBOUND_POLICY_ANNOTATION]));
+            policy_named(v, "namespace")
+        })
+        .unwrap_or(p.default_inbound_policy)
+}
+
+/// Whether `pod` names its own default inbound policy (else the injector
+/// reads its namespace's).
+pub fn names_inbound_policy(pod: &Value) -> bool {
+    config(pod, "default-inbound-policy").is_some()
 }
 
 /// The proxy binary's path in its image (images/build.sh).
@@ -378,7 +423,13 @@ fn field_env(name: &str, path: &str) -> Value {
 }
 
 /// The proxy container (`native`: with `restartPolicy: Always`).
-fn proxy_container(pod: &Value, ns: &str, p: &Params, native: bool) -> Value {
+fn proxy_container(
+    pod: &Value,
+    ns: &str,
+    ns_meta: Option<&Value>,
+    p: &Params,
+    native: bool,
+) -> Value {
     let mut envs = vec![
         field_env("_pod_ns", "metadata.namespace"),
         field_env("_pod_sa", "spec.serviceAccountName"),
@@ -411,6 +462,14 @@ fn proxy_container(pod: &Value, ns: &str, p: &Params, native: bool) -> Value {
         env(
             "PIMESH_PROXY_ADMIN_LISTEN_ADDR",
             format!("0.0.0.0:{ADMIN_PORT}"),
+        ),
+        env(
+            "PIMESH_PROXY_INBOUND_DEFAULT_POLICY",
+            inbound_policy(pod, ns_meta, p).as_str(),
+        ),
+        env(
+            "PIMESH_PROXY_POLICY_CLUSTER_NETWORKS",
+            p.cluster_networks.to_string(),
         ),
     ];
     if let Some(v) = config(pod, "opaque-ports") {
@@ -528,7 +587,21 @@ fn add_entries(ops: &mut Vec<Value>, pod: &Value, field: &str, entries: &[(&str,
 /// The JSON Patch that meshes `pod` in namespace `ns` (see the module
 /// doc), as `[{"op":"add","path":…,"value":…}, …]`. Call only when
 /// [`decide`] (or [`namespace_decides`]) says [`Decision::Inject`].
+/// The namespace is not known here: [`patch_in_namespace`] takes its
+/// default inbound policy into account.
 pub fn patch(pod: &Value, ns: &str, p: &Params) -> Vec<Value> {
+    patch_in_namespace(pod, ns, None, p)
+}
+
+/// [`patch`] for a pod of the namespace whose metadata (`{labels,
+/// annotations}`) is `ns_meta`: its default inbound policy applies to pods
+/// that name none.
+pub fn patch_in_namespace(
+    pod: &Value,
+    ns: &str,
+    ns_meta: Option<&Value>,
+    p: &Params,
+) -> Vec<Value> {
     let mut ops = Vec::new();
     if !pod["metadata"].is_object() {
         ops.push(add("/metadata", json!({})));
@@ -554,7 +627,7 @@ pub fn patch(pod: &Value, ns: &str, p: &Params) -> Vec<Value> {
         _ => p.native_sidecars,
     };
     let init = init_container(pod, p);
-    let proxy = proxy_container(pod, ns, p, native);
+    let proxy = proxy_container(pod, ns, ns_meta, p, native);
     let mut inits = vec![init];
     if native {
         inits.push(proxy.clone());

@@ -7,6 +7,10 @@ fn params() -> Params {
         trust_domain: "cluster.local".into(),
         proxy_image: "example/proxy:1".into(),
         native_sidecars: true,
+        default_inbound_policy: Default::default(),
+        cluster_networks: pimesh_api::policy::DEFAULT_CLUSTER_NETWORKS
+            .parse()
+            .unwrap(),
     }
 }
 
@@ -369,4 +373,58 @@ fn helpers_escape_keys_and_check_values() {
     assert_eq!(quantity("1.5"), Some(1.5));
     assert_eq!(quantity("Mi"), None);
     assert_eq!(quantity("5X"), None);
+}
+
+/// The proxy's default inbound policy: the pod's annotation, else its
+/// namespace's, else the cluster's (`--default-inbound-policy`); a name
+/// that is not one of Linkerd's six is ignored at its level. The cluster
+/// networks come from `--cluster-networks`.
+#[test]
+fn the_default_inbound_policy_is_the_pods_then_its_namespaces_then_the_clusters() {
+    let policy_of = |pod: &Value, ns_meta: Option<&Value>, p: &Params| {
+        let out = apply(pod.clone(), &patch_in_namespace(pod, "shop", ns_meta, p));
+        let proxy = out["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == PROXY_CONTAINER)
+            .unwrap()
+            .clone();
+        (
+            env_of(&proxy, "PIMESH_PROXY_INBOUND_DEFAULT_POLICY")["value"].clone(),
+            env_of(&proxy, "PIMESH_PROXY_POLICY_CLUSTER_NETWORKS")["value"].clone(),
+        )
+    };
+    let cluster = Params {
+        default_inbound_policy: DefaultPolicy::AllAuthenticated,
+        cluster_networks: "10.42.0.0/16".parse().unwrap(),
+        ..params()
+    };
+    let ns = json!({"annotations": {DEFAULT_INBOUND_POLICY_ANNOTATION: "cluster-authenticated"}});
+    let bad_ns = json!({"annotations": {DEFAULT_INBOUND_POLICY_ANNOTATION: "nobody"}});
+    let mut pod = bare_pod();
+
+    assert_eq!(policy_of(&pod, None, &params()).0, "all-unauthenticated");
+    assert_eq!(
+        policy_of(&pod, None, &cluster),
+        (json!("all-authenticated"), json!("10.42.0.0/16"))
+    );
+    assert_eq!(
+        policy_of(&pod, Some(&ns), &cluster).0,
+        "cluster-authenticated"
+    );
+    assert_eq!(
+        policy_of(&pod, Some(&bad_ns), &cluster).0,
+        "all-authenticated"
+    );
+    assert!(!names_inbound_policy(&pod));
+
+    pod["metadata"]["annotations"] = json!({DEFAULT_INBOUND_POLICY_ANNOTATION: "deny"});
+    assert!(names_inbound_policy(&pod));
+    assert_eq!(policy_of(&pod, Some(&ns), &cluster).0, "deny");
+    pod["metadata"]["annotations"] = json!({DEFAULT_INBOUND_POLICY_ANNOTATION: "allow"});
+    assert_eq!(
+        policy_of(&pod, Some(&ns), &cluster).0,
+        "cluster-authenticated"
+    );
 }

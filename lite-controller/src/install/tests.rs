@@ -68,9 +68,26 @@ fn flags_reach_the_manifests() {
         controller_cpu_limit: Some("500m".into()),
         storage_class: Some("nfs-client".into()),
         webhook_failure_policy: FailurePolicy::Fail,
+        default_inbound_policy: "cluster-authenticated".into(),
+        cluster_networks: Some("10.42.0.0/16, 10.43.0.0/16".into()),
         ..InstallArgs::default()
     };
     let docs = documents(&manifests(&a).unwrap());
+    let args = &docs[5]["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "--default-inbound-policy=cluster-authenticated"),
+        "{args}"
+    );
+    assert!(
+        args.as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "--cluster-networks=10.42.0.0/16,10.43.0.0/16"),
+        "{args}"
+    );
     assert!(docs.iter().all(|d| d["kind"] == "Namespace"
         || d["kind"] == "ClusterRole"
         || d["kind"] == "ClusterRoleBinding"
@@ -148,6 +165,20 @@ fn bad_flags_are_refused_naming_the_flag() {
             "storage-class",
             InstallArgs {
                 storage_class: Some("local path".into()),
+                ..InstallArgs::default()
+            },
+        ),
+        (
+            "default-inbound-policy",
+            InstallArgs {
+                default_inbound_policy: "allow-all".into(),
+                ..InstallArgs::default()
+            },
+        ),
+        (
+            "cluster-networks",
+            InstallArgs {
+                cluster_networks: Some("10.42.0.1/16".into()),
                 ..InstallArgs::default()
             },
         ),
