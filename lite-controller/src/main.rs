@@ -30,7 +30,7 @@ struct Cli {
 enum Command {
     /// Run the control plane: the mesh CA on the proxy port (8086) and the
     /// operator API on the admin port (8085)
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Join tokens for proxies (standalone mode)
     #[command(subcommand)]
     Token(TokenCommand),
