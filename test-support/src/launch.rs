@@ -43,12 +43,7 @@ pub struct Exited {
 /// When the program cannot be started, or prints no marker within
 /// `timeout` (the process is killed first): a test cannot go on then.
 pub fn launch(c: &mut Command, marker: &str, timeout: Duration) -> Result<Launched, Exited> {
-    let mut child = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {c:?}: {e}"));
+    let mut child = crate::command::spawn(c, Stdio::null());
     let log = Arc::new(Mutex::new(String::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = child.stderr.take().map(|stderr| {
