@@ -441,4 +441,4 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
