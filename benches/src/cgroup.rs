@@ -385,7 +385,8 @@ mod tests {
         else {
             return; // no python3
         };
-        let ended = crate::process::eventually(Duration::from_secs(20), || p.exited().is_some());
+        let ended =
+            pimesh_test_support::eventually(Duration::from_secs(20), || p.exited().is_some());
         assert!(ended, "the allocation finished under a 16 MiB limit");
         assert_eq!(p.exited().unwrap(), "killed by signal 9");
         assert!(p.cgroup.as_ref().unwrap().oom_kills() >= 1);

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Starting or watching a child failed.
 #[derive(Debug, thiserror::Error)]
@@ -337,32 +337,17 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// The address after `key` (e.g. `"inbound="`) in a start-up line.
+/// The address after `key` (e.g. `"inbound="`) in a start-up line, as
+/// [`pimesh_test_support::line_addr`] reads it.
+///
+/// # Errors
+///
+/// [`Error::NoAddress`] when the line has no `key` or no address after it.
 pub fn line_addr(line: &str, key: &str) -> Result<std::net::SocketAddr, Error> {
-    let bad = || Error::NoAddress {
+    pimesh_test_support::line_addr(line, key).ok_or_else(|| Error::NoAddress {
         key: key.into(),
         line: line.into(),
-    };
-    let start = line.find(key).ok_or_else(bad)? + key.len();
-    line[start..]
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .next()
-        .and_then(|a| a.trim_matches('"').parse().ok())
-        .ok_or_else(bad)
-}
-
-/// Polls `f` every 50 ms until it is true or `timeout` passes.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 /// Clock ticks per second of /proc/PID/stat times (USER_HZ, 100 on Linux).
@@ -508,7 +493,7 @@ mod tests {
         assert!(status_kib(me, "VmRSS:").unwrap() > 0);
         assert!(process_tree(me).contains(&me));
         // Burn a little CPU so that at least one tick is counted.
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         let mut x = 0u64;
         while start.elapsed() < Duration::from_millis(50) {
             x = std::hint::black_box(x.wrapping_add(1));

@@ -10,6 +10,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use pimesh_test_support::{eventually, free_port};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -105,7 +106,7 @@ http {{
         let (proc, _) = Proc::start("nginx", &launch, None, None, Duration::ZERO)?;
         let h1: SocketAddr = ([127, 0, 0, 1], h1).into();
         let h2: SocketAddr = ([127, 0, 0, 1], h2).into();
-        let up = process::eventually(Duration::from_secs(10), || {
+        let up = eventually(Duration::from_secs(10), || {
             std::net::TcpStream::connect(h1).is_ok() && std::net::TcpStream::connect(h2).is_ok()
         });
         if !up {
@@ -127,14 +128,6 @@ http {{
             crate::config::Protocol::H2 => self.h2,
         }
     }
-}
-
-/// A port that was free on 127.0.0.1 a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
 }
 
 /// `n` deterministic bytes that are not all alike.
