@@ -70,6 +70,16 @@ fn sibling(name: &str) -> PathBuf {
 
 /// Runs the whole benchmark and writes report.json, report.md and the
 /// SVGs into `args.out`. Returns the report (its runs may hold failures).
+///
+/// # Errors
+///
+/// [`Error::Binary`] when `pimesh-proxy` or `pimesh` is missing;
+/// [`Error::Baseline`] for an unreadable baseline; [`Error::NoNginx`] when
+/// nginx is asked for and not installed; [`Error::Cgroup`] when limits are
+/// asked for and no group can be made; [`Error::Output`] when the scratch or
+/// output files cannot be written; [`Error::Runtime`], [`Error::Upstream`] or
+/// [`Error::Controller`] when the runtime, the upstream or the controller
+/// cannot start. A failing scenario is no error: it is recorded in its run.
 pub fn run(args: &Args) -> Result<Report, Error> {
     let proxy_bin = args
         .proxy_bin

@@ -117,6 +117,10 @@ impl Launch {
 
 /// Runs `launch` to completion: `(Some(stdout), stderr)` when it exited 0,
 /// `(None, stderr)` otherwise.
+///
+/// # Errors
+///
+/// The program cannot be started or its output cannot be read.
 pub fn output(launch: &Launch) -> std::io::Result<(Option<String>, String)> {
     let out = spawn(launch, None, true)?.wait_with_output()?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -136,6 +140,12 @@ pub struct Proc {
 impl Proc {
     /// Starts `launch` (inside `cgroup` when given) and, with a `marker`,
     /// waits up to `wait` for the stderr line containing it, returned too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] when the program (or its cgroup's `cgroup.procs`)
+    /// cannot be started or opened; [`Error::NoStartLine`] with its log when it
+    /// prints no `marker` line within `wait`.
     pub fn start(
         name: &str,
         launch: &Launch,

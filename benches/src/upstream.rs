@@ -47,6 +47,11 @@ pub fn nginx_present() -> bool {
 
 impl Upstream {
     /// Starts `pimesh-bench upstream` (this executable).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Process`] when `pimesh-bench upstream` cannot start, prints no
+    /// listening line or that line has no address.
     pub fn builtin(payload: u64) -> Result<Upstream, Error> {
         let exe = std::env::current_exe().unwrap_or_else(|_| "pimesh-bench".into());
         let launch = Launch::new(exe)
@@ -70,6 +75,12 @@ impl Upstream {
 
     /// Starts nginx with its files in `dir`; `max_conns` sizes its
     /// connection table (the idle-connection figure holds one per client).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Files`] when its files cannot be written; [`Error::Process`]
+    /// when nginx cannot start; [`Error::NotUp`] with its log when it does not
+    /// answer.
     pub fn nginx(dir: &Path, payload: u64, max_conns: usize) -> Result<Upstream, Error> {
         let files = |e| Error::Files(dir.display().to_string(), e);
         std::fs::create_dir_all(dir.join("www")).map_err(files)?;
@@ -137,6 +148,10 @@ pub fn pattern(n: usize) -> Vec<u8> {
 
 /// `pimesh-bench upstream`: serves until killed; prints
 /// `listening h1=ADDR h2=ADDR` on stderr once both ports accept.
+///
+/// # Errors
+///
+/// The runtime cannot be built or a listener cannot be bound on 127.0.0.1.
 pub fn serve(payload: u64) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
