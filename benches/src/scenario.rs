@@ -311,7 +311,7 @@ impl Env<'_> {
     /// # Errors
     ///
     /// As [`Env::inbound`] for each proxy, and [`Error::Cli`] or
-    /// [`Error::File`] when a proxy's join token or trust anchors cannot be
+    /// [`Error::File`] when a proxy's join token or its file cannot be
     /// made.
     pub fn mesh(
         &self,
