@@ -18,6 +18,16 @@ impl TempDir {
     /// reader of a leftover). Panics (failing the test) when it cannot be
     /// created.
     pub fn new(tag: &str) -> TempDir {
+        TempDir::create(tag).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`TempDir::new`] for callers that report errors (a tool's scratch
+    /// directory).
+    ///
+    /// # Errors
+    ///
+    /// The directory cannot be created (the message names it).
+    pub fn create(tag: &str) -> std::io::Result<TempDir> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -29,9 +39,13 @@ impl TempDir {
         ));
         // A directory of a killed earlier run with the same name goes first.
         let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", p.display()));
-        TempDir(p)
+        match std::fs::create_dir_all(&p) {
+            Ok(()) => Ok(TempDir(p)),
+            Err(e) => Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot create {}: {e}", p.display()),
+            )),
+        }
     }
 
     /// The directory.
