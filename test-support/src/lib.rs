@@ -8,6 +8,8 @@
 //! - `command`: [`run`], a command to completion within a time limit.
 //! - `launch`: [`launch`], [`Launched`] and [`line_addr`]: a server
 //!   process up to the log line saying where it listens.
+//! - `proxy`: [`proxy_env`] and [`PROXY_LISTENING`], a `pimesh-proxy`
+//!   under test.
 //! - `cycles`: the import-cycle checker behind `tests/import_cycles.rs`.
 
 mod command;
@@ -15,10 +17,12 @@ pub mod cycles;
 mod launch;
 mod poll;
 mod port;
+mod proxy;
 mod temp;
 
 pub use command::run;
 pub use launch::{launch, line_addr, Exited, Launched};
 pub use poll::{eventually, eventually_every};
 pub use port::free_port;
+pub use proxy::{proxy_env, PROXY_LISTENING};
 pub use temp::TempDir;

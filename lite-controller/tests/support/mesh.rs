@@ -4,7 +4,7 @@
 //! scrape targets (slow, huge, garbage).
 #![allow(dead_code)]
 
-use pimesh_test_support::{launch, Launched};
+use pimesh_test_support::{launch, proxy_env, Launched, PROXY_LISTENING};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -52,17 +52,11 @@ impl Proxy {
     /// waits for its listening line and, with a controller, for `/ready`.
     pub fn start(admin: SocketAddr, env: &[(String, String)]) -> Proxy {
         let mut c = Command::new(proxy_bin());
-        c.env("PIMESH_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
-            .env("PIMESH_PROXY_TAP_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_LOG", "warn,pimesh=info")
-            .env_remove("http_proxy")
-            .env_remove("HTTP_PROXY");
+        proxy_env(&mut c, &admin.to_string(), "warn,pimesh=info");
         for (k, v) in env {
             c.env(k, v);
         }
-        let process = launch(&mut c, "listening inbound=", Duration::from_secs(20))
+        let process = launch(&mut c, PROXY_LISTENING, Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("proxy did not start ({}):\n{}", e.status, e.log));
         let p = Proxy {
             inbound: process.addr(" inbound="),

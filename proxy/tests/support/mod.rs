@@ -6,7 +6,7 @@
 pub mod outbound;
 
 pub use pimesh_test_support::{eventually, free_port, run, TempDir};
-use pimesh_test_support::{launch, Launched};
+use pimesh_test_support::{launch, proxy_env, Launched, PROXY_LISTENING};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -56,17 +56,11 @@ impl Proxy {
             }
             None => cmd(netns, proxy_bin()),
         };
-        c.env("PIMESH_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_TAP_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_LOG", "warn,pimesh=debug")
-            .env_remove("http_proxy")
-            .env_remove("HTTP_PROXY");
+        proxy_env(&mut c, "127.0.0.1:0", "warn,pimesh=debug");
         for (k, v) in env {
             c.env(k, v);
         }
-        let process = launch(&mut c, "listening inbound=", Duration::from_secs(20))
+        let process = launch(&mut c, PROXY_LISTENING, Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("{c:?} exited with {}:\n{}", e.status, e.log));
         Proxy {
             inbound: process.addr(" inbound="),
