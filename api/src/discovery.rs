@@ -295,7 +295,9 @@ impl ServiceName {
     /// (case-insensitive, a trailing dot allowed). A bare name is in
     /// `default_namespace`.
     ///
-    /// Errors: anything else (other domains, bad labels, IP addresses).
+    /// # Errors
+    ///
+    /// Anything else (other domains, bad labels, IP addresses).
     pub fn parse(
         s: &str,
         default_namespace: &str,

@@ -42,7 +42,9 @@ pub struct InvalidIdentity(pub String);
 impl Identity {
     /// Builds an identity from its two parts.
     ///
-    /// Errors: either part is not an RFC 1123 label.
+    /// # Errors
+    ///
+    /// Either part is not an RFC 1123 label.
     pub fn new(namespace: &str, service_account: &str) -> Result<Self, InvalidIdentity> {
         if is_label(namespace) && is_label(service_account) {
             Ok(Identity {

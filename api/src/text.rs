@@ -8,7 +8,9 @@ use std::time::Duration;
 /// `30d`); a bare number is seconds. Zero is allowed: callers that need a
 /// bound check it ([`parse_positive_duration`]). Large values saturate.
 ///
-/// Errors: a message naming the accepted forms (no sign, no fraction, no
+/// # Errors
+///
+/// A message naming the accepted forms (no sign, no fraction, no
 /// other unit).
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let v = v.trim();
@@ -29,7 +31,9 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
 
 /// [`parse_duration`], refusing zero.
 ///
-/// Errors: as [`parse_duration`]; "must be greater than zero".
+/// # Errors
+///
+/// As [`parse_duration`]; "must be greater than zero".
 pub fn parse_positive_duration(v: &str) -> Result<Duration, String> {
     match parse_duration(v)? {
         d if d.is_zero() => Err("must be greater than zero".into()),

@@ -15,6 +15,11 @@ pub enum Error {
 }
 
 /// Reads a saved report.
+///
+/// # Errors
+///
+/// [`Error::Read`] when the file cannot be read; [`Error::Parse`] when it is
+/// not a report's JSON.
 pub fn load(path: &Path) -> Result<Report, Error> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Error::Read(name.clone(), e))?;

@@ -45,6 +45,11 @@ impl Hierarchy {
     /// Detects v2 (a unified hierarchy at /sys/fs/cgroup) or v1 (separate
     /// `memory` and `cpu` mounts; a v2 tree mounted beside them, "hybrid",
     /// has no controllers and is ignored).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoHierarchy`] when neither a v2 tree with the `memory` and
+    /// `cpu` controllers nor v1 `memory` and `cpu` mounts are there.
     pub fn detect() -> Result<Hierarchy, Error> {
         let root = Path::new("/sys/fs/cgroup");
         if root.join("cgroup.controllers").exists() {
@@ -103,6 +108,11 @@ impl Hierarchy {
     }
 
     /// Creates a group named after `role` with `limits`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Write`] naming the directory or control file that cannot be
+    /// made or written (no permission, controller not delegated).
     pub fn create(&self, role: &str, limits: Limits) -> Result<Cgroup, Error> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
@@ -235,6 +245,10 @@ impl Cgroup {
 
     /// `cgroup.procs` of every directory, opened for writing (the child
     /// writes "0" into each between fork and exec).
+    ///
+    /// # Errors
+    ///
+    /// A `cgroup.procs` file cannot be opened for writing.
     pub fn open_procs(&self) -> std::io::Result<Vec<File>> {
         self.dirs
             .iter()
@@ -385,7 +399,8 @@ mod tests {
         else {
             return; // no python3
         };
-        let ended = crate::process::eventually(Duration::from_secs(20), || p.exited().is_some());
+        let ended =
+            pimesh_test_support::eventually(Duration::from_secs(20), || p.exited().is_some());
         assert!(ended, "the allocation finished under a 16 MiB limit");
         assert_eq!(p.exited().unwrap(), "killed by signal 9");
         assert!(p.cgroup.as_ref().unwrap().oom_kills() >= 1);

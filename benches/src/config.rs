@@ -213,6 +213,10 @@ impl Args {
 }
 
 /// Parses `32MiB`, `512KiB`, `1G`, `64` (bytes).
+///
+/// # Errors
+///
+/// [`Error::Size`] for no number, an unknown unit or a size past `u64`.
 pub fn parse_size(s: &str) -> Result<u64, Error> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -229,6 +233,10 @@ pub fn parse_size(s: &str) -> Result<u64, Error> {
 }
 
 /// Parses a positive CPU share (`0.5`, `2`).
+///
+/// # Errors
+///
+/// [`Error::Cpus`] for anything but a finite number of at least 0.01.
 pub fn parse_cpus(s: &str) -> Result<f64, Error> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.01 => Ok(v),
@@ -237,6 +245,10 @@ pub fn parse_cpus(s: &str) -> Result<f64, Error> {
 }
 
 /// Parses one positive rate (requests per second).
+///
+/// # Errors
+///
+/// [`Error::Rate`] for anything but a positive finite number.
 pub fn parse_rate(s: &str) -> Result<f64, Error> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
@@ -248,6 +260,11 @@ pub fn parse_rate(s: &str) -> Result<f64, Error> {
 pub use pimesh_api::text::parse_positive_duration as parse_duration;
 
 /// Parses `NAME=TEMPLATE`.
+///
+/// # Errors
+///
+/// [`Error::PeerBin`] without `=`, with an empty name or template, or a name
+/// with white space.
 pub fn parse_peer_bin(s: &str) -> Result<(String, String), Error> {
     match s.split_once('=') {
         Some((name, template))

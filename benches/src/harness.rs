@@ -14,6 +14,7 @@ use crate::scenario::{self, Controller, Env, Setup};
 use crate::upstream::{self, Upstream};
 use crate::{baseline, cgroup, error_chain, idle, markdown, svg};
 use measure::{idle_figure, measure};
+use pimesh_test_support::TempDir;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -51,15 +52,6 @@ impl Error {
     }
 }
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// `name` in the directory of this executable.
 fn sibling(name: &str) -> PathBuf {
     std::env::current_exe()
@@ -70,6 +62,16 @@ fn sibling(name: &str) -> PathBuf {
 
 /// Runs the whole benchmark and writes report.json, report.md and the
 /// SVGs into `args.out`. Returns the report (its runs may hold failures).
+///
+/// # Errors
+///
+/// [`Error::Binary`] when `pimesh-proxy` or `pimesh` is missing;
+/// [`Error::Baseline`] for an unreadable baseline; [`Error::NoNginx`] when
+/// nginx is asked for and not installed; [`Error::Cgroup`] when limits are
+/// asked for and no group can be made; [`Error::Output`] when the scratch or
+/// output files cannot be written; [`Error::Runtime`], [`Error::Upstream`] or
+/// [`Error::Controller`] when the runtime, the upstream or the controller
+/// cannot start. A failing scenario is no error: it is recorded in its run.
 pub fn run(args: &Args) -> Result<Report, Error> {
     let proxy_bin = args
         .proxy_bin
@@ -109,9 +111,7 @@ pub fn run(args: &Args) -> Result<Report, Error> {
     };
     let idle_conns = args.idle_conns();
     let nofile = idle::raise_nofile(idle_conns as u64 * 3 + 4096);
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("pimesh-bench-{}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0).map_err(|e| Error::Output(scratch.0.clone(), e))?;
+    let scratch = TempDir::create("bench").map_err(|e| Error::Output(std::env::temp_dir(), e))?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
@@ -119,7 +119,7 @@ pub fn run(args: &Args) -> Result<Report, Error> {
         .build()
         .map_err(Error::Runtime)?;
     let upstream = if use_nginx {
-        Upstream::nginx(&scratch.0.join("nginx"), args.payload, idle_conns)?
+        Upstream::nginx(&scratch.path().join("nginx"), args.payload, idle_conns)?
     } else {
         Upstream::builtin(args.payload)?
     };
@@ -130,7 +130,7 @@ pub fn run(args: &Args) -> Result<Report, Error> {
         30
     });
     let controller = if mesh {
-        let dir = scratch.0.join("controller");
+        let dir = scratch.path().join("controller");
         Some(Controller::start(&controller_bin, &dir, wait).map_err(Error::Controller)?)
     } else {
         None
@@ -140,7 +140,7 @@ pub fn run(args: &Args) -> Result<Report, Error> {
         cgroups: cgroups.as_ref(),
         limits: limits(args),
         upstream: &upstream,
-        dir: &scratch.0,
+        dir: scratch.path(),
         wait,
     };
     let mut peers: Vec<Peer> = args.peer.iter().map(|k| Peer::builtin(*k)).collect();

@@ -14,6 +14,7 @@ use clap::Parser;
 use pimesh_benches::kube_objects::Scenario;
 use pimesh_benches::process::{self, status_kib, Launch, Proc};
 use pimesh_lab::kube::{Cluster, Options};
+use pimesh_test_support::eventually;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -121,7 +122,7 @@ impl Controller {
             .map_err(|e| e.to_string())?
             .to_string();
         let ctl = Controller { proc, admin };
-        let ready = process::eventually(Duration::from_secs(60), || {
+        let ready = eventually(Duration::from_secs(60), || {
             pimesh_benches::http_get(&ctl.admin, "/ready").is_some_and(|(s, _)| s == 200)
         });
         if !ready {
@@ -319,7 +320,7 @@ fn run(args: &Args) -> Result<(), String> {
         if n + 1 < planned.len() {
             let t = Instant::now();
             kubectl(&["delete", "namespace", &s.namespace, "--wait=false"])?;
-            let emptied = process::eventually(sync_timeout, || {
+            let emptied = eventually(sync_timeout, || {
                 held(&ctl.metrics()) == Some((base_services, base_endpoints))
             });
             let secs = t.elapsed().as_secs_f64();
@@ -574,7 +575,7 @@ fn wait_held(
     since: Instant,
 ) -> (bool, Option<(u64, u64)>, Duration) {
     let mut last = None;
-    let synced = process::eventually(timeout, || {
+    let synced = eventually(timeout, || {
         last = held(&ctl.metrics());
         last == Some(want)
     });

@@ -116,7 +116,9 @@ impl Scenario {
     /// selector does not match; the pimesh controller takes the first
     /// owner when none is the controller.
     ///
-    /// Errors: the ReplicaSet whose uid is missing.
+    /// # Errors
+    ///
+    /// The ReplicaSet whose uid is missing.
     pub fn pods_yaml(
         &self,
         uids: &HashMap<String, String>,

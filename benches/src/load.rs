@@ -171,6 +171,11 @@ pub struct Pool {
 impl Pool {
     /// Opens the connections: `lanes` for HTTP/1.1, `h2_conns` shared by
     /// `lanes` streams for HTTP/2.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connect`] when a TCP connection cannot be opened;
+    /// [`Error::Http`] when an HTTP/1.1 or HTTP/2 handshake fails.
     pub async fn connect(target: Target, lanes: usize, h2_conns: usize) -> Result<Pool, Error> {
         let lanes = lanes.max(1);
         let mut senders = Vec::with_capacity(lanes);

@@ -81,6 +81,12 @@ impl Peer {
 
     /// The command to start this peer with `slots` (writing a built-in
     /// peer's configuration into `slots.dir`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the built-in peer's configuration cannot be
+    /// written to `slots.dir`; [`Error::Empty`] when the filled-in template has
+    /// no program.
     pub fn launch(&self, slots: &Slots) -> Result<Launch, Error> {
         let config = match self.name.as_str() {
             "haproxy" if self.template.contains("{dir}/haproxy.cfg") => {

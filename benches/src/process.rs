@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Starting or watching a child failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +117,10 @@ impl Launch {
 
 /// Runs `launch` to completion: `(Some(stdout), stderr)` when it exited 0,
 /// `(None, stderr)` otherwise.
+///
+/// # Errors
+///
+/// The program cannot be started or its output cannot be read.
 pub fn output(launch: &Launch) -> std::io::Result<(Option<String>, String)> {
     let out = spawn(launch, None, true)?.wait_with_output()?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -136,6 +140,12 @@ pub struct Proc {
 impl Proc {
     /// Starts `launch` (inside `cgroup` when given) and, with a `marker`,
     /// waits up to `wait` for the stderr line containing it, returned too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] when the program (or its cgroup's `cgroup.procs`)
+    /// cannot be started or opened; [`Error::NoStartLine`] with its log when it
+    /// prints no `marker` line within `wait`.
     pub fn start(
         name: &str,
         launch: &Launch,
@@ -337,32 +347,17 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// The address after `key` (e.g. `"inbound="`) in a start-up line.
+/// The address after `key` (e.g. `"inbound="`) in a start-up line, as
+/// [`pimesh_test_support::line_addr`] reads it.
+///
+/// # Errors
+///
+/// [`Error::NoAddress`] when the line has no `key` or no address after it.
 pub fn line_addr(line: &str, key: &str) -> Result<std::net::SocketAddr, Error> {
-    let bad = || Error::NoAddress {
+    pimesh_test_support::line_addr(line, key).ok_or_else(|| Error::NoAddress {
         key: key.into(),
         line: line.into(),
-    };
-    let start = line.find(key).ok_or_else(bad)? + key.len();
-    line[start..]
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .next()
-        .and_then(|a| a.trim_matches('"').parse().ok())
-        .ok_or_else(bad)
-}
-
-/// Polls `f` every 50 ms until it is true or `timeout` passes.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 /// Clock ticks per second of /proc/PID/stat times (USER_HZ, 100 on Linux).
@@ -508,7 +503,7 @@ mod tests {
         assert!(status_kib(me, "VmRSS:").unwrap() > 0);
         assert!(process_tree(me).contains(&me));
         // Burn a little CPU so that at least one tick is counted.
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         let mut x = 0u64;
         while start.elapsed() < Duration::from_millis(50) {
             x = std::hint::black_box(x.wrapping_add(1));

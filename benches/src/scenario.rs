@@ -8,8 +8,9 @@ use crate::cgroup::{self, Hierarchy, Limits};
 use crate::config::{Protocol, Scenario};
 use crate::load::Target;
 use crate::peer::{self, Peer, Slots};
-use crate::process::{self, eventually, Launch, Proc};
-use crate::upstream::{free_port, Upstream};
+use crate::process::{self, Launch, Proc};
+use crate::upstream::Upstream;
+use pimesh_test_support::{eventually, free_port};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -83,6 +84,13 @@ pub struct Controller {
 impl Controller {
     /// Starts `pimesh controller --standalone` with its data in `dir` and
     /// writes the trust anchors there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Process`] when the controller cannot start, prints no listening
+    /// line within `wait` or that line has no address; [`Error::Cli`] when
+    /// `pimesh identity trust-anchors` fails; [`Error::File`] when the anchors
+    /// cannot be written.
     pub fn start(bin: &Path, dir: &Path, wait: Duration) -> Result<Controller, Error> {
         let launch = Launch::new(bin)
             .arg("controller")
@@ -214,6 +222,12 @@ impl Env<'_> {
 
     /// client → pimesh inbound (fixed target: the upstream) → upstream.
     /// `max_conns` raises the proxy's connection limit (idle connections).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cgroup`] when the proxy's group cannot be made;
+    /// [`Error::Process`] or [`Error::NotReady`] when the proxy cannot start or
+    /// never answers `/ready`.
     pub fn inbound(
         &self,
         protocol: Protocol,
@@ -241,6 +255,12 @@ impl Env<'_> {
     }
 
     /// client → peer → upstream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Peer`] when its command cannot be made; [`Error::Cgroup`] for
+    /// its group; [`Error::Process`] when it cannot start; [`Error::PeerNotUp`]
+    /// with its log when it does not accept on its port within the wait.
     pub fn peer(
         &self,
         peer: &Peer,
@@ -287,6 +307,12 @@ impl Env<'_> {
     /// client → pimesh outbound (explicit proxy; the upstream is a mesh
     /// destination) → mTLS → pimesh inbound (identity required on the
     /// upstream's port) → upstream.
+    ///
+    /// # Errors
+    ///
+    /// As [`Env::inbound`] for each proxy, and [`Error::Cli`] or
+    /// [`Error::File`] when a proxy's join token or its file cannot be
+    /// made.
     pub fn mesh(
         &self,
         controller: &Controller,

@@ -10,6 +10,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use pimesh_test_support::{eventually, free_port};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -46,6 +47,11 @@ pub fn nginx_present() -> bool {
 
 impl Upstream {
     /// Starts `pimesh-bench upstream` (this executable).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Process`] when `pimesh-bench upstream` cannot start, prints no
+    /// listening line or that line has no address.
     pub fn builtin(payload: u64) -> Result<Upstream, Error> {
         let exe = std::env::current_exe().unwrap_or_else(|_| "pimesh-bench".into());
         let launch = Launch::new(exe)
@@ -69,6 +75,12 @@ impl Upstream {
 
     /// Starts nginx with its files in `dir`; `max_conns` sizes its
     /// connection table (the idle-connection figure holds one per client).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Files`] when its files cannot be written; [`Error::Process`]
+    /// when nginx cannot start; [`Error::NotUp`] with its log when it does not
+    /// answer.
     pub fn nginx(dir: &Path, payload: u64, max_conns: usize) -> Result<Upstream, Error> {
         let files = |e| Error::Files(dir.display().to_string(), e);
         std::fs::create_dir_all(dir.join("www")).map_err(files)?;
@@ -105,7 +117,7 @@ http {{
         let (proc, _) = Proc::start("nginx", &launch, None, None, Duration::ZERO)?;
         let h1: SocketAddr = ([127, 0, 0, 1], h1).into();
         let h2: SocketAddr = ([127, 0, 0, 1], h2).into();
-        let up = process::eventually(Duration::from_secs(10), || {
+        let up = eventually(Duration::from_secs(10), || {
             std::net::TcpStream::connect(h1).is_ok() && std::net::TcpStream::connect(h2).is_ok()
         });
         if !up {
@@ -129,14 +141,6 @@ http {{
     }
 }
 
-/// A port that was free on 127.0.0.1 a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
 /// `n` deterministic bytes that are not all alike.
 pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| b"pimesh-bench payload\n"[i % 21]).collect()
@@ -144,6 +148,10 @@ pub fn pattern(n: usize) -> Vec<u8> {
 
 /// `pimesh-bench upstream`: serves until killed; prints
 /// `listening h1=ADDR h2=ADDR` on stderr once both ports accept.
+///
+/// # Errors
+///
+/// The runtime cannot be built or a listener cannot be bound on 127.0.0.1.
 pub fn serve(payload: u64) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -9,27 +9,9 @@
 use pimesh_benches::cgroup::{Hierarchy, Limits};
 use pimesh_benches::config::{Protocol, Scenario};
 use pimesh_benches::report::Report;
+use pimesh_test_support::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p =
-            std::env::temp_dir().join(format!("pimesh-bench-test-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn bench_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pimesh-bench"))
@@ -104,7 +86,7 @@ fn tables_are_rectangular(md: &str) -> bool {
 #[test]
 fn short_mode_writes_well_formed_reports_and_compares_with_a_baseline() {
     let dir = TempDir::new("short");
-    let first = dir.0.join("first");
+    let first = dir.path().join("first");
     let out = bench(&["--short", "--out", first.to_str().unwrap()]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(
@@ -189,7 +171,7 @@ fn short_mode_writes_well_formed_reports_and_compares_with_a_baseline() {
     }
 
     // A second, smaller run on the built-in upstream against the first.
-    let second = dir.0.join("second");
+    let second = dir.path().join("second");
     let baseline = first.join("report.json");
     let out = bench(&[
         "--short",

@@ -30,7 +30,11 @@ pub struct Forward {
 
 impl Forward {
     /// Listens on 127.0.0.1:0 and forwards each connection to `target`
-    /// inside namespace `netns`. Errors: the listener cannot be bound.
+    /// inside namespace `netns`.
+    ///
+    /// # Errors
+    ///
+    /// The listener cannot be bound.
     pub fn start(netns: &str, target: SocketAddr) -> std::io::Result<Forward> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         Forward::run(listener, Some(netns.to_string()), target)
@@ -38,7 +42,11 @@ impl Forward {
 
     /// Listens on `listen` inside namespace `netns` and forwards each
     /// connection to `target` in the host's namespace (the other way round
-    /// from [`Forward::start`]). Errors: the listener cannot be bound.
+    /// from [`Forward::start`]).
+    ///
+    /// # Errors
+    ///
+    /// The namespace cannot be entered or the listener cannot be bound.
     pub fn out_of(netns: &str, listen: SocketAddr, target: SocketAddr) -> std::io::Result<Forward> {
         Forward::run(listen_in(netns, listen)?, None, target)
     }

@@ -38,6 +38,10 @@ pub fn requested() -> bool {
 }
 
 /// `Err(Interrupted)` once a stop was requested.
+///
+/// # Errors
+///
+/// [`Interrupted`] once SIGINT, SIGTERM or SIGHUP arrived.
 pub fn check() -> Result<(), Interrupted> {
     if requested() {
         Err(Interrupted)
@@ -47,6 +51,10 @@ pub fn check() -> Result<(), Interrupted> {
 }
 
 /// Sleeps `d` in slices of at most 50 ms, returning early on a stop request.
+///
+/// # Errors
+///
+/// [`Interrupted`] as soon as a stop is requested.
 pub fn sleep(d: Duration) -> Result<(), Interrupted> {
     let end = Instant::now() + d;
     loop {

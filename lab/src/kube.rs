@@ -143,7 +143,9 @@ pub struct Kubectl {
 impl Kubectl {
     /// Runs `kubectl ARGS…` (30 s at most); its stdout.
     ///
-    /// Errors: [`process::Error::Failed`] with its stderr when it fails.
+    /// # Errors
+    ///
+    /// [`process::Error::Failed`] with its stderr when it fails.
     pub fn run(&self, args: &[&str]) -> Result<String, process::Error> {
         let mut c = Command::new(&self.bin);
         c.env("KUBECONFIG", &self.kubeconfig)
@@ -174,14 +176,18 @@ impl Kubectl {
     /// `kubectl apply --server-side --force-conflicts -f` of `yaml`
     /// (written to a file in `dir` first).
     ///
-    /// Errors: as [`Kubectl::run`].
+    /// # Errors
+    ///
+    /// As [`Kubectl::run`].
     pub fn apply(&self, dir: &Path, yaml: &str) -> Result<String, process::Error> {
         self.with_file(dir, &["apply", "--server-side", "--force-conflicts"], yaml)
     }
 
     /// `kubectl create -f` of `yaml`.
     ///
-    /// Errors: as [`Kubectl::run`].
+    /// # Errors
+    ///
+    /// As [`Kubectl::run`].
     pub fn create(&self, dir: &Path, yaml: &str) -> Result<String, process::Error> {
         self.with_file(dir, &["create"], yaml)
     }
@@ -189,7 +195,9 @@ impl Kubectl {
     /// Binds pod `ns/name` to Node `node` (a `Binding`, the scheduler's
     /// part), the file written in `dir`.
     ///
-    /// Errors: as [`Kubectl::run`] (no such pod, already bound, ...).
+    /// # Errors
+    ///
+    /// As [`Kubectl::run`] (no such pod, already bound, ...).
     pub fn bind(&self, dir: &Path, ns: &str, name: &str, node: &str) -> Result<(), process::Error> {
         let binding = format!(
             "apiVersion: v1\nkind: Binding\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
@@ -201,7 +209,9 @@ impl Kubectl {
     /// Merges `body` (`{"status": …}`, JSON) into pod `ns/name`'s status
     /// subresource (the kubelet's part).
     ///
-    /// Errors: as [`Kubectl::run`].
+    /// # Errors
+    ///
+    /// As [`Kubectl::run`].
     pub fn patch_status(&self, ns: &str, name: &str, body: &str) -> Result<(), process::Error> {
         self.run(&[
             "patch",
@@ -220,7 +230,9 @@ impl Kubectl {
     /// Deletes pod `ns/name` at once (`--grace-period=0 --force`: no
     /// kubelet confirms a graceful deletion), waiting for it when `wait`.
     ///
-    /// Errors: as [`Kubectl::run`].
+    /// # Errors
+    ///
+    /// As [`Kubectl::run`].
     pub fn force_delete_pod(&self, ns: &str, name: &str, wait: bool) -> Result<(), process::Error> {
         let wait = if wait { "--wait=true" } else { "--wait=false" };
         self.run(&[
@@ -256,7 +268,9 @@ impl KubeBins {
     /// `release/`), building them there with `lab/kube/build.sh` when
     /// missing (~15 min the first time on 2 cores; progress on stderr).
     ///
-    /// Errors: [`Error::Build`] when they are missing and cannot be built.
+    /// # Errors
+    ///
+    /// [`Error::Build`] when they are missing and cannot be built.
     pub fn locate() -> Result<KubeBins, Error> {
         let dir = match std::env::var_os("PIMESH_KUBE_BIN_DIR") {
             Some(d) => PathBuf::from(d),
@@ -366,7 +380,9 @@ impl Cluster {
     /// loopback ports and waits until the API server is ready and the
     /// `default` ServiceAccount exists (the controller manager works).
     ///
-    /// Errors: [`Error::Busy`] when another `up` runs in `opts.dir`,
+    /// # Errors
+    ///
+    /// [`Error::Busy`] when another `up` runs in `opts.dir`,
     /// [`Error::NotOurs`] when it holds something else (left untouched);
     /// [`Error::Build`] when the binaries are missing and cannot be built;
     /// [`Error::NotReady`] with the component's log when one does not start.
@@ -546,7 +562,9 @@ impl Cluster {
 
     /// Runs `kubectl ARGS…` (30 s at most); its stdout.
     ///
-    /// Errors: [`process::Error::Failed`] with its stderr when it fails.
+    /// # Errors
+    ///
+    /// [`process::Error::Failed`] with its stderr when it fails.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, process::Error> {
         let mut c = self.kubectl_command();
         c.args(args);
@@ -557,7 +575,9 @@ impl Cluster {
     /// `kubectl apply -f` of `yaml` (written to a file in the cluster's
     /// directory first); kubectl's stdout.
     ///
-    /// Errors: as [`Cluster::kubectl`]; the file cannot be written.
+    /// # Errors
+    ///
+    /// As [`Cluster::kubectl`]; the file cannot be written.
     pub fn apply(&self, yaml: &str) -> Result<String, Error> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
@@ -580,7 +600,9 @@ impl Cluster {
     /// (`kubectl create token`), for `audience` (`None`: the API server's),
     /// valid `duration` (≥ 10 min, the API server's minimum).
     ///
-    /// Errors: as [`Cluster::kubectl`] (no such ServiceAccount, ...).
+    /// # Errors
+    ///
+    /// As [`Cluster::kubectl`] (no such ServiceAccount, ...).
     pub fn create_token(
         &self,
         ns: &str,
@@ -599,7 +621,9 @@ impl Cluster {
     /// Writes a kubeconfig at `path` that speaks to this cluster with
     /// `token` (a ServiceAccount's: what an in-cluster controller has).
     ///
-    /// Errors: [`Error::Pki`] when it cannot be written.
+    /// # Errors
+    ///
+    /// [`Error::Pki`] when it cannot be written.
     pub fn token_kubeconfig(&self, path: &Path, token: &str) -> Result<(), Error> {
         Ok(pki::write_kubeconfig(
             path,
@@ -615,7 +639,9 @@ impl Cluster {
     /// kube-controller-manager puts it in its Services' EndpointSlices.
     /// The Node must exist.
     ///
-    /// Errors: as [`Cluster::kubectl`] (no such pod, already bound, ...).
+    /// # Errors
+    ///
+    /// As [`Cluster::kubectl`] (no such pod, already bound, ...).
     pub fn run_pod(&self, ns: &str, name: &str, node: &str, ip: &str) -> Result<(), Error> {
         let kubectl = self.kubectl_handle();
         kubectl.bind(&self.dir, ns, name, node)?;
@@ -629,7 +655,9 @@ impl Cluster {
     /// Names of the pods of `ns` matching label `selector` that have no
     /// IP yet (not started by [`Cluster::run_pod`]).
     ///
-    /// Errors: as [`Cluster::kubectl`].
+    /// # Errors
+    ///
+    /// As [`Cluster::kubectl`].
     pub fn unstarted_pods(&self, ns: &str, selector: &str) -> Result<Vec<String>, Error> {
         let out = self.kubectl(&[
             "get",
@@ -651,12 +679,19 @@ impl Cluster {
     /// Deletes pod `ns/name` at once (`--grace-period=0 --force`: no
     /// kubelet confirms a graceful deletion here).
     ///
-    /// Errors: as [`Cluster::kubectl`].
+    /// # Errors
+    ///
+    /// As [`Cluster::kubectl`].
     pub fn delete_pod(&self, ns: &str, name: &str) -> Result<(), Error> {
         Ok(self.kubectl_handle().force_delete_pod(ns, name, true)?)
     }
 
     /// `Err` naming the first component that exited, with its log.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the first component that exited, with the end of its
+    /// log.
     pub fn check(&mut self) -> Result<(), String> {
         for p in &mut self.procs {
             if !p.running() {
@@ -668,6 +703,11 @@ impl Cluster {
 
     /// Polls `ready` every 250 ms until it holds or `timeout` passes
     /// (failing early when a component exits).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotReady`] when a component exits or `ready` does not hold
+    /// within `timeout`; [`Error::Interrupted`] on a stop request.
     pub fn wait_for(
         &mut self,
         what: &str,
@@ -716,7 +756,9 @@ impl Cluster {
     /// Starts kube-apiserver (again, on the same port, certificates and
     /// data) and waits until it is ready.
     ///
-    /// Errors: [`Error::NotReady`] with its log.
+    /// # Errors
+    ///
+    /// [`Error::NotReady`] with its log.
     pub fn start_apiserver(&mut self) -> Result<(), Error> {
         let mut api = command(None, None, &self.bins.apiserver)?;
         api.args(&self.api_args);
@@ -804,7 +846,9 @@ pub fn running_pid(dir: &Path) -> Option<i32> {
 /// Stops the `up` running in `dir` (SIGTERM, then SIGKILL after 15 s) and
 /// removes the directory; whether one was running.
 ///
-/// Errors: [`Error::NotOurs`] (nothing touched) when `dir` holds something
+/// # Errors
+///
+/// [`Error::NotOurs`] (nothing touched) when `dir` holds something
 /// else than a cluster; [`Error::Write`] when it cannot be removed.
 pub fn down(dir: &Path) -> Result<bool, Error> {
     if !ours(dir) {

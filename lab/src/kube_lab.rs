@@ -71,7 +71,9 @@ impl KubeLab {
     /// references to what the node agent runs for them, besides the proxy
     /// image (→ `bins.proxy`); the agent registers Node `node`.
     ///
-    /// Errors: the first part that fails, with what it printed.
+    /// # Errors
+    ///
+    /// The first part that fails, with what it printed.
     pub fn up(
         bins: &Bins,
         opts: &Options,
@@ -228,6 +230,12 @@ impl KubeLab {
 
     /// Waits until every Deployment of `ns` has all its replicas ready;
     /// `Err` names those that have not.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotReady`] naming the Deployments not ready after `timeout`
+    /// (with the node agent's log), or when their list cannot be read; a
+    /// failing `kubectl` as [`Error::Kube`].
     pub fn wait_deployments(&self, ns: &str, timeout: Duration) -> Result<(), Error> {
         let end = Instant::now() + timeout;
         loop {

@@ -123,6 +123,15 @@ pub struct Lab {
 impl Lab {
     /// Brings a lab with `pods` up (see the module doc); on any error or
     /// interruption, what was created is removed before returning.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotRoot`] without root; [`Error::Spec`] for a bad or repeated
+    /// pod name; [`Error::Net`] when no subnet is free, the lab id is in use or
+    /// a namespace, link or rule cannot be made; [`Error::Write`] for its work
+    /// directory; [`Error::Process`] or [`Error::NotReady`] when a child cannot
+    /// start or never gets ready; [`Error::Interrupted`] on SIGINT, SIGTERM or
+    /// SIGHUP.
     pub fn up(pods: &[PodSpec], bins: &Bins, opts: &Options) -> Result<Lab, Error> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -337,6 +346,11 @@ impl Lab {
 
     /// Runs `pimesh ARGS --controller http://127.0.0.1:8085` in the
     /// controller's namespace and returns its stdout.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Process`] when `pimesh` cannot be started in the controller's
+    /// namespace, runs past 30 s or exits non-zero (with its stderr).
     pub fn cli(&self, args: &[&str]) -> Result<String, Error> {
         let mut c = command(Some(&self.names.netns("ctl")), None, &self.bins.pimesh)?;
         c.args(args)
@@ -357,6 +371,10 @@ impl Lab {
 
     /// A command that runs `program` as root inside pod `pod`'s namespace
     /// (its outbound TCP is redirected into the pod's proxy, as an app's).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Process`] when the pod's namespace cannot be opened.
     pub fn exec(&self, pod: &str, program: &str) -> Result<Command, Error> {
         let mut c = command(Some(&self.pod(pod).netns), None, program)?;
         for k in PROXY_ENV {
@@ -366,6 +384,10 @@ impl Lab {
     }
 
     /// Pod `pod`'s proxy `/metrics` text.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotReady`] when the proxy's admin port does not answer 200.
     pub fn metrics(&self, pod: &str) -> Result<String, Error> {
         let admin = SocketAddr::from(([127, 0, 0, 1], PROXY_PORTS.2));
         let (code, body) = http_get(
@@ -403,6 +425,10 @@ impl Lab {
     }
 
     /// `Err` naming every child that exited or logged a panic.
+    ///
+    /// # Errors
+    ///
+    /// The children that exited or logged a panic, one a line, with their logs.
     pub fn check(&mut self) -> Result<(), String> {
         let mut bad = Vec::new();
         for p in &mut self.procs {

@@ -87,6 +87,12 @@ pub(crate) fn free_port() -> Result<SocketAddr, Error> {
 impl LoopbackLab {
     /// Starts the controller, then each pod's proxy (certified with a join
     /// token) and app, on loopback.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Write`] for its work directory or when no loopback port is
+    /// free; [`Error::Process`] or [`Error::NotReady`] when the controller, a
+    /// proxy or an app cannot start, is not certified or never gets ready.
     pub fn up(pods: &[PodSpec], bins: &Bins, opts: &Options) -> Result<LoopbackLab, Error> {
         let dir = std::env::temp_dir().join(format!(
             "pml-loopback-{}-{}",
@@ -197,6 +203,11 @@ impl LoopbackLab {
     }
 
     /// Runs `pimesh ARGS --controller http://ADMIN` and returns its stdout.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Process`] when `pimesh` cannot be started, runs past 30 s or
+    /// exits non-zero (with its stderr).
     pub fn cli(&self, args: &[&str]) -> Result<String, Error> {
         let mut c = command(None, None, &self.bins.pimesh)?;
         c.args(args)
@@ -365,6 +376,11 @@ impl LoopbackLab {
     }
 
     /// Pod `pod`'s proxy `/metrics` text.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotReady`] for an unknown pod or when its proxy's admin port
+    /// does not answer 200.
     pub fn metrics(&self, pod: &str) -> Result<String, Error> {
         let p = self
             .pods
@@ -383,6 +399,10 @@ impl LoopbackLab {
     }
 
     /// `Err` naming every child that exited.
+    ///
+    /// # Errors
+    ///
+    /// The children that exited, one a line, with their logs.
     pub fn check(&mut self) -> Result<(), String> {
         let bad: Vec<String> = self
             .procs

@@ -158,6 +158,10 @@ fn host_networks() -> Vec<(Ipv4Addr, u8)> {
 
 /// A random 10.200–250.x.0/24 that no host address or route and no other
 /// lab (by its lock file) uses.
+///
+/// # Errors
+///
+/// [`Error::NoSubnet`] when every candidate /24 is taken.
 pub fn choose_subnet() -> Result<Subnet, Error> {
     let host = host_networks();
     let others: Vec<String> = std::fs::read_dir(STATE_DIR)
@@ -189,6 +193,11 @@ pub struct Lock {
 
 impl Lock {
     /// Takes the lock of `names.id`; `Err(InUse)` when a live lab has it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::State`] when the state directory or the lock file cannot be
+    /// written; [`Error::InUse`] when a live lab holds the id.
     pub fn take(names: &Names, subnet: Subnet) -> Result<Lock, Error> {
         let state = |e| Error::State(format!("cannot write {STATE_DIR}"), e);
         std::fs::create_dir_all(STATE_DIR).map_err(state)?;
@@ -233,6 +242,10 @@ fn ip(args: &[&str]) -> Result<(), Error> {
 }
 
 /// Creates the bridge (up, no address, no IPv6 link-local address).
+///
+/// # Errors
+///
+/// [`Error::Command`] when an `ip` command fails.
 pub fn add_bridge(names: &Names) -> Result<(), Error> {
     let br = names.bridge();
     ip(&["link", "add", &br, "type", "bridge"])?;
@@ -242,6 +255,11 @@ pub fn add_bridge(names: &Names) -> Result<(), Error> {
 
 /// Creates namespace `ns` with `eth0` (`addr`/24) on the bridge through
 /// veth `veth`, and loopback up.
+///
+/// # Errors
+///
+/// [`Error::Command`] when an `ip` command fails (the namespace or veth exists
+/// already, no root).
 pub fn add_node(names: &Names, ns: &str, veth: &str, addr: Ipv4Addr) -> Result<(), Error> {
     ip(&["netns", "add", ns])?;
     ip(&[
@@ -391,6 +409,11 @@ pub fn remove_stale() -> Vec<String> {
 }
 
 /// Runs `ip` (for tests and tools): `Command` prepared to enter nothing.
+///
+/// # Errors
+///
+/// [`Error::Command`] as [`process::command`] (never with no namespace and no
+/// uid, kept for its type).
 pub fn ip_command() -> Result<Command, Error> {
     Ok(command(None, None, "ip")?)
 }

@@ -47,6 +47,11 @@ pub fn netns_path(name: &str) -> PathBuf {
 /// given) as `uid` (when given, with gid = uid and no supplementary
 /// groups), in its own process group, killed by SIGKILL when the thread
 /// that spawns it ends. Spawn from the main thread (or a test's thread).
+///
+/// # Errors
+///
+/// [`Error::Netns`] when namespace `netns` cannot be opened (no such file under
+/// /run/netns).
 pub fn command(
     netns: Option<&str>,
     uid: Option<u32>,
@@ -73,9 +78,12 @@ pub struct Mount {
 /// `mounts` applied before the uid change, as a container runtime mounts
 /// a pod's volumes. A target under `/run` (or `/var/run`) gets a fresh
 /// tmpfs at `/run` with the mount points made in it, as a container has a
-/// `/run` of its own: nothing is created on the host. Errors: as
-/// [`command`]; a path with a NUL byte; a target elsewhere that does not
-/// exist on the host.
+/// `/run` of its own: nothing is created on the host.
+///
+/// # Errors
+///
+/// As [`command`]; [`Error::Spawn`] for a mount path with a NUL byte or a
+/// target outside `/run` that does not exist on the host.
 pub fn command_with_mounts(
     netns: Option<&str>,
     uid: Option<u32>,
@@ -234,6 +242,12 @@ pub fn command_with_mounts(
 
 /// Runs `c` to completion within `timeout` (killing it otherwise);
 /// `Err(Failed)` with its stderr when it exits non-zero.
+///
+/// # Errors
+///
+/// [`Error::Spawn`] when `c` cannot be started; [`Error::Timeout`] when it runs
+/// past `timeout` (it is killed); [`Error::Failed`] with its stderr when it
+/// exits non-zero.
 pub fn run(c: &mut Command, timeout: Duration) -> Result<Output, Error> {
     let name = describe(c);
     let mut child = c
@@ -304,6 +318,10 @@ pub struct Proc {
 
 impl Proc {
     /// Spawns `c` with stdout and stderr appended to `log`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] when `log` cannot be opened or `c` cannot be started.
     pub fn spawn(name: &str, mut c: Command, log: &Path) -> Result<Proc, Error> {
         let f = File::options()
             .create(true)
@@ -339,6 +357,11 @@ impl Proc {
 
     /// Waits up to `timeout` for a log line containing `marker`; fails
     /// early when the process exits.
+    ///
+    /// # Errors
+    ///
+    /// A message with the log when the process exits first or prints no
+    /// `marker` within `timeout`, or when a stop is requested ([`interrupt`]).
     pub fn wait_for_log(&mut self, marker: &str, timeout: Duration) -> Result<(), String> {
         let end = Instant::now() + timeout;
         loop {
@@ -386,6 +409,11 @@ fn kill_group(child: &mut Child) {
 /// A TCP listener bound to `addr` inside network namespace `netns`: a
 /// short-lived thread enters the namespace and binds; the socket stays in
 /// that namespace whichever thread accepts on it.
+///
+/// # Errors
+///
+/// The namespace's file cannot be opened, entering it (`setns`) fails, or the
+/// bind fails.
 pub fn listen_in(netns: &str, addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let f = File::open(netns_path(netns))?;
     std::thread::scope(|s| {
@@ -405,6 +433,11 @@ pub fn listen_in(netns: &str, addr: SocketAddr) -> std::io::Result<std::net::Tcp
 /// A TCP connection to `addr` opened from inside network namespace
 /// `netns`: a short-lived thread enters the namespace and connects; the
 /// socket stays in that namespace.
+///
+/// # Errors
+///
+/// The namespace's file cannot be opened, entering it (`setns`) fails, or the
+/// connection fails or takes longer than `timeout`.
 pub fn connect_in(netns: &str, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     let f = File::open(netns_path(netns))?;
     std::thread::scope(|s| {
@@ -423,6 +456,11 @@ pub fn connect_in(netns: &str, addr: SocketAddr, timeout: Duration) -> std::io::
 
 /// `GET path` over HTTP/1.0 to `addr` (inside `netns` when given): the
 /// status code and body.
+///
+/// # Errors
+///
+/// Connecting, writing or reading fails or takes longer than `timeout`, or the
+/// answer has no HTTP status line.
 pub fn http_get(
     netns: Option<&str>,
     addr: SocketAddr,

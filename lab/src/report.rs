@@ -50,6 +50,11 @@ impl Report {
 
     /// Runs `pimesh ARGS <scope> --controller URL`; its stdout, or why it
     /// failed (stderr, exit status).
+    ///
+    /// # Errors
+    ///
+    /// [`process::Error`]: `pimesh` cannot be started, runs past its time limit
+    /// or exits non-zero (with its stderr).
     pub fn run(&self, args: &[&str]) -> Result<String, process::Error> {
         let mut c = Command::new(&self.pimesh);
         c.args(args)

@@ -79,6 +79,11 @@ impl PodSpec {
 
     /// `NAME[:PORT,PORT…][@NS/SA][=COMMAND]`, e.g.
     /// `web:8080@shop/web=python3 -m http.server 8080`.
+    ///
+    /// # Errors
+    ///
+    /// An [`Error`] naming the spec and why: a bad pod name, a port that is not
+    /// 1–65535, an identity that is not NS/SA, an empty command after `=`.
     pub fn parse(v: &str) -> Result<PodSpec, Error> {
         let err = |reason: &str| Error {
             value: v.to_string(),
@@ -117,6 +122,10 @@ impl PodSpec {
 
 /// Checks a pod name: `[a-z0-9-]`, 1–20 characters, not `ctl` (the
 /// controller's namespace).
+///
+/// # Errors
+///
+/// Why the name is refused: not 1–20 characters of a-z, 0-9 and '-', or `ctl`.
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 20
@@ -136,6 +145,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// Checks `NS/SA` the way the controller does (DNS labels).
+///
+/// # Errors
+///
+/// The identity is not two DNS labels `NAMESPACE/SERVICEACCOUNT`.
 pub fn check_identity(id: &str) -> Result<(), String> {
     let label = |s: &str| {
         !s.is_empty()

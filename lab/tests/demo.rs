@@ -8,6 +8,7 @@
 
 mod support;
 
+use pimesh_test_support::TempDir;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -60,22 +61,11 @@ fn demo(extra: &[&str], as_nobody: bool, json_dir: &Path) -> String {
 
 /// A directory for the JSON answers that uid 65534 (nobody) can write
 /// to, removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        use std::os::unix::fs::PermissionsExt;
-        let d = std::env::temp_dir().join(format!("pml-demo-test-{}", test_id()));
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn answers_dir() -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TempDir::new("lab-demo");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    d
 }
 
 fn json(dir: &Path, file: &str, out: &str) -> Vec<Value> {
@@ -150,9 +140,9 @@ fn demo_in_the_lab_has_mtls_on_every_edge() {
     let _ = bins();
     let rules = host_rule_count();
     let id = test_id();
-    let dir = TempDir::new();
-    let out = demo(&["--id", &id], false, &dir.0);
-    assert_meshed(&dir.0, &out);
+    let dir = answers_dir();
+    let out = demo(&["--id", &id], false, dir.path());
+    assert_meshed(dir.path(), &out);
     assert_nothing_left(&id, rules);
 }
 
@@ -182,10 +172,10 @@ fn demo_on_loopback_without_root() {
             "note: nobody cannot import grpc with this python3; running loopback mode as root"
         );
     }
-    let dir = TempDir::new();
-    let out = demo(&["--loopback"], nobody_python, &dir.0);
+    let dir = answers_dir();
+    let out = demo(&["--loopback"], nobody_python, dir.path());
     assert!(out.contains("loopback mode (no root)"), "{out}");
-    assert_meshed(&dir.0, &out);
+    assert_meshed(dir.path(), &out);
 }
 
 /// `pimesh-lab demo --kube`: the same demo as Kubernetes manifests through
@@ -201,9 +191,9 @@ fn demo_through_kubernetes_is_meshed_and_its_job_completes() {
     let _ = bins();
     let rules = host_rule_count();
     let id = test_id();
-    let dir = TempDir::new();
-    let out = demo(&["--id", &id, "--kube"], false, &dir.0);
-    assert_meshed(&dir.0, &out);
+    let dir = answers_dir();
+    let out = demo(&["--id", &id, "--kube"], false, dir.path());
+    assert_meshed(dir.path(), &out);
     for pod in ["emoji", "voting", "web", "vote-bot"] {
         assert!(
             out.lines()

@@ -493,4 +493,4 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

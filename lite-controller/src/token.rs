@@ -365,7 +365,7 @@ fn parse(token: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::TempDir;
+    use pimesh_test_support::TempDir;
 
     const NOW: u64 = 1_750_000_000;
 
@@ -395,7 +395,7 @@ mod tests {
     #[test]
     fn token_format_and_only_the_hash_is_stored() {
         let dir = TempDir::new("tok-format");
-        let store = Store::open(&dir.0).unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let t = Tokens::new(&store).unwrap();
         let c = create(&t, "shop/web", 60);
         let (tid, secret) = parse(&c.token).expect("pmt_<id>.<secret>");
@@ -421,7 +421,7 @@ mod tests {
     #[test]
     fn verify_accepts_and_refuses() {
         let dir = TempDir::new("tok-verify");
-        let t = Tokens::new(&Store::open(&dir.0).unwrap()).unwrap();
+        let t = Tokens::new(&Store::open(dir.path()).unwrap()).unwrap();
         let c = create(&t, "shop/web", 60);
         let web = id("shop/web");
         assert_eq!(t.verify(&c.token, &web, NOW).unwrap().id, c.info.id);
@@ -487,14 +487,14 @@ mod tests {
     fn list_counts_and_reopen() {
         let dir = TempDir::new("tok-list");
         let (a, b) = {
-            let t = Tokens::new(&Store::open(&dir.0).unwrap()).unwrap();
+            let t = Tokens::new(&Store::open(dir.path()).unwrap()).unwrap();
             let a = create(&t, "shop/web", 10);
             let b = create(&t, "shop/db", 1000);
             t.revoke(&b.info.id, NOW).unwrap();
             create(&t, "shop/api", 1000);
             (a, b)
         };
-        let t = Tokens::new(&Store::open(&dir.0).unwrap()).unwrap();
+        let t = Tokens::new(&Store::open(dir.path()).unwrap()).unwrap();
         let list = t.list(NOW + 20).unwrap();
         assert_eq!(list.len(), 3);
         let status = |tid: &str| list.iter().find(|i| i.id == tid).unwrap().status;
@@ -515,7 +515,7 @@ mod tests {
     #[test]
     fn create_validates() {
         let dir = TempDir::new("tok-create");
-        let t = Tokens::new(&Store::open(&dir.0).unwrap()).unwrap();
+        let t = Tokens::new(&Store::open(dir.path()).unwrap()).unwrap();
         let req = |service: Option<&str>, ttl| CreateToken {
             identity: id("a/b"),
             service: service.map(str::to_string),

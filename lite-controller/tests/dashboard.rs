@@ -19,7 +19,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::{eventually, Controller, TempDir};
+use support::{eventually, run, Controller, TempDir};
 
 /// The playwright-core version installed (`.ci/run` installs the same).
 const PLAYWRIGHT: &str = "playwright-core@1.65.1";
@@ -127,7 +127,7 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
         .arg(&out_dir)
         .env("NODE_PATH", modules.join("node_modules"))
         .env("PIMESH_CHROMIUM", chromium());
-    let out = mesh_run(&mut node, Duration::from_secs(120));
+    let out = run(&mut node, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -269,26 +269,3 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
 /// A workload whose names are long (Kubernetes allows 63 characters).
 const LONG_NS: &str = "payments-reconciliation-eu-west-1";
 const LONG_NAME: &str = "inventory-reconciliation-batch-worker-canary";
-
-/// Runs `c` to completion within `timeout` (killed and failing after).
-fn mesh_run(c: &mut Command, timeout: Duration) -> std::process::Output {
-    let child = c
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
-    let id = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: signalling a child process this test started.
-            unsafe { libc::kill(id as i32, libc::SIGKILL) };
-            panic!("{c:?} did not finish within {timeout:?}");
-        }
-    }
-}

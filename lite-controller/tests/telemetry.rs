@@ -9,7 +9,8 @@
 mod mesh;
 mod support;
 
-use mesh::{free_port, load, metrics_text, metrics_text_started, quantile, App, FakeProxy, Proxy};
+use mesh::{load, metrics_text, metrics_text_started, quantile, App, FakeProxy, Proxy};
+use pimesh_test_support::free_port;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::OnceLock;

@@ -136,7 +136,9 @@ impl NodeAgent {
     /// Registers the Node and starts the agent's thread (which owns the
     /// pods' processes: they die with it).
     ///
-    /// Errors: the Node cannot be created.
+    /// # Errors
+    ///
+    /// The Node cannot be created.
     pub fn start(cfg: NodeConfig) -> Result<NodeAgent, crate::process::Error> {
         cfg.kubectl.apply(
             &cfg.dir,

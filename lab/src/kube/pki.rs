@@ -53,7 +53,9 @@ pub struct Pki {
 
 /// Generates the CA, certificates and signing key into `dir` (created).
 ///
-/// Errors: [`Error::Write`] when `dir` or a file cannot be written.
+/// # Errors
+///
+/// [`Error::Write`] when `dir` or a file cannot be written.
 pub fn write(dir: &Path) -> Result<Pki, Error> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Write(dir.into(), e))?;
     let ca_key = KeyPair::generate().map_err(|e| Error::Generate("the CA key", e))?;
@@ -166,7 +168,9 @@ pub enum User {
 /// `ca` and speaking as `user` to `path`, readable by its owner only
 /// (it holds credentials).
 ///
-/// Errors: [`Error::Write`].
+/// # Errors
+///
+/// [`Error::Write`].
 pub fn write_kubeconfig(path: &Path, server: &str, ca: &Path, user: &User) -> Result<(), Error> {
     let user = match user {
         User::Cert { cert, key } => format!(

@@ -35,6 +35,11 @@ pub struct Bins {
 impl Bins {
     /// Both binaries in `dir`, or (without `dir`) next to the running
     /// executable, in its parent directory (a test's `deps/`) or on PATH.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Binary`] naming the first of `pimesh-proxy` and `pimesh` not
+    /// found.
     pub fn locate(dir: Option<&Path>) -> Result<Bins, Error> {
         let mut dirs: Vec<PathBuf> = Vec::new();
         match dir {

@@ -5,8 +5,10 @@
 #![allow(dead_code)]
 
 use pimesh_lab::{net, Bins};
+use pimesh_test_support::eventually_every;
+pub use pimesh_test_support::run;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -68,46 +70,6 @@ pub fn root_or_skip() -> bool {
     );
     eprintln!("skipping: not root and PIMESH_SKIP_NETNS_TESTS is set");
     false
-}
-
-/// Runs `c` to completion with a timeout (panics when it does not end).
-pub fn run(c: &mut Command, timeout: Duration) -> Output {
-    let mut child = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
-    let out = child.stdout.take().unwrap();
-    let err = child.stderr.take().unwrap();
-    let read = |mut r: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let (out, err) = (read(Box::new(out)), read(Box::new(err)));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{c:?} did not finish within {timeout:?}: {}",
-                String::from_utf8_lossy(&err.join().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
 }
 
 /// Pids of processes whose environment holds `PIMESH_LAB=<id>` (every
@@ -193,16 +155,8 @@ pub fn peer(name: &str) -> PathBuf {
         .unwrap()
 }
 
-/// Polls `f` every 100 ms until it holds (true) or `timeout` passes (false).
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Polls `f` every 100 ms (each call starts processes in namespaces)
+/// until it holds (true) or `timeout` passes (false).
+pub fn eventually(timeout: Duration, f: impl FnMut() -> bool) -> bool {
+    eventually_every(Duration::from_millis(100), timeout, f)
 }

@@ -104,9 +104,8 @@ fn bad_values_name_the_flag_and_variable() {
 
 #[test]
 fn own_ca_files_go_together() {
-    let dir = crate::store::tests::TempDir::new("cfg-pems");
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let file = dir.0.join("x.pem");
+    let dir = pimesh_test_support::TempDir::new("cfg-pems");
+    let file = dir.path().join("x.pem");
     std::fs::write(&file, "contents").unwrap();
     let f = file.to_str().unwrap();
     let base = ["--standalone", "--data-dir", "/d"];

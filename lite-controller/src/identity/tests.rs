@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::identity::csr::tests::csr_pem;
-use crate::store::tests::TempDir;
 use crate::token::{CreateToken, Status};
+use pimesh_test_support::TempDir;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 const NOW: u64 = 1_750_000_000;
@@ -60,7 +60,7 @@ fn issuer_of_chain(chain_pem: &str) -> CertInfo {
 fn first_start_creates_and_restart_loads_the_same_ca() {
     let dir = TempDir::new("id-reopen");
     let (bundle, serial) = {
-        let store = Store::open(&dir.0).unwrap();
+        let store = Store::open(dir.path()).unwrap();
         assert!(!store.initialized());
         let a = start(&store, settings()).unwrap();
         let rsp = a.certify(&request(&a, "shop/web"), NOW).unwrap();
@@ -68,7 +68,7 @@ fn first_start_creates_and_restart_loads_the_same_ca() {
         let serial = a.certificates().unwrap()[0].serial.clone();
         (a.trust_anchors_pem(), serial)
     };
-    let store = Store::open(&dir.0).unwrap();
+    let store = Store::open(dir.path()).unwrap();
     assert!(store.initialized(), "the marker was written");
     let a = start(&store, settings()).unwrap();
     assert_eq!(a.trust_anchors_pem(), bundle, "same anchor bytes");
@@ -83,7 +83,7 @@ fn first_start_creates_and_restart_loads_the_same_ca() {
 fn never_creates_a_ca_over_existing_data() {
     // Data but no CA, no marker.
     let dir = TempDir::new("id-noca");
-    let store = Store::open(&dir.0).unwrap();
+    let store = Store::open(dir.path()).unwrap();
     store.table::<u32>("other").unwrap().put("k", &1).unwrap();
     let e = start(&store, settings()).err().unwrap();
     assert!(
@@ -101,10 +101,10 @@ fn never_creates_a_ca_over_existing_data() {
 
     // A marker but an empty database.
     let dir = TempDir::new("id-marker");
-    let store = Store::open(&dir.0).unwrap();
+    let store = Store::open(dir.path()).unwrap();
     store.mark_initialized("x\n").unwrap();
     drop(store);
-    let store = Store::open(&dir.0).unwrap();
+    let store = Store::open(dir.path()).unwrap();
     let e = start(&store, settings()).err().unwrap();
     assert!(
         matches!(
@@ -129,7 +129,7 @@ fn imports_on_first_start_only() {
     ));
     let dir = TempDir::new("id-import");
     {
-        let store = Store::open(&dir.0).unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let a = start(
             &store,
             Settings {
@@ -152,7 +152,7 @@ fn imports_on_first_start_only() {
         other.issuer.cert_pem.clone(),
         other.issuer.key_pem.clone(),
     ));
-    let store = Store::open(&dir.0).unwrap();
+    let store = Store::open(dir.path()).unwrap();
     let a = start(
         &store,
         Settings {
@@ -167,7 +167,7 @@ fn imports_on_first_start_only() {
 #[test]
 fn certify_refusals_record_nothing() {
     let dir = TempDir::new("id-refuse");
-    let store = Store::open(&dir.0).unwrap();
+    let store = Store::open(dir.path()).unwrap();
     let a = start(&store, settings()).unwrap();
     let good = request(&a, "shop/web");
     let code = |req: &CertifyRequest| a.certify(req, NOW).err().map(|e| (e.code(), e.status()));
@@ -209,7 +209,7 @@ fn certify_refusals_record_nothing() {
 #[test]
 fn controller_cert_names_the_controller() {
     let dir = TempDir::new("id-own");
-    let store = Store::open(&dir.0).unwrap();
+    let store = Store::open(dir.path()).unwrap();
     let a = start(&store, settings()).unwrap();
     let c = a.controller_cert(NOW).unwrap();
     assert_eq!(c.chain.len(), 2);
@@ -235,7 +235,7 @@ fn rotation_continues_across_restarts() {
     let dir = TempDir::new("id-rotate");
     let activate = NOW + 120;
     let (old_bundle, old_issuer) = {
-        let store = Store::open(&dir.0).unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let a = start(&store, settings()).unwrap();
         let before = a.status(NOW).unwrap();
         let before_pem = a.trust_anchors_pem();
@@ -256,7 +256,7 @@ fn rotation_continues_across_restarts() {
         (rsp.trust_anchors_pem, before.issuer)
     };
     // Restart mid-rotation: still pending, then the new issuer signs.
-    let store = Store::open(&dir.0).unwrap();
+    let store = Store::open(dir.path()).unwrap();
     let a = start(&store, settings()).unwrap();
     assert_eq!(a.trust_anchors_pem(), old_bundle);
     assert_eq!(a.status(activate - 1).unwrap().stage, Stage::Pending);
@@ -294,7 +294,7 @@ fn rotation_continues_across_restarts() {
     );
     drop(a);
     drop(store);
-    let store = Store::open(&dir.0).unwrap();
+    let store = Store::open(dir.path()).unwrap();
     let a = start(&store, settings()).unwrap();
     assert_eq!(
         a.status(NOW + 7200).unwrap(),
@@ -306,7 +306,7 @@ fn rotation_continues_across_restarts() {
 #[test]
 fn prune_drops_only_long_expired_records() {
     let dir = TempDir::new("id-prune");
-    let store = Store::open(&dir.0).unwrap();
+    let store = Store::open(dir.path()).unwrap();
     let a = start(&store, settings()).unwrap();
     a.certify(&request(&a, "a/b"), NOW).unwrap();
     a.certify(&request(&a, "a/c"), NOW + 10 * 3600).unwrap();

@@ -403,8 +403,8 @@ mod tests {
     #[tokio::test]
     async fn trust_roots_are_applied_at_start_and_after_a_ca_change() {
         let (client, mut server) = super::super::mock::client();
-        let dir = crate::store::tests::TempDir::new("kube-trust-roots");
-        let store = crate::store::Store::open(&dir.0).unwrap();
+        let dir = pimesh_test_support::TempDir::new("kube-trust-roots");
+        let store = crate::store::Store::open(dir.path()).unwrap();
         let tokens = Arc::new(crate::token::Tokens::new(&store).unwrap());
         let settings = crate::identity::Settings {
             trust_domain: "cluster.local".into(),

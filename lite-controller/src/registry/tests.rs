@@ -3,15 +3,15 @@
 //! reopening the store.
 
 use super::*;
-use crate::store::tests::TempDir;
 use model::{AddEndpoints, SetPolicy};
 use pimesh_api::discovery::{ServiceName, ServicePolicy};
+use pimesh_test_support::TempDir;
 use watch::Destination;
 
 const TTL: Duration = Duration::from_secs(30);
 
 fn open(dir: &TempDir, now: Instant) -> Registry {
-    Registry::open(&Store::open(&dir.0).unwrap(), TTL, "cluster.local", now).unwrap()
+    Registry::open(&Store::open(dir.path()).unwrap(), TTL, "cluster.local", now).unwrap()
 }
 
 fn reg(service: &str, port: u16, addr: &str) -> Registration {
@@ -301,7 +301,7 @@ fn bad_registrations_store_nothing_and_owners_deregister() {
 #[test]
 fn kubernetes_records_are_in_memory_and_change_only_when_different() {
     let dir = TempDir::new("registry-kube");
-    let store = Store::open(&dir.0).unwrap();
+    let store = Store::open(dir.path()).unwrap();
     let r = Registry::kubernetes(&store, "cluster.local").unwrap();
     let mut changes = r.subscribe();
     let mut rec = ServiceRecord::new("shop", "web", 0);

@@ -1,29 +1,7 @@
 //! Unit tests of the store: reopen, locking, decoding, and damaged files.
 
 use super::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// A directory removed on drop (unit tests).
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "pimesh-ctl-unit-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use pimesh_test_support::TempDir;
 
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Rec {
@@ -33,7 +11,7 @@ struct Rec {
 #[test]
 fn creates_dir_and_survives_reopen() {
     let dir = TempDir::new("reopen");
-    let nested = dir.0.join("a/b");
+    let nested = dir.path().join("a/b");
     {
         let s = Store::open(&nested).unwrap();
         assert!(s.is_empty());
@@ -59,15 +37,15 @@ fn creates_dir_and_survives_reopen() {
 #[test]
 fn second_open_is_refused_as_locked() {
     let dir = TempDir::new("locked");
-    let _s = Store::open(&dir.0).unwrap();
-    let e = Store::open(&dir.0).unwrap_err();
+    let _s = Store::open(dir.path()).unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
     assert!(matches!(e, Error::Locked { .. }), "{e:?}");
 }
 
 #[test]
 fn undecodable_record_is_an_error() {
     let dir = TempDir::new("decode");
-    let s = Store::open(&dir.0).unwrap();
+    let s = Store::open(dir.path()).unwrap();
     s.table::<String>("t")
         .unwrap()
         .put("k", &"x".into())
@@ -81,7 +59,7 @@ fn undecodable_record_is_an_error() {
 fn damaged(tag: &str, damage: impl Fn(&Path)) -> TempDir {
     let dir = TempDir::new(tag);
     {
-        let s = Store::open(&dir.0).unwrap();
+        let s = Store::open(dir.path()).unwrap();
         assert!(!s.initialized());
         s.table::<Rec>("t")
             .unwrap()
@@ -89,7 +67,7 @@ fn damaged(tag: &str, damage: impl Fn(&Path)) -> TempDir {
             .unwrap();
         s.mark_initialized("test\n").unwrap();
     }
-    for entry in std::fs::read_dir(dir.0.join("db")).unwrap() {
+    for entry in std::fs::read_dir(dir.path().join("db")).unwrap() {
         let p = entry.unwrap().path();
         if p.is_file() {
             damage(&p);
@@ -104,7 +82,7 @@ fn garbage_files_are_corrupt() {
         let len = std::fs::metadata(p).unwrap().len().max(64) as usize;
         std::fs::write(p, vec![0x5a; len]).unwrap();
     });
-    let e = Store::open(&dir.0).unwrap_err();
+    let e = Store::open(dir.path()).unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
 }
 
@@ -119,14 +97,14 @@ fn emptied_or_deleted_files_of_an_initialized_dir_are_refused_untouched() {
                 std::fs::remove_file(p).unwrap()
             }
         });
-        let before: Vec<_> = std::fs::read_dir(dir.0.join("db"))
+        let before: Vec<_> = std::fs::read_dir(dir.path().join("db"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
-        let e = Store::open(&dir.0).unwrap_err();
+        let e = Store::open(dir.path()).unwrap_err();
         assert!(matches!(e, Error::Missing { .. }), "{tag}: {e:?}");
         assert!(e.to_string().contains("missing or empty"), "{e}");
-        let after: Vec<_> = std::fs::read_dir(dir.0.join("db"))
+        let after: Vec<_> = std::fs::read_dir(dir.path().join("db"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
@@ -137,11 +115,11 @@ fn emptied_or_deleted_files_of_an_initialized_dir_are_refused_untouched() {
 #[test]
 fn marker_is_seen_on_reopen() {
     let dir = TempDir::new("marker");
-    Store::open(&dir.0)
+    Store::open(dir.path())
         .unwrap()
         .mark_initialized("x\n")
         .unwrap();
-    let s = Store::open(&dir.0).unwrap();
+    let s = Store::open(dir.path()).unwrap();
     assert!(s.initialized());
     assert!(s.is_empty());
 }

@@ -4,12 +4,13 @@
 //! scrape targets (slow, huge, garbage).
 #![allow(dead_code)]
 
+use pimesh_test_support::{launch, proxy_env, Launched, PROXY_LISTENING};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// `pimesh-proxy`, built (once per test process) into the target directory
@@ -38,35 +39,12 @@ pub fn proxy_bin() -> PathBuf {
     .clone()
 }
 
-/// A port that was free a moment ago on 127.0.0.1, drawn from 20000–31999
-/// (below the kernel's default ephemeral range, 32768–60999) so that other
-/// tests' port-0 binds and outgoing connections cannot take it before the
-/// caller binds it; each test process starts at its own place.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let start = std::process::id()
-        .wrapping_mul(7919)
-        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_729));
-    (0..12_000u32)
-        .map(|i| 20_000 + (start.wrapping_add(i * 7) % 12_000) as u16)
-        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .unwrap_or_else(|| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-}
-
 /// A running `pimesh-proxy`, killed on drop.
 pub struct Proxy {
-    child: Child,
+    process: Launched,
     pub inbound: SocketAddr,
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
-    log: Arc<Mutex<String>>,
 }
 
 impl Proxy {
@@ -74,54 +52,17 @@ impl Proxy {
     /// waits for its listening line and, with a controller, for `/ready`.
     pub fn start(admin: SocketAddr, env: &[(String, String)]) -> Proxy {
         let mut c = Command::new(proxy_bin());
-        c.env("PIMESH_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
-            .env("PIMESH_PROXY_TAP_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_LOG", "warn,pimesh=info")
-            .env_remove("http_proxy")
-            .env_remove("HTTP_PROXY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        proxy_env(&mut c, &admin.to_string(), "warn,pimesh=info");
         for (k, v) in env {
             c.env(k, v);
         }
-        let mut child = c.spawn().expect("start pimesh-proxy");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("listening inbound=") {
-                    let _ = tx.send(line.clone());
-                }
-                let mut l = log2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
-            let _ = child.kill();
-            panic!("proxy did not start:\n{}", log.lock().unwrap());
-        };
-        let addr = |key: &str| -> SocketAddr {
-            let start = line.find(key).unwrap() + key.len();
-            line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+        let process = launch(&mut c, PROXY_LISTENING, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("proxy did not start ({}):\n{}", e.status, e.log));
         let p = Proxy {
-            inbound: addr(" inbound="),
-            outbound: addr("outbound="),
-            admin: addr("admin="),
-            child,
-            log,
+            inbound: process.addr(" inbound="),
+            outbound: process.addr("outbound="),
+            admin: process.addr("admin="),
+            process,
         };
         let ready = crate::support::eventually(Duration::from_secs(20), || {
             crate::support::http1(p.admin, "GET", "/ready", "").0 == 200
@@ -131,14 +72,7 @@ impl Proxy {
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log()
     }
 }
 

@@ -10,81 +10,44 @@ pub mod kube;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use pimesh_api::identity::{CertifyRequest, CertifyResponse, Identity, CONTROLLER_IDENTITY};
+pub use pimesh_test_support::{eventually, run, TempDir};
+use pimesh_test_support::{launch, Launched};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Output};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub const TD: &str = "cluster.local";
-
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "pimesh-ctl-it-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_pimesh")
 }
 
-/// Runs `pimesh ARGS` to completion (with a timeout).
+/// Runs `pimesh ARGS` to completion (30 s at most), without the
+/// environment's `PIMESH_CONTROLLER`.
 pub fn pimesh(args: &[&str]) -> Output {
-    let mut child = Command::new(bin())
-        .args(args)
-        .env_remove("PIMESH_CONTROLLER")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("pimesh {args:?} did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+    run(
+        Command::new(bin())
+            .args(args)
+            .env_remove("PIMESH_CONTROLLER"),
+        Duration::from_secs(30),
+    )
 }
 
 /// A running `pimesh controller` (`--standalone`, or Kubernetes mode with
 /// `--kubeconfig`), SIGKILLed on drop.
 pub struct Controller {
-    child: Option<Child>,
+    process: Launched,
     /// `--standalone`, or `--kubeconfig PATH` (what `restart` passes again).
     mode: Vec<String>,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub data: PathBuf,
     args: Vec<String>,
-    log: Arc<Mutex<String>>,
 }
 
 impl Controller {
@@ -121,102 +84,53 @@ impl Controller {
         data: &Path,
         extra: Vec<String>,
     ) -> Result<Controller, (ExitStatus, String)> {
-        let mut child = Command::new(bin())
-            .arg("controller")
+        let mut c = Command::new(bin());
+        c.arg("controller")
             .args(&mode)
             .arg("--data-dir")
             .arg(data)
             .args(["--proxy-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             .args(&extra)
-            .env("PIMESH_CONTROLLER_LOG", "warn,pimesh=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pimesh controller");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("pimesh controller listening") {
-                    let _ = tx.send(line.clone());
-                }
-                let mut l = log2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let line = loop {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(20)) {
-                break line;
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                // Let the reader thread take the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                return Err((status, log.lock().unwrap().clone()));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("controller did not start:\n{}", log.lock().unwrap());
-            }
-        };
-        let addr = |key: &str| -> SocketAddr {
-            let start = line.find(key).unwrap() + key.len();
-            line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+            .env("PIMESH_CONTROLLER_LOG", "warn,pimesh=debug");
+        let process = launch(
+            &mut c,
+            "pimesh controller listening",
+            Duration::from_secs(30),
+        )
+        .map_err(|e| (e.status, e.log))?;
         Ok(Controller {
             mode,
-            proxy: addr("proxy="),
-            admin: addr("admin="),
+            proxy: process.addr("proxy="),
+            admin: process.addr("admin="),
             data: data.to_path_buf(),
             args: extra,
-            child: Some(child),
-            log,
+            process,
         })
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.process.log()
     }
 
     /// The process id (0 once killed).
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.process.pid()
     }
 
     /// SIGKILL: no chance to flush anything.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
-    /// SIGTERM, then the exit status.
+    /// SIGTERM, then the exit status (15 s at most).
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut c = self.child.take().expect("running");
+        let pid = self.process.pid();
+        assert_ne!(pid, 0, "the controller is not running");
         // SAFETY: signalling a child process this test started.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                panic!("controller ignored SIGTERM:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let status = self.process.wait_exit(Duration::from_secs(15));
+        self.process.kill();
+        status.unwrap_or_else(|| panic!("controller ignored SIGTERM:\n{}", self.log()))
     }
 
     /// SIGKILL, then a new controller on the same data dir and flags.
@@ -332,12 +246,6 @@ impl Controller {
                     .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&body))),
             ))
         }
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -486,18 +394,4 @@ pub fn serial_and_issuer(chain_pem: &str) -> (String, Vec<u8>) {
         .map(|b| format!("{b:02x}"))
         .collect();
     (hex, chain[1].to_vec())
-}
-
-/// Polls `f` until it holds or `timeout` passes.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

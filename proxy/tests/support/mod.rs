@@ -5,43 +5,14 @@
 
 pub mod outbound;
 
+pub use pimesh_test_support::{eventually, free_port, run, TempDir};
+use pimesh_test_support::{launch, proxy_env, Launched, PROXY_LISTENING};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let p = std::env::temp_dir().join(format!(
-            "pimesh-test-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use std::time::Duration;
 
 /// A command, run inside network namespace `netns` when given.
 pub fn cmd(netns: Option<&str>, program: &str) -> Command {
@@ -55,139 +26,13 @@ pub fn cmd(netns: Option<&str>, program: &str) -> Command {
     }
 }
 
-/// Runs `c` to completion with a timeout; panics (failing the test) when
-/// it does not finish in time. Output is read while it runs (a child
-/// writing more than a pipe buffer would otherwise never finish).
-pub fn run(c: &mut Command, timeout: Duration) -> Output {
-    let mut child = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{c:?} did not finish within {timeout:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.join().unwrap()),
-                String::from_utf8_lossy(&err.join().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-/// A port that was free a moment ago on 127.0.0.1, drawn from 20000–31999
-/// (below the kernel's default ephemeral range, 32768–60999) so that other
-/// tests' port-0 binds and outgoing connections cannot take it before the
-/// caller binds it; each test process starts at its own place.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let start = std::process::id()
-        .wrapping_mul(7919)
-        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_729));
-    (0..12_000u32)
-        .map(|i| 20_000 + (start.wrapping_add(i * 7) % 12_000) as u16)
-        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .unwrap_or_else(|| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-}
-
-/// Spawns `c` with stderr captured into a shared log and waits (20 s at
-/// most) for a line containing `marker`; returns the child, that line and
-/// the log. Panics with the log when the line never comes.
-fn spawn_logged(c: &mut Command, marker: &'static str) -> (Child, String, Arc<Mutex<String>>) {
-    let mut child = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {c:?}: {e}"));
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.contains(marker) {
-                let _ = tx.send(line.clone());
-            }
-            let mut l = log2.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(line) => (child, line, log),
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{c:?} did not start:\n{}", log.lock().unwrap());
-        }
-    }
-}
-
-/// The address after `key` in a "listening" log line.
-fn line_addr(line: &str, key: &str) -> SocketAddr {
-    let start = line
-        .find(key)
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-        + key.len();
-    line[start..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// A running `pimesh-proxy`, killed on drop.
 pub struct Proxy {
-    child: Child,
+    process: Launched,
     pub inbound: SocketAddr,
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
     pub netns: Option<String>,
-    log: Arc<Mutex<String>>,
 }
 
 pub fn proxy_bin() -> &'static str {
@@ -211,31 +56,24 @@ impl Proxy {
             }
             None => cmd(netns, proxy_bin()),
         };
-        c.env("PIMESH_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_TAP_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PIMESH_PROXY_LOG", "warn,pimesh=debug")
-            .env_remove("http_proxy")
-            .env_remove("HTTP_PROXY");
+        proxy_env(&mut c, "127.0.0.1:0", "warn,pimesh=debug");
         for (k, v) in env {
             c.env(k, v);
         }
-        let (child, line, log) = spawn_logged(&mut c, "listening inbound=");
-        let addr = |key: &str| line_addr(&line, key);
+        let process = launch(&mut c, PROXY_LISTENING, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{c:?} exited with {}:\n{}", e.status, e.log));
         Proxy {
-            inbound: addr(" inbound="),
-            outbound: addr("outbound="),
-            admin: addr("admin="),
-            child,
+            inbound: process.addr(" inbound="),
+            outbound: process.addr("outbound="),
+            admin: process.addr("admin="),
+            process,
             netns: netns.map(str::to_string),
-            log,
         }
     }
 
     /// The proxy's log so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.process.log()
     }
 
     /// `GET /metrics` text.
@@ -258,7 +96,7 @@ impl Proxy {
 
     /// Panics if the proxy exited or logged a panic.
     pub fn assert_healthy(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
+        if let Some(status) = self.process.try_exit() {
             panic!("proxy exited with {status}:\n{}", self.log());
         }
         assert!(
@@ -270,25 +108,11 @@ impl Proxy {
 
     /// Waits up to `timeout` for the process to exit, returning its status.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.process.wait_exit(timeout)
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.pid()
     }
 }
 
@@ -305,20 +129,6 @@ pub fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-/// Polls `f` until it returns true or `timeout` passes.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// nginx serving `/` (`hello from nginx`), `/big.bin` (1 MiB) and
@@ -602,12 +412,11 @@ pub fn controller_bin() -> PathBuf {
 /// A running standalone controller on loopback port 0, killed on drop;
 /// its data dir survives a restart.
 pub struct Controller {
-    child: Option<Child>,
+    process: Launched,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub dir: Arc<TempDir>,
     extra: Vec<String>,
-    log: Arc<Mutex<String>>,
 }
 
 impl Controller {
@@ -631,24 +440,20 @@ impl Controller {
             .arg(dir.path().join("data"))
             .args(["--admin-addr", "127.0.0.1:0"])
             .args(&extra);
-        let (child, line, log) = spawn_logged(&mut c, "listening proxy=");
-        let addr = |key: &str| line_addr(&line, key);
+        let process = launch(&mut c, "listening proxy=", Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{c:?} exited with {}:\n{}", e.status, e.log));
         Controller {
-            proxy_addr: addr("proxy="),
-            admin_addr: addr("admin="),
-            child: Some(child),
+            proxy_addr: process.addr("proxy="),
+            admin_addr: process.addr("admin="),
+            process,
             dir,
             extra,
-            log,
         }
     }
 
     /// Kills the controller with SIGKILL (no chance to flush anything).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
     /// A new controller process on the same data dir (new ports).
@@ -658,7 +463,7 @@ impl Controller {
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.process.log()
     }
 
     /// Runs `pimesh ARGS --controller http://ADMIN` and returns stdout.
@@ -719,12 +524,6 @@ impl Controller {
             ),
             ("PIMESH_PROXY_IDENTITY".into(), identity.into()),
         ]
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -178,8 +178,8 @@ fn index_recomputes_only_affected_services_and_relists() {
 
 #[test]
 fn nothing_is_published_before_all_three_resources_are_listed() {
-    let dir = crate::store::tests::TempDir::new("kube-publish");
-    let store = crate::store::Store::open(&dir.0).unwrap();
+    let dir = pimesh_test_support::TempDir::new("kube-publish");
+    let store = crate::store::Store::open(dir.path()).unwrap();
     let registry = Arc::new(Registry::kubernetes(&store, "cluster.local").unwrap());
     let shared = Shared::new(
         registry.clone(),

@@ -26,8 +26,8 @@ fn targets(minute: u64) -> Targets {
 
 #[test]
 fn writes_minutes_in_batches_and_reads_them_back() {
-    let dir = crate::store::tests::TempDir::new("history");
-    let store = Store::open(&dir.0).unwrap();
+    let dir = pimesh_test_support::TempDir::new("history");
+    let store = Store::open(dir.path()).unwrap();
     let m = 1_795_228_800; // a multiple of 60
     let mut h = History::open(&store, m + 5).unwrap();
     let ts = targets(m);
