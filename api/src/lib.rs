@@ -1,6 +1,6 @@
 //! The wire contract between `pimesh-proxy` and the `pimesh` controller:
 //! paths, versions, and the serde types of the proxy ↔ controller API
-//! (HTTP/2 over mTLS, JSON bodies). No I/O lives here.
+//! (HTTP/2 over mTLS, JSON bodies). No network or file I/O lives here.
 //!
 //! Layout:
 //! - `identity`: identities (`NAMESPACE/SERVICEACCOUNT`, SPIFFE IDs, the
@@ -11,10 +11,13 @@
 //!   the networks (CIDRs) they name.
 //! - `tap`: the live request-metadata stream of proxies and its relay.
 //! - `query`: decoding the query values of the API's `GET` routes.
+//! - `env`: where configuration values come from (the process
+//!   environment, a map in tests).
 //! - `text`: durations and error chains, read and written the same way by
 //!   every binary.
 
 pub mod discovery;
+pub mod env;
 pub mod identity;
 pub mod policy;
 pub mod query;

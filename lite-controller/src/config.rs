@@ -4,7 +4,6 @@
 //! tests pass a map instead of touching the process environment.
 
 use clap::Args;
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,30 +29,7 @@ pub const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Concurrent watch streams unless configured (a few KiB each).
 pub const DEFAULT_MAX_WATCHES: usize = 4096;
 
-/// Where fallback values come from: the process environment in the binary,
-/// a map in tests (never `std::env::set_var`).
-pub trait Env {
-    /// The value of `name`, if set (an empty value counts as unset).
-    fn get(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OsEnv;
-
-impl Env for OsEnv {
-    fn get(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    }
-}
-
-impl Env for HashMap<&str, &str> {
-    fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name)
-            .filter(|v| !v.is_empty())
-            .map(|v| v.to_string())
-    }
-}
+pub use pimesh_api::env::{Env, OsEnv};
 
 /// `pimesh controller` flags, as given (validated by [`Config::from_args`]).
 #[derive(Debug, Clone, Default, Args)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use clap::Parser;
+use std::collections::HashMap;
 
 #[derive(Parser)]
 struct Cmd {

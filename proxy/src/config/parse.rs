@@ -2,40 +2,10 @@
 //! [`Error`] naming a bad variable, and the value parsers shared by the
 //! configuration's parts (addresses, durations, retry classes).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Where configuration values come from: the process environment in the
-/// binary, a map in tests (never `std::env::set_var`).
-pub trait Env {
-    /// The value of `name`, if set (an empty value counts as unset).
-    fn get(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OsEnv;
-
-impl Env for OsEnv {
-    fn get(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    }
-}
-
-impl Env for HashMap<String, String> {
-    fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name).filter(|v| !v.is_empty()).cloned()
-    }
-}
-
-impl Env for HashMap<&str, &str> {
-    fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name)
-            .filter(|v| !v.is_empty())
-            .map(|v| v.to_string())
-    }
-}
+pub use pimesh_api::env::{Env, OsEnv};
 
 /// A configuration value that could not be used. The binary prints it and
 /// exits with code 64.
