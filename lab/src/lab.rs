@@ -10,7 +10,7 @@
 use crate::forward::Forward;
 use crate::interrupt::{self, Interrupted};
 use crate::net::{self, Lock, Names, Subnet};
-use crate::process::{self, command, http_get, run, Proc};
+use crate::process::{command, http_get, run, Proc};
 use crate::spec::{self, PodSpec};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -18,7 +18,10 @@ use std::process::Command;
 use std::time::Duration;
 
 mod config;
+mod error;
 mod pods;
+
+pub use error::Error;
 
 pub(crate) use config::{mkdir, scrape_interval_arg, wait_registered, write_file};
 pub use config::{
@@ -35,37 +38,6 @@ pub const WEBHOOK_PORT: u16 = 8443;
 pub const PROXY_PORTS: (u16, u16, u16) = (4143, 4140, 4191);
 /// Time for a proxy to get its certificate, or an app to listen.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bringing the lab up failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The lab needs root (namespaces, iptables, uids).
-    #[error(
-        "the mesh lab needs root (network namespaces, iptables); without root use loopback mode"
-    )]
-    NotRoot,
-    /// `pimesh-proxy` or `pimesh` was not found.
-    #[error("{0} not found (build it: cargo build -p pimesh-proxy -p pimesh-controller, or pass --bin-dir)")]
-    Binary(String),
-    /// A pod spec is unusable.
-    #[error(transparent)]
-    Spec(#[from] spec::Error),
-    /// The network could not be set up.
-    #[error("network")]
-    Net(#[from] net::Error),
-    /// A command or child failed.
-    #[error("process")]
-    Process(#[from] process::Error),
-    /// A child did not become ready; `log` is its output.
-    #[error("{what}:\n{log}")]
-    NotReady { what: String, log: String },
-    /// A file of the lab's work directory cannot be written.
-    #[error("cannot write {0}")]
-    Write(PathBuf, #[source] std::io::Error),
-    /// SIGINT/SIGTERM/SIGHUP arrived.
-    #[error("interrupted")]
-    Interrupted(#[from] Interrupted),
-}
-
 pub(crate) use pimesh_api::text::error_chain as error_text;
 
 /// A pod of a running lab.

@@ -1,7 +1,7 @@
 //! What a lab runs with: the binaries, the options, the environment apps
 //! must not inherit, and small helpers shared with the loopback lab.
 
-use super::Error;
+use super::error::Error;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
