@@ -148,8 +148,21 @@ struct Service {
     upstream: Upstream,
 }
 
+/// What [`Service::handle`] returns: the request's future, boxed.
+type Handled = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<ResponseBody>, Error>> + Send>,
+>;
+
 impl Service {
-    async fn handle(
+    /// The request's future on the heap: hyper's HTTP/2 server spawns a
+    /// task per stream and moves the future into it, several KiB copied
+    /// per request (callgrind: ~40% of the mesh server proxy's
+    /// instructions) where a pointer does.
+    fn handle(self: Arc<Self>, req: Request<Incoming>) -> Handled {
+        Box::pin(self.handle_request(req))
+    }
+
+    async fn handle_request(
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Error> {
