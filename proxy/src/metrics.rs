@@ -7,6 +7,7 @@ mod authz;
 mod labels;
 mod outbound;
 mod process;
+mod series;
 #[cfg(test)]
 mod tests;
 
@@ -16,6 +17,7 @@ pub use labels::{
 };
 use labels::{ErrorLabels, LatencyLabels, RenewalLabels, ResponseLabels, TcpCloseLabels};
 pub use outbound::OutboundMetrics;
+pub use series::{ConnectionSeries, RequestSeries};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -316,6 +318,19 @@ impl Metrics {
         m
     }
 
+    /// Counts one request that started at `start` in a cached `series`
+    /// (see [`ConnectionSeries`]): no label clone nor family look-up once
+    /// the series has seen the same outcome.
+    pub fn request_in(
+        self: &Arc<Self>,
+        series: Arc<RequestSeries>,
+        start: Instant,
+    ) -> RequestMetrics {
+        let mut m = self.new_request(Series::Cached(series), start);
+        m.count();
+        m
+    }
+
     /// A request whose labels are final only once an endpoint answered
     /// ([`RequestMetrics::relabel`]); it is counted in `request_total` then,
     /// or when it ends, whichever is first.
@@ -324,9 +339,13 @@ impl Metrics {
         labels: RequestLabels,
         start: Instant,
     ) -> RequestMetrics {
+        self.new_request(Series::Labels(labels), start)
+    }
+
+    fn new_request(self: &Arc<Self>, series: Series, start: Instant) -> RequestMetrics {
         RequestMetrics {
             metrics: self.clone(),
-            labels,
+            series,
             start,
             latency_recorded: false,
             ended: false,
@@ -401,7 +420,7 @@ impl Drop for TcpConnection {
 #[derive(Debug)]
 pub struct RequestMetrics {
     metrics: Arc<Metrics>,
-    labels: RequestLabels,
+    series: Series,
     start: Instant,
     latency_recorded: bool,
     ended: bool,
@@ -409,6 +428,23 @@ pub struct RequestMetrics {
     counted: bool,
     /// Request metadata kept for the tap, only while a tap is open.
     tap: Option<Box<TapStart>>,
+}
+
+/// A request's labels: its own (looked up in the families at each
+/// record) or a connection's cached handles.
+#[derive(Debug)]
+enum Series {
+    Labels(RequestLabels),
+    Cached(Arc<RequestSeries>),
+}
+
+impl Series {
+    fn labels(&self) -> &RequestLabels {
+        match self {
+            Series::Labels(l) => l,
+            Series::Cached(s) => &s.labels,
+        }
+    }
 }
 
 /// What a tap event needs from the request head.
@@ -439,13 +475,20 @@ impl RequestMetrics {
     /// endpoint that answered); ignored once counted.
     pub fn relabel(&mut self, target: TargetLabels) {
         if !self.counted {
-            self.labels.target = target;
+            let authority = self.series.labels().authority.clone();
+            self.series = Series::Labels(RequestLabels { target, authority });
         }
     }
 
     fn count(&mut self) {
-        if !std::mem::replace(&mut self.counted, true) {
-            self.metrics.request_total.get_or_create(&self.labels).inc();
+        if std::mem::replace(&mut self.counted, true) {
+            return;
+        }
+        match &self.series {
+            Series::Labels(l) => {
+                self.metrics.request_total.get_or_create(l).inc();
+            }
+            Series::Cached(s) => s.count(&self.metrics),
         }
     }
 
@@ -455,13 +498,18 @@ impl RequestMetrics {
             return;
         }
         self.count();
-        self.metrics
-            .response_latency_ms
-            .get_or_create(&LatencyLabels {
-                request: self.labels.clone(),
-                status_code: status,
-            })
-            .observe(self.start.elapsed().as_secs_f64() * 1e3);
+        let ms = self.start.elapsed().as_secs_f64() * 1e3;
+        match &self.series {
+            Series::Labels(l) => self
+                .metrics
+                .response_latency_ms
+                .get_or_create(&LatencyLabels {
+                    request: l.clone(),
+                    status_code: status,
+                })
+                .observe(ms),
+            Series::Cached(s) => s.observe_latency(&self.metrics, status, ms),
+        }
     }
 
     /// Records the end of the exchange: `status` is the HTTP status sent to
@@ -487,23 +535,30 @@ impl RequestMetrics {
         } else {
             Classification::Success
         };
-        self.metrics
-            .response_total
-            .get_or_create(&ResponseLabels {
-                request: self.labels.clone(),
-                status_code: status,
-                grpc_status,
-                classification,
-                error,
-            })
-            .inc();
+        match &self.series {
+            Series::Labels(l) => {
+                self.metrics
+                    .response_total
+                    .get_or_create(&ResponseLabels {
+                        request: l.clone(),
+                        status_code: status,
+                        grpc_status,
+                        classification,
+                        error,
+                    })
+                    .inc();
+            }
+            Series::Cached(s) => {
+                s.count_response(&self.metrics, (status, grpc_status, error), classification)
+            }
+        }
         if let Some(t) = self.tap.take() {
             self.publish_tap(*t, status, grpc_status, error);
         }
     }
 
     fn publish_tap(&self, t: TapStart, status: Option<u16>, grpc_status: Option<u32>, error: &str) {
-        let target = &self.labels.target;
+        let target = &self.series.labels().target;
         let peer = match &target.tls {
             Tls::Established { peer, .. } => Some(peer.to_string()),
             Tls::NoIdentity(_) => None,
@@ -517,7 +572,7 @@ impl RequestMetrics {
             client_id: peer.clone().filter(|_| inbound),
             server_id: peer.filter(|_| !inbound),
             method: t.method,
-            authority: self.labels.authority.to_string(),
+            authority: self.series.labels().authority.to_string(),
             path: t.path,
             status,
             grpc_status,

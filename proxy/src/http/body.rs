@@ -67,7 +67,12 @@ impl ResponseBody {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    headers
+        .get(&super::headers::GRPC_STATUS)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 impl Body for ResponseBody {

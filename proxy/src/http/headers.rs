@@ -61,13 +61,39 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// `grpc-status`, as a name parsed once (a `&str` name is parsed, then
+/// hashed, at every look-up).
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// `Keep-Alive` (RFC 9112 §9.3, obsolete but still sent).
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `Proxy-Connection` (never standard, sent by old clients).
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether `name` is one of the fixed hop-by-hop fields (not counting
+/// those a `Connection` header names).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHORIZATION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop headers: those named in `Connection`, and
 /// `Connection`, `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`,
 /// `TE` (except `TE: trailers`, which gRPC needs), `Upgrade`. With
 /// `keep_upgrade` the upgrade handshake (`Connection: upgrade`, `Upgrade`)
 /// is kept; with `explicit` (the client addressed us as its proxy)
-/// `Proxy-Authorization` is dropped too.
+/// `Proxy-Authorization` is dropped too. Runs on every request and
+/// response: one pass over the names first, as most messages carry none
+/// of these (each removal hashes its name).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, explicit: bool) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -80,8 +106,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, explicit: b
         headers.remove(name);
     }
     headers.remove(header::CONNECTION);
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
     headers.remove(header::TRANSFER_ENCODING);
     if headers
         .get(header::TE)
@@ -143,6 +169,31 @@ mod tests {
         strip_hop_by_hop(&mut h, false, false);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["te", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn each_hop_by_hop_field_alone_is_stripped() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "te",
+            "upgrade",
+            "proxy-authorization",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("x"));
+            h.insert("x-end-to-end", HeaderValue::from_static("kept"));
+            strip_hop_by_hop(&mut h, false, true);
+            let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, ["x-end-to-end"], "{name}");
+        }
+        // Not explicit: Proxy-Authorization is the target's business.
+        let mut h = HeaderMap::new();
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("x"));
+        strip_hop_by_hop(&mut h, false, false);
+        assert!(h.contains_key(header::PROXY_AUTHORIZATION));
     }
 
     #[test]

@@ -82,18 +82,33 @@ impl AuthzMetrics {
     /// Counts one HTTP request (`http`) or one opaque connection by the
     /// verdict `authz`, on the connection labelled `target`.
     pub fn record(&self, target: &TargetLabels, authz: Authz, http: bool) {
-        let labels = AuthzLabels {
+        self.family(http, authz.allowed)
+            .get_or_create(&Self::labels(target, authz, http))
+            .inc();
+    }
+
+    /// The counter [`AuthzMetrics::record`] increments for these labels, to
+    /// keep for a connection whose requests all get the verdict `authz`.
+    pub fn counter(&self, target: &TargetLabels, authz: Authz, http: bool) -> Counter {
+        self.family(http, authz.allowed)
+            .get_or_create_owned(&Self::labels(target, authz, http))
+    }
+
+    fn labels(target: &TargetLabels, authz: Authz, http: bool) -> AuthzLabels {
+        AuthzLabels {
             target: target.clone(),
             policy: authz.policy.as_str(),
             http,
             allowed: authz.allowed,
-        };
-        let family = match (http, authz.allowed) {
+        }
+    }
+
+    fn family(&self, http: bool, allowed: bool) -> &Family<AuthzLabels, Counter> {
+        match (http, allowed) {
             (true, true) => &self.http_allow,
             (true, false) => &self.http_deny,
             (false, true) => &self.tcp_allow,
             (false, false) => &self.tcp_deny,
-        };
-        family.get_or_create(&labels).inc();
+        }
     }
 }

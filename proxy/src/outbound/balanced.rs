@@ -296,5 +296,10 @@ fn finish(mut rsp: Response<Incoming>, version: Version, ep: &Endpoint) -> Respo
 
 /// A trailers-only response's `grpc-status`.
 fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    headers
+        .get(&headers::GRPC_STATUS)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
