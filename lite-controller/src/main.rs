@@ -92,6 +92,18 @@ fn main() -> ExitCode {
             print!("{}", pimesh_controller::kube::access::manifest(&namespace));
             return ExitCode::SUCCESS;
         }
+        Command::Install(args) if args.crds => {
+            return match pimesh_controller::policy::crd::manifest() {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pimesh install --crds: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Install(args) => {
             return match pimesh_controller::install::manifests(&args) {
                 Ok(yaml) => {
