@@ -67,6 +67,9 @@ pub struct IdentityRef {
     pub namespace: Option<String>,
 }
 
+/// The most networks one NetworkAuthentication lists.
+pub const MAX_NETWORKS: usize = 256;
+
 /// NetworkAuthentication defines a list of authenticated client networks
 /// to be referenced by an `AuthorizationPolicy`.
 #[derive(CustomResource, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -80,7 +83,10 @@ pub struct IdentityRef {
     namespaced
 )]
 pub struct NetworkAuthenticationSpec {
-    /// The networks whose clients are authenticated.
+    /// The networks whose clients are authenticated (1 to
+    /// [`MAX_NETWORKS`]; the bound keeps the API server's CEL cost
+    /// estimate of the `cidr` rule within its budget).
+    #[schemars(length(min = 1, max = 256))]
     pub networks: Vec<Network>,
 }
 

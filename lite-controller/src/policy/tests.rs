@@ -245,6 +245,15 @@ fn an_invalid_cidr_or_exception_is_refused_naming_it() {
     assert_eq!(e.field, "spec.networks[0].except[0]");
     let e = refused("network-authentication.yaml", |d| nets(d, json!([])));
     assert_eq!(e.field, "spec.networks");
+    let many: Vec<Value> = (0..=authn::MAX_NETWORKS)
+        .map(|i| json!({"cidr": format!("10.0.{}.{}", i / 256, i % 256)}))
+        .collect();
+    let e = refused("network-authentication.yaml", |d| nets(d, json!(many)));
+    assert_eq!(e.field, "spec.networks");
+    parsed("network-authentication.yaml", |d| {
+        nets(d, json!(many[..authn::MAX_NETWORKS]))
+    })
+    .unwrap();
     // A bare address is a /32 (or /128).
     parsed("network-authentication.yaml", |d| {
         nets(d, json!([{"cidr": "192.168.1.10"}, {"cidr": "::1"}]))

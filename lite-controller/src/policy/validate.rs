@@ -7,6 +7,7 @@
 //! its policy controller's admission checks) under pimesh's group.
 //! No I/O.
 
+use super::authn::MAX_NETWORKS;
 use super::{
     authn::IdentityRef, AuthorizationPolicy, AuthorizationPolicySpec, HTTPLocalRateLimitPolicy,
     HTTPLocalRateLimitPolicySpec, LabelSelector, MeshTLSAuthentication, MeshTLSAuthenticationSpec,
@@ -390,6 +391,12 @@ fn network(n: &NetworkAuthenticationSpec) -> Result<(), Invalid> {
         return Err(invalid(
             "spec.networks",
             "at least one network must be given",
+        ));
+    }
+    if n.networks.len() > MAX_NETWORKS {
+        return Err(invalid(
+            "spec.networks",
+            format!("{} networks: at most {MAX_NETWORKS}", n.networks.len()),
         ));
     }
     for (i, net) in n.networks.iter().enumerate() {
