@@ -2,7 +2,7 @@
 //! `policy.linkerd.io/v1alpha1`): `MeshTLSAuthentication` (the client's
 //! mesh identity) and `NetworkAuthentication` (the client's address).
 
-use super::{GROUP_PATTERN, KIND_PATTERN};
+use super::refs::{GROUP_PATTERN, KIND_PATTERN};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

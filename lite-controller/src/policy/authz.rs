@@ -2,7 +2,7 @@
 //! authentication to a target (Linkerd's `AuthorizationPolicy`,
 //! `policy.linkerd.io/v1alpha1`: `targetRef`, `requiredAuthenticationRefs`).
 
-use super::{ObjectRef, TargetRef};
+use super::refs::{ObjectRef, TargetRef};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -4,10 +4,10 @@
 //! and `k3s/pimesh-crds.yaml` is that output, checked in. Apply them before
 //! the control plane, as `linkerd install --crds`.
 
-use super::{
-    AuthorizationPolicy, HTTPLocalRateLimitPolicy, MeshTLSAuthentication, NetworkAuthentication,
-    Server,
-};
+use super::authn::{MeshTLSAuthentication, NetworkAuthentication};
+use super::authz::AuthorizationPolicy;
+use super::ratelimit::HTTPLocalRateLimitPolicy;
+use super::server::Server;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 

@@ -4,7 +4,7 @@
 //! `targetRef`, `total`, `identity`, `overrides`). Requests above it get
 //! 429.
 
-use super::{ObjectRef, TargetRef};
+use super::refs::{ObjectRef, TargetRef};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

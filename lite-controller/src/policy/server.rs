@@ -3,7 +3,7 @@
 //! `policy.linkerd.io/v1beta3`: `podSelector`, `port`, `proxyProtocol`,
 //! `accessPolicy`).
 
-use super::LabelSelector;
+use super::refs::LabelSelector;
 use kube::CustomResource;
 use pimesh_api::policy::DefaultPolicy;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};

@@ -1,6 +1,7 @@
 use super::validate::identity_pattern;
 use super::*;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 fn example(file: &str) -> Value {
     let path = format!("{}/../examples/policy/{file}", env!("CARGO_MANIFEST_DIR"));

@@ -8,12 +8,17 @@
 //! No I/O.
 
 use super::authn::MAX_NETWORKS;
-use super::{
-    authn::IdentityRef, AuthorizationPolicy, AuthorizationPolicySpec, HTTPLocalRateLimitPolicy,
-    HTTPLocalRateLimitPolicySpec, LabelSelector, MeshTLSAuthentication, MeshTLSAuthenticationSpec,
-    NetworkAuthentication, NetworkAuthenticationSpec, ObjectRef, Port, SelectorOperator, Server,
-    ServerSpec, TargetRef, GATEWAY_GROUP, GROUP, LINKERD_GROUP, VERSION,
+use super::authn::{
+    IdentityRef, MeshTLSAuthentication, MeshTLSAuthenticationSpec, NetworkAuthentication,
+    NetworkAuthenticationSpec,
 };
+use super::authz::{AuthorizationPolicy, AuthorizationPolicySpec};
+use super::ratelimit::{HTTPLocalRateLimitPolicy, HTTPLocalRateLimitPolicySpec};
+use super::refs::{
+    LabelSelector, ObjectRef, SelectorOperator, TargetRef, GATEWAY_GROUP, GROUP, LINKERD_GROUP,
+    VERSION,
+};
+use super::server::{Port, Server, ServerSpec};
 use pimesh_api::policy::Cidr;
 use serde::de::DeserializeOwned;
 use std::fmt;
