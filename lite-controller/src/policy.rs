@@ -13,15 +13,19 @@
 //! - `ratelimit`: `HTTPLocalRateLimitPolicy`.
 //! - `validate`: what the CRD schema cannot say; [`Resource::parse`] and
 //!   [`validate::validate`] name the field of the first error.
+//! - `index`: which stored resources take effect, and why not.
+//! - `stored`: standalone mode's resources in sled (`pimesh apply -f`).
 //! - `crd`: the CustomResourceDefinitions from these types (`pimesh
 //!   install --crds`, `k3s/pimesh-crds.yaml`).
 
 pub mod authn;
 pub mod authz;
 pub mod crd;
+pub mod index;
 pub mod ratelimit;
 pub mod refs;
 pub mod server;
+pub mod stored;
 pub mod validate;
 
 pub use authn::{

@@ -481,3 +481,125 @@ fn the_crds_mirror_what_the_schema_can_say() {
         1.0
     );
 }
+
+fn all_examples() -> Vec<Resource> {
+    [
+        "server.yaml",
+        "meshtls-authentication.yaml",
+        "authorization-policy.yaml",
+        "network-authentication.yaml",
+        "ratelimit.yaml",
+    ]
+    .iter()
+    .map(|f| parsed(f, |_| {}).unwrap())
+    .collect()
+}
+
+#[test]
+fn a_policy_naming_a_missing_server_or_authentication_is_not_applied() {
+    let all = all_examples();
+    let st = index::statuses(&all);
+    assert!(st.iter().all(|s| s.applied && s.reason.is_none()), "{st:?}");
+
+    // Without the Server: the AuthorizationPolicy and the rate limit wait.
+    let st = index::statuses(&all[1..]);
+    let reasons: Vec<(&str, Option<&str>)> = st
+        .iter()
+        .map(|s| (s.kind.as_str(), s.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("MeshTLSAuthentication", None),
+            (
+                "AuthorizationPolicy",
+                Some("Server shop/api-http not found")
+            ),
+            ("NetworkAuthentication", None),
+            (
+                "HTTPLocalRateLimitPolicy",
+                Some("Server shop/api-http not found")
+            ),
+        ]
+    );
+    // Without the MeshTLSAuthentication.
+    let without: Vec<Resource> = all
+        .iter()
+        .filter(|r| r.kind() != "MeshTLSAuthentication")
+        .cloned()
+        .collect();
+    let authz = index::statuses(&without)
+        .into_iter()
+        .find(|s| s.kind == "AuthorizationPolicy")
+        .unwrap();
+    assert!(!authz.applied);
+    assert_eq!(
+        authz.reason.as_deref(),
+        Some("MeshTLSAuthentication shop/web-only not found")
+    );
+    // A Server of the same name in another namespace does not count.
+    let other = parsed("server.yaml", |d| {
+        d["metadata"]["namespace"] = json!("other")
+    })
+    .unwrap();
+    let mut moved = all.clone();
+    moved[0] = other;
+    let authz = index::statuses(&moved)
+        .into_iter()
+        .find(|s| s.kind == "AuthorizationPolicy")
+        .unwrap();
+    assert_eq!(
+        authz.reason.as_deref(),
+        Some("Server shop/api-http not found")
+    );
+}
+
+#[test]
+fn stored_policies_are_created_configured_listed_and_deleted() {
+    use stored::{Applied, ApplyError, Policies};
+    let dir = pimesh_test_support::TempDir::new("policies");
+    let store = crate::store::Store::open(dir.path()).unwrap();
+    let p = Policies::open(&store).unwrap();
+    let doc = |f: &str| example(f);
+    let (r, a) = p.apply(doc("authorization-policy.yaml")).unwrap();
+    assert_eq!((r.kind(), a), ("AuthorizationPolicy", Applied::Created));
+    assert_eq!(
+        p.list().unwrap()[0].reason.as_deref(),
+        Some("Server shop/api-http not found")
+    );
+    p.apply(doc("server.yaml")).unwrap();
+    p.apply(doc("meshtls-authentication.yaml")).unwrap();
+    assert!(p.list().unwrap().iter().all(|s| s.applied));
+    assert_eq!(p.apply(doc("server.yaml")).unwrap().1, Applied::Unchanged);
+    let mut changed = doc("server.yaml");
+    changed["spec"]["port"] = json!(8080);
+    assert_eq!(p.apply(changed).unwrap().1, Applied::Configured);
+    // No namespace: default's.
+    let mut bare = doc("server.yaml");
+    bare["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("namespace");
+    assert_eq!(p.apply(bare).unwrap().0.namespace(), Some("default"));
+    // Invalid: refused naming the field, nothing stored.
+    let mut bad = doc("network-authentication.yaml");
+    bad["spec"]["networks"][0]["cidr"] = json!("10.42.0.1/16");
+    match p.apply(bad) {
+        Err(ApplyError::Invalid(e)) => assert_eq!(e.field, "spec.networks[0].cidr"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.list().unwrap().len(), 4);
+    assert!(p.delete("Server", "shop", "api-http").unwrap());
+    assert!(!p.delete("Server", "shop", "api-http").unwrap());
+    let st = p.list().unwrap();
+    let authz = st.iter().find(|s| s.kind == "AuthorizationPolicy").unwrap();
+    assert_eq!(
+        authz.reason.as_deref(),
+        Some("Server shop/api-http not found")
+    );
+    // Kept across a reopen.
+    drop(p);
+    drop(store);
+    let store = crate::store::Store::open(dir.path()).unwrap();
+    assert_eq!(Policies::open(&store).unwrap().list().unwrap(), st);
+}

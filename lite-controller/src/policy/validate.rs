@@ -129,16 +129,38 @@ impl Resource {
         }
     }
 
-    /// `metadata.namespace`, when set.
-    pub fn namespace(&self) -> Option<&str> {
-        let meta = match self {
+    fn metadata(&self) -> &kube::core::ObjectMeta {
+        match self {
             Resource::Server(r) => &r.metadata,
             Resource::AuthorizationPolicy(r) => &r.metadata,
             Resource::MeshTLSAuthentication(r) => &r.metadata,
             Resource::NetworkAuthentication(r) => &r.metadata,
             Resource::HTTPLocalRateLimitPolicy(r) => &r.metadata,
+        }
+    }
+
+    /// `metadata.namespace`, when set.
+    pub fn namespace(&self) -> Option<&str> {
+        self.metadata().namespace.as_deref()
+    }
+
+    /// `metadata.name` ([`Resource::parse`] checked it is there).
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or_default()
+    }
+
+    /// The resource as a JSON object (its `apiVersion`, `kind`, `metadata`
+    /// and `spec`, with the schema's defaults filled in).
+    pub fn to_json(&self) -> serde_json::Value {
+        let v = match self {
+            Resource::Server(r) => serde_json::to_value(r),
+            Resource::AuthorizationPolicy(r) => serde_json::to_value(r),
+            Resource::MeshTLSAuthentication(r) => serde_json::to_value(r),
+            Resource::NetworkAuthentication(r) => serde_json::to_value(r),
+            Resource::HTTPLocalRateLimitPolicy(r) => serde_json::to_value(r),
         };
-        meta.namespace.as_deref()
+        // These types serialise to JSON without fail (string keys only).
+        v.unwrap_or_default()
     }
 }
 
@@ -479,17 +501,9 @@ fn rate_limit(l: &HTTPLocalRateLimitPolicySpec) -> Result<(), Invalid> {
 impl fmt::Display for Resource {
     /// `Kind NAMESPACE/NAME` (or `Kind NAME` without a namespace).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            Resource::Server(r) => r.metadata.name.as_deref(),
-            Resource::AuthorizationPolicy(r) => r.metadata.name.as_deref(),
-            Resource::MeshTLSAuthentication(r) => r.metadata.name.as_deref(),
-            Resource::NetworkAuthentication(r) => r.metadata.name.as_deref(),
-            Resource::HTTPLocalRateLimitPolicy(r) => r.metadata.name.as_deref(),
-        }
-        .unwrap_or_default();
         match self.namespace() {
-            Some(ns) => write!(f, "{} {ns}/{name}", self.kind()),
-            None => write!(f, "{} {name}", self.kind()),
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind(), self.name()),
+            None => write!(f, "{} {}", self.kind(), self.name()),
         }
     }
 }
