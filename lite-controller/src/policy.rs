@@ -11,8 +11,8 @@
 //! - `authz`: `AuthorizationPolicy` (target, required authentications).
 //! - `authn`: `MeshTLSAuthentication`, `NetworkAuthentication`.
 //! - `ratelimit`: `HTTPLocalRateLimitPolicy`.
-//! - `validate`: what the CRD schema cannot say; [`Resource::parse`] and
-//!   [`validate::validate`] name the field of the first error.
+//! - `resource`: [`Resource`], one document of any kind, parsed and checked.
+//! - `validate`: what the CRD schema cannot say, each error naming its field.
 //! - `index`: which stored resources take effect, and why not.
 //! - `stored`: standalone mode's resources in sled (`pimesh apply -f`).
 //! - `crd`: the CustomResourceDefinitions from these types (`pimesh
@@ -24,6 +24,7 @@ pub mod crd;
 pub mod index;
 pub mod ratelimit;
 pub mod refs;
+pub mod resource;
 pub mod server;
 pub mod stored;
 pub mod validate;
@@ -38,8 +39,9 @@ pub use refs::{
     LabelSelector, LabelSelectorRequirement, ObjectRef, SelectorOperator, TargetRef, GATEWAY_GROUP,
     GROUP, LINKERD_GROUP, VERSION,
 };
+pub use resource::{validate, Resource};
 pub use server::{AccessPolicy, Port, ProxyProtocol, Server, ServerSpec};
-pub use validate::{validate, Invalid, Resource};
+pub use validate::Invalid;
 
 #[cfg(test)]
 mod tests;

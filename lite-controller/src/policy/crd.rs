@@ -11,7 +11,7 @@ use super::server::Server;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// The five CRDs, in [`super::validate::KINDS`]' order, each labelled
+/// The five CRDs, in [`super::resource::KINDS`]' order, each labelled
 /// `app.kubernetes.io/part-of: pimesh` as the control plane's manifests.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut all = vec![

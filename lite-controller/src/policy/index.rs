@@ -6,7 +6,7 @@
 
 use super::authz::AuthorizationPolicySpec;
 use super::refs::{GATEWAY_GROUP, GROUP};
-use super::validate::Resource;
+use super::resource::Resource;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 

@@ -4,7 +4,8 @@
 //! `pimesh policy ls` through the operator API (`admin/policies.rs`).
 
 use super::index::{statuses, PolicyStatus};
-use super::validate::{Invalid, Resource};
+use super::resource::Resource;
+use super::validate::Invalid;
 use crate::store::{self, Store, Table};
 use serde::{Deserialize, Serialize};
 

@@ -3,25 +3,20 @@
 //! (`spec.networks[0].cidr: …`). The CRD schema says what it can (enums,
 //! ranges, patterns, CEL rules) so the API server refuses the same; the
 //! rest (an `except` outside its `cidr`, a `*` inside an identity, which
-//! kinds a reference may name) is here. Rules are Linkerd's (its CRDs and
+//! kinds a reference may name) is here, one function per kind
+//! (`resource::validate` picks it). Rules are Linkerd's (its CRDs and
 //! its policy controller's admission checks) under pimesh's group.
 //! No I/O.
 
 use super::authn::MAX_NETWORKS;
-use super::authn::{
-    IdentityRef, MeshTLSAuthentication, MeshTLSAuthenticationSpec, NetworkAuthentication,
-    NetworkAuthenticationSpec,
-};
-use super::authz::{AuthorizationPolicy, AuthorizationPolicySpec};
-use super::ratelimit::{HTTPLocalRateLimitPolicy, HTTPLocalRateLimitPolicySpec};
+use super::authn::{IdentityRef, MeshTLSAuthenticationSpec, NetworkAuthenticationSpec};
+use super::authz::AuthorizationPolicySpec;
+use super::ratelimit::HTTPLocalRateLimitPolicySpec;
 use super::refs::{
     LabelSelector, ObjectRef, SelectorOperator, TargetRef, GATEWAY_GROUP, GROUP, LINKERD_GROUP,
-    VERSION,
 };
-use super::server::{Port, Server, ServerSpec};
+use super::server::{Port, ServerSpec};
 use pimesh_api::policy::Cidr;
-use serde::de::DeserializeOwned;
-use std::fmt;
 
 /// The first thing wrong with a resource: the field's path from the
 /// object's root (`spec.port`, `spec.identities[1]`) and why.
@@ -34,161 +29,15 @@ pub struct Invalid {
     pub reason: String,
 }
 
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
     Invalid {
         field: field.into(),
         reason: reason.into(),
     }
 }
 
-/// One policy resource, of any of the five kinds.
-#[derive(Debug, Clone)]
-pub enum Resource {
-    /// A `Server`.
-    Server(Server),
-    /// An `AuthorizationPolicy`.
-    AuthorizationPolicy(AuthorizationPolicy),
-    /// A `MeshTLSAuthentication`.
-    MeshTLSAuthentication(MeshTLSAuthentication),
-    /// A `NetworkAuthentication`.
-    NetworkAuthentication(NetworkAuthentication),
-    /// An `HTTPLocalRateLimitPolicy`.
-    HTTPLocalRateLimitPolicy(HTTPLocalRateLimitPolicy),
-}
-
-/// The kinds [`Resource::parse`] takes.
-pub const KINDS: [&str; 5] = [
-    "Server",
-    "AuthorizationPolicy",
-    "MeshTLSAuthentication",
-    "NetworkAuthentication",
-    "HTTPLocalRateLimitPolicy",
-];
-
-impl Resource {
-    /// A resource from one YAML/JSON document, checked by [`validate`].
-    ///
-    /// # Errors
-    ///
-    /// [`Invalid`] naming `apiVersion` (not `policy.pimesh.io/v1alpha1`;
-    /// Linkerd's group is named as such), `kind` (not one of [`KINDS`]),
-    /// `metadata.name` (missing or not a DNS subdomain), the field of a
-    /// type error (`spec.proxyProtocol: unknown variant …`), or the first
-    /// rule [`validate`] finds broken.
-    pub fn parse(doc: serde_json::Value) -> Result<Resource, Invalid> {
-        let api_version = doc["apiVersion"].as_str().unwrap_or_default();
-        let expected = format!("{GROUP}/{VERSION}");
-        if api_version != expected {
-            let reason = if api_version.starts_with(LINKERD_GROUP) {
-                format!("{api_version:?} is Linkerd's group; pimesh's is {expected}")
-            } else {
-                format!("{api_version:?}: must be {expected}")
-            };
-            return Err(invalid("apiVersion", reason));
-        }
-        let name = doc["metadata"]["name"].as_str().unwrap_or_default();
-        if !dns_subdomain(name) {
-            return Err(invalid(
-                "metadata.name",
-                format!("{name:?} is not a DNS subdomain (a-z, 0-9, '-', '.', at most 253)"),
-            ));
-        }
-        if let Some(ns) = doc["metadata"].get("namespace") {
-            if !ns.as_str().is_some_and(dns_label) {
-                return Err(invalid(
-                    "metadata.namespace",
-                    format!("{ns} is not a namespace name"),
-                ));
-            }
-        }
-        let r = match doc["kind"].as_str().unwrap_or_default() {
-            "Server" => Resource::Server(typed(doc)?),
-            "AuthorizationPolicy" => Resource::AuthorizationPolicy(typed(doc)?),
-            "MeshTLSAuthentication" => Resource::MeshTLSAuthentication(typed(doc)?),
-            "NetworkAuthentication" => Resource::NetworkAuthentication(typed(doc)?),
-            "HTTPLocalRateLimitPolicy" => Resource::HTTPLocalRateLimitPolicy(typed(doc)?),
-            other => {
-                return Err(invalid(
-                    "kind",
-                    format!("{other:?} is not one of {}", KINDS.join(", ")),
-                ))
-            }
-        };
-        validate(&r)?;
-        Ok(r)
-    }
-
-    /// The resource's kind, one of [`KINDS`].
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Resource::Server(_) => KINDS[0],
-            Resource::AuthorizationPolicy(_) => KINDS[1],
-            Resource::MeshTLSAuthentication(_) => KINDS[2],
-            Resource::NetworkAuthentication(_) => KINDS[3],
-            Resource::HTTPLocalRateLimitPolicy(_) => KINDS[4],
-        }
-    }
-
-    fn metadata(&self) -> &kube::core::ObjectMeta {
-        match self {
-            Resource::Server(r) => &r.metadata,
-            Resource::AuthorizationPolicy(r) => &r.metadata,
-            Resource::MeshTLSAuthentication(r) => &r.metadata,
-            Resource::NetworkAuthentication(r) => &r.metadata,
-            Resource::HTTPLocalRateLimitPolicy(r) => &r.metadata,
-        }
-    }
-
-    /// `metadata.namespace`, when set.
-    pub fn namespace(&self) -> Option<&str> {
-        self.metadata().namespace.as_deref()
-    }
-
-    /// `metadata.name` ([`Resource::parse`] checked it is there).
-    pub fn name(&self) -> &str {
-        self.metadata().name.as_deref().unwrap_or_default()
-    }
-
-    /// The resource as a JSON object (its `apiVersion`, `kind`, `metadata`
-    /// and `spec`, with the schema's defaults filled in).
-    pub fn to_json(&self) -> serde_json::Value {
-        let v = match self {
-            Resource::Server(r) => serde_json::to_value(r),
-            Resource::AuthorizationPolicy(r) => serde_json::to_value(r),
-            Resource::MeshTLSAuthentication(r) => serde_json::to_value(r),
-            Resource::NetworkAuthentication(r) => serde_json::to_value(r),
-            Resource::HTTPLocalRateLimitPolicy(r) => serde_json::to_value(r),
-        };
-        // These types serialise to JSON without fail (string keys only).
-        v.unwrap_or_default()
-    }
-}
-
-/// The document as `T`, a type error naming its field's path.
-fn typed<T: DeserializeOwned>(doc: serde_json::Value) -> Result<T, Invalid> {
-    serde_path_to_error::deserialize(doc).map_err(|e| {
-        let field = e.path().to_string();
-        invalid(field, e.into_inner().to_string())
-    })
-}
-
-/// Checks one resource against the rules its schema cannot express.
-///
-/// # Errors
-///
-/// [`Invalid`] naming the first field that breaks a rule.
-pub fn validate(r: &Resource) -> Result<(), Invalid> {
-    match r {
-        Resource::Server(s) => server(&s.spec),
-        Resource::AuthorizationPolicy(a) => authorization(&a.spec, r.namespace()),
-        Resource::MeshTLSAuthentication(m) => mesh_tls(&m.spec),
-        Resource::NetworkAuthentication(n) => network(&n.spec),
-        Resource::HTTPLocalRateLimitPolicy(l) => rate_limit(&l.spec),
-    }
-}
-
 /// An RFC 1123 label (namespaces).
-fn dns_label(v: &str) -> bool {
+pub(crate) fn dns_label(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 63
         && v.bytes()
@@ -198,7 +47,7 @@ fn dns_label(v: &str) -> bool {
 }
 
 /// An RFC 1123 subdomain (object names).
-fn dns_subdomain(v: &str) -> bool {
+pub(crate) fn dns_subdomain(v: &str) -> bool {
     v.len() <= 253 && v.split('.').all(dns_label)
 }
 
@@ -215,7 +64,7 @@ fn port_name(v: &str) -> bool {
         && !v.contains("--")
 }
 
-fn server(s: &ServerSpec) -> Result<(), Invalid> {
+pub(crate) fn server(s: &ServerSpec) -> Result<(), Invalid> {
     match &s.port {
         Port::Number(n) if !(1..=65535).contains(n) => {
             return Err(invalid(
@@ -279,7 +128,7 @@ fn check_group(group: Option<&str>, want: &str, kind: &str, field: &str) -> Resu
     Err(invalid(format!("{field}.group"), reason))
 }
 
-fn authorization(a: &AuthorizationPolicySpec, ns: Option<&str>) -> Result<(), Invalid> {
+pub(crate) fn authorization(a: &AuthorizationPolicySpec, ns: Option<&str>) -> Result<(), Invalid> {
     let TargetRef { group, kind, name } = &a.target_ref;
     let group = group.as_deref();
     match kind.as_str() {
@@ -365,7 +214,7 @@ pub fn identity_pattern(id: &str) -> Result<(), String> {
                  or the whole identity"
             ));
         }
-        if !dns_label(label) || label.bytes().any(|b| b.is_ascii_uppercase()) {
+        if !dns_label(label) {
             return Err(format!(
                 "{id:?}: {label:?} is not a DNS label (a-z, 0-9, '-', at most 63)"
             ));
@@ -380,7 +229,7 @@ pub fn identity_pattern(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn mesh_tls(m: &MeshTLSAuthenticationSpec) -> Result<(), Invalid> {
+pub(crate) fn mesh_tls(m: &MeshTLSAuthenticationSpec) -> Result<(), Invalid> {
     match (&m.identities, &m.identity_refs) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -413,7 +262,7 @@ fn mesh_tls(m: &MeshTLSAuthenticationSpec) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn network(n: &NetworkAuthenticationSpec) -> Result<(), Invalid> {
+pub(crate) fn network(n: &NetworkAuthenticationSpec) -> Result<(), Invalid> {
     if n.networks.is_empty() {
         return Err(invalid(
             "spec.networks",
@@ -443,7 +292,7 @@ fn network(n: &NetworkAuthenticationSpec) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn rate_limit(l: &HTTPLocalRateLimitPolicySpec) -> Result<(), Invalid> {
+pub(crate) fn rate_limit(l: &HTTPLocalRateLimitPolicySpec) -> Result<(), Invalid> {
     let TargetRef { group, kind, .. } = &l.target_ref;
     if kind != "Server" {
         return Err(invalid(
@@ -496,14 +345,4 @@ fn rate_limit(l: &HTTPLocalRateLimitPolicySpec) -> Result<(), Invalid> {
         }
     }
     Ok(())
-}
-
-impl fmt::Display for Resource {
-    /// `Kind NAMESPACE/NAME` (or `Kind NAME` without a namespace).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.namespace() {
-            Some(ns) => write!(f, "{} {ns}/{}", self.kind(), self.name()),
-            None => write!(f, "{} {}", self.kind(), self.name()),
-        }
-    }
 }
