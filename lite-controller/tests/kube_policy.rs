@@ -5,14 +5,15 @@
 //! schema says it refuses (an unknown proxyProtocol, a port out of range,
 //! an identity with `*` inside, a CIDR with host bits, a rate of 0) is
 //! refused with the field named — the same fields `pimesh`'s own
-//! validation names. No root needed.
+//! validation names. A controller in Kubernetes mode refuses `pimesh
+//! apply` (the API server keeps them there). No root needed.
 
 mod support;
 
 use pimesh_lab::kube::{Cluster, Options};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use support::{pimesh, TempDir};
+use support::{pimesh, Controller, TempDir};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -169,4 +170,18 @@ fn crds_are_established_and_sample_policies_pass_server_side_dry_run() {
         assert!(refused.contains("spec"), "{refused}");
         assert!(pimesh_controller::policy::Resource::parse(doc).is_err());
     }
+
+    // In Kubernetes mode the controller does not store policies itself.
+    cluster.kubectl(&["create", "namespace", "pimesh"]).unwrap();
+    let ctl = Controller::spawn_kube(&cluster.kubeconfig, &tmp.path().join("data"), Vec::new())
+        .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"));
+    let refused = ctl.cli(&[
+        "apply",
+        "-f",
+        &repo().join("examples/policy").display().to_string(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("kubectl apply"), "{err}");
+    assert_eq!(ctl.cli_ok(&["policy", "ls"]).lines().count(), 1);
 }
