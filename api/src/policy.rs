@@ -110,6 +110,16 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// The network address (host bits are always clear).
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length in bits: 0–32 for IPv4, 0–128 for IPv6.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix
+    }
+
     /// Whether `ip` is inside (an IPv4-mapped IPv6 `ip` as its IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {

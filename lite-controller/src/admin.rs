@@ -22,6 +22,7 @@
 //! | `GET /v1/tap?resource=KIND/NAME&namespace=NS&...` | live tap stream (NDJSON), loopback only, see `crate::tap` |
 //! | `GET /v1/stat`, `/v1/edges`, `/v1/history`, `/v1/targets`, `/dashboard` | telemetry ([`crate::telemetry::api`]) |
 
+pub mod policies;
 mod reply;
 pub mod services;
 
@@ -67,6 +68,8 @@ pub struct Ctx {
     pub kube: Option<Arc<Kube>>,
     /// The tap relay behind `GET /v1/tap`.
     pub tap: Arc<tap::Ctx>,
+    /// Standalone mode's policy resources (`pimesh apply -f`).
+    pub policies: Arc<crate::policy::stored::Policies>,
 }
 
 /// `POST /v1/identity/rotate` body.
@@ -181,6 +184,9 @@ async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Res
     }
     if services::owns(&path) {
         return services::handle(&ctx.registry, req).await;
+    }
+    if policies::owns(&path) {
+        return policies::handle(&ctx.policies, ctx.kube.is_some(), req).await;
     }
     let token_id = path.strip_prefix("/v1/tokens/").map(str::to_string);
     match (&method, path.as_str()) {

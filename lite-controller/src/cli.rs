@@ -17,6 +17,7 @@
 pub mod check;
 pub mod identity;
 pub mod inject;
+pub mod policy;
 pub mod service;
 pub mod tap;
 pub mod telemetry;

@@ -143,6 +143,12 @@ pub struct InstallArgs {
     /// a header saying where the file goes (k3s/pimesh.yaml)
     #[arg(long)]
     pub k3s: bool,
+    /// Print only the policy CustomResourceDefinitions (policy.pimesh.io:
+    /// Server, AuthorizationPolicy, MeshTLSAuthentication,
+    /// NetworkAuthentication, HTTPLocalRateLimitPolicy; k3s/pimesh-crds.yaml),
+    /// to apply before the control plane, as `linkerd install --crds`
+    #[arg(long)]
+    pub crds: bool,
 }
 
 impl Default for InstallArgs {
@@ -163,6 +169,7 @@ impl Default for InstallArgs {
             default_inbound_policy: "all-unauthenticated".to_string(),
             cluster_networks: None,
             k3s: false,
+            crds: false,
         }
     }
 }

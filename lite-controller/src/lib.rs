@@ -21,6 +21,9 @@
 //! - `inject`: Kubernetes mode's proxy injector (mutating admission
 //!   webhook): the decision, the JSON Patch, the HTTPS listener.
 //! - `install`: `pimesh install`'s manifests (k3s/pimesh.yaml).
+//! - `policy`: the policy.pimesh.io resources (Server, AuthorizationPolicy,
+//!   MeshTLSAuthentication, NetworkAuthentication, HTTPLocalRateLimitPolicy),
+//!   their validation and CRDs (k3s/pimesh-crds.yaml).
 //! - `token`: join tokens (standalone mode) and their operator API types.
 //! - `store`: the sled database (the only module that knows sled).
 //! - `metrics`: `pimesh_controller_*` series.
@@ -43,6 +46,7 @@ pub mod inject;
 pub mod install;
 pub mod kube;
 pub mod metrics;
+pub mod policy;
 pub mod proxy_api;
 pub mod registry;
 pub mod rest;

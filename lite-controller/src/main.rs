@@ -60,6 +60,15 @@ enum Command {
     /// Check the cluster (--pre) or the installed mesh, as `linkerd check`:
     /// ✔ or × per check, exit 1 on any ×
     Check(cli::check::CheckArgs),
+    /// Store the policy resources of a YAML file in the controller
+    /// (standalone mode; on Kubernetes: kubectl apply)
+    Apply(cli::policy::FileArgs),
+    /// Remove the policy resources of a YAML file from the controller
+    /// (standalone mode)
+    Delete(cli::policy::FileArgs),
+    /// The stored policy resources and whether each is applied
+    #[command(subcommand)]
+    Policy(cli::policy::PolicyCommand),
     /// Print the controller's RBAC manifest (k3s/controller-rbac.yaml),
     /// generated from its rules
     #[command(hide = true)]
@@ -92,6 +101,18 @@ fn main() -> ExitCode {
             print!("{}", pimesh_controller::kube::access::manifest(&namespace));
             return ExitCode::SUCCESS;
         }
+        Command::Install(args) if args.crds => {
+            return match pimesh_controller::policy::crd::manifest() {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pimesh install --crds: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Install(args) => {
             return match pimesh_controller::install::manifests(&args) {
                 Ok(yaml) => {
@@ -109,6 +130,9 @@ fn main() -> ExitCode {
         Command::Token(cmd) => cli::token::run(cmd, &OsEnv),
         Command::Identity(cmd) => cli::identity::run(cmd, &OsEnv),
         Command::Service(cmd) => cli::service::run(cmd, &OsEnv),
+        Command::Apply(args) => cli::policy::apply(args, &OsEnv),
+        Command::Delete(args) => cli::policy::delete(args, &OsEnv),
+        Command::Policy(cmd) => cli::policy::run(cmd, &OsEnv),
         Command::Tap(cmd) => cli::tap::run_tap(cmd, &OsEnv),
         Command::Top(cmd) => cli::tap::run_top(cmd, &OsEnv),
         Command::Stat(args) => cli::telemetry::stat(args, &OsEnv),

@@ -255,6 +255,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             shutdown: shutdown.clone(),
             relays: Default::default(),
         }),
+        policies: Arc::new(crate::policy::stored::Policies::open(&store)?),
     });
     let proxy_task = tokio::spawn(proxy_api::serve(proxy, tls, proxy_ctx));
     let admin_task = tokio::spawn(admin::serve(admin, admin_ctx));

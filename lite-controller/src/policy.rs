@@ -1,0 +1,47 @@
+//! The authorization policy resources, `policy.pimesh.io/v1alpha1`, shaped
+//! as Linkerd's `policy.linkerd.io` ones (linkerd2
+//! `charts/linkerd-crds/templates/policy/*.yaml`; linkerd.io/2/reference/
+//! authorization-policy) so that a Linkerd manifest ports by changing its
+//! API group: [`Server`], [`AuthorizationPolicy`], [`MeshTLSAuthentication`],
+//! [`NetworkAuthentication`], [`HTTPLocalRateLimitPolicy`].
+//!
+//! Layout:
+//! - `refs`: the groups, references and label selector the kinds share.
+//! - `server`: `Server` (pods, port, protocol, access policy).
+//! - `authz`: `AuthorizationPolicy` (target, required authentications).
+//! - `authn`: `MeshTLSAuthentication`, `NetworkAuthentication`.
+//! - `ratelimit`: `HTTPLocalRateLimitPolicy`.
+//! - `resource`: [`Resource`], one document of any kind, parsed and checked.
+//! - `validate`: what the CRD schema cannot say, each error naming its field.
+//! - `index`: which stored resources take effect, and why not.
+//! - `stored`: standalone mode's resources in sled (`pimesh apply -f`).
+//! - `crd`: the CustomResourceDefinitions from these types (`pimesh
+//!   install --crds`, `k3s/pimesh-crds.yaml`).
+
+pub mod authn;
+pub mod authz;
+pub mod crd;
+pub mod index;
+pub mod ratelimit;
+pub mod refs;
+pub mod resource;
+pub mod server;
+pub mod stored;
+pub mod validate;
+
+pub use authn::{
+    MeshTLSAuthentication, MeshTLSAuthenticationSpec, Network, NetworkAuthentication,
+    NetworkAuthenticationSpec,
+};
+pub use authz::{AuthorizationPolicy, AuthorizationPolicySpec};
+pub use ratelimit::{HTTPLocalRateLimitPolicy, HTTPLocalRateLimitPolicySpec};
+pub use refs::{
+    LabelSelector, LabelSelectorRequirement, ObjectRef, SelectorOperator, TargetRef, GATEWAY_GROUP,
+    GROUP, LINKERD_GROUP, VERSION,
+};
+pub use resource::{validate, Resource};
+pub use server::{AccessPolicy, Port, ProxyProtocol, Server, ServerSpec};
+pub use validate::Invalid;
+
+#[cfg(test)]
+mod tests;
