@@ -81,7 +81,8 @@ pub async fn serve<I>(
             .initial_connection_window_size(H2_CONN_WINDOW)
             .max_send_buf_size(H2_MAX_SEND_BUF)
             .serve_connection(TokioIo::new(io), service);
-        let mut conn = std::pin::pin!(conn);
+        // Boxed: h2's state would otherwise size every HTTP/1 connection.
+        let mut conn = Box::pin(conn);
         tokio::select! {
             r = conn.as_mut() => r,
             _ = ctx.shutdown.cancelled() => {
