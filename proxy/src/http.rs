@@ -131,7 +131,9 @@ where
         let (round_svc, round_gate) = (svc.clone(), gate.clone());
         let service = hyper::service::service_fn(move |req| {
             let in_flight = round_gate.request(&req);
-            let rsp = round_svc.clone().handle(req);
+            // Boxed: moving the large handler future into this block and
+            // then into hyper's slot would copy it twice per request.
+            let rsp = Box::pin(round_svc.clone().handle(req));
             async move { rsp.await.map(|rsp| park::track(rsp, in_flight)) }
         });
         // Boxed: hyper's connection state is freed while parked.
@@ -143,9 +145,23 @@ where
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
+        // Parked once idle for `LINGER`; the timer is made on the first
+        // idle period and moved at each next one.
+        let mut linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let mut periods = gate.idle_periods();
         let parked = std::future::poll_fn(|cx| match std::pin::Pin::new(&mut conn).poll(cx) {
             std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
-            std::task::Poll::Pending if parks && gate.is_idle() => std::task::Poll::Ready(None),
+            std::task::Poll::Pending if parks && gate.is_idle() => {
+                let sleep =
+                    linger.get_or_insert_with(|| Box::pin(tokio::time::sleep(park::LINGER)));
+                if gate.idle_periods() != periods {
+                    periods = gate.idle_periods();
+                    sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + park::LINGER);
+                }
+                sleep.as_mut().poll(cx).map(|()| None)
+            }
             std::task::Poll::Pending => std::task::Poll::Pending,
         });
         let ended = tokio::select! {
