@@ -151,6 +151,9 @@ where
         let mut periods = gate.idle_periods();
         let parked = std::future::poll_fn(|cx| match std::pin::Pin::new(&mut conn).poll(cx) {
             std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+            std::task::Poll::Pending if parks && gate.is_idle() && park::LINGER.is_zero() => {
+                std::task::Poll::Ready(None)
+            }
             std::task::Poll::Pending if parks && gate.is_idle() => {
                 let sleep =
                     linger.get_or_insert_with(|| Box::pin(tokio::time::sleep(park::LINGER)));

@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How long an idle HTTP/1 connection stays in hyper before it is parked.
-pub const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// An I/O that can wait for its next bytes without reading them.
 pub trait Park {
