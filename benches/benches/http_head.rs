@@ -4,6 +4,10 @@
 //! baseline of httparse alone parsing the same bytes — the parser hyper
 //! uses, so the ratio is the share of a served request that is parsing.
 //! (The proxy's own header functions, `http::headers`, are private.)
+//! `parked_h1` serves each request on a fresh hyper connection that is
+//! taken back once idle (`pimesh_proxy::http::park`, what a keep-alive
+//! connection costs when it parks between requests), against `hyper_h1`
+//! (one connection kept in hyper) in the same run.
 //!
 //! Run: `cargo bench -p pimesh-benches --bench http_head` (see benches/README.md).
 
@@ -12,7 +16,11 @@ use http_body_util::Empty;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use pimesh_benches::criterion_ratios::{self, Pair};
+use pimesh_proxy::http::park;
+use std::future::Future;
 use std::hint::black_box;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::SystemTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -100,6 +108,87 @@ impl Served {
     }
 }
 
+/// The client end of a connection that is parked after every request:
+/// a new hyper connection per request, taken back (`into_parts`) once
+/// `park::Gate` says it is idle, as `pimesh_proxy::http` does.
+struct Parked {
+    rt: tokio::runtime::Runtime,
+    client: DuplexStream,
+    server: Option<park::GatedIo<DuplexStream>>,
+    gate: Arc<park::Gate>,
+    buf: Vec<u8>,
+}
+
+impl Parked {
+    fn new() -> Parked {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let gate = Arc::new(park::Gate::default());
+        Parked {
+            rt,
+            client,
+            server: Some(park::GatedIo {
+                io: server,
+                prefix: bytes::Bytes::new(),
+                gate: gate.clone(),
+            }),
+            gate,
+            buf: vec![0; 4096],
+        }
+    }
+
+    /// As [`Served::round_trip`], on a fresh hyper connection parked after.
+    fn round_trip(&mut self, head: &[u8]) -> usize {
+        let (client, buf, gate) = (&mut self.client, &mut self.buf, &self.gate);
+        let io = self.server.take().expect("parked between requests");
+        let (io, n) = self.rt.block_on(async {
+            gate.reset();
+            let g = gate.clone();
+            let svc = service_fn(move |req| {
+                let in_flight = g.request(&req);
+                async move {
+                    let rsp = http::Response::new(Empty::<bytes::Bytes>::new());
+                    Ok::<_, std::convert::Infallible>(park::track(rsp, in_flight))
+                }
+            });
+            let mut conn = Box::new(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(io), svc)
+                    .with_upgrades(),
+            );
+            let n = {
+                let server =
+                    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *conn).poll(cx) {
+                        Poll::Ready(r) => panic!("server ended: {r:?}"),
+                        Poll::Pending if gate.is_idle() => Poll::Ready(()),
+                        Poll::Pending => Poll::Pending,
+                    });
+                let reply = async {
+                    client.write_all(head).await.unwrap();
+                    let mut n = 0;
+                    while !buf[..n].ends_with(b"\r\n\r\n") {
+                        let got = client.read(&mut buf[n..]).await.unwrap();
+                        assert!(got > 0, "server closed");
+                        n += got;
+                    }
+                    n
+                };
+                tokio::join!(server, reply).1
+            };
+            let parts = conn.into_parts().expect("not upgraded");
+            let mut io = parts.io.into_inner();
+            assert!(parts.read_buf.is_empty(), "nothing read ahead");
+            io.prefix = bytes::Bytes::new();
+            (io, n)
+        });
+        self.server = Some(io);
+        n
+    }
+}
+
 fn bench_heads(c: &mut Criterion) {
     let mut group = c.benchmark_group(GROUP);
     for (name, head) in INPUTS {
@@ -113,6 +202,15 @@ fn bench_heads(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(head.len() as u64));
         group.bench_function(BenchmarkId::new("hyper_h1", name), |b| {
             b.iter(|| served.round_trip(black_box(head)))
+        });
+        let mut parked = Parked::new();
+        let n = parked.round_trip(head);
+        assert!(
+            parked.buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{name}: 200 parked"
+        );
+        group.bench_function(BenchmarkId::new("parked_h1", name), |b| {
+            b.iter(|| parked.round_trip(black_box(head)))
         });
         group.bench_function(BenchmarkId::new("httparse", name), |b| {
             b.iter(|| parse(black_box(head)))
@@ -141,6 +239,20 @@ fn main() {
         GROUP,
         "time per head, httparse / hyper_h1 (the share of a served request that is parsing)",
         &pairs,
+        started,
+    );
+    let parked: Vec<Pair> = INPUTS
+        .iter()
+        .map(|(name, _)| Pair {
+            name,
+            subject: format!("parked_h1/{name}"),
+            baseline: format!("hyper_h1/{name}"),
+        })
+        .collect();
+    criterion_ratios::print(
+        GROUP,
+        "time per request, hyper_h1 / parked_h1 (below 1: what parking after every request costs)",
+        &parked,
         started,
     );
 }

@@ -23,19 +23,24 @@ pub async fn dispatch<I>(
     labels: TargetLabels,
     authz: Option<Authz>,
 ) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + http::park::Park + Unpin + Send + 'static,
 {
     let conn = ctx.metrics.tcp_open(TcpLabels {
         target: labels.clone(),
         peer: Peer::Src,
     });
     let io = MeteredIo::new(io, conn.clone());
+    // Boxed: a parked HTTP/1 connection's task then holds only what it
+    // needs while parked, not the size of the largest state of either.
     let serve = async {
         match (protocol, target) {
             (Protocol::Http1 | Protocol::Http2, _) => {
-                http::serve(&ctx, direction, io, protocol, target, labels, authz).await
+                Box::pin(http::serve(
+                    &ctx, direction, io, protocol, target, labels, authz,
+                ))
+                .await
             }
-            (_, Target::Fixed(addr)) => tcp::forward(&ctx, io, addr, labels).await,
+            (_, Target::Fixed(addr)) => Box::pin(tcp::forward(&ctx, io, addr, labels)).await,
             (_, Target::Explicit(_)) => {
                 ctx.metrics.accept_error(direction, "no_target");
                 tracing::debug!("non-HTTP connection in explicit proxy mode; closing");

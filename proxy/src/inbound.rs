@@ -50,7 +50,8 @@ pub async fn serve(
     if protocol == Protocol::Tls {
         if let Some(id) = &cfg.identity {
             let name = id.identity.dns_name(&id.trust_domain);
-            match read_sni(&mut stream, &mut prefix, cfg.detect_timeout).await {
+            // Boxed, as detection: its timer is not kept for the connection's life.
+            match Box::pin(read_sni(&mut stream, &mut prefix, cfg.detect_timeout)).await {
                 Some(sni) if sni == name => {
                     let io = PrefixedIo::new(prefix.freeze(), stream);
                     // Boxed: idle connections waiting in detection then

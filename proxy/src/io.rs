@@ -81,6 +81,20 @@ impl<I: AsyncWrite> AsyncWrite for PrefixedIo<I> {
     }
 }
 
+impl crate::http::park::Park for PrefixedIo<tokio::net::TcpStream> {
+    fn can_park(&self) -> bool {
+        true
+    }
+
+    fn poll_park(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.prefix.is_empty() {
+            self.io.poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// An I/O that counts the bytes it moves, and the first error it sees,
     /// into its connection's metrics.
@@ -101,6 +115,16 @@ impl<I> MeteredIo<I> {
     /// The connection's metrics.
     pub fn conn(&self) -> &Arc<TcpConnection> {
         &self.conn
+    }
+}
+
+impl<I: crate::http::park::Park> crate::http::park::Park for MeteredIo<I> {
+    fn can_park(&self) -> bool {
+        self.io.can_park()
+    }
+
+    fn poll_park(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_park(cx)
     }
 }
 

@@ -265,7 +265,10 @@ async fn serve_connection(ctx: Arc<Ctx>, direction: Direction, mut stream: TcpSt
     let (protocol, prefix) = if opaque_port {
         (Protocol::Opaque, bytes::BytesMut::new())
     } else {
-        match detect::detect(&mut stream, cfg.detect_buffer_bytes, cfg.detect_timeout).await {
+        // Boxed: its timer and buffer are gone once it has decided, so that
+        // a parked connection's task holds only what it still needs.
+        let detect = detect::detect(&mut stream, cfg.detect_buffer_bytes, cfg.detect_timeout);
+        match Box::pin(detect).await {
             Ok(d) => {
                 if let Some(reason) = d.fallback.filter(|r| *r != "detect_eof") {
                     ctx.metrics.accept_error(direction, reason);
