@@ -132,9 +132,9 @@ where
         let (round_svc, round_gate) = (svc.clone(), gate.clone());
         let service = hyper::service::service_fn(move |req| {
             let in_flight = round_gate.request(&req);
-            // Boxed: moving the large handler future into this block and
-            // then into hyper's slot would copy it twice per request.
-            let rsp = Box::pin(round_svc.clone().handle(req));
+            // `handle` returns the request's future already boxed: moving
+            // it into this block and hyper's slot copies a pointer.
+            let rsp = round_svc.clone().handle(req);
             async move { rsp.await.map(|rsp| park::track(rsp, in_flight)) }
         });
         // Boxed: hyper's connection state is freed while parked.
