@@ -151,6 +151,10 @@ pub struct Args {
     /// [default: 60s, 6s with --short]
     #[arg(long, value_parser = parse_duration)]
     pub controller_duration: Option<Duration>,
+    /// The controller's --scrape-interval in its figure [default: 10s, the
+    /// controller's own; 2s with --short]
+    #[arg(long, value_parser = parse_duration)]
+    pub controller_scrape_interval: Option<Duration>,
     /// Memory limit of each proxy's cgroup
     #[arg(long, default_value = "32MiB", value_parser = parse_size)]
     pub memory: u64,
@@ -225,6 +229,12 @@ impl Args {
         } else {
             Duration::from_secs(60)
         })
+    }
+
+    /// The controller figure's scrape interval.
+    pub fn controller_scrape_interval(&self) -> Duration {
+        self.controller_scrape_interval
+            .unwrap_or(Duration::from_secs(if self.short { 2 } else { 10 }))
     }
 
     /// The rates, ascending, without duplicates.
@@ -349,11 +359,19 @@ mod tests {
         assert_eq!(cli.args.protocol, vec![Protocol::H1, Protocol::H2]);
         assert_eq!(cli.args.controller_proxies(), 100);
         assert_eq!(cli.args.controller_duration(), Duration::from_secs(60));
+        assert_eq!(
+            cli.args.controller_scrape_interval(),
+            Duration::from_secs(10)
+        );
         let cli = Cli::try_parse_from(["pimesh-bench", "--short", "--protocol", "h2"]).unwrap();
         assert_eq!(cli.args.step_duration(), Duration::from_secs(1));
         assert_eq!(cli.args.idle_conns(), 200);
         assert_eq!(cli.args.controller_proxies(), 20);
         assert_eq!(cli.args.controller_duration(), Duration::from_secs(6));
+        assert_eq!(
+            cli.args.controller_scrape_interval(),
+            Duration::from_secs(2)
+        );
         assert_eq!(cli.args.protocol, vec![Protocol::H2]);
         assert!(Cli::try_parse_from(["pimesh-bench", "--memory", "lots"]).is_err());
     }

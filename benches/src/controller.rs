@@ -25,6 +25,9 @@ const TRUST_DOMAIN: &str = "cluster.local";
 const IDENTITY: &str = "bench/app";
 /// Deployments the simulated proxies are spread over (at most).
 const DEPLOYMENTS: usize = 20;
+/// How long the controller keeps scrape points in memory (its
+/// `telemetry::window::RETENTION_MS`): its windows grow until then.
+const RETENTION: Duration = Duration::from_secs(3600);
 
 /// How the figure is taken.
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +90,9 @@ pub fn measure(
         scraped_seconds: 0.0,
         scraped: 0,
         rss_kib: None,
+        rounds: 0,
+        first_round_rss_kib: None,
+        full_rounds: RETENTION.as_secs() / plan.scrape_interval.as_secs().max(1),
         hwm_kib: None,
         threads: crate::process::status_kib(ctl.proc.pid(), "Threads:"),
     };
@@ -114,10 +120,15 @@ pub fn measure(
         if let Some(how) = ctl.proc.exited() {
             return Err(Error::Exited(how));
         }
-        rss_max = rss_max.max(ctl.proc.rss_kib());
+        let rss = ctl.proc.rss_kib();
+        rss_max = rss_max.max(rss);
+        if figure.first_round_rss_kib.is_none() && sims.rounds() >= 1 {
+            figure.first_round_rss_kib = Some(rss);
+        }
     }
     figure.scraped_seconds = started.elapsed().as_secs_f64();
     figure.scraped = sims.scraped();
+    figure.rounds = sims.rounds();
     figure.rss_kib = Some(rss_max.max(ctl.proc.rss_kib()));
     figure.hwm_kib = Some(ctl.proc.hwm_kib());
     figure.threads = crate::process::status_kib(ctl.proc.pid(), "Threads:");

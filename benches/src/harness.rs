@@ -257,7 +257,7 @@ pub fn run(args: &Args) -> Result<Report, Error> {
             proxies: args.controller_proxies(),
             settle: Duration::from_secs(3),
             scraped_for: args.controller_duration(),
-            scrape_interval: Duration::from_secs(2),
+            scrape_interval: args.controller_scrape_interval(),
             wait,
         };
         let dir = scratch.path().join("controller-figure");

@@ -175,6 +175,16 @@ impl SimProxies {
         Ok(SimProxies { addrs, sims, stop })
     }
 
+    /// Scrapes of the least-scraped proxy: the scrape rounds every proxy
+    /// has been through.
+    pub fn rounds(&self) -> u64 {
+        self.sims
+            .iter()
+            .map(|s| s.scrapes.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Proxies scraped at least once.
     pub fn scraped(&self) -> usize {
         self.sims
@@ -205,6 +215,7 @@ mod tests {
         );
         assert!(body.ends_with("# EOF\n"));
         assert_eq!(sims.scraped(), 1);
+        assert_eq!(sims.rounds(), 0);
         let sim = &sims.sims[0];
         let first = metrics(sim, 1);
         let later = metrics(sim, 30);
