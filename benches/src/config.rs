@@ -148,11 +148,12 @@ pub struct Args {
     #[arg(long)]
     pub controller_proxies: Option<usize>,
     /// How long the controller scrapes them before its memory is read
-    /// [default: 60s, 6s with --short]
+    /// [default: 370s: 360 rounds at 1 s, the points an hour of 10 s
+    /// rounds leaves; 6s with --short]
     #[arg(long, value_parser = parse_duration)]
     pub controller_duration: Option<Duration>,
-    /// The controller's --scrape-interval in its figure [default: 10s, the
-    /// controller's own; 2s with --short]
+    /// The controller's --scrape-interval in its figure [default: 1s, to
+    /// reach an hour's ring of 10 s points in 6 minutes; 2s with --short]
     #[arg(long, value_parser = parse_duration)]
     pub controller_scrape_interval: Option<Duration>,
     /// Memory limit of each proxy's cgroup
@@ -227,14 +228,14 @@ impl Args {
         self.controller_duration.unwrap_or(if self.short {
             Duration::from_secs(6)
         } else {
-            Duration::from_secs(60)
+            Duration::from_secs(370)
         })
     }
 
     /// The controller figure's scrape interval.
     pub fn controller_scrape_interval(&self) -> Duration {
         self.controller_scrape_interval
-            .unwrap_or(Duration::from_secs(if self.short { 2 } else { 10 }))
+            .unwrap_or(Duration::from_secs(if self.short { 2 } else { 1 }))
     }
 
     /// The rates, ascending, without duplicates.
@@ -358,10 +359,10 @@ mod tests {
         assert_eq!(cli.args.memory, 32 << 20);
         assert_eq!(cli.args.protocol, vec![Protocol::H1, Protocol::H2]);
         assert_eq!(cli.args.controller_proxies(), 100);
-        assert_eq!(cli.args.controller_duration(), Duration::from_secs(60));
+        assert_eq!(cli.args.controller_duration(), Duration::from_secs(370));
         assert_eq!(
             cli.args.controller_scrape_interval(),
-            Duration::from_secs(10)
+            Duration::from_secs(1)
         );
         let cli = Cli::try_parse_from(["pimesh-bench", "--short", "--protocol", "h2"]).unwrap();
         assert_eq!(cli.args.step_duration(), Duration::from_secs(1));

@@ -224,29 +224,15 @@ pub struct ControllerFigure {
     /// growth as the in-memory windows fill.
     #[serde(default)]
     pub first_round_rss_kib: Option<u64>,
-    /// Rounds the controller's in-memory ring holds (an hour of points at
-    /// the figure's scrape interval): the windows grow until then.
+    /// Points an hour's ring holds at the controller's default scrape
+    /// interval (10 s: 360): until every proxy went through as many rounds
+    /// the in-memory windows still grow, and the figure is no steady state.
     #[serde(default)]
-    pub full_rounds: u64,
+    pub ring_rounds: u64,
     /// VmHWM at the end, KiB.
     pub hwm_kib: Option<u64>,
     /// The controller's threads at the last reading.
     pub threads: Option<u64>,
-}
-
-impl ControllerFigure {
-    /// VmRSS projected to a full ring (`full_rounds`), KiB: the measured
-    /// figure plus its growth per round since the first round, times the
-    /// rounds still missing. `None` when the ring is full (the measured
-    /// figure is the answer) or there are too few rounds to tell a growth.
-    pub fn projected_full_kib(&self) -> Option<u64> {
-        let (rss, first) = (self.rss_kib?, self.first_round_rss_kib?);
-        if self.rounds >= self.full_rounds || self.rounds < 3 {
-            return None;
-        }
-        let per_round = rss.saturating_sub(first) as f64 / (self.rounds - 1) as f64;
-        Some(rss + (per_round * (self.full_rounds - self.rounds) as f64) as u64)
-    }
 }
 
 impl Report {
@@ -400,7 +386,7 @@ pub(crate) mod tests {
                 rss_kib: Some(22 * 1024),
                 rounds: 360,
                 first_round_rss_kib: Some(12 * 1024),
-                full_rounds: 360,
+                ring_rounds: 360,
                 hwm_kib: Some(23 * 1024),
                 threads: Some(10),
             }),
