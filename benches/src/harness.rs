@@ -391,7 +391,7 @@ fn print_summary(report: &Report, compared: Option<&[baseline::CompareRow]>) {
             None => "-",
         };
         println!(
-            "  {:<58} {:>12}   target {:<28} {met}",
+            "  {:<68} {:>12}   target {:<28} {met}",
             t.figure, measured, t.target
         );
     }
