@@ -142,6 +142,20 @@ pub struct Args {
     /// figure [default: 10000, 200 with --short; 0 skips]
     #[arg(long)]
     pub idle_conns: Option<usize>,
+    /// Simulated proxies registered with, and scraped by, a standalone
+    /// controller for its memory figure [default: 100, 20 with --short; 0:
+    /// the idle figure only]
+    #[arg(long)]
+    pub controller_proxies: Option<usize>,
+    /// How long the controller scrapes them before its memory is read
+    /// [default: 370s: 360 rounds at 1 s, the points an hour of 10 s
+    /// rounds leaves; 6s with --short]
+    #[arg(long, value_parser = parse_duration)]
+    pub controller_duration: Option<Duration>,
+    /// The controller's --scrape-interval in its figure [default: 1s, to
+    /// reach an hour's ring of 10 s points in 6 minutes; 2s with --short]
+    #[arg(long, value_parser = parse_duration)]
+    pub controller_scrape_interval: Option<Duration>,
     /// Memory limit of each proxy's cgroup
     #[arg(long, default_value = "32MiB", value_parser = parse_size)]
     pub memory: u64,
@@ -201,6 +215,27 @@ impl Args {
     pub fn idle_conns(&self) -> usize {
         self.idle_conns
             .unwrap_or(if self.short { 200 } else { 10_000 })
+    }
+
+    /// Simulated proxies of the controller figure.
+    pub fn controller_proxies(&self) -> usize {
+        self.controller_proxies
+            .unwrap_or(if self.short { 20 } else { 100 })
+    }
+
+    /// How long the controller figure's proxies are scraped.
+    pub fn controller_duration(&self) -> Duration {
+        self.controller_duration.unwrap_or(if self.short {
+            Duration::from_secs(6)
+        } else {
+            Duration::from_secs(370)
+        })
+    }
+
+    /// The controller figure's scrape interval.
+    pub fn controller_scrape_interval(&self) -> Duration {
+        self.controller_scrape_interval
+            .unwrap_or(Duration::from_secs(if self.short { 2 } else { 1 }))
     }
 
     /// The rates, ascending, without duplicates.
@@ -323,9 +358,21 @@ mod tests {
         assert_eq!(cli.args.idle_conns(), 10_000);
         assert_eq!(cli.args.memory, 32 << 20);
         assert_eq!(cli.args.protocol, vec![Protocol::H1, Protocol::H2]);
+        assert_eq!(cli.args.controller_proxies(), 100);
+        assert_eq!(cli.args.controller_duration(), Duration::from_secs(370));
+        assert_eq!(
+            cli.args.controller_scrape_interval(),
+            Duration::from_secs(1)
+        );
         let cli = Cli::try_parse_from(["pimesh-bench", "--short", "--protocol", "h2"]).unwrap();
         assert_eq!(cli.args.step_duration(), Duration::from_secs(1));
         assert_eq!(cli.args.idle_conns(), 200);
+        assert_eq!(cli.args.controller_proxies(), 20);
+        assert_eq!(cli.args.controller_duration(), Duration::from_secs(6));
+        assert_eq!(
+            cli.args.controller_scrape_interval(),
+            Duration::from_secs(2)
+        );
         assert_eq!(cli.args.protocol, vec![Protocol::H2]);
         assert!(Cli::try_parse_from(["pimesh-bench", "--memory", "lots"]).is_err());
     }

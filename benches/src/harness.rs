@@ -250,6 +250,28 @@ pub fn run(args: &Args) -> Result<Report, Error> {
         }
     }
 
+    let controller_figure = if controller_bin.is_file() {
+        // The mesh scenario's controller is done with: it would skew the figure.
+        drop(controller);
+        let plan = crate::controller::Plan {
+            proxies: args.controller_proxies(),
+            settle: Duration::from_secs(3),
+            scraped_for: args.controller_duration(),
+            scrape_interval: args.controller_scrape_interval(),
+            wait,
+        };
+        let dir = scratch.path().join("controller-figure");
+        match crate::controller::measure(&rt, &controller_bin, &dir, &plan) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                note(&format!("[controller] FAILED: {}", error_chain(&e)));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let mut report = Report {
         tool: format!("pimesh-bench {}", env!("CARGO_PKG_VERSION")),
         started_unix,
@@ -279,6 +301,7 @@ pub fn run(args: &Args) -> Result<Report, Error> {
         },
         runs,
         idle_conns: idle_figures,
+        controller: controller_figure,
         targets: Vec::new(),
     };
     report.compute_targets();
@@ -368,7 +391,7 @@ fn print_summary(report: &Report, compared: Option<&[baseline::CompareRow]>) {
             None => "-",
         };
         println!(
-            "  {:<58} {:>12}   target {:<28} {met}",
+            "  {:<68} {:>12}   target {:<28} {met}",
             t.figure, measured, t.target
         );
     }

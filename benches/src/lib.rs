@@ -7,13 +7,15 @@
 //! - `config`: the command line (clap) and its value parsers.
 //! - `harness`: the run: scenarios × protocols × proxies, steps, progress, outputs.
 //! - `scenario`: the paths (direct, inbound, mesh) and the standalone controller.
+//! - `controller`: the standalone controller's memory, idle and with N proxies.
+//! - `sim_proxy`: simulated proxies serving Linkerd-style `/metrics`.
 //! - `upstream`: nginx or the built-in hyper server at the end of the path.
 //! - `peer`: peer proxies from command-line templates (haproxy, nginx built in).
 //! - `load`: the open-loop / closed-loop HTTP/1.1 and HTTP/2 client (HdrHistogram).
 //! - `idle`: idle connections and the file-descriptor limit.
 //! - `process`: child processes, qemu fallback, /proc CPU and RSS figures.
 //! - `cgroup`: cgroup v1/v2 memory and CPU limits, OOM kills, throttling.
-//! - `report`: the report (report.json) and the targets of issue 7.
+//! - `report`: the report (report.json) and the targets of issues 7 and 17.
 //! - `markdown`, `svg`: report.md and the latency plots.
 //! - `baseline`: ratios against a saved report.json.
 //! - `criterion_ratios`: ratio tables for the criterion benches.
@@ -22,6 +24,7 @@
 pub mod baseline;
 pub mod cgroup;
 pub mod config;
+pub mod controller;
 pub mod criterion_ratios;
 pub mod harness;
 pub mod idle;
@@ -32,6 +35,7 @@ pub mod peer;
 pub mod process;
 pub mod report;
 pub mod scenario;
+pub mod sim_proxy;
 pub mod svg;
 pub mod upstream;
 

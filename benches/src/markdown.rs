@@ -384,7 +384,13 @@ mod tests {
         r.compute_targets();
         let md = render(&r, None);
         assert!(
-            md.contains("| pimesh-proxy idle RSS | 3.50 MiB | ≤ 3 MiB | **no** |"),
+            md.contains("| pimesh-proxy idle RSS, meshed | 3.50 MiB | ≤ 4 MiB | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| controller RSS with 100 proxies registered and scraped | 22.0 MiB | ≤ 20 MiB | **no** |"
+            ),
             "{md}"
         );
         assert!(md.contains("≤ 20 µs (0.5× linkerd2-proxy)"));

@@ -21,6 +21,10 @@ pub struct Report {
     pub settings: Settings,
     pub runs: Vec<Run>,
     pub idle_conns: Vec<IdleFigure>,
+    /// The standalone controller's memory (absent from older reports, and
+    /// when no `pimesh` binary was there).
+    #[serde(default)]
+    pub controller: Option<ControllerFigure>,
     pub targets: Vec<TargetRow>,
 }
 
@@ -197,6 +201,40 @@ pub struct IdleFigure {
     pub first_error: Option<String>,
 }
 
+/// The standalone controller's memory: at rest, then with simulated
+/// proxies registered and scraped ([`crate::controller`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ControllerFigure {
+    /// Simulated proxies registered (0: the idle figure only).
+    pub proxies: usize,
+    /// VmRSS at rest (CA created, nothing registered), KiB.
+    pub idle_rss_kib: u64,
+    /// VmHWM at rest (start-up included), KiB.
+    pub idle_hwm_kib: u64,
+    /// Seconds the proxies were scraped before `rss_kib` was read.
+    pub scraped_seconds: f64,
+    /// Simulated proxies whose `/metrics` the controller fetched at least once.
+    pub scraped: usize,
+    /// Largest VmRSS sampled while the proxies were scraped, KiB.
+    pub rss_kib: Option<u64>,
+    /// Scrape rounds every proxy went through (the least-scraped one's count).
+    #[serde(default)]
+    pub rounds: u64,
+    /// VmRSS once every proxy was scraped once, KiB: the start of the
+    /// growth as the in-memory windows fill.
+    #[serde(default)]
+    pub first_round_rss_kib: Option<u64>,
+    /// Points an hour's ring holds at the controller's default scrape
+    /// interval (10 s: 360): until every proxy went through as many rounds
+    /// the in-memory windows still grow, and the figure is no steady state.
+    #[serde(default)]
+    pub ring_rounds: u64,
+    /// VmHWM at the end, KiB.
+    pub hwm_kib: Option<u64>,
+    /// The controller's threads at the last reading.
+    pub threads: Option<u64>,
+}
+
 impl Report {
     /// The run of `proxy` in `scenario` over `protocol`.
     pub fn run(&self, proxy: &str, scenario: Scenario, protocol: Protocol) -> Option<&Run> {
@@ -339,6 +377,19 @@ pub(crate) mod tests {
                 died: None,
                 first_error: None,
             }],
+            controller: Some(ControllerFigure {
+                proxies: 100,
+                idle_rss_kib: 9 * 1024,
+                idle_hwm_kib: 9 * 1024,
+                scraped_seconds: 60.0,
+                scraped: 100,
+                rss_kib: Some(22 * 1024),
+                rounds: 360,
+                first_round_rss_kib: Some(12 * 1024),
+                ring_rounds: 360,
+                hwm_kib: Some(23 * 1024),
+                threads: Some(10),
+            }),
             targets: Vec::new(),
         }
     }

@@ -92,7 +92,21 @@ impl Controller {
     /// `pimesh identity trust-anchors` fails; [`Error::File`] when the anchors
     /// cannot be written.
     pub fn start(bin: &Path, dir: &Path, wait: Duration) -> Result<Controller, Error> {
-        let launch = Launch::new(bin)
+        Controller::start_with(bin, dir, wait, &[])
+    }
+
+    /// As [`Controller::start`], with `extra` flags of `pimesh controller`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Controller::start`].
+    pub fn start_with(
+        bin: &Path,
+        dir: &Path,
+        wait: Duration,
+        extra: &[&str],
+    ) -> Result<Controller, Error> {
+        let mut launch = Launch::new(bin)
             .arg("controller")
             .arg("--standalone")
             .arg("--data-dir")
@@ -101,6 +115,9 @@ impl Controller {
             .arg("127.0.0.1:0")
             .arg("--admin-addr")
             .arg("127.0.0.1:0");
+        for a in extra {
+            launch = launch.arg(*a);
+        }
         let (proc, line) = Proc::start("controller", &launch, None, Some("listening"), wait)?;
         let c = Controller {
             proxy_addr: process::line_addr(&line, "proxy=")?,
@@ -132,13 +149,27 @@ impl Controller {
         }
     }
 
+    /// A new join token for `identity` (`pimesh token create`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cli`] when the command fails or prints no token.
+    pub fn token(&self, identity: &str) -> Result<String, Error> {
+        let out = self.cli(&["token", "create", "--identity", identity])?;
+        out.split_whitespace()
+            .find(|w| w.starts_with("pmt_"))
+            .map(str::to_string)
+            .ok_or_else(|| Error::Cli("token create".into(), format!("no token in {out:?}")))
+    }
+
+    /// The trust anchors' PEM file (written at start).
+    pub fn anchors_path(&self) -> &Path {
+        &self.anchors
+    }
+
     /// A proxy's controller environment for `identity` (a new join token).
     fn proxy_env(&self, identity: &str) -> Result<Vec<(String, String)>, Error> {
-        let out = self.cli(&["token", "create", "--identity", identity])?;
-        let token = out
-            .split_whitespace()
-            .find(|w| w.starts_with("pmt_"))
-            .ok_or_else(|| Error::Cli("token create".into(), format!("no token in {out:?}")))?;
+        let token = self.token(identity)?;
         let file = self
             .dir
             .join(format!("{}.token", identity.replace('/', "_")));

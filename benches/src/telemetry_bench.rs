@@ -1,7 +1,6 @@
 //! `pimesh-telemetry-bench`: the controller's telemetry cost (issue 5). It
-//! starts N simulated proxies (threads serving realistic, changing
-//! Linkerd-style `/metrics` text: several authorities, two status codes,
-//! latency histograms, TCP series, one counter reset half-way), runs the
+//! starts N simulated proxies ([`pimesh_benches::sim_proxy`]: threads
+//! serving realistic, changing Linkerd-style `/metrics` text), runs the
 //! real `pimesh controller` scraping them for a few minutes, and reports
 //! the controller's memory (VmRSS, VmHWM) and the bytes it wrote per hour
 //! (`/proc/<pid>/io` `write_bytes`: what reached the block layer, and the
@@ -9,12 +8,11 @@
 //! pass/fail on timing. Exit codes: 0 done, 1 it could not run, 64 bad usage.
 
 use clap::Parser;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use pimesh_benches::sim_proxy::{metrics, Sim, SimProxies};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 /// Target: bytes written per hour at 20 proxies (SD cards).
@@ -73,130 +71,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// A simulated proxy: counters advance with every scrape.
-struct Sim {
-    deployment: usize,
-    pod: usize,
-    scrapes: AtomicU64,
-}
-
-/// Linkerd-style `/metrics` text of `sim` at its `n`th scrape: 2 inbound
-/// and 3 outbound authorities × 2 status codes, each with a 26-bucket
-/// latency histogram, TCP series and process series (about 100 KB, like a
-/// busy proxy's: a real one with one authority and two codes writes 22 KB).
-fn metrics(sim: &Sim, n: u64) -> String {
-    use std::fmt::Write as _;
-    // One proxy restarts after 30 scrapes: its counters start again.
-    let restarted = sim.deployment == 0 && sim.pod == 0 && n > 30;
-    let n = if restarted { n - 30 } else { n };
-    let base = format!(
-        "namespace=\"bench\",deployment=\"app-{}\",pod=\"app-{}-{}\"",
-        sim.deployment, sim.deployment, sim.pod
-    );
-    let start = if restarted { 2 } else { 1 };
-    let mut t = String::with_capacity(48 * 1024);
-    let _ = writeln!(t, "# TYPE process_start_time_seconds gauge");
-    let _ = writeln!(t, "process_start_time_seconds{{{base}}} 179522867{start}");
-    let buckets = [
-        "1.0", "2.0", "3.0", "4.0", "5.0", "10.0", "20.0", "30.0", "40.0", "50.0", "100.0",
-        "200.0", "300.0", "400.0", "500.0", "1000.0", "2000.0", "3000.0", "4000.0", "5000.0",
-        "10000.0", "20000.0", "30000.0", "40000.0", "50000.0", "+Inf",
-    ];
-    // Two authorities served, three services called.
-    for (dir, authorities) in [("inbound", 2u64), ("outbound", 3)] {
-        for a in 0..authorities {
-            let peer = if dir == "inbound" {
-                format!("tls=\"true\",client_id=\"app-{}.bench.serviceaccount.identity.pimesh.cluster.local\"", (sim.deployment + 1) % 20)
-            } else {
-                format!("tls=\"true\",server_id=\"app-{}.bench.serviceaccount.identity.pimesh.cluster.local\"", (sim.deployment + 2) % 20)
-            };
-            let l = format!(
-                "{base},direction=\"{dir}\",target_addr=\"10.42.0.{a}:8080\",{peer},authority=\"svc-{a}.bench.svc.cluster.local:8080\""
-            );
-            let req = n * (20 + a * 7);
-            let fail = req / 50;
-            let _ = writeln!(t, "request_total{{{l}}} {req}");
-            for (code, class, v) in [("200", "success", req - fail), ("503", "failure", fail)] {
-                let _ = writeln!(
-                    t,
-                    "response_total{{{l},status_code=\"{code}\",classification=\"{class}\"}} {v}"
-                );
-                let mut cum = 0;
-                for (i, le) in buckets.iter().enumerate() {
-                    cum += v * [
-                        0, 1, 3, 6, 10, 25, 20, 15, 8, 5, 4, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                        0, 0,
-                    ][i] / 100;
-                    let c = if *le == "+Inf" { v } else { cum.min(v) };
-                    let _ = writeln!(
-                        t,
-                        "response_latency_ms_bucket{{{l},status_code=\"{code}\",le=\"{le}\"}} {c}"
-                    );
-                }
-                let _ = writeln!(
-                    t,
-                    "response_latency_ms_sum{{{l},status_code=\"{code}\"}} {}",
-                    v * 17
-                );
-                let _ = writeln!(
-                    t,
-                    "response_latency_ms_count{{{l},status_code=\"{code}\"}} {v}"
-                );
-            }
-            for peer_side in ["src", "dst"] {
-                let _ = writeln!(t, "tcp_open_total{{{l},peer=\"{peer_side}\"}} {}", n + a);
-                let _ = writeln!(
-                    t,
-                    "tcp_open_connections{{{l},peer=\"{peer_side}\"}} {}",
-                    1 + a % 3
-                );
-                let _ = writeln!(
-                    t,
-                    "tcp_read_bytes_total{{{l},peer=\"{peer_side}\"}} {}",
-                    req * 310
-                );
-                let _ = writeln!(
-                    t,
-                    "tcp_write_bytes_total{{{l},peer=\"{peer_side}\"}} {}",
-                    req * 1900
-                );
-            }
-        }
-    }
-    let _ = writeln!(t, "process_resident_memory_bytes{{{base}}} 5800000.0");
-    let _ = writeln!(t, "# EOF");
-    t
-}
-
-/// Serves `sim` on `listener` until `stop`.
-fn serve(listener: TcpListener, sim: Arc<Sim>, stop: Arc<AtomicBool>) {
-    listener.set_nonblocking(true).expect("nonblocking");
-    while !stop.load(Ordering::Relaxed) {
-        let Ok((s, _)) = listener.accept() else {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        };
-        let _ = s.set_nonblocking(false);
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut w = match s.try_clone() {
-            Ok(w) => w,
-            Err(_) => continue,
-        };
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-            line.clear();
-        }
-        let n = sim.scrapes.fetch_add(1, Ordering::Relaxed) + 1;
-        let body = metrics(&sim, n);
-        let _ = write!(
-            w,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-    }
-}
-
 /// `key` of `/proc/PID/status` (kB) or `/proc/PID/io` (bytes).
 fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/{file}"))
@@ -245,20 +119,8 @@ fn run(args: &Args) -> Result<(), String> {
             args.history_flush_interval.as_str(),
         )
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut targets = Vec::new();
-    for i in 0..args.proxies {
-        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let addr: SocketAddr = l.local_addr().map_err(|e| e.to_string())?;
-        let sim = Arc::new(Sim {
-            deployment: i % args.deployments.max(1),
-            pod: i / args.deployments.max(1),
-            scrapes: AtomicU64::new(0),
-        });
-        let stop = stop.clone();
-        std::thread::spawn(move || serve(l, sim, stop));
-        targets.push(addr.to_string());
-    }
+    let sims = SimProxies::start(args.proxies, args.deployments).map_err(|e| e.to_string())?;
+    let targets: Vec<String> = sims.addrs.iter().map(ToString::to_string).collect();
     let sample = metrics(
         &Sim {
             deployment: 1,
@@ -337,7 +199,7 @@ fn run(args: &Args) -> Result<(), String> {
     // SAFETY: signalling the child this process started.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = child.wait();
-    stop.store(true, Ordering::Relaxed);
+    drop(sims);
     let _ = std::fs::remove_dir_all(&data);
 
     let per_hour = |b: u64| b as f64 * 3600.0 / elapsed;

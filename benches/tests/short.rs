@@ -143,7 +143,17 @@ fn short_mode_writes_well_formed_reports_and_compares_with_a_baseline() {
         "{idle:?}"
     );
     assert!(idle.rss_kib > 0);
-    assert_eq!(report.targets.len(), 7, "{:?}", report.targets);
+    // The controller figure: idle, then 20 simulated proxies (--short)
+    // registered over the proxy API, every one scraped.
+    let ctl = report.controller.as_ref().expect("the controller figure");
+    assert!(ctl.idle_rss_kib > 0, "{ctl:?}");
+    assert_eq!((ctl.proxies, ctl.scraped), (20, 20), "{ctl:?}");
+    assert!(ctl.rounds >= 1 && ctl.rss_kib.is_some(), "{ctl:?}");
+    // Issue 7's rows and issue 17's: idle RSS plain and meshed, peak RSS,
+    // inbound CPU (h1, h2) and its ratio to the better peer (h1, h2), mesh
+    // CPU (h1, h2), mesh p99 (h1, h2), 10,000 idle connections and per
+    // connection, the controller idle and with 100 proxies.
+    assert_eq!(report.targets.len(), 15, "{:?}", report.targets);
 
     // report.md: the targets table and a row per step.
     let md = std::fs::read_to_string(first.join("report.md")).unwrap();

@@ -123,3 +123,34 @@ fn marker_is_seen_on_reopen() {
     assert!(s.initialized());
     assert!(s.is_empty());
 }
+
+/// A database written by the releases before the settings were spelled out
+/// (`sled::Config` with only the path and the cache: sled's defaults, which
+/// sled keeps in `db/conf`) opens, its records intact, and stays readable.
+#[test]
+fn opens_a_database_created_with_the_released_settings() {
+    let dir = TempDir::new("released");
+    {
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .cache_capacity(4 * 1024 * 1024)
+            .open()
+            .unwrap();
+        let tree = db.open_tree("t").unwrap();
+        tree.insert("k1", serde_json::to_vec(&Rec { n: 7 }).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    // `conf` is text followed by a CRC.
+    let conf = std::fs::read(dir.path().join("db/conf")).unwrap();
+    let conf = String::from_utf8_lossy(&conf);
+    assert!(conf.contains("segment_size: 524288"), "{conf}");
+    for _ in 0..2 {
+        let s = Store::open(dir.path()).unwrap();
+        let t = s.table::<Rec>("t").unwrap();
+        assert_eq!(t.get("k1").unwrap(), Some(Rec { n: 7 }));
+        t.put("k2", &Rec { n: 8 }).unwrap();
+        drop(t);
+        drop(s);
+    }
+}
