@@ -5,7 +5,7 @@
 //! patterns, source networks). A port no `Server` selects gets the
 //! proxy's default policy ([`InboundServer::default_policy`]).
 //!
-//! Wire: `GET` [`INBOUND_POLICY_PATH`]`?labels=K%3DV,…&revision=N` on the
+//! Wire: `GET` [`INBOUND_POLICY_PATH`]`?labels=K%3DV,…` (percent-encoded) on the
 //! proxy port (client certificate required; the namespace is the
 //! certificate's), answered by an `application/x-ndjson` stream of
 //! [`PolicyEvent`]s: the whole [`InboundPolicy`] first and after every
