@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use crate::connect::pool::Clients;
+use crate::discovery::policy::InboundPolicies;
 use crate::discovery::Discovery;
 use crate::metrics::Metrics;
 use crate::tls::CredentialStore;
@@ -31,4 +32,7 @@ pub struct Ctx {
     pub clients: Clients,
     /// The resolver of outbound destinations; `None` without a controller.
     pub discovery: Option<Arc<Discovery>>,
+    /// The policy of each inbound port: streamed by the controller, else
+    /// the default policy.
+    pub inbound_policies: Arc<InboundPolicies>,
 }

@@ -168,7 +168,7 @@ impl Service {
     ) -> Result<Response<ResponseBody>, Error> {
         let authority = headers::authority(&req);
         let is_grpc = headers::is_grpc(req.headers());
-        if let Some(authz) = self.authz {
+        if let Some(authz) = &self.authz {
             self.authz_counter
                 .get_or_init(|| {
                     let m = self.ctx.metrics.authz();
@@ -179,7 +179,7 @@ impl Service {
                 let start = std::time::Instant::now();
                 let mut metrics = self.cached_request_metrics(authority.as_ref(), start);
                 metrics.tap(req.method(), req.uri());
-                let e = Error::Unauthorized(authz.policy.as_str());
+                let e = Error::Unauthorized(authz.describe());
                 return Ok(respond(metrics, is_grpc, Err(e)));
             }
         }
