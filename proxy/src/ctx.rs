@@ -3,9 +3,9 @@
 //! resolver. It holds only what comes after it in the flow (connect,
 //! discovery) and leaves (config, metrics, tls).
 
+use crate::authz::InboundPolicies;
 use crate::config::Config;
 use crate::connect::pool::Clients;
-use crate::discovery::policy::InboundPolicies;
 use crate::discovery::Discovery;
 use crate::metrics::Metrics;
 use crate::tls::CredentialStore;

@@ -112,11 +112,17 @@ fn authorize(
     identity: Option<&str>,
     source: IpAddr,
 ) -> Option<Option<Authz>> {
-    let server = ctx.inbound_policies.server(port);
-    if server.spec.protocol == ServerProtocol::Opaque && identity.is_none() {
+    let policies = &ctx.inbound_policies;
+    let authz = Authz::decide(
+        policies,
+        port,
+        &ctx.config.cluster_networks,
+        identity,
+        source,
+    );
+    if authz.server.spec.protocol == ServerProtocol::Opaque && identity.is_none() {
         *protocol = Protocol::Opaque;
     }
-    let authz = Authz::decide(server, &ctx.config.cluster_networks, identity, source);
     if matches!(*protocol, Protocol::Http1 | Protocol::Http2) {
         return Some(Some(authz));
     }

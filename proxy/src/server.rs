@@ -119,7 +119,7 @@ pub async fn run(
         admin: listeners.admin.local_addr().unwrap_or(config.admin_addr),
         tap: listeners.tap.as_ref().and_then(|l| l.local_addr().ok()),
     };
-    let inbound_policies = Arc::new(discovery::policy::InboundPolicies::new(
+    let inbound_policies = Arc::new(crate::authz::InboundPolicies::new(
         config.inbound_default_policy,
     ));
     if let Some(c) = &client {

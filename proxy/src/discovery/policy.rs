@@ -9,16 +9,13 @@
 //! kept and the stream resumes with backoff (as discovery's watches).
 
 use super::client::{Client, Error};
-use crate::authz::Server;
+use crate::authz::InboundPolicies;
 use bytes::BytesMut;
 use http_body_util::BodyExt;
 use pimesh_api::discovery::EventType;
-use pimesh_api::policy::inbound::{
-    labels_to_string, InboundPolicy, PolicyEvent, INBOUND_POLICY_PATH,
-};
-use pimesh_api::policy::DefaultPolicy;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use pimesh_api::policy::inbound::{labels_to_string, PolicyEvent, INBOUND_POLICY_PATH};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -30,61 +27,6 @@ const MAX_LINE: usize = 1024 * 1024;
 /// Reconnect backoff: first wait, doubling up to the maximum (jittered).
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
-
-/// The policy of every inbound port, as connections read it.
-#[derive(Debug)]
-pub struct InboundPolicies {
-    /// The server of ports the streamed policy does not select.
-    default: Arc<Server>,
-    /// The streamed servers by port; `None` until the controller answers.
-    ports: RwLock<Option<HashMap<u16, Arc<Server>>>>,
-}
-
-impl InboundPolicies {
-    /// Every port under the default `policy` until a policy is streamed.
-    pub fn new(policy: DefaultPolicy) -> InboundPolicies {
-        InboundPolicies {
-            default: Arc::new(Server::default_policy(policy)),
-            ports: RwLock::new(None),
-        }
-    }
-
-    /// The server of inbound `port`.
-    pub fn server(&self, port: u16) -> Arc<Server> {
-        let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
-        ports
-            .as_ref()
-            .and_then(|p| p.get(&port).cloned())
-            .unwrap_or_else(|| self.default.clone())
-    }
-
-    /// Whether a policy was ever streamed.
-    pub fn streamed(&self) -> bool {
-        self.ports
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-    }
-
-    /// Replaces the streamed policy; a server whose policy did not change
-    /// keeps its `Arc` (and so its connections' metric series).
-    pub fn replace(&self, policy: InboundPolicy) {
-        let mut ports = self.ports.write().unwrap_or_else(|e| e.into_inner());
-        let old = ports.take().unwrap_or_default();
-        let new = policy
-            .servers
-            .into_iter()
-            .map(|(port, spec)| {
-                let srv = match old.get(&port) {
-                    Some(s) if s.spec == spec => s.clone(),
-                    _ => Arc::new(Server::new(spec)),
-                };
-                (port, srv)
-            })
-            .collect();
-        *ports = Some(new);
-    }
-}
 
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -203,40 +145,6 @@ fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pimesh_api::policy::inbound::{InboundServer, ServerKind};
-
-    fn server(name: &str) -> InboundServer {
-        InboundServer {
-            name: name.into(),
-            kind: ServerKind::Server,
-            protocol: Default::default(),
-            authorizations: vec![],
-            access_policy: DefaultPolicy::Deny,
-        }
-    }
-
-    #[test]
-    fn ports_get_the_streamed_server_or_the_default() {
-        let p = InboundPolicies::new(DefaultPolicy::AllAuthenticated);
-        assert!(!p.streamed());
-        assert_eq!(&*p.server(80).name, "all-authenticated");
-        let mut policy = InboundPolicy::default();
-        policy.servers.insert(80, server("web"));
-        policy.servers.insert(81, server("admin"));
-        p.replace(policy.clone());
-        assert!(p.streamed());
-        let web = p.server(80);
-        assert_eq!(&*web.name, "web");
-        assert_eq!(web.spec.kind, ServerKind::Server);
-        assert_eq!(&*p.server(82).name, "all-authenticated");
-        // An unchanged server keeps its Arc; a changed one is new.
-        policy.servers.insert(81, server("admin2"));
-        p.replace(policy);
-        assert!(Arc::ptr_eq(&web, &p.server(80)));
-        assert_eq!(&*p.server(81).name, "admin2");
-        p.replace(InboundPolicy::default());
-        assert_eq!(&*p.server(80).name, "all-authenticated");
-    }
 
     #[test]
     fn labels_are_percent_encoded() {
