@@ -7,7 +7,8 @@
 //!   DNS-style names in certificates) and the certify API.
 //! - `discovery`: service names, endpoint registration with leases, and
 //!   the watch API that resolves names and addresses to endpoint sets.
-//! - `policy`: inbound authorization: Linkerd's default policies and
+//! - `policy`: inbound authorization: Linkerd's default policies, the
+//!   per-port `Server` policy streamed to proxies (`policy::inbound`), and
 //!   the networks (CIDRs) they name.
 //! - `tap`: the live request-metadata stream of proxies and its relay.
 //! - `query`: decoding the query values of the API's `GET` routes.

@@ -9,8 +9,12 @@
 //! ([`DEFAULT_CLUSTER_NETWORKS`], Linkerd's `clusterNetworks` default).
 //! The controller validates the names (install flag, annotation
 //! `config.pimesh.io/default-inbound-policy`); the proxy decides with
-//! [`DefaultPolicy::authorizes`]. No I/O lives here.
+//! [`DefaultPolicy::authorizes`]. `inbound`: the per-port policy of
+//! `Server`s the controller streams to proxies. No I/O lives here.
 
+pub mod inbound;
+
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -21,8 +25,9 @@ use std::str::FromStr;
 pub const DEFAULT_CLUSTER_NETWORKS: &str =
     "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8";
 
-/// A default inbound policy (Linkerd's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// A default inbound policy (Linkerd's names; as JSON, the name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum DefaultPolicy {
     /// Every client (Linkerd's default).
     #[default]
@@ -83,6 +88,34 @@ impl fmt::Display for DefaultPolicy {
     }
 }
 
+impl From<DefaultPolicy> for &'static str {
+    fn from(p: DefaultPolicy) -> Self {
+        p.as_str()
+    }
+}
+
+impl TryFrom<String> for DefaultPolicy {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> Self {
+        c.to_string()
+    }
+}
+
 impl FromStr for DefaultPolicy {
     type Err = String;
 
@@ -102,8 +135,10 @@ impl FromStr for DefaultPolicy {
 }
 
 /// An IP network in CIDR notation (RFC 4632; RFC 4291 §2.3 for IPv6):
-/// `10.42.0.0/16`, `fd00::/8`; a bare address is a /32 or /128.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// `10.42.0.0/16`, `fd00::/8`; a bare address is a /32 or /128. As JSON,
+/// that string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Cidr {
     addr: IpAddr,
     prefix: u8,

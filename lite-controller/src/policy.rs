@@ -14,6 +14,7 @@
 //! - `resource`: [`Resource`], one document of any kind, parsed and checked.
 //! - `validate`: what the CRD schema cannot say, each error naming its field.
 //! - `index`: which stored resources take effect, and why not.
+//! - `inbound`: the inbound policy of one proxy's ports, for its stream.
 //! - `stored`: standalone mode's resources in sled (`pimesh apply -f`).
 //! - `crd`: the CustomResourceDefinitions from these types (`pimesh
 //!   install --crds`, `k3s/pimesh-crds.yaml`).
@@ -21,6 +22,7 @@
 pub mod authn;
 pub mod authz;
 pub mod crd;
+pub mod inbound;
 pub mod index;
 pub mod ratelimit;
 pub mod refs;

@@ -9,10 +9,13 @@
 //! large; Kubernetes mode: the token is a ServiceAccount token checked by a
 //! TokenReview, 503 `unavailable` when that fails), `GET /v1/identity/trust-anchors` (PEM), `PUT`/`DELETE`
 //! `/v1/discovery/endpoints` (join token) and `GET /v1/discovery/watch`
-//! (client certificate), see `discovery`. Errors are `ApiError` JSON.
+//! (client certificate), see `discovery`; `GET /v1/policy/inbound` (client
+//! certificate), the proxy's inbound policy, see `policy`. Errors are
+//! `ApiError` JSON.
 
 pub mod client_auth;
 pub mod discovery;
+pub mod policy;
 
 use crate::cert_slot::CertSlot;
 use crate::identity::{now_unix, Authority};
@@ -27,6 +30,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pimesh_api::discovery::{ENDPOINTS_PATH, WATCH_PATH};
 use pimesh_api::identity::{Identity, ALPN_H2, CERTIFY_PATH, TRUST_ANCHORS_PATH};
+use pimesh_api::policy::inbound::INBOUND_POLICY_PATH;
 use rustls::ServerConfig;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -66,6 +70,9 @@ pub struct Ctx {
     pub kube: Option<Arc<Kube>>,
     /// What the discovery API (registration, watches) uses.
     pub discovery: Arc<discovery::Ctx>,
+    /// The policy resources whose changes the inbound-policy streams
+    /// follow (standalone mode's; empty in Kubernetes mode for now).
+    pub policies: Arc<crate::policy::stored::Policies>,
 }
 
 /// Every response body: a complete one, or a watch stream.
@@ -180,9 +187,18 @@ async fn handle(
         (&Method::PUT, ENDPOINTS_PATH) => discovery::register(&ctx.discovery, req, false).await,
         (&Method::DELETE, ENDPOINTS_PATH) => discovery::register(&ctx.discovery, req, true).await,
         (&Method::GET, WATCH_PATH) => discovery::watch(&ctx.discovery, &req, peer, stop),
-        (_, CERTIFY_PATH | TRUST_ANCHORS_PATH | ENDPOINTS_PATH | WATCH_PATH) => {
-            left(rest::method_not_allowed())
-        }
+        (&Method::GET, INBOUND_POLICY_PATH) => policy::inbound(
+            &ctx.policies,
+            ctx.authority.trust_domain(),
+            &ctx.discovery.watch_slots,
+            &req,
+            peer,
+            stop,
+        ),
+        (
+            _,
+            CERTIFY_PATH | TRUST_ANCHORS_PATH | ENDPOINTS_PATH | WATCH_PATH | INBOUND_POLICY_PATH,
+        ) => left(rest::method_not_allowed()),
         _ => left(rest::not_found()),
     }
 }

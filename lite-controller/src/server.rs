@@ -229,7 +229,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     }));
     let metrics = Arc::new(Metrics::new());
     metrics.serving_cert_expiry.set(cert.not_after_unix as i64);
+    let policies = Arc::new(crate::policy::stored::Policies::open(&store)?);
     let proxy_ctx = Arc::new(proxy_api::Ctx {
+        policies: policies.clone(),
         authority: authority.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
@@ -255,7 +257,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             shutdown: shutdown.clone(),
             relays: Default::default(),
         }),
-        policies: Arc::new(crate::policy::stored::Policies::open(&store)?),
+        policies,
     });
     let proxy_task = tokio::spawn(proxy_api::serve(proxy, tls, proxy_ctx));
     let admin_task = tokio::spawn(admin::serve(admin, admin_ctx));

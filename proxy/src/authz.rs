@@ -1,37 +1,278 @@
-//! Inbound authorization of one connection by the default policy
-//! (`PIMESH_PROXY_INBOUND_DEFAULT_POLICY`, Linkerd's default policies,
-//! decided by [`pimesh_api::policy`]): made once when the client is known
-//! (after mTLS, or as plaintext), then applied per connection to opaque
-//! TCP (refused before the app sees a byte) and per request to HTTP (403;
-//! gRPC `PERMISSION_DENIED`). A leaf: it imports nothing of the flow.
+//! Inbound authorization: by the port's `Server` and its authorizations
+//! when the controller's policy stream (`discovery::policy`) selects the
+//! port, else by the default policy (`PIMESH_PROXY_INBOUND_DEFAULT_POLICY`,
+//! Linkerd's default policies); both decided by
+//! [`pimesh_api::policy::inbound::InboundServer::decide`]. Made when the
+//! client is known (after mTLS, or as plaintext) and applied per
+//! connection to opaque TCP (refused before the app sees a byte) and per
+//! request to HTTP (403; gRPC `PERMISSION_DENIED`), where it is made again
+//! when the port's policy changed since (as Linkerd checks each request
+//! against the current policy). [`InboundPolicies`] holds the ports'
+//! policy. A leaf: it imports nothing of the flow.
 
+use pimesh_api::policy::inbound::{Client, InboundPolicy, InboundServer, ServerKind, Verdict};
 use pimesh_api::policy::{DefaultPolicy, Networks};
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
-/// The verdict on one inbound connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One port's policy as connections use it: the streamed (or default)
+/// server, with its names shared by the metric labels of every connection.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Server {
+    /// What decides.
+    pub spec: InboundServer,
+    /// `srv_name`.
+    pub name: Arc<str>,
+    /// `authz_name` of each of `spec.authorizations`, in order.
+    pub authorization_names: Vec<Arc<str>>,
+}
+
+impl Server {
+    /// Wraps `spec`.
+    pub fn new(spec: InboundServer) -> Server {
+        Server {
+            name: spec.name.as_str().into(),
+            authorization_names: spec
+                .authorizations
+                .iter()
+                .map(|a| a.name.as_str().into())
+                .collect(),
+            spec,
+        }
+    }
+
+    /// The server of a port no `Server` selects (Linkerd's default server).
+    pub fn default_policy(policy: DefaultPolicy) -> Server {
+        Server::new(InboundServer::default_policy(policy))
+    }
+}
+
+/// The policy of every inbound port, as connections read it.
+#[derive(Debug)]
+pub struct InboundPolicies {
+    /// The server of ports the streamed policy does not select.
+    default: Arc<Server>,
+    /// The streamed servers by port; `None` until the controller answers.
+    ports: RwLock<Option<HashMap<u16, Arc<Server>>>>,
+    /// Bumped by every [`InboundPolicies::replace`]: a verdict made at an
+    /// older generation is made again.
+    generation: AtomicU64,
+}
+
+impl InboundPolicies {
+    /// Every port under the default `policy` until a policy is streamed.
+    pub fn new(policy: DefaultPolicy) -> InboundPolicies {
+        InboundPolicies {
+            default: Arc::new(Server::default_policy(policy)),
+            ports: RwLock::new(None),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The server of inbound `port`.
+    pub fn server(&self, port: u16) -> Arc<Server> {
+        let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
+        ports
+            .as_ref()
+            .and_then(|p| p.get(&port).cloned())
+            .unwrap_or_else(|| self.default.clone())
+    }
+
+    /// Whether a policy was ever streamed.
+    pub fn streamed(&self) -> bool {
+        self.ports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Replaces the streamed policy; a server whose policy did not change
+    /// keeps its `Arc`.
+    pub fn replace(&self, policy: InboundPolicy) {
+        let mut ports = self.ports.write().unwrap_or_else(|e| e.into_inner());
+        let old = ports.take().unwrap_or_default();
+        let new = policy
+            .servers
+            .into_iter()
+            .map(|(port, spec)| {
+                let srv = match old.get(&port) {
+                    Some(s) if s.spec == spec => s.clone(),
+                    _ => Arc::new(Server::new(spec)),
+                };
+                (port, srv)
+            })
+            .collect();
+        *ports = Some(new);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// Who connected, kept to decide again when the policy changes.
+#[derive(Debug)]
+struct Peer {
+    port: u16,
+    identity: Option<Box<str>>,
+    source: IpAddr,
+}
+
+/// The verdict on one inbound connection (or request).
+#[derive(Debug, Clone)]
 pub struct Authz {
-    /// The policy that decided: the `srv_name` and `authz_name` labels
-    /// (`srv_kind`/`authz_kind` = `default`, as Linkerd's default servers).
-    pub policy: DefaultPolicy,
+    /// The port's server: the `srv_*` labels.
+    pub server: Arc<Server>,
+    /// The authorization that admitted the client (an index into
+    /// `server.spec.authorizations`); `None` when the access policy
+    /// decided (`authz_kind="default"`).
+    pub authorization: Option<usize>,
     /// Whether the client may reach the app.
     pub allowed: bool,
+    /// The [`InboundPolicies`] generation decided at.
+    generation: u64,
+    peer: Arc<Peer>,
 }
 
 impl Authz {
-    /// Decides for a client that is `authenticated` (presented a mesh
-    /// identity over mTLS) or not, connecting from `source`.
+    /// Decides for a client of inbound `port` that presented the mesh
+    /// `identity` over mTLS (its DNS-style name) or none, connecting from
+    /// `source`; `cluster` are the networks of the `cluster-*` policies.
     pub fn decide(
-        policy: DefaultPolicy,
+        policies: &InboundPolicies,
+        port: u16,
         cluster: &Networks,
-        authenticated: bool,
+        identity: Option<&str>,
         source: IpAddr,
     ) -> Authz {
-        let allowed = policy.authorizes(authenticated, source, cluster);
-        if policy == DefaultPolicy::Audit {
+        let peer = Arc::new(Peer {
+            port,
+            identity: identity.map(Into::into),
+            source,
+        });
+        Authz::decide_for(policies, cluster, peer)
+    }
+
+    fn decide_for(policies: &InboundPolicies, cluster: &Networks, peer: Arc<Peer>) -> Authz {
+        let generation = policies.generation();
+        let server = policies.server(peer.port);
+        let client = Client {
+            identity: peer.identity.as_deref(),
+            source: peer.source,
+        };
+        let (authorization, allowed) = match server.spec.decide(client, cluster) {
+            Verdict::Authorized(a) => {
+                (server.spec.authorizations.iter().position(|x| x == a), true)
+            }
+            Verdict::AccessPolicy => (None, true),
+            Verdict::Denied => (None, false),
+        };
+        if allowed && authorization.is_none() && server.spec.access_policy == DefaultPolicy::Audit {
             // Audit lets everything in and says so, as Linkerd's.
-            tracing::info!(%source, authenticated, "connection allowed by the audit policy");
+            tracing::info!(source = %peer.source, authenticated = peer.identity.is_some(), server = %server.name, "connection allowed by the audit policy");
         }
-        Authz { policy, allowed }
+        Authz {
+            server,
+            authorization,
+            allowed,
+            generation,
+            peer,
+        }
+    }
+
+    /// The verdict now: `None` when the policy did not change since this
+    /// one was made (one atomic load), else the new verdict.
+    pub fn current(&self, policies: &InboundPolicies, cluster: &Networks) -> Option<Authz> {
+        if policies.generation() == self.generation {
+            return None;
+        }
+        Some(Authz::decide_for(policies, cluster, self.peer.clone()))
+    }
+
+    /// Whether `other` is counted in the same series (same server and
+    /// authorization, same outcome).
+    pub fn same_series(&self, other: &Authz) -> bool {
+        Arc::ptr_eq(&self.server, &other.server)
+            && self.authorization == other.authorization
+            && self.allowed == other.allowed
+    }
+
+    /// What a refusal names: `server NAME`, or `default policy NAME`.
+    pub fn describe(&self) -> String {
+        match self.server.spec.kind {
+            ServerKind::Server => format!("server {}", self.server.name),
+            ServerKind::Default => format!("default policy {}", self.server.name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pimesh_api::policy::inbound::{Authentication, Authorization};
+
+    fn server(name: &str) -> InboundServer {
+        InboundServer {
+            name: name.into(),
+            kind: ServerKind::Server,
+            protocol: Default::default(),
+            authorizations: vec![],
+            access_policy: DefaultPolicy::Deny,
+        }
+    }
+
+    #[test]
+    fn ports_get_the_streamed_server_or_the_default() {
+        let p = InboundPolicies::new(DefaultPolicy::AllAuthenticated);
+        assert!(!p.streamed());
+        assert_eq!(&*p.server(80).name, "all-authenticated");
+        let mut policy = InboundPolicy::default();
+        policy.servers.insert(80, server("web"));
+        policy.servers.insert(81, server("admin"));
+        p.replace(policy.clone());
+        assert!(p.streamed());
+        let web = p.server(80);
+        assert_eq!(&*web.name, "web");
+        assert_eq!(web.spec.kind, ServerKind::Server);
+        assert_eq!(&*p.server(82).name, "all-authenticated");
+        // An unchanged server keeps its Arc; a changed one is new.
+        policy.servers.insert(81, server("admin2"));
+        p.replace(policy);
+        assert!(Arc::ptr_eq(&web, &p.server(80)));
+        assert_eq!(&*p.server(81).name, "admin2");
+        p.replace(InboundPolicy::default());
+        assert_eq!(&*p.server(80).name, "all-authenticated");
+    }
+
+    #[test]
+    fn a_verdict_is_made_again_when_the_policy_changes() {
+        let web = "web.shop.serviceaccount.identity.pimesh.cluster.local";
+        let cluster: Networks = "10.0.0.0/8".parse().unwrap();
+        let p = InboundPolicies::new(DefaultPolicy::AllUnauthenticated);
+        let a = Authz::decide(&p, 80, &cluster, Some(web), "10.0.0.1".parse().unwrap());
+        assert!(a.allowed);
+        assert_eq!(&*a.server.name, "all-unauthenticated");
+        assert!(a.current(&p, &cluster).is_none(), "unchanged");
+        let mut policy = InboundPolicy::default();
+        policy.servers.insert(80, server("web"));
+        p.replace(policy.clone());
+        let denied = a.current(&p, &cluster).unwrap();
+        assert!(!denied.allowed && !denied.same_series(&a));
+        assert_eq!(denied.describe(), "server web");
+        policy.servers.get_mut(&80).unwrap().authorizations = vec![Authorization {
+            name: "web-only".into(),
+            authentications: vec![Authentication::MeshTls {
+                identities: vec![web.into()],
+            }],
+        }];
+        p.replace(policy);
+        let allowed = denied.current(&p, &cluster).unwrap();
+        assert!(allowed.allowed);
+        assert_eq!(allowed.authorization, Some(0));
+        assert_eq!(&*allowed.server.authorization_names[0], "web-only");
+        assert!(allowed.current(&p, &cluster).is_none());
     }
 }

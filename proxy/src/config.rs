@@ -3,6 +3,7 @@
 //! [`Env`] trait so tests pass a map instead of touching the process env.
 
 use pimesh_api::policy::{DefaultPolicy, Networks, DEFAULT_CLUSTER_NETWORKS};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -112,6 +113,10 @@ pub struct Config {
     /// `PIMESH_PROXY_POLICY_CLUSTER_NETWORKS`: the networks the `cluster-*`
     /// policies admit (Linkerd's `clusterNetworks`).
     pub cluster_networks: Networks,
+    /// `PIMESH_PROXY_POD_LABELS`: the labels of the workload this proxy
+    /// fronts (`app=web,tier=front`), which `Server`s' `podSelector`s
+    /// match; sent to the controller with the inbound-policy stream.
+    pub pod_labels: BTreeMap<String, String>,
     /// Registration, discovery, upstream listeners and resilience defaults.
     pub outbound: OutboundConfig,
 }
@@ -204,6 +209,12 @@ impl Config {
                 DEFAULT_CLUSTER_NETWORKS,
                 str::parse,
             )?,
+            pod_labels: p
+                .parse_opt(
+                    "PIMESH_PROXY_POD_LABELS",
+                    pimesh_api::policy::inbound::parse_labels,
+                )?
+                .unwrap_or_default(),
         })
         .and_then(|c| {
             let needs_identity =
@@ -251,7 +262,7 @@ impl fmt::Display for Config {
              detect_timeout={:?} detect_buffer={}B max_header={}B max_connections={} \
              idle_timeout={:?} header_read_timeout={:?} connect_timeout={:?} \
              shutdown_grace_period={:?} threads={} workload_labels={:?} \
-             inbound_default_policy={} cluster_networks={}",
+             inbound_default_policy={} cluster_networks={} pod_labels={:?}",
             self.inbound_addr,
             self.outbound_addr,
             self.admin_addr,
@@ -270,6 +281,7 @@ impl fmt::Display for Config {
             self.workload_labels,
             self.inbound_default_policy,
             self.cluster_networks,
+            self.pod_labels,
         )?;
         if let Some(id) = &self.identity {
             write!(

@@ -3,6 +3,7 @@
 //! resolver. It holds only what comes after it in the flow (connect,
 //! discovery) and leaves (config, metrics, tls).
 
+use crate::authz::InboundPolicies;
 use crate::config::Config;
 use crate::connect::pool::Clients;
 use crate::discovery::Discovery;
@@ -31,4 +32,7 @@ pub struct Ctx {
     pub clients: Clients,
     /// The resolver of outbound destinations; `None` without a controller.
     pub discovery: Option<Arc<Discovery>>,
+    /// The policy of each inbound port: streamed by the controller, else
+    /// the default policy.
+    pub inbound_policies: Arc<InboundPolicies>,
 }

@@ -16,10 +16,12 @@
 //!
 //! Layout: `client` (the mTLS HTTP/2 connection to the controller), `key`
 //! (what a watch resolves), `register` (registration with a lease,
-//! renewed, and deregistration on shutdown).
+//! renewed, and deregistration on shutdown), `policy` (the inbound-policy
+//! stream of this proxy's ports).
 
 pub mod client;
 pub mod key;
+pub mod policy;
 pub mod register;
 
 use crate::config::Config;

@@ -248,18 +248,25 @@ impl Service {
     ) -> Result<Response<ResponseBody>, Error> {
         let authority = headers::authority(&req);
         let is_grpc = headers::is_grpc(req.headers());
-        if let Some(authz) = self.authz {
-            self.authz_counter
-                .get_or_init(|| {
-                    let m = self.ctx.metrics.authz();
-                    m.counter(self.series.target(), authz, true)
-                })
-                .inc();
+        if let Some(conn_authz) = &self.authz {
+            // Made again when the port's policy changed since the
+            // connection's verdict.
+            let cfg = &self.ctx.config;
+            let now = conn_authz.current(&self.ctx.inbound_policies, &cfg.cluster_networks);
+            let authz = now.as_ref().unwrap_or(conn_authz);
+            let m = self.ctx.metrics.authz();
+            if now.as_ref().is_some_and(|a| !a.same_series(conn_authz)) {
+                m.record(self.series.target(), authz, true);
+            } else {
+                self.authz_counter
+                    .get_or_init(|| m.counter(self.series.target(), conn_authz, true))
+                    .inc();
+            }
             if !authz.allowed {
                 let start = std::time::Instant::now();
                 let mut metrics = self.cached_request_metrics(authority.as_ref(), start);
                 metrics.tap(req.method(), req.uri());
-                let e = Error::Unauthorized(authz.policy.as_str());
+                let e = Error::Unauthorized(authz.describe());
                 return Ok(respond(metrics, is_grpc, Err(e)));
             }
         }

@@ -5,10 +5,13 @@
 //! (multiplexed HTTP), `http/1.1` (upgrades) or nothing (opaque TCP).
 //! Other TLS is the app's own and passes through. Ports in
 //! `PIMESH_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY` take mesh mTLS only.
-//! Then the default policy decides (`authz`; the client's identity, if
-//! any, and source address): an opaque connection it refuses is closed
-//! before the app sees a byte; HTTP requests are answered 403 per request.
-//! Then the connection is forwarded to the local app.
+//! Then the port's policy decides (`authz`: the `Server` the controller's
+//! policy stream gives the port, else the default policy; the client's
+//! identity, if any, and source address): an opaque connection it refuses
+//! is closed before the app sees a byte; HTTP requests are answered 403
+//! per request. Plaintext HTTP to a port whose Server says
+//! `proxyProtocol: opaque` is forwarded as opaque bytes. Then the
+//! connection is forwarded to the local app.
 
 use crate::authz::Authz;
 use crate::ctx::Ctx;
@@ -20,6 +23,7 @@ use crate::target::Target;
 use crate::tls::{sni, ALPN_HTTP1};
 use bytes::BytesMut;
 use pimesh_api::identity::ALPN_H2;
+use pimesh_api::policy::inbound::Protocol as ServerProtocol;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +82,15 @@ pub async fn serve(
         &label_addr.to_string(),
         Tls::plaintext(DIRECTION),
     );
-    let Some(authz) = authorize(&ctx, &labels, protocol, false, source) else {
+    let mut protocol = protocol;
+    let Some(authz) = authorize(
+        &ctx,
+        &labels,
+        &mut protocol,
+        label_addr.port(),
+        None,
+        source,
+    ) else {
         return;
     };
     let io = PrefixedIo::new(prefix.freeze(), stream);
@@ -88,32 +100,38 @@ pub async fn serve(
     .await
 }
 
-/// The default policy's verdict on a client (`authenticated` when it
-/// presented a mesh identity) from `source`. An opaque connection is
-/// counted here and refused (`None`: close it); HTTP gets the verdict to
-/// apply per request (`Some(Some(authz))`).
+/// The verdict of `port`'s policy on a client with the mesh `identity`
+/// (its DNS-style name, when it presented one) from `source`. A plaintext
+/// HTTP `protocol` becomes opaque when the port's Server says so. An
+/// opaque connection is counted here and refused (`None`: close it); HTTP
+/// gets the verdict to apply per request (`Some(Some(authz))`).
 fn authorize(
     ctx: &Ctx,
     labels: &crate::metrics::TargetLabels,
-    protocol: Protocol,
-    authenticated: bool,
+    protocol: &mut Protocol,
+    port: u16,
+    identity: Option<&str>,
     source: IpAddr,
 ) -> Option<Option<Authz>> {
-    let cfg = &ctx.config;
+    let policies = &ctx.inbound_policies;
     let authz = Authz::decide(
-        cfg.inbound_default_policy,
-        &cfg.cluster_networks,
-        authenticated,
+        policies,
+        port,
+        &ctx.config.cluster_networks,
+        identity,
         source,
     );
-    if matches!(protocol, Protocol::Http1 | Protocol::Http2) {
+    if authz.server.spec.protocol == ServerProtocol::Opaque && identity.is_none() {
+        *protocol = Protocol::Opaque;
+    }
+    if matches!(*protocol, Protocol::Http1 | Protocol::Http2) {
         return Some(Some(authz));
     }
-    ctx.metrics.authz().record(labels, authz, false);
+    ctx.metrics.authz().record(labels, &authz, false);
     if authz.allowed {
         Some(Some(authz))
     } else {
-        tracing::debug!(%source, policy = %authz.policy, "TCP connection refused by the policy");
+        tracing::debug!(%source, policy = %authz.describe(), "TCP connection refused by the policy");
         None
     }
 }
@@ -180,13 +198,20 @@ async fn terminate(
         Some(ALPN_HTTP1) => Protocol::Http1,
         _ => Protocol::Opaque,
     };
-    let tls_label = ctx
-        .metrics
-        .tls_established(DIRECTION, &peer.dns_name(&creds.trust_domain));
+    let peer_name = peer.dns_name(&creds.trust_domain);
+    let tls_label = ctx.metrics.tls_established(DIRECTION, &peer_name);
     let labels = ctx
         .metrics
         .target(DIRECTION, &label_addr.to_string(), tls_label);
-    let Some(authz) = authorize(&ctx, &labels, protocol, true, source) else {
+    let mut protocol = protocol;
+    let Some(authz) = authorize(
+        &ctx,
+        &labels,
+        &mut protocol,
+        label_addr.port(),
+        Some(&peer_name),
+        source,
+    ) else {
         return;
     };
     dispatch(ctx, DIRECTION, tls, protocol, target, labels, authz).await

@@ -6,7 +6,8 @@
 //! - `server`: accept — listeners, limits, target, detection, shutdown.
 //! - `detect`: protocol detection on the first bytes.
 //! - `inbound`: identity requirement, SNI, mesh mTLS termination, then the
-//!   default policy's verdict (`authz`, a leaf).
+//!   port's policy's verdict (`authz`, a leaf: the streamed `Server` or the
+//!   default policy).
 //! - `outbound`: outbound connections; `route`, `balanced`, `retry`,
 //!   `loop_guard`, balanced `tcp`, `dst`, `policy`.
 //! - `forward`: a known connection served as HTTP or TCP until idle.
@@ -15,7 +16,8 @@
 //! - `tcp`: opaque TCP forwarding with half-close.
 //! - `connect`: `tcp` (plain), `mtls` (to peer proxies), `pool` (HTTP clients).
 //! - `ctx`: the handles connection tasks share; `target`: where one goes.
-//! - `discovery`: the controller's watch API (resolution) and registration.
+//! - `discovery`: the controller's watch API (resolution), registration and
+//!   the inbound-policy stream (`policy`).
 //! - `balance`: p2c over peak-EWMA load, weights, circuit breaking.
 //! - `io`: replay of detection bytes, byte counting, splice, idle.
 //! - `metrics`: Linkerd-compatible series.

@@ -119,6 +119,17 @@ pub async fn run(
         admin: listeners.admin.local_addr().unwrap_or(config.admin_addr),
         tap: listeners.tap.as_ref().and_then(|l| l.local_addr().ok()),
     };
+    let inbound_policies = Arc::new(crate::authz::InboundPolicies::new(
+        config.inbound_default_policy,
+    ));
+    if let Some(c) = &client {
+        tokio::spawn(discovery::policy::run(
+            c.clone(),
+            config.pod_labels.clone(),
+            inbound_policies.clone(),
+            shutdown.clone(),
+        ));
+    }
     let tracker = TaskTracker::new();
     let ctx = Arc::new(Ctx {
         clients: Clients {
@@ -138,6 +149,7 @@ pub async fn run(
         tracker,
         creds,
         discovery,
+        inbound_policies,
     });
     let registration = client.map(|c| {
         let ctx = ctx.clone();

@@ -55,7 +55,9 @@ pub fn statuses(all: &[Resource]) -> Vec<PolicyStatus> {
         .collect()
 }
 
-fn missing_in_authorization(
+/// The first thing `a` (in `ns`) names that is not in `present`
+/// (`(kind, namespace, name)`), said as `pimesh policy ls` says it.
+pub(super) fn missing_in_authorization(
     a: &AuthorizationPolicySpec,
     ns: &str,
     present: &BTreeSet<(&str, &str, &str)>,

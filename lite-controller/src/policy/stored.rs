@@ -2,12 +2,18 @@
 //! database (tree `policies`, one JSON document per resource under
 //! `NAMESPACE/KIND/NAME`): `pimesh apply -f` / `pimesh delete -f` /
 //! `pimesh policy ls` through the operator API (`admin/policies.rs`).
+//! Every change is published ([`Policies::subscribe`]) to the proxies'
+//! inbound-policy streams. A resource keeps the `creationTimestamp` of its
+//! first apply (set here, as the API server sets it), which decides
+//! conflicts between Servers.
 
 use super::index::{statuses, PolicyStatus};
 use super::resource::Resource;
 use super::validate::Invalid;
 use crate::store::{self, Store, Table};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::watch;
 
 /// The namespace of a resource that names none (as kubectl's).
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -35,10 +41,21 @@ pub enum ApplyError {
     Store(#[from] store::Error),
 }
 
+/// Every stored resource at one revision, as streams see it.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Counts the changes since the controller started (1 at start).
+    pub revision: u64,
+    /// Every stored resource, by namespace, kind and name.
+    pub resources: Arc<Vec<Resource>>,
+}
+
 /// The stored policy resources.
 pub struct Policies {
     /// Documents as [`Resource::to_json`] gives them.
     table: Table<serde_json::Value>,
+    /// The latest [`Snapshot`], for the proxies' streams.
+    changes: watch::Sender<Snapshot>,
 }
 
 fn key(kind: &str, ns: &str, name: &str) -> String {
@@ -52,9 +69,27 @@ impl Policies {
     ///
     /// [`store::Error`] when sled cannot open the tree.
     pub fn open(store: &Store) -> Result<Policies, store::Error> {
-        Ok(Policies {
+        let policies = Policies {
             table: store.table("policies")?,
-        })
+            changes: watch::Sender::new(Snapshot::default()),
+        };
+        policies.publish()?;
+        Ok(policies)
+    }
+
+    /// The latest resources, and every change from now on.
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.changes.subscribe()
+    }
+
+    /// Reads every resource again and publishes them under a new revision.
+    fn publish(&self) -> Result<(), store::Error> {
+        let resources = Arc::new(self.resources()?);
+        self.changes.send_modify(|s| {
+            s.revision += 1;
+            s.resources = resources;
+        });
+        Ok(())
     }
 
     /// Validates `doc` ([`Resource::parse`]; no namespace means
@@ -70,13 +105,28 @@ impl Policies {
         }
         let r = Resource::parse(doc)?;
         let k = key(r.kind(), r.namespace().unwrap_or_default(), r.name());
-        let json = r.to_json();
-        let applied = match self.table.get(&k)? {
+        let old = self.table.get(&k)?;
+        // The first apply's time, kept by every later one (a client's own
+        // value is ignored, as the API server ignores it).
+        let created = old
+            .as_ref()
+            .map(|o| o["metadata"]["creationTimestamp"].clone())
+            .filter(|t| t.is_string())
+            .unwrap_or_else(|| {
+                let now =
+                    k8s_openapi::jiff::Timestamp::now().round(k8s_openapi::jiff::Unit::Second);
+                serde_json::Value::String(now.map_or_else(|_| String::new(), |t| t.to_string()))
+            });
+        let mut json = r.to_json();
+        json["metadata"]["creationTimestamp"] = created;
+        let r = Resource::parse(json.clone())?;
+        let applied = match old {
             None => Applied::Created,
             Some(old) if old == json => return Ok((r, Applied::Unchanged)),
             Some(_) => Applied::Configured,
         };
         self.table.put(&k, &json)?;
+        self.publish()?;
         Ok((r, applied))
     }
 
@@ -86,7 +136,11 @@ impl Policies {
     ///
     /// [`store::Error`] when sled cannot write.
     pub fn delete(&self, kind: &str, ns: &str, name: &str) -> Result<bool, store::Error> {
-        self.table.remove(&key(kind, ns, name))
+        let removed = self.table.remove(&key(kind, ns, name))?;
+        if removed {
+            self.publish()?;
+        }
+        Ok(removed)
     }
 
     /// Every stored resource, by namespace, kind and name.

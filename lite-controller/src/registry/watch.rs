@@ -305,6 +305,14 @@ pub struct WatchBody {
     rx: mpsc::Receiver<Bytes>,
 }
 
+impl WatchBody {
+    /// The body of another stream fed the same way (the inbound-policy
+    /// stream): each message of `rx` one data frame.
+    pub fn new(rx: mpsc::Receiver<Bytes>) -> WatchBody {
+        WatchBody { rx }
+    }
+}
+
 impl Body for WatchBody {
     type Data = Bytes;
     type Error = Infallible;

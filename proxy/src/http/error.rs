@@ -56,9 +56,10 @@ pub enum Error {
     /// The request (or its last try) took longer than its timeout.
     #[error("request timed out after {0:?}")]
     Timeout(std::time::Duration),
-    /// Inbound: the pod's policy (its name) does not admit this client.
-    #[error("unauthorized request: the {0} policy does not admit this client")]
-    Unauthorized(&'static str),
+    /// Inbound: the port's policy (`server NAME` or `default policy
+    /// NAME`) does not admit this client.
+    #[error("unauthorized request: the {0} does not admit this client")]
+    Unauthorized(String),
 }
 
 impl Error {

@@ -2,45 +2,66 @@
 //! so that `linkerd viz authz`-style queries work:
 //! `inbound_http_authz_allow_total`, `inbound_http_authz_deny_total` (per
 //! request), `inbound_tcp_authz_allow_total`,
-//! `inbound_tcp_authz_deny_total` (per opaque connection). Default
-//! policies label as Linkerd's default servers: `srv_kind="default"`,
-//! `srv_name=<policy>`, `authz_kind="default"`, `authz_name=<policy>`,
-//! `route_kind="default"`, `route_name="default"`; plus the connection's
-//! `target_addr`, `tls` and `client_id`.
+//! `inbound_tcp_authz_deny_total` (per opaque connection). A port a
+//! `Server` selects labels `srv_group="policy.pimesh.io"`,
+//! `srv_kind="server"`, `srv_name=<Server>`, and an allowed client
+//! `authz_group="policy.pimesh.io"`, `authz_kind="authorizationpolicy"`,
+//! `authz_name=<AuthorizationPolicy>` (or `authz_kind="default"`,
+//! `authz_name=<accessPolicy>` when the Server's access policy admitted
+//! it). Default policies label as Linkerd's default servers:
+//! `srv_kind="default"`, `srv_name=<policy>`, `authz_kind="default"`,
+//! `authz_name=<policy>`. HTTP series add `route_kind="default"`,
+//! `route_name="default"`; all the connection's `target_addr`, `tls` and
+//! `client_id`.
 
 use super::labels::TargetLabels;
 use crate::authz::Authz;
+use pimesh_api::policy::inbound::{ServerKind, POLICY_GROUP};
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use std::sync::Arc;
 
 /// Labels of one authorization series.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AuthzLabels {
     target: TargetLabels,
-    policy: &'static str,
+    /// `srv_kind`: a `Server`, or the default policy.
+    srv_kind: ServerKind,
+    /// `srv_name`.
+    srv_name: Arc<str>,
     /// HTTP series carry the route labels.
     http: bool,
-    /// Allowed series carry the authorization labels.
-    allowed: bool,
+    /// Allowed series carry the authorization labels: whether an
+    /// AuthorizationPolicy (else the access policy) admitted, and its name.
+    allowed: Option<(bool, Arc<str>)>,
 }
 
 impl EncodeLabelSet for AuthzLabels {
     fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         self.target.encode(e)?;
-        ("srv_group", "").encode(e.encode_label())?;
-        ("srv_kind", "default").encode(e.encode_label())?;
-        ("srv_name", self.policy).encode(e.encode_label())?;
+        let (srv_group, srv_kind) = match self.srv_kind {
+            ServerKind::Server => (POLICY_GROUP, "server"),
+            ServerKind::Default => ("", "default"),
+        };
+        ("srv_group", srv_group).encode(e.encode_label())?;
+        ("srv_kind", srv_kind).encode(e.encode_label())?;
+        ("srv_name", &*self.srv_name).encode(e.encode_label())?;
         if self.http {
             ("route_group", "").encode(e.encode_label())?;
             ("route_kind", "default").encode(e.encode_label())?;
             ("route_name", "default").encode(e.encode_label())?;
         }
-        if self.allowed {
-            ("authz_group", "").encode(e.encode_label())?;
-            ("authz_kind", "default").encode(e.encode_label())?;
-            ("authz_name", self.policy).encode(e.encode_label())?;
+        if let Some((by_policy, name)) = &self.allowed {
+            let (group, kind) = if *by_policy {
+                (POLICY_GROUP, "authorizationpolicy")
+            } else {
+                ("", "default")
+            };
+            ("authz_group", group).encode(e.encode_label())?;
+            ("authz_kind", kind).encode(e.encode_label())?;
+            ("authz_name", &**name).encode(e.encode_label())?;
         }
         Ok(())
     }
@@ -81,7 +102,7 @@ impl AuthzMetrics {
 
     /// Counts one HTTP request (`http`) or one opaque connection by the
     /// verdict `authz`, on the connection labelled `target`.
-    pub fn record(&self, target: &TargetLabels, authz: Authz, http: bool) {
+    pub fn record(&self, target: &TargetLabels, authz: &Authz, http: bool) {
         self.family(http, authz.allowed)
             .get_or_create(&Self::labels(target, authz, http))
             .inc();
@@ -89,17 +110,29 @@ impl AuthzMetrics {
 
     /// The counter [`AuthzMetrics::record`] increments for these labels, to
     /// keep for a connection whose requests all get the verdict `authz`.
-    pub fn counter(&self, target: &TargetLabels, authz: Authz, http: bool) -> Counter {
+    pub fn counter(&self, target: &TargetLabels, authz: &Authz, http: bool) -> Counter {
         self.family(http, authz.allowed)
             .get_or_create_owned(&Self::labels(target, authz, http))
     }
 
-    fn labels(target: &TargetLabels, authz: Authz, http: bool) -> AuthzLabels {
+    fn labels(target: &TargetLabels, authz: &Authz, http: bool) -> AuthzLabels {
+        let srv = &authz.server;
+        let allowed = authz.allowed.then(|| match authz.authorization {
+            Some(i) => (
+                true,
+                srv.authorization_names
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| "".into()),
+            ),
+            None => (false, srv.spec.access_policy.as_str().into()),
+        });
         AuthzLabels {
             target: target.clone(),
-            policy: authz.policy.as_str(),
+            srv_kind: srv.spec.kind,
+            srv_name: srv.name.clone(),
             http,
-            allowed: authz.allowed,
+            allowed,
         }
     }
 

@@ -1,0 +1,222 @@
+//! The inbound policy of one proxy, computed from the stored resources
+//! (as Linkerd's policy controller computes an `InboundServer` per pod
+//! port): the `Server`s of the proxy's namespace whose `podSelector`
+//! matches its pod labels, per port, the oldest winning a conflict (by
+//! `metadata.creationTimestamp`, then name, as Linkerd); each with the
+//! applied `AuthorizationPolicy`s that target it or its Namespace,
+//! resolved to identity patterns and networks. No I/O.
+//!
+//! Ports are matched by number only: a Server naming its port
+//! (`port: http`) selects nothing yet, since standalone proxies do not
+//! declare named ports.
+
+use super::authn::{MeshTLSAuthenticationSpec, NetworkAuthenticationSpec};
+use super::authz::AuthorizationPolicySpec;
+use super::index::missing_in_authorization;
+use super::refs::GROUP;
+use super::resource::Resource;
+use super::server::{Port, ProxyProtocol, Server};
+use pimesh_api::policy::inbound::{
+    Authentication, Authorization, InboundPolicy, InboundServer, NetworkMatch, Protocol, ServerKind,
+};
+use pimesh_api::policy::Cidr;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Who the policy is for: a proxy's namespace (its identity's) and its
+/// pod labels (`PIMESH_PROXY_POD_LABELS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload<'a> {
+    /// The namespace of the proxy's identity.
+    pub namespace: &'a str,
+    /// The labels `podSelector`s match.
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// The inbound policy of `workload` from `all` (the stored resources),
+/// identities named in `trust_domain`.
+pub fn inbound_policy(
+    all: &[Resource],
+    workload: &Workload<'_>,
+    trust_domain: &str,
+) -> InboundPolicy {
+    let ns = workload.namespace;
+    let mut servers: Vec<&Server> = all
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Server(s) if r.namespace() == Some(ns) => Some(s),
+            _ => None,
+        })
+        .filter(|s| s.spec.pod_selector.matches(workload.labels))
+        .collect();
+    // Oldest first: it wins its port.
+    servers.sort_by(|a, b| {
+        let age = |s: &Server| s.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        (age(a), &a.metadata.name).cmp(&(age(b), &b.metadata.name))
+    });
+    let present = present(all);
+    let mut out = InboundPolicy::default();
+    for s in servers {
+        let Port::Number(n) = s.spec.port else {
+            continue;
+        };
+        let Ok(port) = u16::try_from(n) else { continue };
+        let name = s.metadata.name.clone().unwrap_or_default();
+        if let Some(winner) = out.servers.get(&port) {
+            tracing::info!(
+                namespace = ns,
+                port,
+                server = name,
+                winner = winner.name,
+                "conflicting Servers on one port: the oldest wins"
+            );
+            continue;
+        }
+        let authorizations = authorizations(all, ns, &name, &present, trust_domain);
+        out.servers.insert(
+            port,
+            InboundServer {
+                name,
+                kind: ServerKind::Server,
+                protocol: protocol(s.spec.proxy_protocol),
+                authorizations,
+                access_policy: s.spec.access_policy.into(),
+            },
+        );
+    }
+    out
+}
+
+type Present<'a> = BTreeSet<(&'a str, &'a str, &'a str)>;
+
+fn present(all: &[Resource]) -> Present<'_> {
+    all.iter()
+        .map(|r| (r.kind(), r.namespace().unwrap_or_default(), r.name()))
+        .collect()
+}
+
+fn protocol(p: ProxyProtocol) -> Protocol {
+    match p {
+        ProxyProtocol::Unknown => Protocol::Unknown,
+        ProxyProtocol::Http1 => Protocol::Http1,
+        ProxyProtocol::Http2 => Protocol::Http2,
+        ProxyProtocol::Grpc => Protocol::Grpc,
+        ProxyProtocol::Opaque => Protocol::Opaque,
+        ProxyProtocol::Tls => Protocol::Tls,
+    }
+}
+
+/// The applied AuthorizationPolicies of `ns` that target Server `server`
+/// or the Namespace, by name, resolved.
+fn authorizations(
+    all: &[Resource],
+    ns: &str,
+    server: &str,
+    present: &Present<'_>,
+    trust_domain: &str,
+) -> Vec<Authorization> {
+    let mut out: Vec<Authorization> = all
+        .iter()
+        .filter_map(|r| match r {
+            Resource::AuthorizationPolicy(a) if r.namespace() == Some(ns) => {
+                Some((r.name(), &a.spec))
+            }
+            _ => None,
+        })
+        .filter(|(_, a)| targets(a, ns, server))
+        .filter(|(_, a)| missing_in_authorization(a, ns, present).is_none())
+        .filter_map(|(name, a)| {
+            let authentications = a
+                .required_authentication_refs
+                .iter()
+                .map(|r| {
+                    let rns = r.namespace.as_deref().unwrap_or(ns);
+                    authentication(all, &r.kind, rns, &r.name, trust_domain)
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some(Authorization {
+                name: name.to_string(),
+                authentications,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn targets(a: &AuthorizationPolicySpec, ns: &str, server: &str) -> bool {
+    let t = &a.target_ref;
+    let group = t.group.as_deref().unwrap_or_default();
+    match t.kind.as_str() {
+        "Server" => group == GROUP && t.name == server,
+        "Namespace" => group.is_empty() && t.name == ns,
+        _ => false,
+    }
+}
+
+/// One required authentication, resolved; `None` when it cannot be (then
+/// the authorization admits nobody, so it is left out).
+fn authentication(
+    all: &[Resource],
+    kind: &str,
+    ns: &str,
+    name: &str,
+    trust_domain: &str,
+) -> Option<Authentication> {
+    let find = |k: &str| {
+        all.iter()
+            .find(|r| r.kind() == k && r.namespace() == Some(ns) && r.name() == name)
+    };
+    match (kind, find(kind)) {
+        ("ServiceAccount", _) => Some(Authentication::MeshTls {
+            identities: vec![service_account(name, ns, trust_domain)],
+        }),
+        ("MeshTLSAuthentication", Some(Resource::MeshTLSAuthentication(m))) => {
+            Some(mesh_tls(&m.spec, ns, trust_domain))
+        }
+        ("NetworkAuthentication", Some(Resource::NetworkAuthentication(n))) => network(&n.spec),
+        _ => None,
+    }
+}
+
+/// The DNS-style identity of ServiceAccount `sa` in `ns` (see
+/// `pimesh_api::identity::Identity::dns_name`).
+fn service_account(sa: &str, ns: &str, trust_domain: &str) -> String {
+    format!("{sa}.{ns}.serviceaccount.identity.pimesh.{trust_domain}")
+}
+
+fn mesh_tls(m: &MeshTLSAuthenticationSpec, ns: &str, trust_domain: &str) -> Authentication {
+    let mut identities: Vec<String> = m.identities.clone().unwrap_or_default();
+    for r in m.identity_refs.iter().flatten() {
+        let rns = r.namespace.as_deref().unwrap_or(ns);
+        identities.push(match (r.kind.as_str(), r.name.as_deref()) {
+            ("ServiceAccount", Some(sa)) => service_account(sa, rns, trust_domain),
+            // Every ServiceAccount of the namespace.
+            ("ServiceAccount", None) => service_account("*", rns, trust_domain),
+            ("Namespace", n) => service_account("*", n.unwrap_or(rns), trust_domain),
+            _ => continue,
+        });
+    }
+    Authentication::MeshTls { identities }
+}
+
+fn network(n: &NetworkAuthenticationSpec) -> Option<Authentication> {
+    let networks = n
+        .networks
+        .iter()
+        .map(|n| {
+            Some(NetworkMatch {
+                cidr: n.cidr.parse::<Cidr>().ok()?,
+                except: n
+                    .except
+                    .iter()
+                    .flatten()
+                    .map(|e| e.parse().ok())
+                    .collect::<Option<Vec<Cidr>>>()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Authentication::Network { networks })
+}
+
+#[cfg(test)]
+mod tests;
