@@ -15,9 +15,9 @@
 //! Run: `cargo bench -p pimesh-benches --bench metrics` (see benches/README.md).
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
-use pimesh_api::policy::DefaultPolicy;
+use pimesh_api::policy::{DefaultPolicy, Networks};
 use pimesh_benches::criterion_ratios::{self, Pair};
-use pimesh_proxy::authz::Authz;
+use pimesh_proxy::authz::{Authz, InboundPolicies};
 use pimesh_proxy::metrics::{
     ConnectionSeries, Direction, Metrics, RequestLabels, Tls, LATENCY_BUCKETS_MS,
 };
@@ -32,10 +32,13 @@ const GROUP: &str = "metrics";
 /// Distinct authorities cycled through, per input.
 const INPUTS: [(&str, usize); 2] = [("one_authority", 1), ("100_authorities", 100)];
 
-const AUTHZ: Authz = Authz {
-    policy: DefaultPolicy::AllUnauthenticated,
-    allowed: true,
-};
+/// The verdict an inbound request carries: the default policy
+/// `all-unauthenticated` admitting a plaintext client on port 8080.
+fn authz() -> Authz {
+    let policies = InboundPolicies::new(DefaultPolicy::AllUnauthenticated);
+    let cluster = Networks::default();
+    Authz::decide(&policies, 8080, &cluster, None, [10, 42, 0, 9].into())
+}
 
 fn labels(m: &Metrics, n: usize) -> Vec<RequestLabels> {
     (0..n)
@@ -55,6 +58,7 @@ fn bench_metrics(c: &mut Criterion) {
     for (name, n) in INPUTS {
         let metrics = Arc::new(Metrics::new(&[("namespace".into(), "shop".into())]));
         let sets = labels(&metrics, n);
+        let verdict = authz();
         // Check the subject records what it should before timing it.
         metrics.request(sets[0].clone()).end(Some(200), None, "");
         let text = metrics.encode();
@@ -68,7 +72,7 @@ fn bench_metrics(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("lookup", name), |b| {
             b.iter(|| {
                 i = (i + 1) % sets.len();
-                metrics.authz().record(&sets[i].target, AUTHZ, true);
+                metrics.authz().record(&sets[i].target, &verdict, true);
                 metrics
                     .request(black_box(sets[i].clone()))
                     .end(Some(200), None, "")
@@ -78,7 +82,7 @@ fn bench_metrics(c: &mut Criterion) {
         let conns: Vec<_> = sets
             .iter()
             .map(|l| {
-                let authz = metrics.authz().counter(&l.target, AUTHZ, true);
+                let authz = metrics.authz().counter(&l.target, &verdict, true);
                 (ConnectionSeries::new(l.target.clone()), authz)
             })
             .collect();
@@ -107,7 +111,10 @@ fn bench_metrics(c: &mut Criterion) {
                 .any(|l| l.starts_with("request_total{") && l.contains(&first)),
             "no request counted:\n{text}"
         );
-        let authz_total = metrics.authz().counter(&sets[0].target, AUTHZ, true).get();
+        let authz_total = metrics
+            .authz()
+            .counter(&sets[0].target, &verdict, true)
+            .get();
         let mut requests = 0;
         for l in text.lines().filter(|l| l.starts_with("request_total{")) {
             requests += l

@@ -25,6 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -488,7 +489,7 @@ impl RequestMetrics {
             Series::Labels(l) => {
                 self.metrics.request_total.get_or_create(l).inc();
             }
-            Series::Cached(s) => s.count(&self.metrics),
+            Series::Cached(s) => s.count(&self.metrics.request_total),
         }
     }
 
@@ -508,7 +509,7 @@ impl RequestMetrics {
                     status_code: status,
                 })
                 .observe(ms),
-            Series::Cached(s) => s.observe_latency(&self.metrics, status, ms),
+            Series::Cached(s) => s.observe_latency(&self.metrics.response_latency_ms, status, ms),
         }
     }
 
@@ -548,9 +549,11 @@ impl RequestMetrics {
                     })
                     .inc();
             }
-            Series::Cached(s) => {
-                s.count_response(&self.metrics, (status, grpc_status, error), classification)
-            }
+            Series::Cached(s) => s.count_response(
+                &self.metrics.response_total,
+                (status, grpc_status, error),
+                classification,
+            ),
         }
         if let Some(t) = self.tap.take() {
             self.publish_tap(*t, status, grpc_status, error);
@@ -628,5 +631,33 @@ impl Interner {
         let v: Arc<str> = Arc::from(value);
         values.insert(v.clone());
         v
+    }
+}
+
+/// The look-ups that need the proxy's [`Metrics`] (its authority interner);
+/// the cache itself is in `series.rs`, which knows only the families.
+impl ConnectionSeries {
+    /// The series of requests for `authority` (`""`: none) on this
+    /// connection; the authority is interned (bounded) on first sight.
+    pub fn get(&self, m: &Metrics, authority: &str) -> Arc<RequestSeries> {
+        self.lookup(
+            None,
+            authority,
+            || self.target().clone(),
+            |a| m.authority(a),
+        )
+    }
+
+    /// The series of requests for `authority` that an explicit proxy sends
+    /// to `addr`, labelled `target()` on first sight (the labels of a
+    /// target depend on the address and the static configuration only).
+    pub fn get_explicit(
+        &self,
+        m: &Metrics,
+        addr: SocketAddr,
+        authority: &str,
+        target: impl FnOnce() -> TargetLabels,
+    ) -> Arc<RequestSeries> {
+        self.lookup(Some(addr), authority, target, |a| m.authority(a))
     }
 }

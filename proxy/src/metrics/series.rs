@@ -5,8 +5,8 @@
 //! increments instead of label clones, hashing and family locks.
 
 use super::labels::{Classification, LatencyLabels, RequestLabels, ResponseLabels, TargetLabels};
-use super::Metrics;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -51,19 +51,29 @@ impl RequestSeries {
         &self.labels
     }
 
-    pub(super) fn count(&self, m: &Metrics) {
+    /// Counts one request in `request_total` (`family`: the proxy's).
+    pub(super) fn count(&self, family: &Family<RequestLabels, Counter>) {
         self.request_total
-            .get_or_init(|| m.request_total.get_or_create_owned(&self.labels))
+            .get_or_init(|| family.get_or_create_owned(&self.labels))
             .inc();
     }
 
-    pub(super) fn observe_latency(&self, m: &Metrics, status: Option<u16>, ms: f64) {
+    /// Observes `ms` in `response_latency_ms` for `status` (`family`: the
+    /// proxy's).
+    pub(super) fn observe_latency<F>(
+        &self,
+        family: &Family<LatencyLabels, Histogram, F>,
+        status: Option<u16>,
+        ms: f64,
+    ) where
+        F: Fn() -> Histogram,
+    {
         let mut cache = self.latency.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, h)) = cache.iter().find(|(s, _)| *s == status) {
             h.observe(ms);
             return;
         }
-        let h = m.response_latency_ms.get_or_create_owned(&LatencyLabels {
+        let h = family.get_or_create_owned(&LatencyLabels {
             request: self.labels.clone(),
             status_code: status,
         });
@@ -73,9 +83,10 @@ impl RequestSeries {
         }
     }
 
+    /// Counts one response in `response_total` (`family`: the proxy's).
     pub(super) fn count_response(
         &self,
-        m: &Metrics,
+        family: &Family<ResponseLabels, Counter>,
         key: ResponseKey,
         classification: Classification,
     ) {
@@ -85,7 +96,7 @@ impl RequestSeries {
             return;
         }
         let (status_code, grpc_status, error) = key;
-        let c = m.response_total.get_or_create_owned(&ResponseLabels {
+        let c = family.get_or_create_owned(&ResponseLabels {
             request: self.labels.clone(),
             status_code,
             grpc_status,
@@ -126,31 +137,15 @@ impl ConnectionSeries {
         &self.target
     }
 
-    /// The series of requests for `authority` (`""`: none) on this
-    /// connection; the authority is interned (bounded) on first sight.
-    pub fn get(&self, m: &Metrics, authority: &str) -> Arc<RequestSeries> {
-        self.lookup(m, None, authority, || self.target.clone())
-    }
-
-    /// The series of requests for `authority` that an explicit proxy sends
-    /// to `addr`, labelled `target()` on first sight (the labels of a
-    /// target depend on the address and the static configuration only).
-    pub fn get_explicit(
+    /// The cached series of `(addr, authority)`, or a new one labelled
+    /// `target()` and `intern(authority)` (the last [`MAX_AUTHORITIES`]
+    /// are kept). `addr` is `None` for the connection's own target.
+    pub(super) fn lookup(
         &self,
-        m: &Metrics,
-        addr: SocketAddr,
-        authority: &str,
-        target: impl FnOnce() -> TargetLabels,
-    ) -> Arc<RequestSeries> {
-        self.lookup(m, Some(addr), authority, target)
-    }
-
-    fn lookup(
-        &self,
-        m: &Metrics,
         addr: Option<SocketAddr>,
         authority: &str,
         target: impl FnOnce() -> TargetLabels,
+        intern: impl FnOnce(&str) -> Arc<str>,
     ) -> Arc<RequestSeries> {
         let mut cache = self.by_authority.lock().unwrap_or_else(|e| e.into_inner());
         let hit = cache
@@ -161,7 +156,7 @@ impl ConnectionSeries {
         }
         let series = Arc::new(RequestSeries::new(RequestLabels {
             target: target(),
-            authority: m.authority(authority),
+            authority: intern(authority),
         }));
         if cache.len() >= MAX_AUTHORITIES {
             cache.remove(0);
