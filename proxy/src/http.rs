@@ -267,6 +267,7 @@ impl Service {
                 let mut metrics = self.cached_request_metrics(authority.as_ref(), start);
                 metrics.tap(req.method(), req.uri());
                 let e = Error::Unauthorized(authz.describe());
+                body::drain(req.into_body()).await;
                 return Ok(respond(metrics, is_grpc, Err(e)));
             }
         }

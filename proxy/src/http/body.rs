@@ -135,3 +135,30 @@ impl Drop for ResponseBody {
         self.finish(error);
     }
 }
+
+/// Most request-body bytes [`drain`] reads before a local answer.
+pub const DRAIN_MAX_BYTES: usize = 64 * 1024;
+/// Longest [`drain`] waits for the rest of a request body.
+pub const DRAIN_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Reads and drops what is left of a request body the proxy answers itself
+/// (a refused request), up to [`DRAIN_MAX_BYTES`] and [`DRAIN_MAX_WAIT`],
+/// so that the request ends before the answer: an HTTP/2 answer sent while
+/// the request is still open is followed by `RST_STREAM` (RFC 9113 §8.1
+/// allows it with `NO_ERROR`), and some clients (curl 7.88) then report a
+/// framing error instead of the answer. A larger or slower body is left
+/// unread: the answer goes out anyway. Never fails.
+pub async fn drain(body: Incoming) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let read = async {
+        let mut seen = 0usize;
+        while !body.is_end_stream() && seen <= DRAIN_MAX_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_MAX_WAIT, read).await;
+}
