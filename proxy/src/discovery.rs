@@ -21,6 +21,7 @@
 
 pub mod client;
 pub mod key;
+mod lines;
 pub mod policy;
 pub mod register;
 
@@ -191,8 +192,6 @@ const BOOKMARK_INTERVAL: Duration =
     Duration::from_secs(pimesh_api::discovery::BOOKMARK_INTERVAL_SECS);
 /// A stream silent for longer is dead.
 const SILENCE: Duration = Duration::from_secs(2 * BOOKMARK_INTERVAL.as_secs());
-/// Longest event line accepted, bytes (endpoint sets are small).
-const MAX_LINE: usize = 1024 * 1024;
 /// Reconnect backoff: first wait, doubling up to the maximum (jittered).
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
@@ -334,32 +333,14 @@ async fn stream(
     }
 }
 
-/// The complete event lines at the front of `buf` (consumed); a partial
-/// line stays for the next frame.
+/// The complete [`WatchEvent`] lines at the front of `buf` ([`lines::events`]).
 ///
 /// # Errors
 ///
-/// A line that is not a [`WatchEvent`], or a line longer than [`MAX_LINE`].
+/// [`StreamError::Malformed`]: a line that is not a [`WatchEvent`], or one
+/// longer than [`lines::MAX_LINE`].
 fn events(buf: &mut BytesMut) -> Result<Vec<WatchEvent>, StreamError> {
-    let mut out = Vec::new();
-    while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-        let line = buf.split_to(nl + 1);
-        let line = &line[..nl];
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let ev = serde_json::from_slice(line).map_err(|e| StreamError::Malformed(e.to_string()))?;
-        out.push(ev);
-    }
-    if buf.len() > MAX_LINE {
-        return Err(StreamError::Malformed(format!(
-            "event longer than {MAX_LINE} bytes"
-        )));
-    }
-    if buf.is_empty() && buf.capacity() > 16 * 1024 {
-        *buf = BytesMut::new(); // release the capacity of a big event
-    }
-    Ok(out)
+    lines::events(buf).map_err(StreamError::Malformed)
 }
 
 /// Publishes what one event changes.
@@ -435,7 +416,7 @@ mod tests {
         assert!(matches!(events(&mut buf), Err(StreamError::Malformed(_))));
         let mut buf = BytesMut::from(&b"not json\n"[..]);
         assert!(matches!(events(&mut buf), Err(StreamError::Malformed(_))));
-        let mut buf = BytesMut::from(&vec![b'x'; MAX_LINE + 1][..]);
+        let mut buf = BytesMut::from(&vec![b'x'; lines::MAX_LINE + 1][..]);
         assert!(matches!(events(&mut buf), Err(StreamError::Malformed(_))));
     }
 }

@@ -9,6 +9,7 @@
 //! kept and the stream resumes with backoff (as discovery's watches).
 
 use super::client::{Client, Error};
+use super::lines;
 use crate::authz::InboundPolicies;
 use bytes::BytesMut;
 use http_body_util::BodyExt;
@@ -22,8 +23,6 @@ use tokio_util::sync::CancellationToken;
 /// A stream silent for longer is dead (twice the controller's bookmark
 /// interval, as discovery's watches).
 const SILENCE: Duration = Duration::from_secs(2 * pimesh_api::discovery::BOOKMARK_INTERVAL_SECS);
-/// Longest event line accepted, bytes.
-const MAX_LINE: usize = 1024 * 1024;
 /// Reconnect backoff: first wait, doubling up to the maximum (jittered).
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
@@ -106,24 +105,12 @@ async fn stream(
             },
         };
         buf.extend_from_slice(&data);
-        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-            let line = buf.split_to(nl + 1);
-            let line = &line[..nl];
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let ev: PolicyEvent =
-                serde_json::from_slice(line).map_err(|e| StreamError::Malformed(e.to_string()))?;
+        for ev in lines::events::<PolicyEvent>(&mut buf).map_err(StreamError::Malformed)? {
             *got_event = true;
             if let (EventType::Added | EventType::Modified, Some(p)) = (ev.kind, ev.object) {
                 tracing::info!(revision = ev.revision, ports = ?p.servers.keys().collect::<Vec<_>>(), "inbound policy updated");
                 policies.replace(p);
             }
-        }
-        if buf.len() > MAX_LINE {
-            return Err(StreamError::Malformed(format!(
-                "event longer than {MAX_LINE} bytes"
-            )));
         }
     }
 }
