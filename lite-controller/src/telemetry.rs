@@ -7,7 +7,7 @@
 //! - `targets`: scrape targets and their sources (`--scrape-target`, the registry hook).
 //! - `scrape`: one bounded `GET /metrics`.
 //! - `parse`: the text format → the reduced series telemetry keeps.
-//! - `window`: points, rings, sums, PromQL-style quantiles, counter resets.
+//! - `window`: points, packed rings, sums, PromQL-style quantiles, counter resets.
 //! - `state`: per-target state and deltas.
 //! - `query`: `stat` and `edges` rows.
 //! - `history`: the sled tables.

@@ -166,7 +166,7 @@ fn sums(targets: &Targets, from_s: u64, to_s: u64) -> BTreeMap<String, Sum> {
             (from_s * 1000).saturating_sub(1),
             (to_s * 1000).saturating_sub(1),
         ) {
-            s.add(p);
+            s.add(&p);
             any = true;
         }
         if !any {

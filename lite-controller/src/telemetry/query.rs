@@ -164,7 +164,7 @@ pub fn stat(
         }
         let mut s = Sum::default();
         for p in t.inbound.between(from, now_ms) {
-            s.add(p);
+            s.add(&p);
         }
         // Rates per target (each over the time its own points cover), summed.
         let add = |acc: Option<f64>, r: Option<f64>| match (acc, r) {

@@ -2,10 +2,14 @@
 //! scrape (the deltas since the previous one), kept for an hour in a ring;
 //! windows (1m, 10m, 1h, or any duration up to an hour) are sums over the
 //! points inside them. Latency quantiles come from the summed bucket
-//! deltas, interpolated as PromQL's `histogram_quantile` does.
+//! deltas, interpolated as PromQL's `histogram_quantile` does. A ring
+//! keeps its points packed (`ring`).
 
 use super::parse::{Buckets, BOUNDS_MS};
-use std::collections::VecDeque;
+
+mod ring;
+
+pub use ring::{Reader, Ring, Timed};
 
 /// How long points are kept in memory, milliseconds.
 pub const RETENTION_MS: u64 = 3600 * 1000;
@@ -48,69 +52,6 @@ pub struct EdgePoint {
     pub successes: u64,
     /// Failed responses.
     pub failures: u64,
-}
-
-/// Something with a time, kept in a [`Ring`].
-pub trait Timed {
-    /// Unix milliseconds.
-    fn at_ms(&self) -> u64;
-}
-
-impl Timed for Point {
-    fn at_ms(&self) -> u64 {
-        self.at_ms
-    }
-}
-
-impl Timed for EdgePoint {
-    fn at_ms(&self) -> u64 {
-        self.at_ms
-    }
-}
-
-/// Points of the last [`RETENTION_MS`], oldest first, at most `cap`.
-#[derive(Debug, Clone, Default)]
-pub struct Ring<T> {
-    points: VecDeque<T>,
-}
-
-impl<T: Timed> Ring<T> {
-    /// Appends `p`, dropping points older than the retention and over `cap`.
-    pub fn push(&mut self, p: T, cap: usize) {
-        let horizon = p.at_ms().saturating_sub(RETENTION_MS);
-        while self
-            .points
-            .front()
-            .is_some_and(|f| f.at_ms() <= horizon || self.points.len() >= cap)
-        {
-            self.points.pop_front();
-        }
-        self.points.push_back(p);
-    }
-
-    /// Points with `from_ms < at_ms <= to_ms`.
-    pub fn between(&self, from_ms: u64, to_ms: u64) -> impl Iterator<Item = &T> {
-        self.points
-            .iter()
-            .filter(move |p| p.at_ms() > from_ms && p.at_ms() <= to_ms)
-    }
-
-    /// The newest point.
-    pub fn last(&self) -> Option<&T> {
-        self.points.back()
-    }
-
-    /// Whether no point is kept.
-    pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
-    }
-
-    /// Drops points at or before `horizon_ms`.
-    pub fn expire(&mut self, horizon_ms: u64) {
-        while self.points.front().is_some_and(|f| f.at_ms() <= horizon_ms) {
-            self.points.pop_front();
-        }
-    }
 }
 
 /// Sums of points over a window.
