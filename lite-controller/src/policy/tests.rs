@@ -39,18 +39,18 @@ fn the_examples_parse_as_their_kinds() {
     let Ok(Resource::Server(s)) = parsed("server.yaml", |_| {}) else {
         panic!("not a Server")
     };
-    assert_eq!(s.spec.port, Port::Name("http".into()));
+    assert_eq!(s.spec.port, Port::Number(8080));
     assert_eq!(s.spec.proxy_protocol, ProxyProtocol::Http1);
     // Unset: Linkerd's defaults.
     assert_eq!(s.spec.access_policy, AccessPolicy::Deny);
     let Ok(Resource::Server(s)) = parsed("server.yaml", |d| {
-        d["spec"]["port"] = json!(8080);
+        d["spec"]["port"] = json!("http");
         d["spec"].as_object_mut().unwrap().remove("proxyProtocol");
         d["spec"]["accessPolicy"] = json!("cluster-authenticated");
     }) else {
         panic!("not a Server")
     };
-    assert_eq!(s.spec.port, Port::Number(8080));
+    assert_eq!(s.spec.port, Port::Name("http".into()));
     assert_eq!(s.spec.proxy_protocol, ProxyProtocol::Unknown);
     assert_eq!(
         pimesh_api::policy::DefaultPolicy::from(s.spec.access_policy),
@@ -572,7 +572,7 @@ fn stored_policies_are_created_configured_listed_and_deleted() {
     assert!(p.list().unwrap().iter().all(|s| s.applied));
     assert_eq!(p.apply(doc("server.yaml")).unwrap().1, Applied::Unchanged);
     let mut changed = doc("server.yaml");
-    changed["spec"]["port"] = json!(8080);
+    changed["spec"]["port"] = json!("http");
     assert_eq!(p.apply(changed).unwrap().1, Applied::Configured);
     // No namespace: default's.
     let mut bare = doc("server.yaml");

@@ -4,7 +4,7 @@
 //! back whole when a window sums it. Lossless: every field round-trips;
 //! latency buckets are stored only when non-zero.
 
-use super::{EdgePoint, Point, RETENTION_MS};
+use super::point::{EdgePoint, Point, RETENTION_MS};
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 
