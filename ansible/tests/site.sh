@@ -137,6 +137,8 @@ grep -qx 'server: https://192.0.2.10:6443' "$work/pi3/etc/rancher/k3s/config.yam
 [[ ! -e $work/pi3/etc/systemd/system/k3s.service ]] || fail "pi3 (an agent) got a server unit"
 cmp -s "$REPO_DIR/k3s/pimesh.yaml" "$work/pi4/var/lib/rancher/k3s/server/manifests/pimesh.yaml" ||
     fail "pi4: k3s/pimesh.yaml is not in the auto-deploy directory"
+cmp -s "$REPO_DIR/k3s/pimesh-crds.yaml" "$work/pi4/var/lib/rancher/k3s/server/manifests/pimesh-crds.yaml" ||
+    fail "pi4: k3s/pimesh-crds.yaml (the policy CRDs) is not in the auto-deploy directory"
 [[ ! -e $work/pi3/var/lib/rancher/k3s/server ]] || fail "pi3 (an agent) got server manifests"
 
 echo "== the cmdline flags appear exactly once"
