@@ -9,11 +9,13 @@
 //! - `service`: the standalone service registry and per-service policy.
 //! - `tap`: `pimesh tap` and `pimesh top`, live request metadata.
 //! - `telemetry`: `stat`, `edges`, `dashboard`.
+//! - `authz`: `pimesh authz`, allowed and denied traffic per server and authorization.
 //! - `inject`: `pimesh inject`, offline (no controller).
 //! - `check`: `pimesh check [--pre]`, against the Kubernetes API.
 //!
 //! Exit codes: 0 success, 1 the controller failed or refused, 64 bad usage.
 
+pub mod authz;
 pub mod check;
 pub mod identity;
 pub mod inject;

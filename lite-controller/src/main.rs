@@ -48,6 +48,9 @@ enum Command {
     Stat(cli::telemetry::StatArgs),
     /// Edges between workloads: source, destination, identities, mTLS
     Edges(cli::telemetry::EdgesArgs),
+    /// Traffic allowed and denied per server and authorization of a
+    /// workload (as `linkerd viz authz`): `pimesh authz deploy/web -n shop`
+    Authz(cli::authz::AuthzArgs),
     /// Print (or open) the URL of the dashboard served by the controller
     Dashboard(cli::telemetry::DashboardArgs),
     /// Print the control plane's Kubernetes manifests (as `linkerd
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
         Command::Top(cmd) => cli::tap::run_top(cmd, &OsEnv),
         Command::Stat(args) => cli::telemetry::stat(args, &OsEnv),
         Command::Edges(args) => cli::telemetry::edges(args, &OsEnv),
+        Command::Authz(args) => cli::authz::authz(args, &OsEnv),
         Command::Dashboard(args) => cli::telemetry::dashboard(args, &OsEnv),
     };
     match result {

@@ -82,7 +82,7 @@ pub struct DashboardArgs {
 
 /// The resource and name of `RESOURCE [NAME]` or `RESOURCE/NAME`;
 /// an unknown resource is [`Error::UnknownResource`] (exit code 1).
-fn resource(r: &str, name: Option<String>) -> Result<(Resource, Option<String>), Error> {
+pub(super) fn resource(r: &str, name: Option<String>) -> Result<(Resource, Option<String>), Error> {
     let (r, inline) = match r.split_once('/') {
         Some((r, n)) => (r, Some(n.to_string())),
         None => (r, None),
@@ -91,7 +91,7 @@ fn resource(r: &str, name: Option<String>) -> Result<(Resource, Option<String>),
     Ok((res, inline.or(name)))
 }
 
-fn query(scope: &Scope, resource: &str, name: Option<&str>) -> Result<String, Error> {
+pub(super) fn query(scope: &Scope, resource: &str, name: Option<&str>) -> Result<String, Error> {
     parse_window(&scope.window).map_err(|reason| Error::Usage {
         flag: "--window",
         value: scope.window.clone(),
@@ -292,7 +292,7 @@ pub fn edges_table(rows: &[EdgeRow]) -> String {
 }
 
 /// Columns padded to their widest cell (in characters), two spaces apart.
-fn render(table: &[Vec<String>]) -> String {
+pub(super) fn render(table: &[Vec<String>]) -> String {
     let cols = table.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
         .map(|i| {

@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | `/v1/stat?resource=deploy\|svc\|pod[&namespace=NS][&name=N][&window=1m]` | [`Stat`] |
 //! | `/v1/edges?resource=deploy\|pod[&namespace=NS][&window=1m]` | [`Edges`] |
+//! | `/v1/authz?resource=deploy\|svc\|pod[&namespace=NS][&name=N][&window=1m]` | [`Authz`] |
 //! | `/v1/history?workload=NS/NAME[&step=10\|60]` | [`Series`](super::history::Series) |
 //! | `/v1/targets` | [`TargetInfo`]s: every scrape target, up or stale, and why |
 //! | `/`, `/dashboard` | the dashboard (HTML; `app.js`, `style.css` beside it) |
@@ -11,6 +12,7 @@
 //! Errors are `ApiError`s: 400 `unknown_resource`, 400 `bad_window`,
 //! 400 `bad_request`.
 
+use super::query::authz::{self, Authz};
 use super::query::{self, Edges, Filter, Resource, Stat};
 use super::{lock, Telemetry};
 use crate::config::parse_duration;
@@ -62,6 +64,7 @@ pub async fn handle(
             | "/dashboard/style.css"
             | "/v1/stat"
             | "/v1/edges"
+            | "/v1/authz"
             | "/v1/history"
             | "/v1/targets"
     );
@@ -84,6 +87,22 @@ pub async fn handle(
         }
         "/dashboard/app.js" => asset(APP_JS, "text/javascript; charset=utf-8"),
         "/dashboard/style.css" => asset(STYLE_CSS, "text/css; charset=utf-8"),
+        "/v1/authz" => match params(&q) {
+            Err((code, message)) => rest::error(StatusCode::BAD_REQUEST, code, message),
+            Ok((resource, filter, window)) => {
+                let st = lock(&t.state);
+                let (rows, targets) =
+                    authz::authz(&st.targets, resource, &filter, st.now_ms, window * 1000);
+                rest::json(
+                    StatusCode::OK,
+                    &Authz {
+                        window_seconds: window,
+                        targets,
+                        rows,
+                    },
+                )
+            }
+        },
         "/v1/stat" | "/v1/edges" => match params(&q) {
             Err((code, message)) => rest::error(StatusCode::BAD_REQUEST, code, message),
             Ok((resource, filter, window)) => {

@@ -51,6 +51,10 @@ pub type Buckets = [f64; BOUNDS_MS.len()];
 
 /// Reduced series kept per target; more are dropped (and counted).
 pub const MAX_SERIES: usize = 2000;
+/// Reduced authorization series kept per target (each (server, route,
+/// authorization) twice at most: allowed and denied); more are dropped
+/// (and counted).
+pub const MAX_AUTHZ_SERIES: usize = 400;
 
 /// Which quantity a series holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +104,33 @@ pub struct Key {
     pub dst: Option<Dst>,
 }
 
+/// Which server, route and authorization an inbound authorization counter
+/// names: the `srv_*`, `route_*` and `authz_*` labels of
+/// `inbound_{http,tcp}_authz_{allow,deny}_total`, as linkerd2-proxy and
+/// `pimesh-proxy` write them (summed over `target_addr`, `tls`,
+/// `client_id`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AuthzKey {
+    /// `inbound_http_*` (requests; else `inbound_tcp_*`, connections).
+    pub http: bool,
+    /// `srv_kind`: `server` (a Server resource) or `default` (a default policy).
+    pub srv_kind: String,
+    /// `srv_name`: the Server, or the default policy (`all-unauthenticated`, `deny`, ...).
+    pub srv_name: String,
+    /// `route_name` of HTTP series (`default` until routes are named).
+    pub route: Option<String>,
+    /// `authz_kind` of allowed series: `authorizationpolicy`,
+    /// `serverauthorization` (Linkerd's older resource) or `default`;
+    /// `None` on denials (no authorization admitted them).
+    pub authz_kind: Option<String>,
+    /// `authz_name` of allowed series.
+    pub authz_name: Option<String>,
+}
+
+/// An authorization counter: its key and whether it counts allowed
+/// (`*_allow_total`) or denied (`*_deny_total`) requests or connections.
+pub type AuthzSeries = (AuthzKey, bool);
+
 /// A reduced sample.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sample {
@@ -119,12 +150,15 @@ pub struct Parsed {
     pub start_time: Option<f64>,
     /// The reduced series.
     pub series: HashMap<Key, Sample>,
-    /// Series left out over [`MAX_SERIES`].
+    /// Authorization counters (empty for a proxy without them, so a
+    /// proxy that reports none costs nothing more).
+    pub authz: HashMap<AuthzSeries, f64>,
+    /// Series left out over [`MAX_SERIES`] or [`MAX_AUTHZ_SERIES`].
     pub dropped: usize,
 }
 
 /// Series names read; every other sample line is only syntax-checked.
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 11] = [
     "request_total",
     "response_total",
     "response_latency_ms_bucket",
@@ -132,6 +166,10 @@ const NAMES: [&str; 7] = [
     "tcp_read_bytes_total",
     "tcp_write_bytes_total",
     "process_start_time_seconds",
+    "inbound_http_authz_allow_total",
+    "inbound_http_authz_deny_total",
+    "inbound_tcp_authz_allow_total",
+    "inbound_tcp_authz_deny_total",
 ];
 
 const WORKLOAD_LABELS: [&str; 4] = ["namespace", "deployment", "pod", "service"];
@@ -162,6 +200,17 @@ pub fn parse(text: &str) -> Result<Parsed, String> {
                     out.workload.insert(k.to_string(), v.to_string());
                 }
             }
+        }
+        if let Some(series) = authz_series(&line) {
+            let present = out.authz.len();
+            match out.authz.get_mut(&series) {
+                Some(v) => *v += line.value,
+                None if present < MAX_AUTHZ_SERIES => {
+                    out.authz.insert(series, line.value);
+                }
+                None => out.dropped += 1,
+            }
+            continue;
         }
         let metric = match (line.name, line.label("classification")) {
             ("process_start_time_seconds", _) => {
@@ -252,6 +301,29 @@ fn reduce(metric: Metric, line: &Line<'_>) -> Option<Key> {
         peer_id: owned(id_label),
         dst,
     })
+}
+
+/// The authorization series of an `inbound_{http,tcp}_authz_*_total`
+/// sample, or `None` for other samples. The `*_allow_total` ones without
+/// `authz_*` labels keep `None` there, as denials do.
+fn authz_series(line: &Line<'_>) -> Option<AuthzSeries> {
+    let (http, allow) = match line.name {
+        "inbound_http_authz_allow_total" => (true, true),
+        "inbound_http_authz_deny_total" => (true, false),
+        "inbound_tcp_authz_allow_total" => (false, true),
+        "inbound_tcp_authz_deny_total" => (false, false),
+        _ => return None,
+    };
+    let owned = |k| line.label(k).map(str::to_string);
+    let key = AuthzKey {
+        http,
+        srv_kind: owned("srv_kind").unwrap_or_default(),
+        srv_name: owned("srv_name").unwrap_or_default(),
+        route: if http { owned("route_name") } else { None },
+        authz_kind: owned("authz_kind").filter(|k| !k.is_empty()),
+        authz_name: owned("authz_name").filter(|n| !n.is_empty()),
+    };
+    Some((key, allow))
 }
 
 /// Adds `sample` to the series `key` (at most [`MAX_SERIES`]).

@@ -1,7 +1,9 @@
 //! Answers to `stat` and `edges`: targets grouped into workloads
 //! (deployments, services, pods) and their windows summed, in the shape of
 //! `linkerd viz stat -o json` and `linkerd viz edges -o json` (plus the
-//! counts behind the rates).
+//! counts behind the rates); `authz` answers `linkerd viz authz`'s question.
+
+pub mod authz;
 
 use super::state::{EdgeKey, TargetState, Targets};
 use super::window::{per_second, Sum};

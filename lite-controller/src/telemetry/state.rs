@@ -1,14 +1,18 @@
 //! What telemetry knows about each target: its labels, whether its last
 //! scrape worked, the counters of its previous scrape (for deltas), and its
-//! points of the last hour (inbound golden metrics, and per edge).
+//! points of the last hour (inbound golden metrics, per edge, and per
+//! (server, route, authorization)).
 
-use super::parse::{Dst, Key, Metric, Parsed, Sample};
-use super::window::{bucket_deltas, counter_delta, EdgePoint, Point, Ring};
+use super::parse::{AuthzKey, AuthzSeries, Dst, Key, Metric, Parsed, Sample};
+use super::window::{bucket_deltas, counter_delta, AuthzPoint, EdgePoint, Point, Ring};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 /// Edges (peers) kept per target; traffic to more peers is not shown as edges.
 pub const MAX_EDGES_PER_TARGET: usize = 100;
+/// (server, route, authorization) rings kept per target; more are not
+/// shown by `authz` (a proxy has a few Servers and policies per port).
+pub const MAX_AUTHZ_PER_TARGET: usize = 100;
 
 /// The peer side of an edge, as one target's series name it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,10 +46,16 @@ pub struct TargetState {
     pub last_success_ms: Option<u64>,
     /// The previous scrape's samples and process start time.
     prev: Option<(HashMap<Key, Sample>, Option<f64>)>,
+    /// The previous scrape's authorization counters (empty, without an
+    /// allocation, for a proxy that reports none).
+    prev_authz: HashMap<AuthzSeries, f64>,
     /// Inbound golden metrics.
     pub inbound: Ring<Point>,
     /// Per peer.
     pub edges: HashMap<EdgeKey, Ring<EdgePoint>>,
+    /// Per (server, route, authorization): allowed and denied, at most
+    /// [`MAX_AUTHZ_PER_TARGET`].
+    pub authz: HashMap<AuthzKey, Ring<AuthzPoint>>,
 }
 
 impl TargetState {
@@ -95,8 +105,56 @@ impl TargetState {
             let before = |k: &Key| (!restarted).then(|| prev.get(k)).flatten();
             self.deltas(&series, before, now_ms, dt_ms, cap)
         });
+        if point.is_some() {
+            // The first scrape of a target seen late is a baseline, as above.
+            let before = if restarted {
+                HashMap::new()
+            } else {
+                std::mem::take(&mut self.prev_authz)
+            };
+            self.authz_deltas(&parsed.authz, &before, now_ms, dt_ms, cap);
+        }
         self.prev = Some((series, parsed.start_time));
+        self.prev_authz = parsed.authz;
         point
+    }
+
+    /// Appends one [`AuthzPoint`] per (server, route, authorization)
+    /// counted in `now`, against the counters `before`.
+    fn authz_deltas(
+        &mut self,
+        now: &HashMap<AuthzSeries, f64>,
+        before: &HashMap<AuthzSeries, f64>,
+        now_ms: u64,
+        dt_ms: u64,
+        cap: usize,
+    ) {
+        let mut points: HashMap<&AuthzKey, AuthzPoint> = HashMap::new();
+        for (series, &v) in now {
+            let delta = counter_delta(v, before.get(series).copied()).round() as u64;
+            let p = points.entry(&series.0).or_insert(AuthzPoint {
+                at_ms: now_ms,
+                dt_ms,
+                ..AuthzPoint::default()
+            });
+            if series.1 {
+                p.allowed += delta;
+            } else {
+                p.denied += delta;
+            }
+        }
+        for (k, p) in points {
+            let known = self.authz.len();
+            match self.authz.get_mut(k) {
+                Some(ring) => ring.push(p, cap),
+                None if known < MAX_AUTHZ_PER_TARGET => {
+                    let mut ring = Ring::default();
+                    ring.push(p, cap);
+                    self.authz.insert(k.clone(), ring);
+                }
+                None => {}
+            }
+        }
     }
 
     fn deltas<'a>(
@@ -195,6 +253,10 @@ impl TargetState {
     pub fn expire(&mut self, horizon_ms: u64) -> bool {
         self.inbound.expire(horizon_ms);
         self.edges.retain(|_, r| {
+            r.expire(horizon_ms);
+            !r.is_empty()
+        });
+        self.authz.retain(|_, r| {
             r.expire(horizon_ms);
             !r.is_empty()
         });

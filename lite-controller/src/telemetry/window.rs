@@ -10,7 +10,7 @@ use super::parse::{Buckets, BOUNDS_MS};
 mod point;
 mod ring;
 
-pub use point::{EdgePoint, Point, RETENTION_MS};
+pub use point::{AuthzPoint, EdgePoint, Point, RETENTION_MS};
 pub use ring::{Reader, Ring, Timed};
 
 /// Sums of points over a window.

@@ -103,3 +103,87 @@ fn series_are_bounded() {
     assert_eq!(p.series.len(), MAX_SERIES);
     assert_eq!(p.dropped, 10);
 }
+
+fn authz_key(
+    http: bool,
+    srv: (&str, &str),
+    route: Option<&str>,
+    authz: Option<(&str, &str)>,
+) -> AuthzKey {
+    AuthzKey {
+        http,
+        srv_kind: srv.0.into(),
+        srv_name: srv.1.into(),
+        route: route.map(Into::into),
+        authz_kind: authz.map(|a| a.0.into()),
+        authz_name: authz.map(|a| a.1.into()),
+    }
+}
+
+#[test]
+fn authorization_counters_of_linkerd2_proxy() {
+    // linkerd2-proxy 2.14's series (no `direction`, no workload labels:
+    // Prometheus adds those); clients and target addresses summed.
+    let p = parse(include_str!("authz_linkerd.txt")).unwrap();
+    let web = authz_key(true, ("server", "web-http"), Some("default"), None);
+    let by_vote = AuthzKey {
+        authz_kind: Some("authorizationpolicy".into()),
+        authz_name: Some("web-from-vote".into()),
+        ..web.clone()
+    };
+    assert_eq!(p.authz.get(&(by_vote, true)), Some(&150.0));
+    assert_eq!(p.authz.get(&(web, false)), Some(&7.0));
+    let probe = authz_key(
+        true,
+        ("default", "all-unauthenticated"),
+        Some("probe"),
+        Some(("default", "probe")),
+    );
+    assert_eq!(p.authz.get(&(probe, true)), Some(&14.0));
+    let db = authz_key(
+        false,
+        ("server", "db"),
+        None,
+        Some(("serverauthorization", "db-clients")),
+    );
+    assert_eq!(p.authz.get(&(db, true)), Some(&3.0));
+    let db = authz_key(false, ("server", "db"), None, None);
+    assert_eq!(p.authz.get(&(db, false)), Some(&2.0));
+    // `*_terminate_total` is not one of them.
+    assert_eq!(p.authz.len(), 5, "{:?}", p.authz);
+    // The golden series are read as before.
+    assert_eq!(p.series.len(), 1);
+}
+
+#[test]
+fn authorization_counters_of_pimesh_proxy() {
+    let p = parse(include_str!("authz_pimesh.txt")).unwrap();
+    assert_eq!(p.workload["deployment"], "api");
+    let api = authz_key(true, ("server", "api-http"), Some("default"), None);
+    // Two denied clients (mTLS, plaintext) summed.
+    assert_eq!(p.authz.get(&(api.clone(), false)), Some(&5.0));
+    let allowed = AuthzKey {
+        authz_kind: Some("authorizationpolicy".into()),
+        authz_name: Some("api-web-only".into()),
+        ..api
+    };
+    assert_eq!(p.authz.get(&(allowed, true)), Some(&9.0));
+    let tcp = authz_key(false, ("default", "all-authenticated"), None, None);
+    assert_eq!(p.authz.get(&(tcp, false)), Some(&3.0));
+    assert_eq!(p.authz.len(), 4);
+    // Without them, nothing is kept (and nothing allocated).
+    assert!(parse(INBOUND).unwrap().authz.is_empty());
+}
+
+#[test]
+fn authorization_series_are_bounded() {
+    let mut text = String::new();
+    for i in 0..MAX_AUTHZ_SERIES + 3 {
+        text.push_str(&format!(
+            "inbound_tcp_authz_deny_total{{srv_kind=\"server\",srv_name=\"s{i}\"}} 1\n"
+        ));
+    }
+    let p = parse(&text).unwrap();
+    assert_eq!(p.authz.len(), MAX_AUTHZ_SERIES);
+    assert_eq!(p.dropped, 3);
+}

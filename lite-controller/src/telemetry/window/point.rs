@@ -1,5 +1,6 @@
 //! What the in-memory series hold: one [`Point`] per target per successful
-//! scrape and one [`EdgePoint`] per edge, kept for [`RETENTION_MS`] (a leaf,
+//! scrape, one [`EdgePoint`] per edge and one [`AuthzPoint`] per
+//! (server, route, authorization), kept for [`RETENTION_MS`] (a leaf,
 //! so that the packed ring can name them without importing the windows).
 
 use crate::telemetry::parse::BOUNDS_MS;
@@ -45,4 +46,18 @@ pub struct EdgePoint {
     pub successes: u64,
     /// Failed responses.
     pub failures: u64,
+}
+
+/// Deltas of one (server, route, authorization) of a target between two
+/// scrapes: `inbound_{http,tcp}_authz_{allow,deny}_total` increases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthzPoint {
+    /// As [`Point::at_ms`].
+    pub at_ms: u64,
+    /// As [`Point::dt_ms`].
+    pub dt_ms: u64,
+    /// Requests (HTTP) or connections (TCP) allowed.
+    pub allowed: u64,
+    /// Requests or connections denied.
+    pub denied: u64,
 }

@@ -1,10 +1,11 @@
 //! The hour of points a target keeps, packed: each point is a record of
 //! LEB128 varints in one byte queue per ring (31 bytes for a busy proxy's
-//! [`Point`] instead of 168, 8 for an [`EdgePoint`] instead of 40), read
+//! [`Point`] instead of 168, 8 for an [`EdgePoint`] instead of 40, 7 for
+//! an [`AuthzPoint`] instead of 32), read
 //! back whole when a window sums it. Lossless: every field round-trips;
 //! latency buckets are stored only when non-zero.
 
-use super::point::{EdgePoint, Point, RETENTION_MS};
+use super::point::{AuthzPoint, EdgePoint, Point, RETENTION_MS};
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 
@@ -310,6 +311,35 @@ impl Timed for EdgePoint {
             requests: r.varint()?,
             successes: r.varint()?,
             failures: r.varint()?,
+        })
+    }
+}
+
+impl Timed for AuthzPoint {
+    fn at_ms(&self) -> u64 {
+        self.at_ms
+    }
+
+    fn dt_ms(&self) -> u64 {
+        self.dt_ms
+    }
+
+    /// Allowed, denied.
+    fn pack(&self, out: &mut Vec<u8>) {
+        put(out, self.allowed);
+        put(out, self.denied);
+    }
+
+    fn unpack(
+        at_ms: u64,
+        dt_ms: u64,
+        r: &mut Reader<impl Iterator<Item = u8>>,
+    ) -> Option<AuthzPoint> {
+        Some(AuthzPoint {
+            at_ms,
+            dt_ms,
+            allowed: r.varint()?,
+            denied: r.varint()?,
         })
     }
 }

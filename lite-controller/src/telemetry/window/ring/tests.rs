@@ -158,3 +158,28 @@ fn varints_and_zigzag() {
     assert_eq!(zigzag(-1), 1);
     assert_eq!(zigzag(10_000), 20_000);
 }
+
+#[test]
+fn authz_points_are_packed_small_and_round_trip() {
+    assert_eq!(std::mem::size_of::<AuthzPoint>(), 32);
+    let p = |at_ms, allowed, denied| AuthzPoint {
+        at_ms,
+        dt_ms: 10_000,
+        allowed,
+        denied,
+    };
+    assert_eq!(packed_len(&p(0, 47, 3)), 2);
+    let mut r = Ring::default();
+    for i in 0..400u64 {
+        r.push(p(i * 10_000, 47, 3), 361);
+    }
+    // 3 (gap) + 1 (dt) + 1 (length) + 2 bytes a record.
+    assert_eq!(r.bytes.len(), 360 * 7);
+    let extremes = [p(5, u64::MAX, 0), p(6, 0, u64::MAX), p(4, 1, 1)];
+    let mut r = Ring::default();
+    for e in extremes {
+        r.push(e, 10);
+    }
+    assert_eq!(r.between(0, u64::MAX).collect::<Vec<_>>(), extremes[..]);
+    assert_eq!(r.last(), Some(extremes[2]));
+}
