@@ -3,7 +3,8 @@
 //! controller scraping four fake proxies, and must show a loading row at
 //! load and an empty state before data, then the workloads with non-zero
 //! numbers, the topology of their edges, a workload's charts with the
-//! latency legend, and its edges table (long names) whole at 1400×900;
+//! latency legend, its authorization card with the denials' row marked,
+//! and its edges table (long names) whole at 1400×900;
 //! screenshots are saved as CI artifacts
 //! (`target/ci-artifacts/dashboard*.png`, or `$PIMESH_CI_ARTIFACTS`).
 //!
@@ -91,7 +92,10 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
     // meshed (client identities).
     let id = |sa: &str| format!("{sa}.shop.serviceaccount.identity.pimesh.cluster.local");
     let (lg, wb, wb2) = (id("loadgen"), id("web"), id("web"));
-    let web = FakeProxy::start(move |n| metrics_text("shop", "web", n * 50, Some(&lg)));
+    // web's Server denies a request in ten (its authorization counters).
+    let web = FakeProxy::start(move |n| {
+        metrics_text("shop", "web", n * 50, Some(&lg)).replace("# EOF\n", &authz_text(n))
+    });
     let api = FakeProxy::start(move |n| metrics_text("shop", "api", n * 30, Some(&wb)));
     let gen = FakeProxy::start(|n| metrics_text("shop", "loadgen", n * 2, None));
     let long = FakeProxy::start(move |n| metrics_text(LONG_NS, LONG_NAME, n * 20, Some(&wb2)));
@@ -152,6 +156,7 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
         "{at_load:#}"
     );
     assert!(only_row(&at_load["wedges"], "loading…"), "{at_load:#}");
+    assert!(only_row(&at_load["wauthz"], "loading…"), "{at_load:#}");
     assert_eq!(at_load["topology"], "loading…", "{at_load:#}");
     let charts = at_load["charts"].as_array().unwrap();
     assert_eq!(charts.len(), 4, "{at_load:#}");
@@ -250,6 +255,29 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
             .any(|r| r[1]["text"] == long_dst.as_str() && r[1]["title"] == long_dst.as_str()),
         "{wide:#}"
     );
+    // The workload page's authorization card: the Server's allowed row
+    // and its denials' row (empty AUTHORIZATION), marked.
+    let authz = seen["authz"].as_array().unwrap();
+    let allowed = authz
+        .iter()
+        .find(|r| r["cells"][2] == "authorizationpolicy/web-from-loadgen")
+        .unwrap_or_else(|| panic!("no allowed row: {authz:?}"));
+    assert_eq!(allowed["cells"][1], "web-http", "{authz:?}");
+    assert_eq!(allowed["cells"][6], "0", "{authz:?}");
+    let denials = authz
+        .iter()
+        .find(|r| r["cells"][2] == "")
+        .unwrap_or_else(|| panic!("no denials row: {authz:?}"));
+    assert_eq!(denials["cls"], "denials", "{authz:?}");
+    let denied: u64 = denials["cells"][6].as_str().unwrap().parse().unwrap();
+    assert!(denied > 0, "{authz:?}");
+    let rate: f64 = denials["cells"][3]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("rps")
+        .parse()
+        .unwrap();
+    assert!(rate > 0.0, "{authz:?}");
     assert_eq!(seen["errors"].as_array().unwrap().len(), 0, "{seen:#}");
     assert_eq!(seen["foreign"].as_array().unwrap().len(), 0, "{seen:#}");
     for shot in [
@@ -264,6 +292,24 @@ fn dashboard_shows_workloads_and_topology_in_chromium() {
             .unwrap_or(0);
         assert!(len > 10_000, "{shot}: {len} bytes");
     }
+}
+
+/// Authorization counters of web's proxy after `n` scrapes (each 45
+/// allowed, 5 denied), then `# EOF`.
+fn authz_text(n: u64) -> String {
+    let l = "namespace=\"shop\",deployment=\"web\",pod=\"web-1\",direction=\"inbound\",\
+             target_addr=\"127.0.0.1:8080\",srv_group=\"policy.pimesh.io\",srv_kind=\"server\",\
+             srv_name=\"web-http\",route_group=\"\",route_kind=\"default\",route_name=\"default\"";
+    format!(
+        "# TYPE inbound_http_authz_allow counter\n\
+         inbound_http_authz_allow_total{{{l},tls=\"true\",client_id=\"loadgen\",authz_group=\"policy.pimesh.io\",\
+         authz_kind=\"authorizationpolicy\",authz_name=\"web-from-loadgen\"}} {}\n\
+         # TYPE inbound_http_authz_deny counter\n\
+         inbound_http_authz_deny_total{{{l},tls=\"no_identity\",no_tls_reason=\"no_tls_from_remote\"}} {}\n\
+         # EOF\n",
+        n * 45,
+        n * 5
+    )
 }
 
 /// A workload whose names are long (Kubernetes allows 63 characters).

@@ -2,7 +2,7 @@
 // Debian's chromium): first with the API held (what shows at load) and then
 // answering empty (the empty state); then waits for workloads with traffic,
 // reads the overview table and the topology graph, opens a workload page
-// with its charts and legend, measures its edges table at 1400×900, saves
+// with its charts, legend and authorization card, measures its edges table at 1400×900, saves
 // screenshots, and prints what it saw as one JSON line.
 // Usage: node dashboard.cjs CONTROLLER_URL OUT_DIR   (NODE_PATH: node_modules)
 "use strict";
@@ -36,6 +36,7 @@ async function main() {
       return {
         workloads: rowsOf("#workloads tbody tr"),
         wedges: rowsOf("#wedges tbody tr"),
+        wauthz: rowsOf("#wauthz tbody tr"),
         topology: document.querySelector("#topology").textContent.trim(),
         charts: [...document.querySelectorAll(".charts svg")].map((s) => s.textContent),
         loaded: document.body.dataset.loaded || null,
@@ -93,6 +94,12 @@ async function main() {
         })),
       };
     });
+    // The authorization card: its rows' cells and classes.
+    await page.waitForFunction(() => document.querySelectorAll("#wauthz tbody tr:not(.empty)").length >= 2,
+      null, { timeout: 30000 });
+    const authz = await page.$$eval("#wauthz tbody tr", (rs) => rs.map((r) => ({
+      cls: r.className, cells: [...r.children].map((c) => c.textContent),
+    })));
     await page.screenshot({ path: outDir + "/dashboard-workload.png", fullPage: true });
     // At 1400×900 the edges table (long names) shows its last column.
     await page.setViewportSize({ width: 1400, height: 900 });
@@ -116,7 +123,7 @@ async function main() {
     await page.screenshot({ path: outDir + "/dashboard-workload-1400.png" });
     const foreign = requests.filter((r) => !r.startsWith(url));
     console.log(JSON.stringify({
-      atLoad, emptyState, rows, nodes, edges, lines, title, legend, wide, errors, foreign,
+      atLoad, emptyState, rows, nodes, edges, lines, title, legend, authz, wide, errors, foreign,
     }));
   } finally {
     await browser.close();

@@ -155,10 +155,13 @@ function chart(id, series, lines, opts) {
 async function workload(ns, name) {
   $("#wtitle").textContent = "deploy/" + name + " (" + ns + ")";
   const key = ns + "/" + name;
-  const [series, edges] = await Promise.all([
+  const [series, edges, authz] = await Promise.all([
     get("/v1/history?workload=" + encodeURIComponent(key) + "&step=" + $("#step").value),
     get("/v1/edges?resource=deploy&window=" + win()),
+    get("/v1/authz?resource=deploy&namespace=" + encodeURIComponent(ns) + "&name=" +
+      encodeURIComponent(name) + "&window=" + win()),
   ]);
+  authzRows(authz.rows);
   chart("#chart-rps", series, [{ key: "rps", color: "#4a90d9" }], { fmt: (v) => v.toFixed(1) });
   chart("#chart-success", series, [{ key: "success", color: "#2a9d4b" }], { max: 1, fmt: (v) => (v * 100).toFixed(0) + "%" });
   chart("#chart-latency", series, [{ key: "p50", color: "#4a90d9" }, { key: "p95", color: "#e67e22" },
@@ -177,6 +180,29 @@ async function workload(ns, name) {
     cell(tr, e.secured ? "✓" : "✗");
     cell(tr, fmt(e.rps, 1));
     cell(tr, pct(e.success));
+    body.appendChild(tr);
+  }
+}
+
+// The workload's authorization decisions per server, as `pimesh authz`:
+// the denials' row (no authorization) marked, HTTP in requests and TCP in
+// connections per second.
+function authzRows(rows) {
+  const body = $("#wauthz tbody");
+  body.replaceChildren();
+  if (!rows.length) emptyRow(body, noData("no authorization decisions in the last " + win()));
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    const unit = r.protocol === "http" ? "rps" : "cps";
+    tr.dataset.server = r.server_name;
+    cell(tr, r.route === null ? "-" : r.route);
+    cell(tr, r.server_kind === "default" ? "default:" + r.server_name : r.server_name, "id");
+    cell(tr, r.authz_kind ? r.authz_kind + "/" + (r.authz_name || "") : "", "id");
+    cell(tr, fmt(r.denied_rate, 1) + unit, r.denied > 0 ? "bad" : "");
+    cell(tr, fmt(r.allowed_rate, 1) + unit);
+    cell(tr, String(r.allowed));
+    cell(tr, String(r.denied), r.denied > 0 ? "bad" : "");
+    if (r.denied > 0) tr.classList.add("denials");
     body.appendChild(tr);
   }
 }
