@@ -1,7 +1,7 @@
 //! The telemetry role (Linkerd's viz + Prometheus, inside the controller):
 //! scrapes every proxy's admin `/metrics` each interval, keeps per-target
 //! deltas for an hour in memory (windows 1m/10m/1h), writes downsampled
-//! history to sled in batches (every 5 minutes), answers `stat`, `edges` and the
+//! history to sled in batches (every 5 minutes), answers `stat`, `edges`, `authz` and the
 //! dashboard, and re-exports the aggregated series on `/metrics`.
 //!
 //! - `targets`: scrape targets and their sources (`--scrape-target`, the registry hook).
@@ -9,7 +9,7 @@
 //! - `parse`: the text format → the reduced series telemetry keeps.
 //! - `window`: points, packed rings, sums, PromQL-style quantiles, counter resets.
 //! - `state`: per-target state and deltas.
-//! - `query`: `stat` and `edges` rows.
+//! - `query`: `stat`, `edges` and `authz` rows.
 //! - `history`: the sled tables.
 //! - `metrics`: `pimesh_controller_scrape*` and `pimesh_workload_*`.
 //! - `api`: the operator-port handlers and the embedded dashboard.
