@@ -3,13 +3,14 @@
 //! client certificate required): the proxy's namespace is its
 //! certificate's, its pod labels the query's; the answer is an NDJSON
 //! stream of `PolicyEvent`s — the whole `InboundPolicy` first (`ADDED`),
-//! again whenever `pimesh apply`/`delete` changes it (`MODIFIED`), and a
+//! again whenever its source changes it (`MODIFIED`: `pimesh apply`/`delete`
+//! standalone, a watched resource in Kubernetes mode), and a
 //! `BOOKMARK` after every quiet [`BOOKMARK_INTERVAL`]. The same task shape
 //! and body as discovery's watches (`registry::watch`): a one-slot channel,
 //! so a slow proxy skips intermediate states instead of queueing them.
 
 use crate::policy::inbound::{inbound_policy, Workload};
-use crate::policy::stored::Policies;
+use crate::policy::snapshot::Snapshots;
 use crate::registry::watch::{WatchBody, BOOKMARK_INTERVAL};
 use crate::rest::{self, Body};
 use bytes::Bytes;
@@ -32,7 +33,7 @@ type ProxyBody = Either<Body, WatchBody>;
 /// for bad labels, 503 when no watch slot is free — streams share
 /// `--max-watches` with discovery's watches).
 pub fn inbound(
-    policies: &Arc<Policies>,
+    policies: &Snapshots,
     trust_domain: &str,
     slots: &Arc<tokio::sync::Semaphore>,
     req: &Request<Incoming>,
@@ -100,7 +101,7 @@ fn query_labels(query: Option<&str>) -> Result<BTreeMap<String, String>, String>
 /// The stream's task: sends the policy, then each change, until the
 /// proxy goes away or `stop`.
 async fn run(
-    policies: Arc<Policies>,
+    policies: Snapshots,
     namespace: String,
     labels: BTreeMap<String, String>,
     trust_domain: String,
