@@ -414,6 +414,24 @@ fn workload_labels(pod: &Value, ns: &str) -> String {
     out
 }
 
+/// `PIMESH_PROXY_POD_LABELS`: the pod's labels at admission, with the
+/// one this patch adds (`K=V,…`, `pimesh_api::policy::inbound::
+/// labels_to_string`), which its inbound-policy stream matches Servers'
+/// `podSelector`s against. Labels added to the pod later are not seen
+/// (the proxy's environment is fixed at admission).
+fn pod_labels(pod: &Value, p: &Params) -> String {
+    let mut labels: std::collections::BTreeMap<String, String> = pod["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    labels.insert(CONTROL_PLANE_NS_LABEL.to_string(), p.controller_ns.clone());
+    pimesh_api::policy::inbound::labels_to_string(&labels)
+}
+
 fn env(name: &str, value: impl Into<String>) -> Value {
     json!({"name": name, "value": value.into()})
 }
@@ -455,6 +473,7 @@ fn proxy_container(
         env("PIMESH_PROXY_TRUST_DOMAIN", p.trust_domain.clone()),
         env("PIMESH_PROXY_IDENTITY", "$(_pod_ns)/$(_pod_sa)"),
         env("PIMESH_PROXY_WORKLOAD_LABELS", workload_labels(pod, ns)),
+        env("PIMESH_PROXY_POD_LABELS", pod_labels(pod, p)),
         env(
             "PIMESH_PROXY_INBOUND_LISTEN_ADDR",
             format!("0.0.0.0:{INBOUND_PORT}"),
