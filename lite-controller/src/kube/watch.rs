@@ -74,13 +74,39 @@ where
 }
 
 /// Whether a watch failure says the resource does not exist on the API
-/// server (404: its CustomResourceDefinition is not installed).
+/// server (404: its CustomResourceDefinition is not installed). The API
+/// server answers an unknown group's path with a plain-text `404 page not
+/// found`, which kube turns into a `Status` of code 404 without the
+/// `NotFound` reason that `Status::is_not_found` looks for: the code
+/// decides.
 pub fn not_found(e: &watcher::Error) -> bool {
-    match e {
+    let status = match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.is_not_found(),
-        watcher::Error::WatchError(s) => s.is_not_found(),
-        _ => false,
+        | watcher::Error::WatchFailed(kube::Error::Api(s))
+        | watcher::Error::WatchError(s) => s,
+        _ => return false,
+    };
+    status.code == 404 || status.is_not_found()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The API server's answer to a list of a resource whose CRD is not
+    /// installed, as kube decodes it (seen on the real one, see
+    /// `tests/kube_policy.rs`): code 404, no `NotFound` reason.
+    #[test]
+    fn a_plain_text_404_is_not_found() {
+        let plain = kube::core::Status::failure("404 page not found", "Failed to parse error data")
+            .with_code(404);
+        assert!(!plain.is_not_found(), "kube's own check misses it");
+        let e = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(plain)));
+        assert!(not_found(&e));
+        let forbidden = kube::core::Status::failure("forbidden", "Forbidden").with_code(403);
+        let e = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(forbidden)));
+        assert!(!not_found(&e));
+        assert!(!not_found(&watcher::Error::NoResourceVersion));
     }
 }
