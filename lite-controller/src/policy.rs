@@ -15,6 +15,7 @@
 //! - `validate`: what the CRD schema cannot say, each error naming its field.
 //! - `index`: which stored resources take effect, and why not.
 //! - `inbound`: the inbound policy of one proxy's ports, for its stream.
+//! - `ports`: Servers' named ports resolved against a pod's container ports.
 //! - `snapshot`: the resources at one revision, from either source, for
 //!   the streams and `pimesh policy ls`.
 //! - `stored`: standalone mode's resources in sled (`pimesh apply -f`);
@@ -27,6 +28,7 @@ pub mod authz;
 pub mod crd;
 pub mod inbound;
 pub mod index;
+pub mod ports;
 pub mod ratelimit;
 pub mod refs;
 pub mod resource;

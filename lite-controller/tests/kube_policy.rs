@@ -214,10 +214,13 @@ const AUDIENCE: &str = "identity.pimesh.io";
 const WEB: &str = "web.shop.serviceaccount.identity.pimesh.cluster.local";
 const DB: &str = "db.shop.serviceaccount.identity.pimesh.cluster.local";
 
-/// The inbound-policy stream of a proxy of pod labels `app=api`, as the
-/// proxy opens it.
-fn policy_stream(ctl: &Controller, anchors: &str, cert: &ClientCert) -> Watch {
-    let path = format!("{INBOUND_POLICY_PATH}?labels=app%3Dapi");
+/// The inbound-policy stream of a proxy of pod labels `app=api` (and the
+/// named container ports `ports`, `NAME%3DPORT`), as the proxy opens it.
+fn policy_stream(ctl: &Controller, anchors: &str, cert: &ClientCert, ports: &str) -> Watch {
+    let mut path = format!("{INBOUND_POLICY_PATH}?labels=app%3Dapi");
+    if !ports.is_empty() {
+        path = format!("{path}&ports={ports}");
+    }
     let mut w = Watch::open_path(ctl.proxy, anchors, Some(cert), &path)
         .unwrap_or_else(|e| panic!("policy stream: {e:?}\n{}", ctl.log()));
     w.resume();
@@ -304,7 +307,7 @@ fn kubernetes_mode_watches_the_policy_crds_from_missing_to_installed() {
         "no warning about the missing CRDs:\n{}",
         ctl.log()
     );
-    let w = policy_stream(&ctl, &anchors, &cert);
+    let w = policy_stream(&ctl, &anchors, &cert, "");
     let first = next_policy(&w, &ctl);
     assert_eq!(first.kind, EventType::Added);
     assert!(first.object.unwrap().servers.is_empty());
@@ -405,7 +408,7 @@ fn kubernetes_mode_watches_the_policy_crds_from_missing_to_installed() {
         let row = ls.lines().find(|l| l.contains(name)).unwrap();
         assert!(row.ends_with("applied") && !row.contains("not"), "{ls}");
     }
-    let fresh = policy_stream(&ctl, &anchors, &cert);
+    let fresh = policy_stream(&ctl, &anchors, &cert, "");
     let added = next_policy(&fresh, &ctl);
     assert_eq!(added.kind, EventType::Added);
     assert_eq!(added.object.unwrap().servers[&8080].name, "api-http");
@@ -416,6 +419,28 @@ fn kubernetes_mode_watches_the_policy_crds_from_missing_to_installed() {
         p.servers.get(&8080).is_some_and(|s| s.name == "a-late")
     });
     assert!(p.servers[&8080].authorizations.is_empty());
+
+    // A Server naming its port (Linkerd's `port: http`) selects the port
+    // of that name for a proxy that declares it (PIMESH_PROXY_POD_PORTS),
+    // and nothing for one that does not.
+    let named = std::fs::read_to_string(repo().join("examples/policy/server.yaml"))
+        .unwrap()
+        .replace("name: api-http", "name: api-grpc")
+        .replace("port: 8080", "port: grpc");
+    assert!(named.contains("port: grpc"), "{named}");
+    cluster.apply(&named).unwrap();
+    let with_ports = policy_stream(&ctl, &anchors, &cert, "grpc%3D9090%2Chttp%3D8080");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut p = next_policy(&with_ports, &ctl).object.unwrap();
+    while !p.servers.contains_key(&9090) {
+        assert!(Instant::now() < deadline, "{p:?}\n{}", ctl.log());
+        p = next_policy(&with_ports, &ctl).object.unwrap();
+    }
+    assert_eq!(p.servers[&9090].name, "api-grpc");
+    assert_eq!(p.servers[&8080].name, "a-late");
+    let without = policy_stream(&ctl, &anchors, &cert, "");
+    let p = next_policy(&without, &ctl).object.unwrap();
+    assert!(!p.servers.contains_key(&9090), "{p:?}");
 
     // Changes go through the API server: `pimesh apply` and `delete` say so.
     for verb in ["apply", "delete"] {

@@ -432,6 +432,25 @@ fn pod_labels(pod: &Value, p: &Params) -> String {
     pimesh_api::policy::inbound::labels_to_string(&labels)
 }
 
+/// `PIMESH_PROXY_POD_PORTS`: the named TCP `containerPort`s of the pod's
+/// containers (`NAME=PORT,…`, by name), which a Server's named `port`
+/// selects (as Linkerd's policy controller resolves it); `None` when the
+/// pod names none.
+fn pod_ports(pod: &Value) -> Option<String> {
+    let mut ports = std::collections::BTreeMap::new();
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        for p in c["ports"].as_array().into_iter().flatten() {
+            let tcp = p["protocol"].as_str().is_none_or(|pr| pr == "TCP");
+            if let (Some(name), Some(port), true) =
+                (p["name"].as_str(), p["containerPort"].as_u64(), tcp)
+            {
+                ports.insert(name.to_string(), port.to_string());
+            }
+        }
+    }
+    (!ports.is_empty()).then(|| pimesh_api::policy::inbound::labels_to_string(&ports))
+}
+
 fn env(name: &str, value: impl Into<String>) -> Value {
     json!({"name": name, "value": value.into()})
 }
@@ -491,6 +510,9 @@ fn proxy_container(
             p.cluster_networks.to_string(),
         ),
     ];
+    if let Some(v) = pod_ports(pod) {
+        envs.push(env("PIMESH_PROXY_POD_PORTS", v));
+    }
     if let Some(v) = config(pod, "opaque-ports") {
         envs.push(env("PIMESH_PROXY_OPAQUE_PORTS", v));
     }

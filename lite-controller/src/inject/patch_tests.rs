@@ -200,6 +200,7 @@ fn patch_meshes_a_bare_pod_and_is_idempotent() {
         "cluster.local"
     );
     assert_eq!(env_of(proxy, "PIMESH_PROXY_OPAQUE_PORTS"), Value::Null);
+    assert_eq!(env_of(proxy, "PIMESH_PROXY_POD_PORTS"), Value::Null);
     // Downward-API variables come before their use.
     let names: Vec<&str> = proxy["env"]
         .as_array()
@@ -457,4 +458,32 @@ fn pod_labels_are_passed_for_the_servers_pod_selectors() {
         parsed,
         serde_json::from_value(out["metadata"]["labels"].clone()).unwrap()
     );
+}
+
+/// `PIMESH_PROXY_POD_PORTS`: the containers' named TCP ports, by name,
+/// for Servers that name their port (`port: http`); unnamed and UDP ports
+/// are left out.
+#[test]
+fn named_container_ports_are_passed() {
+    let mut pod = bare_pod();
+    pod["spec"]["containers"] = json!([
+        {"name": "app", "image": "a", "ports": [
+            {"name": "http", "containerPort": 8080},
+            {"containerPort": 8081},
+            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+        ]},
+        {"name": "side", "image": "b", "ports": [
+            {"name": "admin", "containerPort": 9090, "protocol": "TCP"},
+        ]},
+    ]);
+    let out = apply(pod.clone(), &patch(&pod, "shop", &params()));
+    let proxy = &out["spec"]["initContainers"][1];
+    assert_eq!(
+        env_of(proxy, "PIMESH_PROXY_POD_PORTS")["value"],
+        "admin=9090,http=8080"
+    );
+    // What the proxy reads back.
+    let value = env_of(proxy, "PIMESH_PROXY_POD_PORTS")["value"].clone();
+    let ports = pimesh_api::policy::inbound::parse_ports(value.as_str().unwrap()).unwrap();
+    assert_eq!(ports.get("http"), Some(&8080));
 }
