@@ -347,8 +347,16 @@ fn kubernetes_mode_watches_the_policy_crds_from_missing_to_installed() {
             "requiredAuthenticationRefs": [{"kind": "ServiceAccount", "name": "db"}],
         },
     });
+    let started = Instant::now();
     cluster.apply(&db_only.to_string()).unwrap();
+    let applied = started.elapsed();
     let p = until(&w, &ctl, |p| identities_8080(p).is_some());
+    // Printed, not asserted: kubectl's whole run, and when the stream's
+    // event was read, both from kubectl's start.
+    eprintln!(
+        "AuthorizationPolicy changed: kubectl apply returned after {applied:?}, the proxy's stream had it after {:?}",
+        started.elapsed()
+    );
     assert_eq!(
         identities_8080(&p).unwrap(),
         [("api-web-only".to_string(), vec![DB.to_string()])]
