@@ -70,6 +70,9 @@ pub struct Ctx {
     pub tap: Arc<tap::Ctx>,
     /// Standalone mode's policy resources (`pimesh apply -f`).
     pub policies: Arc<crate::policy::stored::Policies>,
+    /// The resources the streams serve (`pimesh policy ls`): the same
+    /// store standalone, the watched CRDs in Kubernetes mode.
+    pub policy_snapshots: crate::policy::snapshot::Snapshots,
 }
 
 /// `POST /v1/identity/rotate` body.
@@ -186,7 +189,13 @@ async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Res
         return services::handle(&ctx.registry, req).await;
     }
     if policies::owns(&path) {
-        return policies::handle(&ctx.policies, ctx.kube.is_some(), req).await;
+        return policies::handle(
+            &ctx.policies,
+            &ctx.policy_snapshots,
+            ctx.kube.is_some(),
+            req,
+        )
+        .await;
     }
     let token_id = path.strip_prefix("/v1/tokens/").map(str::to_string);
     match (&method, path.as_str()) {

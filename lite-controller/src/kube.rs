@@ -4,7 +4,9 @@
 //!
 //! - `wire`: Services, EndpointSlices and Pods as decoded (needed fields only).
 //! - `objects`: their compact copies.
+//! - `watch`: one resource's watcher, restarted when the API server answers again.
 //! - `discovery`: the watches, their index, and the registry records.
+//! - `policy`: the policy CRDs' watches, published to the policy streams.
 //! - `identity`: TokenReview for certify, the trust-roots ConfigMap.
 //! - `access`: the RBAC rules (one table), the manifest, the start-up check.
 //! - `webhook`: the proxy injector's `caBundle`, kept equal to the trust anchors.
@@ -15,6 +17,8 @@ pub mod identity;
 #[cfg(test)]
 pub mod mock;
 pub mod objects;
+pub mod policy;
+pub mod watch;
 pub mod webhook;
 pub mod wire;
 
@@ -372,9 +376,23 @@ impl KubeMetrics {
     /// Sets the objects gauges: services, slices, pods.
     pub fn set_objects(&self, counts: [usize; 3]) {
         for (r, n) in Resource3::ALL.iter().zip(counts) {
-            self.objects
-                .get_or_create(&[("resource", r.as_str())])
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+            self.set_object_count(r.as_str(), n);
+        }
+    }
+
+    /// Sets the objects gauge of `resource`.
+    pub fn set_object_count(&self, resource: &'static str, n: usize) {
+        self.objects
+            .get_or_create(&[("resource", resource)])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Creates the events and errors series of more watched `resources`
+    /// at zero (as [`KubeMetrics::register`] does for discovery's).
+    pub fn register_resources(&self, resources: &[&'static str]) {
+        for r in resources {
+            drop(self.events.get_or_create(&[("resource", *r)]));
+            drop(self.errors.get_or_create(&[("resource", *r)]));
         }
     }
 }

@@ -15,7 +15,11 @@
 //! - `validate`: what the CRD schema cannot say, each error naming its field.
 //! - `index`: which stored resources take effect, and why not.
 //! - `inbound`: the inbound policy of one proxy's ports, for its stream.
-//! - `stored`: standalone mode's resources in sled (`pimesh apply -f`).
+//! - `ports`: Servers' named ports resolved against a pod's container ports.
+//! - `snapshot`: the resources at one revision, from either source, for
+//!   the streams and `pimesh policy ls`.
+//! - `stored`: standalone mode's resources in sled (`pimesh apply -f`);
+//!   Kubernetes mode's come from `kube/policy.rs`'s watches.
 //! - `crd`: the CustomResourceDefinitions from these types (`pimesh
 //!   install --crds`, `k3s/pimesh-crds.yaml`).
 
@@ -24,10 +28,12 @@ pub mod authz;
 pub mod crd;
 pub mod inbound;
 pub mod index;
+pub mod ports;
 pub mod ratelimit;
 pub mod refs;
 pub mod resource;
 pub mod server;
+pub mod snapshot;
 pub mod stored;
 pub mod validate;
 

@@ -71,8 +71,8 @@ pub struct Ctx {
     /// What the discovery API (registration, watches) uses.
     pub discovery: Arc<discovery::Ctx>,
     /// The policy resources whose changes the inbound-policy streams
-    /// follow (standalone mode's; empty in Kubernetes mode for now).
-    pub policies: Arc<crate::policy::stored::Policies>,
+    /// follow: standalone mode's sled store, or Kubernetes mode's watches.
+    pub policies: crate::policy::snapshot::Snapshots,
 }
 
 /// Every response body: a complete one, or a watch stream.

@@ -230,8 +230,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let metrics = Arc::new(Metrics::new());
     metrics.serving_cert_expiry.set(cert.not_after_unix as i64);
     let policies = Arc::new(crate::policy::stored::Policies::open(&store)?);
+    // The policy streams' source: the watched CRDs in Kubernetes mode,
+    // else the sled store.
+    let kube_policy = kube
+        .is_some()
+        .then(|| Arc::new(kube::policy::Shared::new(metrics.kube.clone())));
+    let policy_snapshots = match &kube_policy {
+        Some(k) => k.snapshots(),
+        None => policies.snapshots(),
+    };
     let proxy_ctx = Arc::new(proxy_api::Ctx {
-        policies: policies.clone(),
+        policies: policy_snapshots.clone(),
         authority: authority.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
@@ -258,6 +267,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             relays: Default::default(),
         }),
         policies,
+        policy_snapshots,
     });
     let proxy_task = tokio::spawn(proxy_api::serve(proxy, tls, proxy_ctx));
     let admin_task = tokio::spawn(admin::serve(admin, admin_ctx));
@@ -290,6 +300,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             metrics.kube.clone(),
         ));
         kube_tasks.push(tokio::spawn(kube::discovery::run(k.client.clone(), shared)));
+        if let Some(p) = kube_policy {
+            kube_tasks.push(tokio::spawn(kube::policy::run(k.client.clone(), p)));
+        }
         kube_tasks.push(tokio::spawn(kube::identity::publish_trust_roots(
             k.client.clone(),
             k.namespace.clone(),

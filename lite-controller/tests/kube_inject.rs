@@ -7,7 +7,8 @@
 //! - A Pod and a Deployment's pod (created by the ReplicaSet controller)
 //!   in namespace `shop` (`pimesh.io/inject: enabled`), read back through
 //!   the API, carry `pimesh-init`, the `pimesh-proxy` native sidecar, the
-//!   token volume (audience `identity.pimesh.io`) and the environment;
+//!   token volume (audience `identity.pimesh.io`) and the environment
+//!   (`PIMESH_PROXY_POD_LABELS` equal to the pod's stored labels);
 //! - a pod in `plain` and a pod saying `pimesh.io/inject: disabled` in
 //!   `shop` are untouched; a `hostNetwork` pod in `shop` only gets
 //!   `pimesh.io/inject-skipped: hostNetwork: true`;
@@ -94,6 +95,16 @@ fn assert_injected(pod: &Value, owner_label: &str) {
         "{labels}"
     );
     assert!(labels.ends_with(owner_label), "{labels}");
+    // The pod's labels as the API server stored them (those given at
+    // admission and the injector's), for the Servers' podSelectors.
+    let pod_labels = env(proxy, "PIMESH_PROXY_POD_LABELS")["value"]
+        .as_str()
+        .map(pimesh_api::policy::inbound::parse_labels)
+        .expect("PIMESH_PROXY_POD_LABELS")
+        .unwrap();
+    let stored: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(pod["metadata"]["labels"].clone()).unwrap();
+    assert_eq!(pod_labels, stored);
     let token = spec["volumes"]
         .as_array()
         .unwrap()

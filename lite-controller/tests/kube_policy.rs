@@ -6,14 +6,32 @@
 //! an identity with `*` inside, a CIDR with host bits, a rate of 0) is
 //! refused with the field named — the same fields `pimesh`'s own
 //! validation names. A controller in Kubernetes mode refuses `pimesh
-//! apply` (the API server keeps them there). No root needed.
+//! apply` (the API server keeps them there).
+//!
+//! Kubernetes mode's policy end to end (the controller with exactly the
+//! checked-in RBAC and its own ServiceAccount token): started before the
+//! CRDs exist it serves, warns once naming `pimesh install --crds |
+//! kubectl apply -f -`, and streams the default (empty) policy; installed
+//! later, the CRDs are picked up; a Server, MeshTLSAuthentication and
+//! AuthorizationPolicy created with kubectl reach a proxy's inbound-policy
+//! stream (opened with a certificate the controller issued for a
+//! ServiceAccount token), an AuthorizationPolicy changed or deleted too;
+//! the older of two Servers on a port wins; `pimesh policy ls` names an
+//! AuthorizationPolicy's missing Server. No root needed.
 
 mod support;
 
+use pimesh_api::discovery::EventType;
+use pimesh_api::policy::inbound::{
+    Authentication, InboundPolicy, PolicyEvent, INBOUND_POLICY_PATH,
+};
 use pimesh_lab::kube::{Cluster, Options};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use support::{pimesh, Controller, TempDir};
+use std::time::{Duration, Instant};
+use support::discovery::{ClientCert, Watch};
+use support::kube::cluster_with_rbac;
+use support::{eventually, pimesh, Controller, TempDir};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -49,19 +67,9 @@ fn set(doc: &mut Value, pointer: &str, value: Value) {
     }
 }
 
-#[test]
-fn crds_are_established_and_sample_policies_pass_server_side_dry_run() {
-    let cluster = Cluster::up(&Options::default()).expect("kube up");
-    let tmp = TempDir::new("kube-policy");
-
-    // `pimesh install --crds` prints the checked-in file; it is stored.
-    let out = pimesh(&["install", "--crds"]);
-    assert!(out.status.success(), "{out:?}");
+/// Applies `k3s/pimesh-crds.yaml` and waits until the five are Established.
+fn install_crds(cluster: &Cluster) {
     let crds = repo().join("k3s/pimesh-crds.yaml");
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        std::fs::read_to_string(&crds).unwrap()
-    );
     let applied = cluster
         .kubectl(&["apply", "-f", &crds.display().to_string()])
         .unwrap();
@@ -77,6 +85,22 @@ fn crds_are_established_and_sample_policies_pass_server_side_dry_run() {
     let names: Vec<String> = CRDS.iter().map(|c| format!("crd/{c}")).collect();
     wait.extend(names.iter().map(String::as_str));
     cluster.kubectl(&wait).expect("CRDs Established");
+}
+
+#[test]
+fn crds_are_established_and_sample_policies_pass_server_side_dry_run() {
+    let cluster = Cluster::up(&Options::default()).expect("kube up");
+    let tmp = TempDir::new("kube-policy");
+
+    // `pimesh install --crds` prints the checked-in file; it is stored.
+    let out = pimesh(&["install", "--crds"]);
+    assert!(out.status.success(), "{out:?}");
+    let crds = repo().join("k3s/pimesh-crds.yaml");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        std::fs::read_to_string(&crds).unwrap()
+    );
+    install_crds(&cluster);
 
     // The samples, as a Linkerd user would apply them.
     cluster.kubectl(&["create", "namespace", "shop"]).unwrap();
@@ -184,4 +208,254 @@ fn crds_are_established_and_sample_policies_pass_server_side_dry_run() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("kubectl apply"), "{err}");
     assert_eq!(ctl.cli_ok(&["policy", "ls"]).lines().count(), 1);
+}
+
+const AUDIENCE: &str = "identity.pimesh.io";
+const WEB: &str = "web.shop.serviceaccount.identity.pimesh.cluster.local";
+const DB: &str = "db.shop.serviceaccount.identity.pimesh.cluster.local";
+
+/// The inbound-policy stream of a proxy of pod labels `app=api` (and the
+/// named container ports `ports`, `NAME%3DPORT`), as the proxy opens it.
+fn policy_stream(ctl: &Controller, anchors: &str, cert: &ClientCert, ports: &str) -> Watch {
+    let mut path = format!("{INBOUND_POLICY_PATH}?labels=app%3Dapi");
+    if !ports.is_empty() {
+        path = format!("{path}&ports={ports}");
+    }
+    let mut w = Watch::open_path(ctl.proxy, anchors, Some(cert), &path)
+        .unwrap_or_else(|e| panic!("policy stream: {e:?}\n{}", ctl.log()));
+    w.resume();
+    w
+}
+
+/// The next event that is not a `BOOKMARK`, within 20 s.
+fn next_policy(w: &Watch, ctl: &Controller) -> PolicyEvent {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = w
+            .next_line(left)
+            .unwrap_or_else(|| panic!("no policy event within 20 s\n{}", ctl.log()));
+        let ev: PolicyEvent = serde_json::from_str(&line).unwrap();
+        if ev.kind != EventType::Bookmark {
+            return ev;
+        }
+    }
+}
+
+/// `MODIFIED` events until one whose policy satisfies `want`.
+fn until(w: &Watch, ctl: &Controller, want: impl Fn(&InboundPolicy) -> bool) -> InboundPolicy {
+    loop {
+        let ev = next_policy(w, ctl);
+        assert_eq!(ev.kind, EventType::Modified, "{ev:?}");
+        let policy = ev.object.expect("a MODIFIED event carries the policy");
+        if want(&policy) {
+            return policy;
+        }
+    }
+}
+
+/// The mesh identities the authorizations of port 8080 admit, by
+/// authorization name (`None`: no Server selects 8080).
+fn identities_8080(p: &InboundPolicy) -> Option<Vec<(String, Vec<String>)>> {
+    let s = p.servers.get(&8080)?;
+    Some(
+        s.authorizations
+            .iter()
+            .map(|a| {
+                let ids = a
+                    .authentications
+                    .iter()
+                    .flat_map(|au| match au {
+                        Authentication::MeshTls { identities } => identities.clone(),
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                (a.name.clone(), ids)
+            })
+            .collect(),
+    )
+}
+
+fn kubectl_apply(cluster: &Cluster, file: &str) -> String {
+    let path = repo().join("examples/policy").join(file);
+    cluster
+        .kubectl(&["apply", "-f", &path.display().to_string()])
+        .unwrap()
+}
+
+#[test]
+fn kubernetes_mode_watches_the_policy_crds_from_missing_to_installed() {
+    let (cluster, kc) = cluster_with_rbac(|y| y);
+    cluster.kubectl(&["create", "namespace", "shop"]).unwrap();
+    cluster
+        .kubectl(&["create", "serviceaccount", "api", "-n", "shop"])
+        .unwrap();
+    let data = TempDir::new("kube-policy-watch");
+    let ctl = Controller::spawn_kube(&kc, data.path(), Vec::new())
+        .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"));
+    let anchors = ctl.anchors_pem();
+    let token = cluster
+        .create_token("shop", "api", Some(AUDIENCE), Duration::from_secs(3600))
+        .unwrap();
+    let cert = ctl.client_cert_with(&anchors, "shop/api", &token);
+
+    // No CRDs: one warning naming the fix; the default policy streamed;
+    // nothing listed.
+    let warning = "pimesh install --crds | kubectl apply -f -";
+    assert!(
+        eventually(Duration::from_secs(20), || ctl.log().contains(warning)),
+        "no warning about the missing CRDs:\n{}",
+        ctl.log()
+    );
+    let w = policy_stream(&ctl, &anchors, &cert, "");
+    let first = next_policy(&w, &ctl);
+    assert_eq!(first.kind, EventType::Added);
+    assert!(first.object.unwrap().servers.is_empty());
+    assert_eq!(ctl.cli_ok(&["policy", "ls"]).lines().count(), 1);
+
+    // Installed later: picked up, and the samples reach the stream.
+    install_crds(&cluster);
+    for file in [
+        "server.yaml",
+        "meshtls-authentication.yaml",
+        "authorization-policy.yaml",
+    ] {
+        kubectl_apply(&cluster, file);
+    }
+    let p = until(&w, &ctl, |p| {
+        identities_8080(p).is_some_and(|a| !a.is_empty())
+    });
+    assert_eq!(p.servers[&8080].name, "api-http");
+    assert_eq!(
+        identities_8080(&p).unwrap(),
+        [("api-web-only".to_string(), vec![WEB.to_string()])]
+    );
+    assert_eq!(
+        ctl.log().matches(warning).count(),
+        1,
+        "warned once:\n{}",
+        ctl.log()
+    );
+
+    // The AuthorizationPolicy changed: MODIFIED with the new identities.
+    let db_only = json!({
+        "apiVersion": "policy.pimesh.io/v1alpha1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "api-web-only", "namespace": "shop"},
+        "spec": {
+            "targetRef": {"group": "policy.pimesh.io", "kind": "Server", "name": "api-http"},
+            "requiredAuthenticationRefs": [{"kind": "ServiceAccount", "name": "db"}],
+        },
+    });
+    let started = Instant::now();
+    cluster.apply(&db_only.to_string()).unwrap();
+    let applied = started.elapsed();
+    let p = until(&w, &ctl, |p| identities_8080(p).is_some());
+    // Printed, not asserted: kubectl's whole run, and when the stream's
+    // event was read, both from kubectl's start.
+    eprintln!(
+        "AuthorizationPolicy changed: kubectl apply returned after {applied:?}, the proxy's stream had it after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        identities_8080(&p).unwrap(),
+        [("api-web-only".to_string(), vec![DB.to_string()])]
+    );
+
+    // Deleted: the Server stays and admits nobody.
+    cluster
+        .kubectl(&[
+            "delete",
+            "authorizationpolicy",
+            "api-web-only",
+            "-n",
+            "shop",
+        ])
+        .unwrap();
+    let p = until(&w, &ctl, |_| true);
+    assert_eq!(p.servers[&8080].name, "api-http");
+    assert!(p.servers[&8080].authorizations.is_empty(), "{p:?}");
+
+    // A younger Server on the same port loses (though its name sorts
+    // first); the older one deleted, it takes the port.
+    std::thread::sleep(Duration::from_millis(1100));
+    let late = std::fs::read_to_string(repo().join("examples/policy/server.yaml"))
+        .unwrap()
+        .replace("name: api-http", "name: a-late");
+    cluster.apply(&late).unwrap();
+    // An AuthorizationPolicy naming a Server that does not exist.
+    let orphan = json!({
+        "apiVersion": "policy.pimesh.io/v1alpha1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "orphan", "namespace": "shop"},
+        "spec": {
+            "targetRef": {"group": "policy.pimesh.io", "kind": "Server", "name": "gone"},
+            "requiredAuthenticationRefs": [{"kind": "ServiceAccount", "name": "web"}],
+        },
+    });
+    cluster.apply(&orphan.to_string()).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let ls = ctl.cli_ok(&["policy", "ls"]);
+            ls.contains("a-late") && ls.contains("orphan")
+        }),
+        "{}",
+        ctl.cli_ok(&["policy", "ls"])
+    );
+    let ls = ctl.cli_ok(&["policy", "ls"]);
+    let orphan_row = ls
+        .lines()
+        .find(|l| l.contains("orphan"))
+        .unwrap_or_else(|| panic!("{ls}"));
+    assert!(orphan_row.starts_with("AuthorizationPolicy"), "{ls}");
+    assert!(
+        orphan_row.ends_with("not applied: Server shop/gone not found"),
+        "{ls}"
+    );
+    for name in ["api-http", "a-late", "web-only"] {
+        let row = ls.lines().find(|l| l.contains(name)).unwrap();
+        assert!(row.ends_with("applied") && !row.contains("not"), "{ls}");
+    }
+    let fresh = policy_stream(&ctl, &anchors, &cert, "");
+    let added = next_policy(&fresh, &ctl);
+    assert_eq!(added.kind, EventType::Added);
+    assert_eq!(added.object.unwrap().servers[&8080].name, "api-http");
+    cluster
+        .kubectl(&["delete", "server", "api-http", "-n", "shop"])
+        .unwrap();
+    let p = until(&w, &ctl, |p| {
+        p.servers.get(&8080).is_some_and(|s| s.name == "a-late")
+    });
+    assert!(p.servers[&8080].authorizations.is_empty());
+
+    // A Server naming its port (Linkerd's `port: http`) selects the port
+    // of that name for a proxy that declares it (PIMESH_PROXY_POD_PORTS),
+    // and nothing for one that does not.
+    let named = std::fs::read_to_string(repo().join("examples/policy/server.yaml"))
+        .unwrap()
+        .replace("name: api-http", "name: api-grpc")
+        .replace("port: 8080", "port: grpc");
+    assert!(named.contains("port: grpc"), "{named}");
+    cluster.apply(&named).unwrap();
+    let with_ports = policy_stream(&ctl, &anchors, &cert, "grpc%3D9090%2Chttp%3D8080");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut p = next_policy(&with_ports, &ctl).object.unwrap();
+    while !p.servers.contains_key(&9090) {
+        assert!(Instant::now() < deadline, "{p:?}\n{}", ctl.log());
+        p = next_policy(&with_ports, &ctl).object.unwrap();
+    }
+    assert_eq!(p.servers[&9090].name, "api-grpc");
+    assert_eq!(p.servers[&8080].name, "a-late");
+    let without = policy_stream(&ctl, &anchors, &cert, "");
+    let p = next_policy(&without, &ctl).object.unwrap();
+    assert!(!p.servers.contains_key(&9090), "{p:?}");
+
+    // Changes go through the API server: `pimesh apply` and `delete` say so.
+    for verb in ["apply", "delete"] {
+        let server = repo().join("examples/policy/server.yaml");
+        let refused = ctl.cli(&[verb, "-f", &server.display().to_string()]);
+        assert_eq!(refused.status.code(), Some(1), "{verb}");
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(err.contains("kubectl"), "{verb}: {err}");
+    }
 }

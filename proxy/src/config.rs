@@ -117,6 +117,10 @@ pub struct Config {
     /// fronts (`app=web,tier=front`), which `Server`s' `podSelector`s
     /// match; sent to the controller with the inbound-policy stream.
     pub pod_labels: BTreeMap<String, String>,
+    /// `PIMESH_PROXY_POD_PORTS`: the pod's named container ports
+    /// (`http=8080,grpc=9090`), which `Server`s naming their port select;
+    /// sent to the controller with the inbound-policy stream.
+    pub pod_ports: BTreeMap<String, u16>,
     /// Registration, discovery, upstream listeners and resilience defaults.
     pub outbound: OutboundConfig,
 }
@@ -215,6 +219,12 @@ impl Config {
                     pimesh_api::policy::inbound::parse_labels,
                 )?
                 .unwrap_or_default(),
+            pod_ports: p
+                .parse_opt(
+                    "PIMESH_PROXY_POD_PORTS",
+                    pimesh_api::policy::inbound::parse_ports,
+                )?
+                .unwrap_or_default(),
         })
         .and_then(|c| {
             let needs_identity =
@@ -262,7 +272,7 @@ impl fmt::Display for Config {
              detect_timeout={:?} detect_buffer={}B max_header={}B max_connections={} \
              idle_timeout={:?} header_read_timeout={:?} connect_timeout={:?} \
              shutdown_grace_period={:?} threads={} workload_labels={:?} \
-             inbound_default_policy={} cluster_networks={} pod_labels={:?}",
+             inbound_default_policy={} cluster_networks={} pod_labels={:?} pod_ports={:?}",
             self.inbound_addr,
             self.outbound_addr,
             self.admin_addr,
@@ -282,6 +292,7 @@ impl fmt::Display for Config {
             self.inbound_default_policy,
             self.cluster_networks,
             self.pod_labels,
+            self.pod_ports,
         )?;
         if let Some(id) = &self.identity {
             write!(

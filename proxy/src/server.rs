@@ -126,6 +126,7 @@ pub async fn run(
         tokio::spawn(discovery::policy::run(
             c.clone(),
             config.pod_labels.clone(),
+            config.pod_ports.clone(),
             inbound_policies.clone(),
             shutdown.clone(),
         ));

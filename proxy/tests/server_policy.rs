@@ -5,7 +5,8 @@
 //! shop/web gets 200 and shop/db 403, both counted with Linkerd's
 //! `srv_*`/`authz_*` labels; the policy changed under steady traffic
 //! admits shop/db without losing a request of shop/web; a Server with
-//! `proxyProtocol: opaque` refuses TCP before the app sees a byte. A proxy
+//! `proxyProtocol: opaque`, naming its port (`PIMESH_PROXY_POD_PORTS`),
+//! refuses TCP before the app sees a byte. A proxy
 //! that never reached the controller applies its default policy; one that
 //! lost it keeps the last policy.
 
@@ -59,7 +60,7 @@ impl CountingApp {
     }
 }
 
-fn policy_yaml(app_port: u16, tcp_port: u16, identities: &[&str]) -> String {
+fn policy_yaml(app_port: u16, identities: &[&str]) -> String {
     let ids: String = identities.iter().map(|i| format!("    - {i}\n")).collect();
     format!(
         "apiVersion: policy.pimesh.io/v1alpha1
@@ -105,7 +106,7 @@ spec:
   podSelector:
     matchLabels:
       app: tcp
-  port: {tcp_port}
+  port: raw
   proxyProtocol: opaque
 "
     )
@@ -208,6 +209,11 @@ fn servers_and_authorization_policies_are_streamed_and_enforced() {
         &[
             ("PIMESH_PROXY_INBOUND_TARGET", &tcp_app.addr.to_string()),
             ("PIMESH_PROXY_POD_LABELS", "app=tcp"),
+            // The Server names the port (`port: raw`), as Linkerd's may.
+            (
+                "PIMESH_PROXY_POD_PORTS",
+                &format!("raw={}", tcp_app.addr.port()),
+            ),
         ],
     );
     // A key for meshed clients: their proxies send it over mTLS to api.
@@ -228,7 +234,7 @@ fn servers_and_authorization_policies_are_streamed_and_enforced() {
     );
 
     let file = dir.path().join("policy.yaml");
-    std::fs::write(&file, policy_yaml(nginx.port, tcp_app.addr.port(), &[WEB])).unwrap();
+    std::fs::write(&file, policy_yaml(nginx.port, &[WEB])).unwrap();
     ctl.cli(&["apply", "-f", &file.display().to_string()]);
 
     // Pushed to the running proxy: shop/db is refused, shop/web admitted.
@@ -294,11 +300,7 @@ fn servers_and_authorization_policies_are_streamed_and_enforced() {
     let web_traffic = Steady::start(move || get_via(w, dest));
     let db_traffic = Steady::start(move || get_via(d, dest));
     std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(
-        &file,
-        policy_yaml(nginx.port, tcp_app.addr.port(), &[WEB, DB]),
-    )
-    .unwrap();
+    std::fs::write(&file, policy_yaml(nginx.port, &[WEB, DB])).unwrap();
     let changed = Instant::now();
     ctl.cli(&["apply", "-f", &file.display().to_string()]);
     let admitted = eventually(Duration::from_secs(10), || {
@@ -363,7 +365,7 @@ fn a_proxy_that_never_reached_the_controller_applies_its_default_policy() {
     let nginx = Nginx::start(None, "127.0.0.1");
     let dir = TempDir::new("server-policy-default");
     let file = dir.path().join("policy.yaml");
-    std::fs::write(&file, policy_yaml(nginx.port, 1, &[WEB])).unwrap();
+    std::fs::write(&file, policy_yaml(nginx.port, &[WEB])).unwrap();
     ctl.cli(&["apply", "-f", &file.display().to_string()]);
     // Nothing listens at this controller address.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -272,9 +272,39 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(out)
 }
 
+/// Parses a pod's named ports, `NAME=PORT,…` (`http=8080,grpc=9090`):
+/// the `containerPort`s by `name` that a Server's named `port` selects, as
+/// Linkerd's policy controller resolves them (`PIMESH_PROXY_POD_PORTS`,
+/// the stream's `ports` parameter).
+///
+/// # Errors
+///
+/// As [`parse_labels`], and a port that is not 1–65535.
+pub fn parse_ports(s: &str) -> Result<BTreeMap<String, u16>, String> {
+    parse_labels(s)?
+        .into_iter()
+        .map(|(name, port)| match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok((name, p)),
+            _ => Err(format!("{name}={port}: not a port (1-65535)")),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_ports() {
+        let p = parse_ports("http=8080, grpc=9090").unwrap();
+        assert_eq!(p.get("http"), Some(&8080));
+        assert_eq!(p.get("grpc"), Some(&9090));
+        assert!(parse_ports("").unwrap().is_empty());
+        assert!(parse_ports("http=0").is_err());
+        assert!(parse_ports("http=65536").is_err());
+        assert!(parse_ports("http").is_err());
+        assert!(parse_ports("http=1,http=2").is_err());
+    }
 
     const WEB: &str = "web.shop.serviceaccount.identity.pimesh.cluster.local";
     const DB: &str = "db.shop.serviceaccount.identity.pimesh.cluster.local";

@@ -1,14 +1,16 @@
-//! Standalone mode's policy resources on the operator port (`pimesh apply
-//! -f`, `pimesh delete -f`, `pimesh policy ls`). Changes only from
-//! loopback, as every change here; in Kubernetes mode the API server keeps
-//! them (`kubectl apply`), so changes are refused with 409.
+//! The policy resources on the operator port (`pimesh apply -f`, `pimesh
+//! delete -f`, `pimesh policy ls`). Changes only from loopback, as every
+//! change here; in Kubernetes mode the API server keeps them (`kubectl
+//! apply`), so changes are refused with 409 and the list shows the
+//! watched resources.
 //!
 //! | method and path | what |
 //! | --- | --- |
-//! | `GET /v1/policies` | `[PolicyStatus]`: every resource, applied or not and why |
+//! | `GET /v1/policies` | `[PolicyStatus]`: every resource the streams serve, applied or not and why |
 //! | `POST /v1/policies` | one resource (JSON) → [`ApplyResult`] (201 created, 200 configured or unchanged; 422 invalid, naming the field) |
 //! | `DELETE /v1/policies/{ns}/{kind}/{name}` | → [`ApplyResult`] `deleted` (404 unknown) |
 
+use crate::policy::snapshot::Snapshots;
 use crate::policy::stored::{ApplyError, Policies};
 use crate::rest::{self, Body};
 use http::{Method, Request, Response, StatusCode};
@@ -37,10 +39,12 @@ fn store_failed(e: impl std::fmt::Display) -> Response<Body> {
     rest::error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
 }
 
-/// Serves one request on a path [`owns`] says is ours; `kube_mode` refuses
-/// changes.
+/// Serves one request on a path [`owns`] says is ours: changes go to
+/// `policies` (`kube_mode` refuses them), the list comes from `snapshots`
+/// (what the proxies' streams serve, in either mode).
 pub async fn handle(
     policies: &Arc<Policies>,
+    snapshots: &Snapshots,
     kube_mode: bool,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -50,17 +54,13 @@ pub async fn handle(
         return rest::error(
             StatusCode::CONFLICT,
             "kubernetes_mode",
-            "in Kubernetes mode policies are resources of the API server: use kubectl apply",
+            "in Kubernetes mode policies are resources of the API server: use kubectl apply -f / kubectl delete -f",
         );
     }
     let p = policies.clone();
     if path == POLICIES_PATH {
         return match method {
-            Method::GET => match tokio::task::spawn_blocking(move || p.list()).await {
-                Ok(Ok(list)) => rest::json(StatusCode::OK, &list),
-                Ok(Err(e)) => store_failed(crate::error_chain(&e)),
-                Err(e) => store_failed(e),
-            },
+            Method::GET => rest::json(StatusCode::OK, &snapshots.statuses()),
             Method::POST => {
                 let doc = match rest::read_json::<serde_json::Value, _>(req).await {
                     Ok(d) => d,

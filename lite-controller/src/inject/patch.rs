@@ -414,6 +414,43 @@ fn workload_labels(pod: &Value, ns: &str) -> String {
     out
 }
 
+/// `PIMESH_PROXY_POD_LABELS`: the pod's labels at admission, with the
+/// one this patch adds (`K=V,…`, `pimesh_api::policy::inbound::
+/// labels_to_string`), which its inbound-policy stream matches Servers'
+/// `podSelector`s against. Labels added to the pod later are not seen
+/// (the proxy's environment is fixed at admission).
+fn pod_labels(pod: &Value, p: &Params) -> String {
+    let mut labels: std::collections::BTreeMap<String, String> = pod["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    labels.insert(CONTROL_PLANE_NS_LABEL.to_string(), p.controller_ns.clone());
+    pimesh_api::policy::inbound::labels_to_string(&labels)
+}
+
+/// `PIMESH_PROXY_POD_PORTS`: the named TCP `containerPort`s of the pod's
+/// containers (`NAME=PORT,…`, by name), which a Server's named `port`
+/// selects (as Linkerd's policy controller resolves it); `None` when the
+/// pod names none.
+fn pod_ports(pod: &Value) -> Option<String> {
+    let mut ports = std::collections::BTreeMap::new();
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        for p in c["ports"].as_array().into_iter().flatten() {
+            let tcp = p["protocol"].as_str().is_none_or(|pr| pr == "TCP");
+            if let (Some(name), Some(port), true) =
+                (p["name"].as_str(), p["containerPort"].as_u64(), tcp)
+            {
+                ports.insert(name.to_string(), port.to_string());
+            }
+        }
+    }
+    (!ports.is_empty()).then(|| pimesh_api::policy::inbound::labels_to_string(&ports))
+}
+
 fn env(name: &str, value: impl Into<String>) -> Value {
     json!({"name": name, "value": value.into()})
 }
@@ -455,6 +492,7 @@ fn proxy_container(
         env("PIMESH_PROXY_TRUST_DOMAIN", p.trust_domain.clone()),
         env("PIMESH_PROXY_IDENTITY", "$(_pod_ns)/$(_pod_sa)"),
         env("PIMESH_PROXY_WORKLOAD_LABELS", workload_labels(pod, ns)),
+        env("PIMESH_PROXY_POD_LABELS", pod_labels(pod, p)),
         env(
             "PIMESH_PROXY_INBOUND_LISTEN_ADDR",
             format!("0.0.0.0:{INBOUND_PORT}"),
@@ -472,6 +510,9 @@ fn proxy_container(
             p.cluster_networks.to_string(),
         ),
     ];
+    if let Some(v) = pod_ports(pod) {
+        envs.push(env("PIMESH_PROXY_POD_PORTS", v));
+    }
     if let Some(v) = config(pod, "opaque-ports") {
         envs.push(env("PIMESH_PROXY_OPAQUE_PORTS", v));
     }

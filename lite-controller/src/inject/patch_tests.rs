@@ -190,11 +190,17 @@ fn patch_meshes_a_bare_pod_and_is_idempotent() {
         env_of(proxy, "PIMESH_PROXY_WORKLOAD_LABELS")["value"],
         "namespace=shop,pod=$(_pod_name)"
     );
+    // No labels of its own: the one the patch adds.
+    assert_eq!(
+        env_of(proxy, "PIMESH_PROXY_POD_LABELS")["value"],
+        "pimesh.io/control-plane-ns=pimesh"
+    );
     assert_eq!(
         env_of(proxy, "PIMESH_PROXY_TRUST_DOMAIN")["value"],
         "cluster.local"
     );
     assert_eq!(env_of(proxy, "PIMESH_PROXY_OPAQUE_PORTS"), Value::Null);
+    assert_eq!(env_of(proxy, "PIMESH_PROXY_POD_PORTS"), Value::Null);
     // Downward-API variables come before their use.
     let names: Vec<&str> = proxy["env"]
         .as_array()
@@ -427,4 +433,57 @@ fn the_default_inbound_policy_is_the_pods_then_its_namespaces_then_the_clusters(
         policy_of(&pod, Some(&ns), &cluster).0,
         "cluster-authenticated"
     );
+}
+
+/// `PIMESH_PROXY_POD_LABELS`: the pod's labels at admission (and the one
+/// the patch adds), in `labels_to_string`'s form, which the proxy's
+/// stream query and the controller's `parse_labels` read back.
+#[test]
+fn pod_labels_are_passed_for_the_servers_pod_selectors() {
+    let mut pod = bare_pod();
+    pod["metadata"]["labels"] =
+        json!({"app": "api", "pod-template-hash": "5d4f8", "app.kubernetes.io/part-of": "shop"});
+    let out = apply(pod.clone(), &patch(&pod, "shop", &params()));
+    let proxy = &out["spec"]["initContainers"][1];
+    let value = env_of(proxy, "PIMESH_PROXY_POD_LABELS")["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        value,
+        "app=api,app.kubernetes.io/part-of=shop,pimesh.io/control-plane-ns=pimesh,pod-template-hash=5d4f8"
+    );
+    let parsed = pimesh_api::policy::inbound::parse_labels(&value).unwrap();
+    assert_eq!(
+        parsed,
+        serde_json::from_value(out["metadata"]["labels"].clone()).unwrap()
+    );
+}
+
+/// `PIMESH_PROXY_POD_PORTS`: the containers' named TCP ports, by name,
+/// for Servers that name their port (`port: http`); unnamed and UDP ports
+/// are left out.
+#[test]
+fn named_container_ports_are_passed() {
+    let mut pod = bare_pod();
+    pod["spec"]["containers"] = json!([
+        {"name": "app", "image": "a", "ports": [
+            {"name": "http", "containerPort": 8080},
+            {"containerPort": 8081},
+            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+        ]},
+        {"name": "side", "image": "b", "ports": [
+            {"name": "admin", "containerPort": 9090, "protocol": "TCP"},
+        ]},
+    ]);
+    let out = apply(pod.clone(), &patch(&pod, "shop", &params()));
+    let proxy = &out["spec"]["initContainers"][1];
+    assert_eq!(
+        env_of(proxy, "PIMESH_PROXY_POD_PORTS")["value"],
+        "admin=9090,http=8080"
+    );
+    // What the proxy reads back.
+    let value = env_of(proxy, "PIMESH_PROXY_POD_PORTS")["value"].clone();
+    let ports = pimesh_api::policy::inbound::parse_ports(value.as_str().unwrap()).unwrap();
+    assert_eq!(ports.get("http"), Some(&8080));
 }

@@ -14,6 +14,7 @@
 // code that writes the objects, and only constants cross.
 use super::identity::TRUST_ROOTS_CONFIGMAP; // import-cycle: allowed — the rule names the ConfigMap identity.rs writes (see above)
 use super::webhook::WEBHOOK_CONFIGURATION; // import-cycle: allowed — the rule names the configuration webhook.rs patches (see above)
+use crate::policy::GROUP as POLICY_GROUP;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
@@ -108,6 +109,42 @@ pub const RULES: &[Rule] = &[
         verbs: &["get", "update", "patch"],
         scope: Scope::Cluster,
         resource_name: Some(TRUST_ROOTS_CONFIGMAP),
+    },
+    // The policy resources (`policy.rs`' watches; `pimesh install --crds`).
+    Rule {
+        group: POLICY_GROUP,
+        resource: "servers",
+        verbs: &["get", "list", "watch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: POLICY_GROUP,
+        resource: "authorizationpolicies",
+        verbs: &["get", "list", "watch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: POLICY_GROUP,
+        resource: "meshtlsauthentications",
+        verbs: &["get", "list", "watch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: POLICY_GROUP,
+        resource: "networkauthentications",
+        verbs: &["get", "list", "watch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: POLICY_GROUP,
+        resource: "httplocalratelimitpolicies",
+        verbs: &["get", "list", "watch"],
+        scope: Scope::Cluster,
+        resource_name: None,
     },
 ];
 
@@ -295,6 +332,16 @@ mod tests {
             "no rule of the own namespace, no Role"
         );
         assert!(!m.contains("selfsubjectaccessreviews"));
+        // Every policy CRD's resource, read-only (what `policy.rs` watches).
+        for crd in crate::policy::crd::crds() {
+            let r = &crd.spec.names.plural;
+            assert!(
+                m.contains(&format!(
+                    "  - apiGroups: [\"policy.pimesh.io\"]\n    resources: [\"{r}\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n"
+                )),
+                "{r}"
+            );
+        }
         // No name restriction where Kubernetes ignores it.
         for r in RULES.iter().filter(|r| r.resource_name.is_some()) {
             assert!(!r

@@ -13,9 +13,7 @@ use super::wire::{EndpointSlice, Pod, Service};
 use super::{KubeMetrics, Resource3, Status};
 use crate::registry::model::{EndpointRecord, ServiceRecord, Source};
 use crate::registry::Registry;
-use futures_util::StreamExt;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::Event;
 use kube::{Api, Client, Resource};
 use pimesh_api::discovery::{Endpoint, ProtocolHint};
 use pimesh_api::identity::Identity;
@@ -24,14 +22,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// Objects per list page: bounds the memory of a (re)list, whose page is
-/// decoded whole before it is reduced to compact copies.
-const PAGE_SIZE: u32 = 100;
-/// While a watch fails, how often a one-object list probes whether the API
-/// server answers again (the watcher itself resumes silently).
-const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Everything discovery knows, compact; keys are `NS/NAME`.
 #[derive(Debug, Default)]
@@ -337,20 +327,16 @@ enum Lite {
 }
 
 /// One resource's watch loop: applies events to the index, publishes the
-/// affected services, keeps the resource's readiness, and while the watch
-/// fails probes the API server with a one-object list every
-/// [`PROBE_INTERVAL`]; when that works, the watcher is replaced by a fresh
-/// one (a relist), so recovery does not wait for its backoff.
+/// affected services, keeps the resource's readiness; while the watch
+/// fails, `super::watch::Watch` probes the API server and relists as soon
+/// as it answers, so recovery does not wait for the watcher's backoff.
 async fn watch<K, F>(client: Client, r: Resource3, shared: Arc<Shared>, convert: F)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     F: Fn(&K) -> Option<Lite>,
 {
-    let api: Api<K> = Api::all(client);
-    let config = watcher::Config::default().page_size(PAGE_SIZE);
-    let new_stream = || watcher::watcher(api.clone(), config.clone()).default_backoff();
-    let mut stream = Box::pin(new_stream());
     let resource = r.as_str();
+    let mut stream = super::watch::Watch::new(Api::<K>::all(client), resource);
     let apply = |obj: &K, delete: bool, index: &mut Index| -> Vec<String> {
         let meta = obj.meta();
         let k = key(
@@ -382,27 +368,10 @@ where
             ),
         }
     };
-    let mut probe = tokio::time::interval(PROBE_INTERVAL);
-    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let item = tokio::select! {
-            item = stream.next() => item,
-            _ = probe.tick(), if shared.status.failing(r) => {
-                // The watcher may sleep in its backoff (up to 30 s) after
-                // the API server is back: once a list works, start over
-                // with a fresh watcher, whose relist catches up at once.
-                let lp = kube::api::ListParams::default().limit(1);
-                match api.list_metadata(&lp).await {
-                    Ok(_) => {
-                        tracing::debug!(resource, "Kubernetes API answers again: relisting");
-                        stream = Box::pin(new_stream());
-                    }
-                    Err(e) => tracing::debug!(resource, error = %e, "Kubernetes API probe failed"),
-                }
-                continue;
-            }
+        let Some(item) = stream.next(|| shared.status.failing(r)).await else {
+            return;
         };
-        let Some(item) = item else { return };
         let event = match item {
             Ok(event) => event,
             Err(e) => {

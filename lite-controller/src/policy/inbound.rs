@@ -6,9 +6,9 @@
 //! applied `AuthorizationPolicy`s that target it or its Namespace,
 //! resolved to identity patterns and networks. No I/O.
 //!
-//! Ports are matched by number only: a Server naming its port
-//! (`port: http`) selects nothing yet, since standalone proxies do not
-//! declare named ports.
+//! Ports are matched by number: a Server naming its port (`port: http`)
+//! is resolved beforehand against the proxy's container ports
+//! (`ports.rs`); one its pod does not name selects nothing.
 
 use super::authn::{MeshTLSAuthenticationSpec, NetworkAuthenticationSpec};
 use super::authz::AuthorizationPolicySpec;

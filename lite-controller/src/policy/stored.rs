@@ -2,17 +2,18 @@
 //! database (tree `policies`, one JSON document per resource under
 //! `NAMESPACE/KIND/NAME`): `pimesh apply -f` / `pimesh delete -f` /
 //! `pimesh policy ls` through the operator API (`admin/policies.rs`).
-//! Every change is published ([`Policies::subscribe`]) to the proxies'
+//! Every change is published ([`Policies::snapshots`]) to the proxies'
 //! inbound-policy streams. A resource keeps the `creationTimestamp` of its
 //! first apply (set here, as the API server sets it), which decides
 //! conflicts between Servers.
 
 use super::index::{statuses, PolicyStatus};
 use super::resource::Resource;
+pub use super::snapshot::Snapshot;
+use super::snapshot::{Publisher, Snapshots};
 use super::validate::Invalid;
 use crate::store::{self, Store, Table};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use tokio::sync::watch;
 
 /// The namespace of a resource that names none (as kubectl's).
@@ -41,21 +42,13 @@ pub enum ApplyError {
     Store(#[from] store::Error),
 }
 
-/// Every stored resource at one revision, as streams see it.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// Counts the changes since the controller started (1 at start).
-    pub revision: u64,
-    /// Every stored resource, by namespace, kind and name.
-    pub resources: Arc<Vec<Resource>>,
-}
-
 /// The stored policy resources.
 pub struct Policies {
     /// Documents as [`Resource::to_json`] gives them.
     table: Table<serde_json::Value>,
-    /// The latest [`Snapshot`], for the proxies' streams.
-    changes: watch::Sender<Snapshot>,
+    /// Publishes every change (revision 1 at start), for the proxies'
+    /// streams.
+    changes: Publisher,
 }
 
 fn key(kind: &str, ns: &str, name: &str) -> String {
@@ -71,7 +64,7 @@ impl Policies {
     pub fn open(store: &Store) -> Result<Policies, store::Error> {
         let policies = Policies {
             table: store.table("policies")?,
-            changes: watch::Sender::new(Snapshot::default()),
+            changes: Publisher::default(),
         };
         policies.publish()?;
         Ok(policies)
@@ -79,16 +72,18 @@ impl Policies {
 
     /// The latest resources, and every change from now on.
     pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
-        self.changes.subscribe()
+        self.changes.snapshots().subscribe()
+    }
+
+    /// A reader of the stored resources (the source of standalone mode's
+    /// streams).
+    pub fn snapshots(&self) -> Snapshots {
+        self.changes.snapshots()
     }
 
     /// Reads every resource again and publishes them under a new revision.
     fn publish(&self) -> Result<(), store::Error> {
-        let resources = Arc::new(self.resources()?);
-        self.changes.send_modify(|s| {
-            s.revision += 1;
-            s.resources = resources;
-        });
+        self.changes.publish(self.resources()?);
         Ok(())
     }
 

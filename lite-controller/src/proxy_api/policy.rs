@@ -1,15 +1,17 @@
 //! The inbound-policy stream on the proxy port (`GET`
-//! `pimesh_api::policy::inbound::INBOUND_POLICY_PATH?labels=K%3DV,…`,
+//! `pimesh_api::policy::inbound::INBOUND_POLICY_PATH?labels=K%3DV,…&ports=NAME%3DPORT,…`,
 //! client certificate required): the proxy's namespace is its
-//! certificate's, its pod labels the query's; the answer is an NDJSON
+//! certificate's, its pod labels and named container ports the query's; the answer is an NDJSON
 //! stream of `PolicyEvent`s — the whole `InboundPolicy` first (`ADDED`),
-//! again whenever `pimesh apply`/`delete` changes it (`MODIFIED`), and a
+//! again whenever its source changes it (`MODIFIED`: `pimesh apply`/`delete`
+//! standalone, a watched resource in Kubernetes mode), and a
 //! `BOOKMARK` after every quiet [`BOOKMARK_INTERVAL`]. The same task shape
 //! and body as discovery's watches (`registry::watch`): a one-slot channel,
 //! so a slow proxy skips intermediate states instead of queueing them.
 
 use crate::policy::inbound::{inbound_policy, Workload};
-use crate::policy::stored::Policies;
+use crate::policy::ports::resolve_named;
+use crate::policy::snapshot::Snapshots;
 use crate::registry::watch::{WatchBody, BOOKMARK_INTERVAL};
 use crate::rest::{self, Body};
 use bytes::Bytes;
@@ -18,7 +20,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use pimesh_api::discovery::EventType;
 use pimesh_api::identity::Identity;
-use pimesh_api::policy::inbound::{parse_labels, PolicyEvent};
+use pimesh_api::policy::inbound::{parse_labels, parse_ports, PolicyEvent};
 use pimesh_api::query::percent_decode;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,7 +34,7 @@ type ProxyBody = Either<Body, WatchBody>;
 /// for bad labels, 503 when no watch slot is free — streams share
 /// `--max-watches` with discovery's watches).
 pub fn inbound(
-    policies: &Arc<Policies>,
+    policies: &Snapshots,
     trust_domain: &str,
     slots: &Arc<tokio::sync::Semaphore>,
     req: &Request<Incoming>,
@@ -47,7 +49,7 @@ pub fn inbound(
         )
         .map(Either::Left);
     };
-    let labels = match query_labels(req.uri().query()) {
+    let pod = match query(req.uri().query()) {
         Ok(l) => l,
         Err(e) => return rest::error(StatusCode::BAD_REQUEST, "bad_request", e).map(Either::Left),
     };
@@ -60,12 +62,12 @@ pub fn inbound(
         )
         .map(Either::Left);
     };
-    tracing::debug!(%peer, ?labels, "inbound policy stream");
+    tracing::debug!(%peer, labels = ?pod.0, ports = ?pod.1, "inbound policy stream");
     let (tx, rx) = mpsc::channel::<Bytes>(1);
     tokio::spawn(run(
         policies.clone(),
         peer.namespace().to_string(),
-        labels,
+        pod,
         trust_domain.to_string(),
         tx,
         stop,
@@ -81,40 +83,52 @@ pub fn inbound(
     rsp
 }
 
-/// `labels=` (percent-encoded `K=V,…`); none is no labels.
-fn query_labels(query: Option<&str>) -> Result<BTreeMap<String, String>, String> {
-    let mut labels = None;
+/// Named container ports (`NAME` → port).
+type Ports = BTreeMap<String, u16>;
+
+/// `labels=` (percent-encoded `K=V,…`) and `ports=` (percent-encoded
+/// `NAME=PORT,…`); either absent is none.
+fn query(query: Option<&str>) -> Result<(BTreeMap<String, String>, Ports), String> {
+    let (mut labels, mut ports) = (None, None);
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k != "labels" {
-            return Err(format!("unknown parameter {k:?}"));
-        }
-        let v = percent_decode(v).ok_or("bad encoding of labels")?;
-        if labels.replace(parse_labels(&v)?).is_some() {
-            return Err("labels given twice".into());
+        let v = percent_decode(v).ok_or_else(|| format!("bad encoding of {k}"))?;
+        let twice = match k {
+            "labels" => labels.replace(parse_labels(&v)?).is_some(),
+            "ports" => ports.replace(parse_ports(&v)?).is_some(),
+            _ => return Err(format!("unknown parameter {k:?}")),
+        };
+        if twice {
+            return Err(format!("{k} given twice"));
         }
     }
-    Ok(labels.unwrap_or_default())
+    Ok((labels.unwrap_or_default(), ports.unwrap_or_default()))
 }
 
 /// The stream's task: sends the policy, then each change, until the
-/// proxy goes away or `stop`.
+/// proxy goes away or `stop`. `pod`: its labels and named ports (the
+/// query's).
 async fn run(
-    policies: Arc<Policies>,
+    policies: Snapshots,
     namespace: String,
-    labels: BTreeMap<String, String>,
+    pod: (BTreeMap<String, String>, Ports),
     trust_domain: String,
     tx: mpsc::Sender<Bytes>,
     stop: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
+    let (labels, ports) = pod;
     let workload = Workload {
         namespace: &namespace,
         labels: &labels,
     };
+    let policy_of = |resources: &Arc<Vec<crate::policy::Resource>>| {
+        let resources = resolve_named(resources, &namespace, &ports);
+        inbound_policy(&resources, &workload, &trust_domain)
+    };
     let mut changes = policies.subscribe();
     let snap = changes.borrow_and_update().clone();
-    let mut last = inbound_policy(&snap.resources, &workload, &trust_domain);
+    let mut last = policy_of(&snap.resources);
     let first = PolicyEvent {
         kind: EventType::Added,
         revision: snap.revision,
@@ -140,7 +154,7 @@ async fn run(
             _ = quiet.tick() => true,
         };
         let snap = changes.borrow_and_update().clone();
-        let policy = inbound_policy(&snap.resources, &workload, &trust_domain);
+        let policy = policy_of(&snap.resources);
         let ev = if policy != last {
             last = policy.clone();
             PolicyEvent {
@@ -180,6 +194,7 @@ mod tests {
 
     #[test]
     fn labels_in_the_query() {
+        let query_labels = |q| query(q).map(|(l, _)| l);
         let l = query_labels(Some("labels=app%3Dweb%2Ctier%3Dfront")).unwrap();
         assert_eq!(l.get("app").map(String::as_str), Some("web"));
         assert_eq!(l.get("tier").map(String::as_str), Some("front"));
@@ -188,5 +203,16 @@ mod tests {
         assert!(query_labels(Some("labels=a%3D1&labels=b%3D2")).is_err());
         assert!(query_labels(Some("name=web")).is_err());
         assert!(query_labels(Some("labels=%zz")).is_err());
+    }
+
+    #[test]
+    fn named_ports_in_the_query() {
+        let (l, p) = query(Some("labels=app%3Dapi&ports=http%3D8080%2Cgrpc%3D9090")).unwrap();
+        assert_eq!(l.get("app").map(String::as_str), Some("api"));
+        assert_eq!(p.get("http"), Some(&8080));
+        assert_eq!(p.get("grpc"), Some(&9090));
+        assert!(query(Some("labels=app%3Dapi")).unwrap().1.is_empty());
+        assert!(query(Some("ports=http%3D0")).is_err());
+        assert!(query(Some("ports=http%3D1&ports=a%3D2")).is_err());
     }
 }

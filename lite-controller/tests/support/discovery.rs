@@ -249,13 +249,25 @@ impl Watch {
         client: Option<&ClientCert>,
         query: &str,
     ) -> Result<Watch, (u16, String)> {
+        Watch::open_path(addr, anchors_pem, client, &format!("{WATCH_PATH}?{query}"))
+    }
+
+    /// An NDJSON stream at `path` (with its query), opened paused: the
+    /// discovery watch, or the inbound-policy stream
+    /// (`INBOUND_POLICY_PATH?labels=…`, read with [`Watch::next_line`]).
+    pub fn open_path(
+        addr: SocketAddr,
+        anchors_pem: &str,
+        client: Option<&ClientCert>,
+        path: &str,
+    ) -> Result<Watch, (u16, String)> {
         let (resume, resumed) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, (u16, String)>>();
         let (line_tx, lines) = mpsc::channel();
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let anchors = anchors_pem.to_string();
         let client = client.cloned();
-        let path = format!("{WATCH_PATH}?{query}");
+        let path = path.to_string();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

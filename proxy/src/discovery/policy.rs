@@ -1,7 +1,8 @@
 //! The inbound-policy stream: at start (once the proxy has its
 //! certificate) the proxy asks the controller for the policy of its ports
-//! (`GET /v1/policy/inbound?labels=…`, its pod labels from
-//! `PIMESH_PROXY_POD_LABELS`; its namespace is its identity's) and keeps
+//! (`GET /v1/policy/inbound?labels=…&ports=…`, its pod labels from
+//! `PIMESH_PROXY_POD_LABELS` and named container ports from
+//! `PIMESH_PROXY_POD_PORTS`; its namespace is its identity's) and keeps
 //! the latest [`InboundPolicies`] that connections read. A port the policy
 //! does not select gets the default policy
 //! (`PIMESH_PROXY_INBOUND_DEFAULT_POLICY`), and so does every port until
@@ -44,13 +45,11 @@ enum StreamError {
 pub async fn run(
     client: Arc<Client>,
     labels: BTreeMap<String, String>,
+    ports: BTreeMap<String, u16>,
     policies: Arc<InboundPolicies>,
     shutdown: CancellationToken,
 ) {
-    let path = format!(
-        "{INBOUND_POLICY_PATH}?labels={}",
-        percent_encode(&labels_to_string(&labels))
-    );
+    let path = stream_path(&labels, &ports);
     let mut backoff = MIN_BACKOFF;
     loop {
         let mut got_event = false;
@@ -129,9 +128,40 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
+/// The stream's path and query (`ports` only when the pod names some).
+fn stream_path(labels: &BTreeMap<String, String>, ports: &BTreeMap<String, u16>) -> String {
+    let mut path = format!(
+        "{INBOUND_POLICY_PATH}?labels={}",
+        percent_encode(&labels_to_string(labels))
+    );
+    if !ports.is_empty() {
+        let ports: BTreeMap<String, String> = ports
+            .iter()
+            .map(|(n, p)| (n.clone(), p.to_string()))
+            .collect();
+        path.push_str("&ports=");
+        path.push_str(&percent_encode(&labels_to_string(&ports)));
+    }
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_ports_join_the_query() {
+        let labels: BTreeMap<String, String> = [("app".into(), "api".into())].into();
+        assert_eq!(
+            stream_path(&labels, &BTreeMap::new()),
+            "/v1/policy/inbound?labels=app%3Dapi"
+        );
+        let ports: BTreeMap<String, u16> = [("http".into(), 8080), ("grpc".into(), 9090)].into();
+        assert_eq!(
+            stream_path(&labels, &ports),
+            "/v1/policy/inbound?labels=app%3Dapi&ports=grpc%3D9090%2Chttp%3D8080"
+        );
+    }
 
     #[test]
     fn labels_are_percent_encoded() {
