@@ -18,6 +18,8 @@
 //! Names follow Kubernetes Service DNS: `web`, `web.ns`, `web.ns.svc`,
 //! `web.ns.svc.cluster.local` (see [`ServiceName`]).
 
+pub mod route;
+
 use crate::identity::Identity;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -246,6 +248,11 @@ pub struct Resolution {
     /// The service's resilience settings.
     #[serde(default)]
     pub policy: ServicePolicy,
+    /// The service's outbound HTTP routes (`HTTPRoute`s whose parentRef is
+    /// it); empty: every request goes to the service itself. Absent for
+    /// older controllers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<route::HttpRoute>,
 }
 
 /// Kind of a [`WatchEvent`] (Kubernetes watch event types).
