@@ -98,7 +98,8 @@ fn older_routes_come_first() {
 
 #[test]
 fn bad_routes_are_refused_with_the_field_named() {
-    let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|d| d["apiVersion"] = json!("policy.pimesh.io/v1alpha1")),
             "apiVersion",
