@@ -186,7 +186,7 @@ async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Res
         return services::handle(&ctx.registry, req).await;
     }
     if policies::owns(&path) {
-        return policies::handle(&ctx.policies, ctx.kube.is_some(), req).await;
+        return policies::handle(&ctx.policies, &ctx.registry, ctx.kube.is_some(), req).await;
     }
     let token_id = path.strip_prefix("/v1/tokens/").map(str::to_string);
     match (&method, path.as_str()) {

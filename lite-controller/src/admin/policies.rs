@@ -10,6 +10,7 @@
 //! | `DELETE /v1/policies/{ns}/{kind}/{name}` | → [`ApplyResult`] `deleted` (404 unknown) |
 
 use crate::policy::stored::{ApplyError, Policies};
+use crate::registry::Registry;
 use crate::rest::{self, Body};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -33,14 +34,30 @@ pub fn owns(path: &str) -> bool {
     path == POLICIES_PATH || path.starts_with("/v1/policies/")
 }
 
+/// Every resource's status; an `HTTPRoute` naming a Service (port) the
+/// registry does not have is not applied.
+fn list(
+    p: &Policies,
+    registry: &Registry,
+) -> Result<Vec<crate::policy::index::PolicyStatus>, crate::store::Error> {
+    let mut list = p.list()?;
+    crate::policy::outbound::mark_unregistered(&mut list, &p.resources()?, |ns, name, port| {
+        registry
+            .service(ns, name)
+            .is_some_and(|s| port.is_none_or(|p| s.ports.contains(&p)))
+    });
+    Ok(list)
+}
+
 fn store_failed(e: impl std::fmt::Display) -> Response<Body> {
     rest::error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
 }
 
 /// Serves one request on a path [`owns`] says is ours; `kube_mode` refuses
-/// changes.
+/// changes. `registry` tells which Services an `HTTPRoute` names exist.
 pub async fn handle(
     policies: &Arc<Policies>,
+    registry: &Arc<Registry>,
     kube_mode: bool,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -53,10 +70,10 @@ pub async fn handle(
             "in Kubernetes mode policies are resources of the API server: use kubectl apply",
         );
     }
-    let p = policies.clone();
+    let (p, reg) = (policies.clone(), registry.clone());
     if path == POLICIES_PATH {
         return match method {
-            Method::GET => match tokio::task::spawn_blocking(move || p.list()).await {
+            Method::GET => match tokio::task::spawn_blocking(move || list(&p, &reg)).await {
                 Ok(Ok(list)) => rest::json(StatusCode::OK, &list),
                 Ok(Err(e)) => store_failed(crate::error_chain(&e)),
                 Err(e) => store_failed(e),
