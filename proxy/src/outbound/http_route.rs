@@ -60,7 +60,16 @@ pub struct Rule {
     per_try_timeout: Option<Duration>,
     /// Retries from the annotations: the limit and the retried HTTP
     /// statuses and gRPC codes, parsed.
-    retry: Option<(u32, Vec<(u16, u16)>, Vec<u32>)>,
+    retry: Option<Retry>,
+}
+
+/// A rule's retries: the limit, the retried HTTP status ranges and gRPC
+/// codes.
+#[derive(Debug)]
+struct Retry {
+    limit: u32,
+    http: Vec<(u16, u16)>,
+    grpc: Vec<u32>,
 }
 
 /// What a rule's backend pick gave.
@@ -203,10 +212,10 @@ impl Rule {
         let mut p = base.clone();
         p.timeout = self.timeout.or(p.timeout);
         p.per_try_timeout = self.per_try_timeout.or(p.per_try_timeout);
-        if let Some((limit, http, grpc)) = &self.retry {
-            p.retry_limit = *limit;
-            p.retry_http.clone_from(http);
-            p.retry_grpc.clone_from(grpc);
+        if let Some(r) = &self.retry {
+            p.retry_limit = r.limit;
+            p.retry_http.clone_from(&r.http);
+            p.retry_grpc.clone_from(&r.grpc);
         }
         Cow::Owned(p)
     }
@@ -214,12 +223,12 @@ impl Rule {
 
 /// The annotations' retries, parsed (the controller checked them; what
 /// does not parse is dropped).
-fn retry(r: &RouteRetry) -> (u32, Vec<(u16, u16)>, Vec<u32>) {
-    (
-        r.limit.min(10),
-        parse_http_classes(&r.http).unwrap_or_default(),
-        parse_grpc_codes(&r.grpc).unwrap_or_default(),
-    )
+fn retry(r: &RouteRetry) -> Retry {
+    Retry {
+        limit: r.limit.min(10),
+        http: parse_http_classes(&r.http).unwrap_or_default(),
+        grpc: parse_grpc_codes(&r.grpc).unwrap_or_default(),
+    }
 }
 
 /// Sends `req`, addressed to `parent` (which has `table`), by its routes.
