@@ -16,7 +16,9 @@
 //! ([`Routes`]: the `HTTPRoute`s whose parent it is); a change of them
 //! re-resolves the watch as a registry change does. Route changes do not
 //! move the registry revision, so a watch resumed for a service that has
-//! routes always gets its whole state (`MODIFIED`), never a `BOOKMARK`.
+//! routes always gets its whole state (`MODIFIED`), never a `BOOKMARK`
+//! (and a proxy holding routes resumes without a revision, so that it
+//! learns of routes removed while it was away).
 
 use super::model::key;
 use super::Registry;
@@ -474,5 +476,45 @@ mod tests {
             next_event(&known, &unknown).unwrap().kind,
             EventType::Deleted
         );
+    }
+
+    #[test]
+    fn routes_ride_with_a_known_services_resolution() {
+        let (_tx, rx) = tokio::sync::watch::channel(vec![HttpRoute {
+            name: "shop/r".into(),
+            rules: vec![],
+        }]);
+        let routes = Routes {
+            changes: rx,
+            of: |v: &Vec<HttpRoute>, ns: &str, name: &str, port: u16| {
+                if (ns, name, port) == ("shop", "web", 80) {
+                    v.clone()
+                } else {
+                    vec![]
+                }
+            },
+        };
+        let known = Snapshot {
+            resolution: Resolution {
+                exists: true,
+                service: Some("web.shop.svc.cluster.local".into()),
+                port: 80,
+                ..Default::default()
+            },
+            revision: 9,
+            modified: 5,
+        };
+        let s = routes.attach(known.clone());
+        assert_eq!(s.resolution.routes.len(), 1);
+        // Resumed: the whole state, since routes do not move revisions.
+        assert_eq!(first_event(&s, Some(5)).kind, EventType::Modified);
+        let mut other_port = known.clone();
+        other_port.resolution.port = 81;
+        let s = routes.attach(other_port);
+        assert!(s.resolution.routes.is_empty());
+        assert_eq!(first_event(&s, Some(5)).kind, EventType::Bookmark);
+        let mut unknown = known;
+        unknown.resolution.exists = false;
+        assert!(routes.attach(unknown).resolution.routes.is_empty());
     }
 }
