@@ -8,8 +8,8 @@
 
 use super::super::validate::{dns_label, invalid, Invalid};
 use super::{
-    HTTPRoute, HTTPRouteMatch, PathMatchType, ValueMatchType, RETRY_GRPC, RETRY_HTTP, RETRY_LIMIT,
-    RETRY_TIMEOUT,
+    HTTPBackendRef, HTTPRoute, HTTPRouteMatch, HTTPValueMatch, ParentReference, PathMatchType,
+    ValueMatchType, RETRY_GRPC, RETRY_HTTP, RETRY_LIMIT, RETRY_TIMEOUT,
 };
 use crate::registry::validate::policy as service_policy;
 use pimesh_api::discovery::route::RouteRetry;
@@ -20,10 +20,10 @@ use std::time::Duration;
 /// Gateway API's limits: parentRefs, rules, matches per rule, headers or
 /// query parameters per match, backendRefs per rule.
 const MAX_PARENTS: usize = 32;
-const MAX_RULES: usize = 16;
-const MAX_MATCHES: usize = 64;
-const MAX_CONDITIONS: usize = 16;
-const MAX_BACKENDS: usize = 16;
+pub(crate) const MAX_RULES: usize = 16;
+pub(crate) const MAX_MATCHES: usize = 64;
+pub(crate) const MAX_CONDITIONS: usize = 16;
+pub(crate) const MAX_BACKENDS: usize = 16;
 /// Largest backend weight (Gateway API).
 pub const MAX_WEIGHT: i32 = 1_000_000;
 /// Most retries a route may ask for.
@@ -168,29 +168,7 @@ pub(crate) fn core_group(group: Option<&str>) -> bool {
 pub fn http_route(r: &HTTPRoute) -> Result<(), Invalid> {
     retry(r.metadata.annotations.as_ref())?;
     let s = &r.spec;
-    let parents = s.parent_refs.as_deref().unwrap_or_default();
-    if parents.is_empty() || parents.len() > MAX_PARENTS {
-        return Err(invalid(
-            "spec.parentRefs",
-            format!("needs 1 to {MAX_PARENTS} parents (a route without one attaches to nothing)"),
-        ));
-    }
-    for (i, p) in parents.iter().enumerate() {
-        let f = format!("spec.parentRefs[{i}]");
-        if p.kind.as_deref() != Some("Service") || !core_group(p.group.as_deref()) {
-            return Err(invalid(
-                format!("{f}.kind"),
-                format!(
-                    "{:?} in group {:?}: pimesh supports Service parents (group \"\", kind \
-                     Service), outbound routes",
-                    p.kind.as_deref().unwrap_or("Gateway"),
-                    p.group.as_deref().unwrap_or("gateway.networking.k8s.io")
-                ),
-            ));
-        }
-        name_and_namespace(&f, &p.name, p.namespace.as_deref())?;
-        port(&format!("{f}.port"), p.port)?;
-    }
+    parent_refs(s.parent_refs.as_deref())?;
     let rules = s.rules.as_deref().unwrap_or_default();
     if rules.len() > MAX_RULES {
         return Err(invalid("spec.rules", format!("at most {MAX_RULES} rules")));
@@ -221,34 +199,7 @@ pub fn http_route(r: &HTTPRoute) -> Result<(), Invalid> {
             ));
         }
         for (j, b) in backends.iter().enumerate() {
-            let bf = format!("{f}.backendRefs[{j}]");
-            let kind = b.kind.as_deref().unwrap_or("Service");
-            if kind != "Service" || !b.group.as_deref().is_none_or(|g| core_group(Some(g))) {
-                return Err(invalid(
-                    format!("{bf}.kind"),
-                    format!("{kind:?}: backends are Services (group \"\", kind Service)"),
-                ));
-            }
-            name_and_namespace(&bf, &b.name, b.namespace.as_deref())?;
-            if b.port.is_none() {
-                return Err(invalid(
-                    format!("{bf}.port"),
-                    "a Service backend needs its port (Gateway API)",
-                ));
-            }
-            port(&format!("{bf}.port"), b.port)?;
-            if let Some(w) = b.weight.filter(|w| !(0..=MAX_WEIGHT).contains(w)) {
-                return Err(invalid(
-                    format!("{bf}.weight"),
-                    format!("{w} is not a weight from 0 to {MAX_WEIGHT}"),
-                ));
-            }
-            if !b.filters.as_deref().unwrap_or_default().is_empty() {
-                return Err(invalid(
-                    format!("{bf}.filters"),
-                    "filters are not supported yet",
-                ));
-            }
+            backend_ref(&format!("{f}.backendRefs[{j}]"), b)?;
         }
         if let Some(t) = &rule.timeouts {
             let d = |name: &str, v: Option<&str>| {
@@ -267,6 +218,67 @@ pub fn http_route(r: &HTTPRoute) -> Result<(), Invalid> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// A route's parents: 1 to 32 Services.
+pub(crate) fn parent_refs(parents: Option<&[ParentReference]>) -> Result<(), Invalid> {
+    let parents = parents.unwrap_or_default();
+    if parents.is_empty() || parents.len() > MAX_PARENTS {
+        return Err(invalid(
+            "spec.parentRefs",
+            format!("needs 1 to {MAX_PARENTS} parents (a route without one attaches to nothing)"),
+        ));
+    }
+    for (i, p) in parents.iter().enumerate() {
+        let f = format!("spec.parentRefs[{i}]");
+        if p.kind.as_deref() != Some("Service") || !core_group(p.group.as_deref()) {
+            return Err(invalid(
+                format!("{f}.kind"),
+                format!(
+                    "{:?} in group {:?}: pimesh supports Service parents (group \"\", kind \
+                     Service), outbound routes",
+                    p.kind.as_deref().unwrap_or("Gateway"),
+                    p.group.as_deref().unwrap_or("gateway.networking.k8s.io")
+                ),
+            ));
+        }
+        name_and_namespace(&f, &p.name, p.namespace.as_deref())?;
+        port(&format!("{f}.port"), p.port)?;
+    }
+    Ok(())
+}
+
+/// One backend (field `f`): a Service with a port, a weight in range, no
+/// filters.
+pub(crate) fn backend_ref(f: &str, b: &HTTPBackendRef) -> Result<(), Invalid> {
+    let kind = b.kind.as_deref().unwrap_or("Service");
+    if kind != "Service" || !b.group.as_deref().is_none_or(|g| core_group(Some(g))) {
+        return Err(invalid(
+            format!("{f}.kind"),
+            format!("{kind:?}: backends are Services (group \"\", kind Service)"),
+        ));
+    }
+    name_and_namespace(f, &b.name, b.namespace.as_deref())?;
+    if b.port.is_none() {
+        return Err(invalid(
+            format!("{f}.port"),
+            "a Service backend needs its port (Gateway API)",
+        ));
+    }
+    port(&format!("{f}.port"), b.port)?;
+    if let Some(w) = b.weight.filter(|w| !(0..=MAX_WEIGHT).contains(w)) {
+        return Err(invalid(
+            format!("{f}.weight"),
+            format!("{w} is not a weight from 0 to {MAX_WEIGHT}"),
+        ));
+    }
+    if !b.filters.as_deref().unwrap_or_default().is_empty() {
+        return Err(invalid(
+            format!("{f}.filters"),
+            "filters are not supported yet",
+        ));
     }
     Ok(())
 }
@@ -314,37 +326,40 @@ fn route_match(f: &str, m: &HTTPRouteMatch) -> Result<(), Invalid> {
             }
         }
     }
-    for (name, list) in [("headers", &m.headers), ("queryParams", &m.query_params)] {
-        let list = list.as_deref().unwrap_or_default();
-        if list.len() > MAX_CONDITIONS {
-            return Err(invalid(
-                format!("{f}.{name}"),
-                format!("at most {MAX_CONDITIONS} conditions"),
-            ));
-        }
-        for (k, c) in list.iter().enumerate() {
-            if c.kind == Some(ValueMatchType::RegularExpression) {
-                return Err(invalid(
-                    format!("{f}.{name}[{k}].type"),
-                    "RegularExpression is not supported (Exact)",
-                ));
-            }
-            let token = !c.name.is_empty()
-                && c.name.len() <= 256
-                && http::HeaderName::from_bytes(c.name.as_bytes()).is_ok();
-            if !token {
-                return Err(invalid(
-                    format!("{f}.{name}[{k}].name"),
-                    format!("{:?} is not a header or parameter name", c.name),
-                ));
-            }
-        }
-    }
+    value_matches(&format!("{f}.headers"), m.headers.as_deref())?;
+    value_matches(&format!("{f}.queryParams"), m.query_params.as_deref())?;
     if let Some(method) = &m.method {
         if !METHODS.contains(&method.as_str()) {
             return Err(invalid(
                 format!("{f}.method"),
                 format!("{method:?} is not one of {}", METHODS.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Header or query parameter conditions (field `f`): at most 16, `Exact`,
+/// each name a header token.
+pub(crate) fn value_matches(f: &str, list: Option<&[HTTPValueMatch]>) -> Result<(), Invalid> {
+    let list = list.unwrap_or_default();
+    if list.len() > MAX_CONDITIONS {
+        return Err(invalid(f, format!("at most {MAX_CONDITIONS} conditions")));
+    }
+    for (k, c) in list.iter().enumerate() {
+        if c.kind == Some(ValueMatchType::RegularExpression) {
+            return Err(invalid(
+                format!("{f}[{k}].type"),
+                "RegularExpression is not supported (Exact)",
+            ));
+        }
+        let token = !c.name.is_empty()
+            && c.name.len() <= 256
+            && http::HeaderName::from_bytes(c.name.as_bytes()).is_ok();
+        if !token {
+            return Err(invalid(
+                format!("{f}[{k}].name"),
+                format!("{:?} is not a header or parameter name", c.name),
             ));
         }
     }
