@@ -4,7 +4,8 @@
 //! authorization-policy) so that a Linkerd manifest ports by changing its
 //! API group: [`Server`], [`AuthorizationPolicy`], [`MeshTLSAuthentication`],
 //! [`NetworkAuthentication`], [`HTTPLocalRateLimitPolicy`]; and Gateway
-//! API's [`HTTPRoute`] (`gateway.networking.k8s.io/v1`) for outbound routes.
+//! API's [`HTTPRoute`] and `GRPCRoute` (`gateway.networking.k8s.io/v1`) for
+//! outbound routes.
 //!
 //! Layout:
 //! - `refs`: the groups, references and label selector the kinds share.
@@ -14,6 +15,7 @@
 //! - `ratelimit`: `HTTPLocalRateLimitPolicy`.
 //! - `httproute`: Gateway API's `HTTPRoute` (outbound routes, traffic
 //!   split, timeouts, retry annotations) and its checks.
+//! - `grpcroute`: Gateway API's `GRPCRoute`, on `httproute`'s parts.
 //! - `outbound`: the routes of one Service, for its discovery watch.
 //! - `resource`: [`Resource`], one document of any kind, parsed and checked.
 //! - `validate`: what the CRD schema cannot say, each error naming its field.
@@ -26,6 +28,7 @@
 pub mod authn;
 pub mod authz;
 pub mod crd;
+pub mod grpcroute;
 pub mod httproute;
 pub mod inbound;
 pub mod index;

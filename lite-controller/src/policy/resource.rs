@@ -1,10 +1,11 @@
-//! One policy resource of any of the six kinds, from a YAML/JSON document:
+//! One policy resource of any of the seven kinds, from a YAML/JSON document:
 //! [`Resource::parse`] checks the API group and kind, deserialises (a type
 //! error names its field's path, through `serde_path_to_error`) and
 //! [`validate`]s.
 
 use super::authn::{MeshTLSAuthentication, NetworkAuthentication};
 use super::authz::AuthorizationPolicy;
+use super::grpcroute::{self, GRPCRoute};
 use super::httproute::{self, HTTPRoute, GATEWAY_VERSION};
 use super::ratelimit::HTTPLocalRateLimitPolicy;
 use super::refs::{GATEWAY_GROUP, GROUP, LINKERD_GROUP, VERSION};
@@ -13,7 +14,7 @@ use super::validate::{self as rules, dns_label, dns_subdomain, invalid, Invalid}
 use serde::de::DeserializeOwned;
 use std::fmt;
 
-/// One policy resource, of any of the six kinds.
+/// One policy resource, of any of the seven kinds.
 #[derive(Debug, Clone)]
 pub enum Resource {
     /// A `Server`.
@@ -28,16 +29,19 @@ pub enum Resource {
     HTTPLocalRateLimitPolicy(HTTPLocalRateLimitPolicy),
     /// A Gateway API `HTTPRoute` (`gateway.networking.k8s.io/v1`).
     HTTPRoute(HTTPRoute),
+    /// A Gateway API `GRPCRoute` (`gateway.networking.k8s.io/v1`).
+    GRPCRoute(GRPCRoute),
 }
 
 /// The kinds [`Resource::parse`] takes.
-pub const KINDS: [&str; 6] = [
+pub const KINDS: [&str; 7] = [
     "Server",
     "AuthorizationPolicy",
     "MeshTLSAuthentication",
     "NetworkAuthentication",
     "HTTPLocalRateLimitPolicy",
     "HTTPRoute",
+    "GRPCRoute",
 ];
 
 impl Resource {
@@ -46,7 +50,8 @@ impl Resource {
     /// # Errors
     ///
     /// [`Invalid`] naming `apiVersion` (not `policy.pimesh.io/v1alpha1`,
-    /// or `gateway.networking.k8s.io/v1` for an `HTTPRoute`; Linkerd's
+    /// or `gateway.networking.k8s.io/v1` for an `HTTPRoute` or a
+    /// `GRPCRoute`; Linkerd's
     /// group is named as such), `kind` (not one of [`KINDS`]),
     /// `metadata.name` (missing or not a DNS subdomain), the field of a
     /// type error (`spec.proxyProtocol: unknown variant …`), or the first
@@ -54,7 +59,7 @@ impl Resource {
     pub fn parse(doc: serde_json::Value) -> Result<Resource, Invalid> {
         let api_version = doc["apiVersion"].as_str().unwrap_or_default();
         let expected = match doc["kind"].as_str() {
-            Some("HTTPRoute") => format!("{GATEWAY_GROUP}/{GATEWAY_VERSION}"),
+            Some("HTTPRoute" | "GRPCRoute") => format!("{GATEWAY_GROUP}/{GATEWAY_VERSION}"),
             _ => format!("{GROUP}/{VERSION}"),
         };
         if api_version != expected {
@@ -87,6 +92,7 @@ impl Resource {
             "NetworkAuthentication" => Resource::NetworkAuthentication(typed(doc)?),
             "HTTPLocalRateLimitPolicy" => Resource::HTTPLocalRateLimitPolicy(typed(doc)?),
             "HTTPRoute" => Resource::HTTPRoute(typed(doc)?),
+            "GRPCRoute" => Resource::GRPCRoute(typed(doc)?),
             other => {
                 return Err(invalid(
                     "kind",
@@ -107,6 +113,7 @@ impl Resource {
             Resource::NetworkAuthentication(_) => KINDS[3],
             Resource::HTTPLocalRateLimitPolicy(_) => KINDS[4],
             Resource::HTTPRoute(_) => KINDS[5],
+            Resource::GRPCRoute(_) => KINDS[6],
         }
     }
 
@@ -118,6 +125,7 @@ impl Resource {
             Resource::NetworkAuthentication(r) => &r.metadata,
             Resource::HTTPLocalRateLimitPolicy(r) => &r.metadata,
             Resource::HTTPRoute(r) => &r.metadata,
+            Resource::GRPCRoute(r) => &r.metadata,
         }
     }
 
@@ -141,6 +149,7 @@ impl Resource {
             Resource::NetworkAuthentication(r) => serde_json::to_value(r),
             Resource::HTTPLocalRateLimitPolicy(r) => serde_json::to_value(r),
             Resource::HTTPRoute(r) => serde_json::to_value(r),
+            Resource::GRPCRoute(r) => serde_json::to_value(r),
         };
         // These types serialise to JSON without fail (string keys only).
         v.unwrap_or_default()
@@ -168,6 +177,7 @@ pub fn validate(r: &Resource) -> Result<(), Invalid> {
         Resource::NetworkAuthentication(n) => rules::network(&n.spec),
         Resource::HTTPLocalRateLimitPolicy(l) => rules::rate_limit(&l.spec),
         Resource::HTTPRoute(h) => httproute::validate::http_route(h),
+        Resource::GRPCRoute(g) => grpcroute::validate(g),
     }
 }
 

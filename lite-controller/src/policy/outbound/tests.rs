@@ -205,3 +205,57 @@ fn unregistered_parents_and_backends_are_not_applied() {
     mark_unregistered(&mut list, &all, |_, _, _| true);
     assert!(list[0].applied);
 }
+
+fn grpc_example(edit: impl FnOnce(&mut Value)) -> Result<Resource, Invalid> {
+    let path = format!(
+        "{}/../examples/routes/grpcroute.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut doc);
+    Resource::parse(doc)
+}
+
+#[test]
+fn a_grpc_route_matches_on_the_path_of_its_service_and_method() {
+    let r = grpc_example(|_| {}).unwrap();
+    assert_eq!(r.kind(), "GRPCRoute");
+    let all = [r];
+    let routes = routes_for(&all, "shop", "cart", 8080);
+    assert_eq!(routes.len(), 1);
+    let rules = &routes[0].rules;
+    assert_eq!(
+        rules[0].matches[0].path,
+        Some(PathMatch::Exact("/shop.Cart/Checkout".into()))
+    );
+    assert_eq!(rules[0].backends[0].service, "cart-v2.shop");
+    assert_eq!(
+        rules[1].matches[0].path,
+        Some(PathMatch::PathPrefix("/shop.Cart".into()))
+    );
+    assert_eq!(rules[1].retry.as_ref().unwrap().grpc, ["unavailable"]);
+    assert!(routes_for(&all, "shop", "cart", 80).is_empty());
+    let mut list = crate::policy::index::statuses(&all);
+    mark_unregistered(&mut list, &all, |_, name, _| name != "cart-v1");
+    assert_eq!(
+        list[0].reason.as_deref(),
+        Some("backend Service shop/cart-v1 port 8080 not registered")
+    );
+    let field = |edit: fn(&mut Value)| grpc_example(edit).unwrap_err().field;
+    assert_eq!(
+        field(|d| d["spec"]["rules"][0]["matches"][0]["method"]["service"] = Value::Null),
+        "spec.rules[0].matches[0].method.service"
+    );
+    assert_eq!(
+        field(|d| d["spec"]["rules"][0]["matches"][0]["method"]["method"] = json!("Check out")),
+        "spec.rules[0].matches[0].method.method"
+    );
+    assert_eq!(
+        field(|d| d["spec"]["rules"][1]["backendRefs"][0]["kind"] = json!("Pod")),
+        "spec.rules[1].backendRefs[0].kind"
+    );
+    assert_eq!(
+        field(|d| d["metadata"]["annotations"]["retry.pimesh.io/grpc"] = json!("sad")),
+        "metadata.annotations[retry.pimesh.io/grpc]"
+    );
+}
