@@ -191,3 +191,53 @@ fn the_retry_annotations_turn_a_503_into_a_200() {
     );
     assert!(after > before, "{}", client.metrics());
 }
+
+const GRPC: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: cart-checkout
+spec:
+  parentRefs:
+    - {group: "", kind: Service, name: web, port: 80}
+  rules:
+    - matches:
+        - method: {service: shop.Cart, method: Checkout}
+      backendRefs:
+        - {name: checkout, port: 80}
+    - matches:
+        - method: {service: shop.Cart}
+      backendRefs:
+        - {name: cart, port: 80}
+"#;
+
+#[test]
+fn a_grpc_route_sends_by_service_and_method() {
+    let ctl = Controller::start(&[]);
+    let dir = TempDir::new("routes-grpc");
+    let (parent, cart, checkout) = (
+        Backend::start("web"),
+        Backend::start("cart"),
+        Backend::start("checkout"),
+    );
+    service_add(&ctl, "web", 80, &[parent.addr], &[]);
+    service_add(&ctl, "cart", 80, &[cart.addr], &[]);
+    service_add(&ctl, "checkout", 80, &[checkout.addr], &[]);
+    apply(&ctl, &dir, GRPC);
+    let client = client_proxy(&ctl, &[]);
+    let mut c = ProxyClient::new(client.outbound);
+    // The paths gRPC calls travel on (HTTP/1 here: the backends are
+    // plain HTTP servers; routing looks at the path only).
+    let mut call = |path: &str| match c.request("POST", "web", path, b"") {
+        Ok(a) => (a.status, String::from_utf8_lossy(&a.body).into_owned()),
+        Err(e) => (0, e),
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || call("/shop.Cart/Add").1
+            == "cart"),
+        "the route reaches the proxy"
+    );
+    assert_eq!(call("/shop.Cart/Checkout"), (200, "checkout".into()));
+    assert_eq!(call("/shop.Cart/Checkout2"), (200, "cart".into()));
+    assert_eq!(call("/shop.Other/Add").0, 404);
+}
