@@ -2,7 +2,7 @@
 //! ([`Dst`]: its balancer, policy and labels), built from the controller's
 //! resolutions by [`DstBuilder`], endpoint state carried over.
 
-use super::http_route::RouteTable;
+use super::http_route::table::RouteTable;
 use super::policy::Policy;
 use crate::balance::breaker::{Params, Transition};
 use crate::balance::{Balancer, Endpoint, PickError};
