@@ -18,6 +18,8 @@
 //! Names follow Kubernetes Service DNS: `web`, `web.ns`, `web.ns.svc`,
 //! `web.ns.svc.cluster.local` (see [`ServiceName`]).
 
+pub mod route;
+
 use crate::identity::Identity;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -246,6 +248,11 @@ pub struct Resolution {
     /// The service's resilience settings.
     #[serde(default)]
     pub policy: ServicePolicy,
+    /// The service's outbound HTTP routes (`HTTPRoute`s whose parentRef is
+    /// it); empty: every request goes to the service itself. Absent for
+    /// older controllers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<route::HttpRoute>,
 }
 
 /// Kind of a [`WatchEvent`] (Kubernetes watch event types).
@@ -417,9 +424,40 @@ mod tests {
                     timeout_ms: Some(2000),
                     ..Default::default()
                 },
+                routes: vec![route::HttpRoute {
+                    name: "shop/split".into(),
+                    rules: vec![route::RouteRule {
+                        matches: vec![route::RouteMatch {
+                            path: Some(route::PathMatch::PathPrefix("/api".into())),
+                            ..Default::default()
+                        }],
+                        backends: vec![route::Backend {
+                            service: "web-v2.shop".into(),
+                            port: Some(80),
+                            weight: 10,
+                        }],
+                        timeout_ms: Some(200),
+                        ..Default::default()
+                    }],
+                }],
             }),
         };
         let line = serde_json::to_string(&ev).unwrap();
+        assert!(
+            line.contains(r#""path":{"type":"PathPrefix","value":"/api"}"#),
+            "{line}"
+        );
+        // Without routes the field is left out, as older peers send it.
+        let plain = Resolution {
+            exists: true,
+            ..Default::default()
+        };
+        let plain_line = serde_json::to_string(&plain).unwrap();
+        assert!(!plain_line.contains("routes"), "{plain_line}");
+        assert_eq!(
+            serde_json::from_str::<Resolution>(&plain_line).unwrap(),
+            plain
+        );
         assert!(
             line.starts_with(r#"{"type":"ADDED","revision":7,"object":{"exists":true"#),
             "{line}"

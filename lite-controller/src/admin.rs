@@ -192,6 +192,7 @@ async fn handle(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Res
         return policies::handle(
             &ctx.policies,
             &ctx.policy_snapshots,
+            &ctx.registry,
             ctx.kube.is_some(),
             req,
         )

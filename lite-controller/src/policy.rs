@@ -3,7 +3,9 @@
 //! `charts/linkerd-crds/templates/policy/*.yaml`; linkerd.io/2/reference/
 //! authorization-policy) so that a Linkerd manifest ports by changing its
 //! API group: [`Server`], [`AuthorizationPolicy`], [`MeshTLSAuthentication`],
-//! [`NetworkAuthentication`], [`HTTPLocalRateLimitPolicy`].
+//! [`NetworkAuthentication`], [`HTTPLocalRateLimitPolicy`]; and Gateway
+//! API's [`HTTPRoute`] and `GRPCRoute` (`gateway.networking.k8s.io/v1`) for
+//! outbound routes.
 //!
 //! Layout:
 //! - `refs`: the groups, references and label selector the kinds share.
@@ -11,6 +13,10 @@
 //! - `authz`: `AuthorizationPolicy` (target, required authentications).
 //! - `authn`: `MeshTLSAuthentication`, `NetworkAuthentication`.
 //! - `ratelimit`: `HTTPLocalRateLimitPolicy`.
+//! - `httproute`: Gateway API's `HTTPRoute` (outbound routes, traffic
+//!   split, timeouts, retry annotations) and its checks.
+//! - `grpcroute`: Gateway API's `GRPCRoute`, on `httproute`'s parts.
+//! - `outbound`: the routes of one Service, for its discovery watch.
 //! - `resource`: [`Resource`], one document of any kind, parsed and checked.
 //! - `validate`: what the CRD schema cannot say, each error naming its field.
 //! - `index`: which stored resources take effect, and why not.
@@ -26,8 +32,11 @@
 pub mod authn;
 pub mod authz;
 pub mod crd;
+pub mod grpcroute;
+pub mod httproute;
 pub mod inbound;
 pub mod index;
+pub mod outbound;
 pub mod ports;
 pub mod ratelimit;
 pub mod refs;
@@ -42,6 +51,7 @@ pub use authn::{
     NetworkAuthenticationSpec,
 };
 pub use authz::{AuthorizationPolicy, AuthorizationPolicySpec};
+pub use httproute::{HTTPRoute, HTTPRouteSpec};
 pub use ratelimit::{HTTPLocalRateLimitPolicy, HTTPLocalRateLimitPolicySpec};
 pub use refs::{
     LabelSelector, LabelSelectorRequirement, ObjectRef, SelectorOperator, TargetRef, GATEWAY_GROUP,

@@ -250,6 +250,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             tokens,
             watch_slots: Arc::new(tokio::sync::Semaphore::new(config.max_watches)),
             metrics: metrics.discovery.clone(),
+            policies: policies.clone(),
         }),
     });
     let admin_ctx = Arc::new(admin::Ctx {

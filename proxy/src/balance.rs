@@ -18,7 +18,7 @@
 //! compared first, see [`Balancer::pick_connection`]).
 
 pub mod breaker;
-mod random;
+pub(crate) mod random;
 
 use crate::config::MeshDestination;
 use crate::metrics::TargetLabels;

@@ -295,13 +295,14 @@ async fn stream(
     revision: &mut Option<u64>,
     got_event: &mut bool,
 ) -> Result<Ended, StreamError> {
+    // Routes do not move the registry revision: a destination holding
+    // routes resumes without one, so that it gets its whole state (a
+    // route removed meanwhile included).
+    let has_routes = tx.borrow().as_ref().is_some_and(|d| d.routes.is_some());
+    let resume = revision.filter(|_| !has_routes);
     let rsp = d
         .client
-        .send(
-            http::Method::GET,
-            &key.query(*revision),
-            bytes::Bytes::new(),
-        )
+        .send(http::Method::GET, &key.query(resume), bytes::Bytes::new())
         .await?;
     let mut body = rsp.into_body();
     let mut buf = BytesMut::new();

@@ -24,9 +24,9 @@ use crate::connect::pool::{Upstream, H2_CONN_WINDOW, H2_MAX_SEND_BUF, H2_STREAM_
 use crate::ctx::Ctx;
 use crate::detect::Protocol;
 use crate::metrics::{ConnectionSeries, Direction, RequestLabels, RequestMetrics, TargetLabels};
-use crate::outbound::balanced;
 use crate::outbound::loop_guard;
 use crate::outbound::route::{self, Route};
+use crate::outbound::{balanced, http_route};
 use crate::target::Target;
 use body::ResponseBody;
 use error::{respond, Error};
@@ -278,8 +278,13 @@ impl Service {
             let start = std::time::Instant::now();
             match route::route_http(&self.ctx.config, d, self.target, authority.as_ref()).await {
                 Route::Balanced(dst) => {
-                    let rsp =
-                        balanced::forward(&self.forwarder(), dst, req, authority, start).await;
+                    let f = self.forwarder();
+                    let rsp = match &dst.routes {
+                        Some(t) => {
+                            http_route::forward(&f, d, dst.clone(), t, req, authority, start).await
+                        }
+                        None => balanced::forward(&f, dst, None, req, authority, start).await,
+                    };
                     return Ok(rsp);
                 }
                 Route::Refuse(refusal) => {

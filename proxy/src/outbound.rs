@@ -6,7 +6,9 @@
 //!
 //! Layout, in the order a request meets them: `route` (where it goes,
 //! with discovery), `loop_guard` (explicit mode never targets the proxy
-//! itself), `balanced` (an HTTP request to a service, a try per
+//! itself), `http_route` (a service's HTTPRoutes: the matching rule, a
+//! backend by weight, the rule's timeouts and retries; its `table` is the
+//! routes as a `Dst` holds them), `balanced` (an HTTP request to a service, a try per
 //! endpoint), `retry` (the retry budget), `tcp` (balanced opaque TCP and the
 //! `PIMESH_PROXY_TCP_UPSTREAMS` listeners); beside them `dst` (a watched
 //! destination's balancer and labels) and `policy` (its resilience
@@ -14,6 +16,7 @@
 
 pub mod balanced;
 pub mod dst;
+pub mod http_route;
 pub mod loop_guard;
 pub mod policy;
 pub mod retry;

@@ -12,6 +12,7 @@
 
 use crate::policy::snapshot::Snapshots;
 use crate::policy::stored::{ApplyError, Policies};
+use crate::registry::Registry;
 use crate::rest::{self, Body};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -35,16 +36,32 @@ pub fn owns(path: &str) -> bool {
     path == POLICIES_PATH || path.starts_with("/v1/policies/")
 }
 
+/// Every resource of the streams' latest snapshot and whether it takes
+/// effect; an `HTTPRoute` naming a Service (port) the registry does not
+/// have is not applied.
+fn list(snapshots: &Snapshots, registry: &Registry) -> Vec<crate::policy::index::PolicyStatus> {
+    let snapshot = snapshots.latest();
+    let mut list = crate::policy::index::statuses(&snapshot.resources);
+    crate::policy::outbound::mark_unregistered(&mut list, &snapshot.resources, |ns, name, port| {
+        registry
+            .service(ns, name)
+            .is_some_and(|s| port.is_none_or(|p| s.ports.contains(&p)))
+    });
+    list
+}
+
 fn store_failed(e: impl std::fmt::Display) -> Response<Body> {
     rest::error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
 }
 
 /// Serves one request on a path [`owns`] says is ours: changes go to
 /// `policies` (`kube_mode` refuses them), the list comes from `snapshots`
-/// (what the proxies' streams serve, in either mode).
+/// (what the proxies' streams serve, in either mode); `registry` tells
+/// which Services an `HTTPRoute` names exist.
 pub async fn handle(
     policies: &Arc<Policies>,
     snapshots: &Snapshots,
+    registry: &Registry,
     kube_mode: bool,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -60,7 +77,7 @@ pub async fn handle(
     let p = policies.clone();
     if path == POLICIES_PATH {
         return match method {
-            Method::GET => rest::json(StatusCode::OK, &snapshots.statuses()),
+            Method::GET => rest::json(StatusCode::OK, &list(snapshots, registry)),
             Method::POST => {
                 let doc = match rest::read_json::<serde_json::Value, _>(req).await {
                     Ok(d) => d,

@@ -11,7 +11,8 @@ use super::server::Server;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// The five CRDs, in [`super::resource::KINDS`]' order, each labelled
+/// The five CRDs of policy.pimesh.io, in [`super::resource::KINDS`]' order
+/// (`HTTPRoute`'s is upstream's, from a Gateway API release), each labelled
 /// `app.kubernetes.io/part-of: pimesh` as the control plane's manifests.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut all = vec![

@@ -1,18 +1,20 @@
-//! One policy resource of any of the five kinds, from a YAML/JSON document:
+//! One policy resource of any of the seven kinds, from a YAML/JSON document:
 //! [`Resource::parse`] checks the API group and kind, deserialises (a type
 //! error names its field's path, through `serde_path_to_error`) and
 //! [`validate`]s.
 
 use super::authn::{MeshTLSAuthentication, NetworkAuthentication};
 use super::authz::AuthorizationPolicy;
+use super::grpcroute::{self, GRPCRoute};
+use super::httproute::{self, HTTPRoute, GATEWAY_VERSION};
 use super::ratelimit::HTTPLocalRateLimitPolicy;
-use super::refs::{GROUP, LINKERD_GROUP, VERSION};
+use super::refs::{GATEWAY_GROUP, GROUP, LINKERD_GROUP, VERSION};
 use super::server::Server;
 use super::validate::{self as rules, dns_label, dns_subdomain, invalid, Invalid};
 use serde::de::DeserializeOwned;
 use std::fmt;
 
-/// One policy resource, of any of the five kinds.
+/// One policy resource, of any of the seven kinds.
 #[derive(Debug, Clone)]
 pub enum Resource {
     /// A `Server`.
@@ -25,15 +27,21 @@ pub enum Resource {
     NetworkAuthentication(NetworkAuthentication),
     /// An `HTTPLocalRateLimitPolicy`.
     HTTPLocalRateLimitPolicy(HTTPLocalRateLimitPolicy),
+    /// A Gateway API `HTTPRoute` (`gateway.networking.k8s.io/v1`).
+    HTTPRoute(HTTPRoute),
+    /// A Gateway API `GRPCRoute` (`gateway.networking.k8s.io/v1`).
+    GRPCRoute(GRPCRoute),
 }
 
 /// The kinds [`Resource::parse`] takes.
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 7] = [
     "Server",
     "AuthorizationPolicy",
     "MeshTLSAuthentication",
     "NetworkAuthentication",
     "HTTPLocalRateLimitPolicy",
+    "HTTPRoute",
+    "GRPCRoute",
 ];
 
 impl Resource {
@@ -41,14 +49,19 @@ impl Resource {
     ///
     /// # Errors
     ///
-    /// [`Invalid`] naming `apiVersion` (not `policy.pimesh.io/v1alpha1`;
-    /// Linkerd's group is named as such), `kind` (not one of [`KINDS`]),
+    /// [`Invalid`] naming `apiVersion` (not `policy.pimesh.io/v1alpha1`,
+    /// or `gateway.networking.k8s.io/v1` for an `HTTPRoute` or a
+    /// `GRPCRoute`; Linkerd's
+    /// group is named as such), `kind` (not one of [`KINDS`]),
     /// `metadata.name` (missing or not a DNS subdomain), the field of a
     /// type error (`spec.proxyProtocol: unknown variant …`), or the first
     /// rule [`validate`] finds broken.
     pub fn parse(doc: serde_json::Value) -> Result<Resource, Invalid> {
         let api_version = doc["apiVersion"].as_str().unwrap_or_default();
-        let expected = format!("{GROUP}/{VERSION}");
+        let expected = match doc["kind"].as_str() {
+            Some("HTTPRoute" | "GRPCRoute") => format!("{GATEWAY_GROUP}/{GATEWAY_VERSION}"),
+            _ => format!("{GROUP}/{VERSION}"),
+        };
         if api_version != expected {
             let reason = if api_version.starts_with(LINKERD_GROUP) {
                 format!("{api_version:?} is Linkerd's group; pimesh's is {expected}")
@@ -78,6 +91,8 @@ impl Resource {
             "MeshTLSAuthentication" => Resource::MeshTLSAuthentication(typed(doc)?),
             "NetworkAuthentication" => Resource::NetworkAuthentication(typed(doc)?),
             "HTTPLocalRateLimitPolicy" => Resource::HTTPLocalRateLimitPolicy(typed(doc)?),
+            "HTTPRoute" => Resource::HTTPRoute(typed(doc)?),
+            "GRPCRoute" => Resource::GRPCRoute(typed(doc)?),
             other => {
                 return Err(invalid(
                     "kind",
@@ -97,6 +112,8 @@ impl Resource {
             Resource::MeshTLSAuthentication(_) => KINDS[2],
             Resource::NetworkAuthentication(_) => KINDS[3],
             Resource::HTTPLocalRateLimitPolicy(_) => KINDS[4],
+            Resource::HTTPRoute(_) => KINDS[5],
+            Resource::GRPCRoute(_) => KINDS[6],
         }
     }
 
@@ -107,6 +124,8 @@ impl Resource {
             Resource::MeshTLSAuthentication(r) => &r.metadata,
             Resource::NetworkAuthentication(r) => &r.metadata,
             Resource::HTTPLocalRateLimitPolicy(r) => &r.metadata,
+            Resource::HTTPRoute(r) => &r.metadata,
+            Resource::GRPCRoute(r) => &r.metadata,
         }
     }
 
@@ -129,6 +148,8 @@ impl Resource {
             Resource::MeshTLSAuthentication(r) => serde_json::to_value(r),
             Resource::NetworkAuthentication(r) => serde_json::to_value(r),
             Resource::HTTPLocalRateLimitPolicy(r) => serde_json::to_value(r),
+            Resource::HTTPRoute(r) => serde_json::to_value(r),
+            Resource::GRPCRoute(r) => serde_json::to_value(r),
         };
         // These types serialise to JSON without fail (string keys only).
         v.unwrap_or_default()
@@ -155,6 +176,8 @@ pub fn validate(r: &Resource) -> Result<(), Invalid> {
         Resource::MeshTLSAuthentication(m) => rules::mesh_tls(&m.spec),
         Resource::NetworkAuthentication(n) => rules::network(&n.spec),
         Resource::HTTPLocalRateLimitPolicy(l) => rules::rate_limit(&l.spec),
+        Resource::HTTPRoute(h) => httproute::validate::http_route(h),
+        Resource::GRPCRoute(g) => grpcroute::validate(g),
     }
 }
 

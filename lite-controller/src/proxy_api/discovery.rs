@@ -31,6 +31,9 @@ pub struct Ctx {
     pub watch_slots: Arc<Semaphore>,
     /// The discovery role's series.
     pub metrics: DiscoveryMetrics,
+    /// The policy resources: the `HTTPRoute`s a watched service's
+    /// resolution carries.
+    pub policies: Arc<crate::policy::stored::Policies>,
 }
 
 /// A response: a complete body, or a watch stream (the proxy port's
@@ -180,8 +183,15 @@ pub fn watch(
     tracing::debug!(peer = %peer, query = ?query, "watch");
     let gauge = OpenWatch::new(m.watches.clone());
     let events = ctx.metrics.clone();
+    let routes = watch::Routes {
+        changes: ctx.policies.subscribe(),
+        of: |s: &crate::policy::snapshot::Snapshot, ns, name, port| {
+            crate::policy::outbound::routes_for(&s.resources, ns, name, port)
+        },
+    };
     let body = watch::spawn(
         ctx.registry.clone(),
+        routes,
         query,
         stop,
         Arc::new(move |kind| events.watch_event(kind)),

@@ -178,6 +178,7 @@ impl ServiceRecord {
                 .map(|e| self.api_endpoint(e))
                 .collect(),
             policy: self.policy.clone(),
+            routes: Vec::new(),
         }
     }
 

@@ -11,11 +11,20 @@
 //! queued. Every [`BOOKMARK_INTERVAL`] without an event a `BOOKMARK` goes
 //! out (after a re-resolve, so that its revision never claims a change
 //! that was not sent).
+//!
+//! A known service's resolution also carries its outbound routes
+//! ([`Routes`]: the `HTTPRoute`s whose parent it is); a change of them
+//! re-resolves the watch as a registry change does. Route changes do not
+//! move the registry revision, so a watch resumed for a service that has
+//! routes always gets its whole state (`MODIFIED`), never a `BOOKMARK`
+//! (and a proxy holding routes resumes without a revision, so that it
+//! learns of routes removed while it was away).
 
 use super::model::key;
 use super::Registry;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
+use pimesh_api::discovery::route::HttpRoute;
 use pimesh_api::discovery::{
     EventType, Resolution, ServiceName, WatchEvent, DEFAULT_CLUSTER_DOMAIN, DEFAULT_PORT,
 };
@@ -236,6 +245,34 @@ fn line(ev: &WatchEvent) -> Bytes {
     Bytes::from(v)
 }
 
+/// Where watches find a service's outbound routes, and learn that they
+/// changed: the latest `T` (the stored policy resources) and the routes
+/// of service `(namespace, name, port)` in it.
+pub struct Routes<T> {
+    /// The latest resources; a change re-resolves every watch.
+    pub changes: tokio::sync::watch::Receiver<T>,
+    /// The routes of a service in them.
+    pub of: fn(&T, &str, &str, u16) -> Vec<HttpRoute>,
+}
+
+impl<T> Routes<T> {
+    /// `snap` with the routes of its service, if it is a known one.
+    fn attach(&self, mut snap: Snapshot) -> Snapshot {
+        let r = &snap.resolution;
+        let Some(fqdn) = r.service.as_deref().filter(|_| r.exists) else {
+            return snap;
+        };
+        let mut parts = fqdn.split('.');
+        let (name, ns) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let routes = (self.of)(&self.changes.borrow(), ns, name, r.port);
+        if !routes.is_empty() {
+            snap.modified = snap.revision;
+            snap.resolution.routes = routes;
+        }
+        snap
+    }
+}
+
 /// Called for every event sent (metrics), with its type.
 pub type OnEvent = Arc<dyn Fn(EventType) + Send + Sync>;
 
@@ -243,8 +280,9 @@ pub type OnEvent = Arc<dyn Fn(EventType) + Send + Sync>;
 /// ends cleanly when `stop` is cancelled (shutdown, connection age), and
 /// the task ends when the client goes away. `guard` is dropped with the
 /// task (a concurrency permit, an open-watch gauge).
-pub fn spawn<G: Send + 'static>(
+pub fn spawn<G: Send + 'static, T: Send + Sync + 'static>(
     registry: Arc<Registry>,
+    mut routes: Routes<T>,
     query: Query,
     stop: CancellationToken,
     on_event: OnEvent,
@@ -255,7 +293,8 @@ pub fn spawn<G: Send + 'static>(
         let _guard = guard;
         let mut changes = registry.subscribe();
         changes.borrow_and_update();
-        let snap = registry.resolve(&query.destination);
+        routes.changes.borrow_and_update();
+        let snap = routes.attach(registry.resolve(&query.destination));
         let first = first_event(&snap, query.revision);
         on_event(first.kind);
         if tx.send(line(&first)).await.is_err() {
@@ -277,9 +316,16 @@ pub fn spawn<G: Send + 'static>(
                     changes.borrow_and_update();
                     false
                 }
+                r = routes.changes.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    routes.changes.borrow_and_update();
+                    false
+                }
                 _ = quiet.tick() => true,
             };
-            let snap = registry.resolve(&query.destination);
+            let snap = routes.attach(registry.resolve(&query.destination));
             let ev = match next_event(&last, &snap) {
                 Some(ev) => ev,
                 None if bookmark => event(EventType::Bookmark, &snap),
@@ -430,5 +476,45 @@ mod tests {
             next_event(&known, &unknown).unwrap().kind,
             EventType::Deleted
         );
+    }
+
+    #[test]
+    fn routes_ride_with_a_known_services_resolution() {
+        let (_tx, rx) = tokio::sync::watch::channel(vec![HttpRoute {
+            name: "shop/r".into(),
+            rules: vec![],
+        }]);
+        let routes = Routes {
+            changes: rx,
+            of: |v: &Vec<HttpRoute>, ns: &str, name: &str, port: u16| {
+                if (ns, name, port) == ("shop", "web", 80) {
+                    v.clone()
+                } else {
+                    vec![]
+                }
+            },
+        };
+        let known = Snapshot {
+            resolution: Resolution {
+                exists: true,
+                service: Some("web.shop.svc.cluster.local".into()),
+                port: 80,
+                ..Default::default()
+            },
+            revision: 9,
+            modified: 5,
+        };
+        let s = routes.attach(known.clone());
+        assert_eq!(s.resolution.routes.len(), 1);
+        // Resumed: the whole state, since routes do not move revisions.
+        assert_eq!(first_event(&s, Some(5)).kind, EventType::Modified);
+        let mut other_port = known.clone();
+        other_port.resolution.port = 81;
+        let s = routes.attach(other_port);
+        assert!(s.resolution.routes.is_empty());
+        assert_eq!(first_event(&s, Some(5)).kind, EventType::Bookmark);
+        let mut unknown = known;
+        unknown.resolution.exists = false;
+        assert!(routes.attach(unknown).resolution.routes.is_empty());
     }
 }

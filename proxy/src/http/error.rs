@@ -53,6 +53,14 @@ pub enum Error {
     /// Every endpoint of the service is ejected by circuit breaking.
     #[error("every endpoint of service {0} is failing (circuit breaking)")]
     AllEjected(String),
+    /// The service has HTTP routes and none matches the request (as
+    /// linkerd2-proxy: 404).
+    #[error("no route of service {0} matches the request")]
+    NoRoute(String),
+    /// The matching rule of HTTPRoute `{0}` has only backends of weight 0
+    /// (Gateway API: 500).
+    #[error("HTTPRoute {0}: every backend of the rule has weight 0")]
+    NoBackend(String),
     /// The request (or its last try) took longer than its timeout.
     #[error("request timed out after {0:?}")]
     Timeout(std::time::Duration),
@@ -80,6 +88,8 @@ impl Error {
             Error::NoEndpoints(_) => "no_endpoints",
             Error::AllEjected(_) => "circuit_breaker",
             Error::Timeout(_) => "timeout",
+            Error::NoRoute(_) => "no_route",
+            Error::NoBackend(_) => "no_backend",
             Error::Unauthorized(_) => "unauthorized",
         }
     }
@@ -88,7 +98,10 @@ impl Error {
     /// target cannot be reached, `RESOURCE_EXHAUSTED` (8) for oversized
     /// headers, `INTERNAL` (13) for requests the proxy cannot route,
     /// `DEADLINE_EXCEEDED` (4) for a timeout, `PERMISSION_DENIED` (7) for
-    /// a client the policy refuses (as linkerd2-proxy).
+    /// a client the policy refuses (as linkerd2-proxy); `UNIMPLEMENTED`
+    /// (12) when no route matches (HTTP 404's gRPC status, grpc
+    /// `doc/http-grpc-status-mapping.md`), `INTERNAL` (13) for a rule
+    /// without a backend.
     pub fn grpc_status(&self) -> u32 {
         match self {
             Error::NoTarget | Error::Loop => 13,
@@ -104,6 +117,8 @@ impl Error {
             | Error::NoEndpoints(_)
             | Error::AllEjected(_) => 14,
             Error::Timeout(_) => 4,
+            Error::NoRoute(_) => 12,
+            Error::NoBackend(_) => 13,
             Error::Unauthorized(_) => 7,
         }
     }
@@ -112,6 +127,8 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NoTarget | Error::Loop => StatusCode::BAD_REQUEST,
+            Error::NoRoute(_) => StatusCode::NOT_FOUND,
+            Error::NoBackend(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Unauthorized(_) => StatusCode::FORBIDDEN,
             Error::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::ConnectTimeout(_) | Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,

@@ -15,6 +15,7 @@
 //! Timeouts run until the response head.
 
 use super::dst::{count_transition, Dst};
+use super::policy::Policy;
 use super::retry::MAX_REPLAY_BYTES;
 use crate::balance::Endpoint;
 use crate::connect::pool::Ready;
@@ -41,11 +42,13 @@ struct Head {
     headers: HeaderMap,
 }
 
-/// Sends `req` to `dst` and answers the client; counted with the
-/// labels of the endpoint that answered last.
+/// Sends `req` to `dst` with `policy` (a route rule's; `None`: the
+/// service's own) and answers the client; counted with the labels of the
+/// endpoint that answered last.
 pub async fn forward(
     f: &Forward<'_>,
     dst: Arc<Dst>,
+    policy: Option<&Policy>,
     req: Request<Incoming>,
     authority: Option<http::uri::Authority>,
     start: Instant,
@@ -88,21 +91,22 @@ pub async fn forward(
         metrics.relabel(ep.labels.clone());
         return respond(metrics, is_grpc, result);
     }
-    let (result, labels) = send(f, &dst, req, authority.as_ref(), is_grpc).await;
+    let policy = policy.unwrap_or(&dst.policy);
+    let (result, labels) = send(f, &dst, policy, req, authority.as_ref(), is_grpc).await;
     metrics.relabel(labels);
     respond(metrics, is_grpc, result)
 }
 
-/// Sends `req` to `dst`, a try per endpoint; the result and the labels
+/// Sends `req` to `dst` with `policy`, a try per endpoint; the result and the labels
 /// of the endpoint of the last try.
 async fn send(
     f: &Forward<'_>,
     dst: &Dst,
+    policy: &Policy,
     req: Request<Incoming>,
     authority: Option<&http::uri::Authority>,
     is_grpc: bool,
 ) -> (Result<Response<Inner>, Error>, TargetLabels) {
-    let policy = &dst.policy;
     let may_retry = policy.may_retry(req.method(), is_grpc);
     let explicit = f.explicit;
     let (clients, try_metrics) = (f.clients, f.metrics);

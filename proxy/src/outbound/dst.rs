@@ -2,6 +2,7 @@
 //! ([`Dst`]: its balancer, policy and labels), built from the controller's
 //! resolutions by [`DstBuilder`], endpoint state carried over.
 
+use super::http_route::table::RouteTable;
 use super::policy::Policy;
 use crate::balance::breaker::{Params, Transition};
 use crate::balance::{Balancer, Endpoint, PickError};
@@ -26,6 +27,8 @@ pub struct Dst {
     pub balancer: Balancer,
     /// Its resilience settings.
     pub policy: Policy,
+    /// Its HTTP routes (`HTTPRoute`s), when it has any.
+    pub routes: Option<RouteTable>,
     /// Labels of failures before an endpoint is chosen (`target_addr`
     /// is the destination as addressed).
     pub labels: TargetLabels,
@@ -151,6 +154,7 @@ impl DstBuilder {
             name,
             balancer: Balancer::new(endpoints),
             policy,
+            routes: RouteTable::new(&res.routes, res.port),
             labels,
             revision,
         }

@@ -20,6 +20,8 @@ struct Behaviour {
     /// Killed: no more accepts, open connections closed.
     dead: AtomicBool,
     hits: AtomicU64,
+    /// The next this many requests answer 503, whatever `status` says.
+    fail_next: AtomicU64,
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 answering `name` (body and
@@ -65,6 +67,11 @@ impl Backend {
 
     pub fn set_status(&self, status: u16) {
         self.b.status.store(status, Ordering::SeqCst);
+    }
+
+    /// The next `n` requests answer 503, then `status` again.
+    pub fn fail_next(&self, n: u64) {
+        self.b.fail_next.store(n, Ordering::SeqCst);
     }
 
     pub fn set_hang(&self, hang: bool) {
@@ -145,7 +152,15 @@ fn serve(s: TcpStream, b: &Behaviour, name: &str) {
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
         }
-        let status = b.status.load(Ordering::SeqCst);
+        let failing = b
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let status = if failing {
+            503
+        } else {
+            b.status.load(Ordering::SeqCst)
+        };
         let rsp = format!(
             "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: text/plain\r\nx-backend: {name}\r\nx-body-len: {len}\r\n\r\n{name}",
             name.len()
