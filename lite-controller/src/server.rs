@@ -250,7 +250,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             tokens,
             watch_slots: Arc::new(tokio::sync::Semaphore::new(config.max_watches)),
             metrics: metrics.discovery.clone(),
-            policies: policies.clone(),
+            policies: policy_snapshots.clone(),
         }),
     });
     let admin_ctx = Arc::new(admin::Ctx {

@@ -17,7 +17,11 @@
 //! stream (opened with a certificate the controller issued for a
 //! ServiceAccount token), an AuthorizationPolicy changed or deleted too;
 //! the older of two Servers on a port wins; `pimesh policy ls` names an
-//! AuthorizationPolicy's missing Server. No root needed.
+//! AuthorizationPolicy's missing Server. Gateway API's HTTPRoute and
+//! GRPCRoute (upstream's CRDs, fetched as the `sigs.k8s.io/gateway-api`
+//! Go module) are watched too: missing, said once; installed later, a
+//! kubectl-applied HTTPRoute rides its parent Service's discovery watch,
+//! and goes when deleted. No root needed.
 
 mod support;
 
@@ -458,4 +462,163 @@ fn kubernetes_mode_watches_the_policy_crds_from_missing_to_installed() {
         let err = String::from_utf8_lossy(&refused.stderr);
         assert!(err.contains("kubectl"), "{verb}: {err}");
     }
+}
+
+/// Gateway API's release whose CRDs the route test installs, fetched as a
+/// Go module (`sigs.k8s.io/gateway-api`, through the Go module proxy —
+/// the machine's way to upstream's files; its `config/crd/standard/` is
+/// what upstream's `standard-install.yaml` bundles).
+const GATEWAY_API: &str = "sigs.k8s.io/gateway-api@v1.4.1";
+
+/// Upstream's standard CRD of `plural` (`httproutes`, `grpcroutes`).
+fn gateway_api_crd(plural: &str) -> PathBuf {
+    let out = std::process::Command::new("go")
+        .args(["mod", "download", "-json", GATEWAY_API])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("go (the test control plane's toolchain) runs");
+    assert!(
+        out.status.success(),
+        "go mod download {GATEWAY_API}: {out:?}"
+    );
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = PathBuf::from(info["Dir"].as_str().expect("the module's Dir"));
+    dir.join(format!(
+        "config/crd/standard/gateway.networking.k8s.io_{plural}.yaml"
+    ))
+}
+
+/// The routes of the discovery watch's next resolution of `w` for which
+/// `want` holds, within 20 s.
+fn routes_until(
+    w: &Watch,
+    ctl: &Controller,
+    want: impl Fn(&[pimesh_api::discovery::route::HttpRoute]) -> bool,
+) -> Vec<pimesh_api::discovery::route::HttpRoute> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = w.next_within(left).unwrap_or_else(|| {
+            panic!(
+                "no wanted routes within 20 s\n{}\n{}",
+                ctl.cli_ok(&["policy", "ls"]),
+                ctl.log()
+            )
+        });
+        if let Some(r) = ev.object {
+            if want(&r.routes) {
+                return r.routes;
+            }
+        }
+    }
+}
+
+#[test]
+fn kubernetes_mode_watches_gateway_api_routes_onto_the_services_watch() {
+    let (cluster, kc) = cluster_with_rbac(|y| y);
+    cluster.kubectl(&["create", "namespace", "shop"]).unwrap();
+    cluster
+        .kubectl(&["create", "serviceaccount", "client", "-n", "shop"])
+        .unwrap();
+    for svc in ["web", "web-v1", "web-v2"] {
+        cluster
+            .kubectl(&[
+                "create",
+                "service",
+                "clusterip",
+                svc,
+                "--tcp=80:8080",
+                "-n",
+                "shop",
+            ])
+            .unwrap();
+    }
+    let data = TempDir::new("kube-routes");
+    let ctl = Controller::spawn_kube(&kc, data.path(), Vec::new())
+        .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"));
+    let anchors = ctl.anchors_pem();
+    let token = cluster
+        .create_token("shop", "client", Some(AUDIENCE), Duration::from_secs(3600))
+        .unwrap();
+    let cert = ctl.client_cert_with(&anchors, "shop/client", &token);
+
+    // Without Gateway API's CRDs: said once, and the Service resolves
+    // with no routes.
+    let told = "Gateway API route CRDs (HTTPRoute, GRPCRoute) not installed";
+    assert!(
+        eventually(Duration::from_secs(20), || ctl.log().contains(told)),
+        "{}",
+        ctl.log()
+    );
+    let w = Watch::open(
+        ctl.proxy,
+        &anchors,
+        Some(&cert),
+        "name=web.shop.svc.cluster.local:80",
+    )
+    .unwrap_or_else(|e| panic!("watch: {e:?}\n{}", ctl.log()));
+    let first = w.next();
+    assert_eq!(first.kind, EventType::Added);
+    let r = first.object.unwrap();
+    assert!(r.exists && r.routes.is_empty(), "{r:?}");
+
+    // Installed later (upstream's CRDs), the sample route reaches the
+    // Service's watch with its split.
+    for plural in ["httproutes", "grpcroutes"] {
+        let crd = gateway_api_crd(plural);
+        // `create`: the CRDs are too large for apply's annotation.
+        cluster
+            .kubectl(&["create", "-f", &crd.display().to_string()])
+            .unwrap();
+        cluster
+            .kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                &format!("crd/{plural}.gateway.networking.k8s.io"),
+            ])
+            .expect("Gateway API CRD Established");
+    }
+    let sample = repo().join("examples/routes/httproute.yaml");
+    cluster
+        .kubectl(&["apply", "-f", &sample.display().to_string()])
+        .unwrap();
+    let routes = routes_until(&w, &ctl, |r| !r.is_empty());
+    let weights: Vec<Vec<(String, Option<u16>, u32)>> = routes[0]
+        .rules
+        .iter()
+        .map(|rule| {
+            rule.backends
+                .iter()
+                .map(|b| (b.service.clone(), b.port, b.weight))
+                .collect()
+        })
+        .collect();
+    assert!(
+        weights.contains(&vec![
+            ("web-v1.shop".to_string(), Some(80), 90),
+            ("web-v2.shop".to_string(), Some(80), 10),
+        ]),
+        "{routes:?}"
+    );
+    assert!(
+        ctl.log().contains("Gateway API route CRDs installed"),
+        "{}",
+        ctl.log()
+    );
+    let ls = ctl.cli_ok(&["policy", "ls"]);
+    let row = ls
+        .lines()
+        .find(|l| l.contains("web-split"))
+        .unwrap_or_else(|| panic!("{ls}"));
+    assert!(
+        row.starts_with("HTTPRoute") && !row.contains("not applied"),
+        "{ls}"
+    );
+
+    // Deleted: the Service resolves with no routes again.
+    cluster
+        .kubectl(&["delete", "httproute", "web-split", "-n", "shop"])
+        .unwrap();
+    routes_until(&w, &ctl, <[_]>::is_empty);
 }

@@ -14,6 +14,7 @@
 // code that writes the objects, and only constants cross.
 use super::identity::TRUST_ROOTS_CONFIGMAP; // import-cycle: allowed — the rule names the ConfigMap identity.rs writes (see above)
 use super::webhook::WEBHOOK_CONFIGURATION; // import-cycle: allowed — the rule names the configuration webhook.rs patches (see above)
+use crate::policy::GATEWAY_GROUP;
 use crate::policy::GROUP as POLICY_GROUP;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -142,6 +143,21 @@ pub const RULES: &[Rule] = &[
     Rule {
         group: POLICY_GROUP,
         resource: "httplocalratelimitpolicies",
+        verbs: &["get", "list", "watch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    // Gateway API's routes (`policy.rs`' watches; their CRDs are upstream's).
+    Rule {
+        group: GATEWAY_GROUP,
+        resource: "httproutes",
+        verbs: &["get", "list", "watch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: GATEWAY_GROUP,
+        resource: "grpcroutes",
         verbs: &["get", "list", "watch"],
         scope: Scope::Cluster,
         resource_name: None,
@@ -338,6 +354,15 @@ mod tests {
             assert!(
                 m.contains(&format!(
                     "  - apiGroups: [\"policy.pimesh.io\"]\n    resources: [\"{r}\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n"
+                )),
+                "{r}"
+            );
+        }
+        // And every Gateway API route kind watched.
+        for r in &crate::kube::policy::RESOURCES[crate::kube::policy::FIRST_ROUTE..] {
+            assert!(
+                m.contains(&format!(
+                    "  - apiGroups: [\"gateway.networking.k8s.io\"]\n    resources: [\"{r}\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n"
                 )),
                 "{r}"
             );

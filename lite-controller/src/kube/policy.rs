@@ -1,23 +1,27 @@
 //! Kubernetes mode's policy resources: the five `policy.pimesh.io` kinds
-//! watched with `kube::runtime::watcher` (as Linkerd's policy controller
-//! watches `policy.linkerd.io`), kept whole in an [`Index`] and published
-//! as a `policy::snapshot::Snapshot` to the proxies' inbound-policy streams
-//! and `pimesh policy ls`, as standalone mode's sled store publishes its
+//! and Gateway API's `HTTPRoute` and `GRPCRoute`
+//! (`gateway.networking.k8s.io/v1`) watched with `kube::runtime::watcher`
+//! (as Linkerd's policy controller watches `policy.linkerd.io` and the
+//! Gateway API routes), kept whole in an [`Index`] and published
+//! as a `policy::snapshot::Snapshot` to the proxies' inbound-policy streams,
+//! the discovery watches (a Service's routes) and `pimesh policy ls`, as standalone mode's sled store publishes its
 //! own. Each resource keeps the API server's `creationTimestamp`, which
 //! decides conflicts between Servers.
 //!
 //! A kind whose CRD is not installed (404) counts as listed and empty:
 //! proxies get their default policy, one warning names `pimesh install
-//! --crds | kubectl apply -f -`, and the watch probes until the CRD
-//! appears (`super::watch`).
+//! --crds | kubectl apply -f -` (or, for the routes, Gateway API's CRDs,
+//! which are upstream's and often absent: one info line), and the watch
+//! probes until the CRD appears (`super::watch`).
 
 use super::watch::{not_found, Watch};
 use super::KubeMetrics;
+use crate::policy::grpcroute::GRPCRoute;
 use crate::policy::resource::{validate, Resource as Policy, KINDS};
 use crate::policy::snapshot::{Publisher, Snapshots};
 use crate::policy::{
-    AuthorizationPolicy, HTTPLocalRateLimitPolicy, MeshTLSAuthentication, NetworkAuthentication,
-    Server,
+    AuthorizationPolicy, HTTPLocalRateLimitPolicy, HTTPRoute, MeshTLSAuthentication,
+    NetworkAuthentication, Server,
 };
 use kube::runtime::watcher::Event;
 use kube::{Api, Client, Resource};
@@ -27,14 +31,23 @@ use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// How many kinds are watched: every one of [`KINDS`].
+pub const N: usize = KINDS.len();
+
 /// The plural resources, in [`KINDS`]' order (metric label, RBAC).
-pub const RESOURCES: [&str; 5] = [
+pub const RESOURCES: [&str; N] = [
     "servers",
     "authorizationpolicies",
     "meshtlsauthentications",
     "networkauthentications",
     "httplocalratelimitpolicies",
+    "httproutes",
+    "grpcroutes",
 ];
+
+/// The kinds from [`FIRST_ROUTE`] on are Gateway API's (their CRDs are
+/// upstream's, not `pimesh install --crds`').
+pub const FIRST_ROUTE: usize = 5;
 
 /// What to run when the CRDs are missing (the warning says it).
 pub const INSTALL_CRDS: &str = "pimesh install --crds | kubectl apply -f -";
@@ -59,15 +72,15 @@ pub enum Change {
 #[derive(Debug, Default)]
 pub struct Index {
     /// By kind, in [`KINDS`]' order.
-    objects: [BTreeMap<String, Policy>; 5],
+    objects: [BTreeMap<String, Policy>; N],
     /// A relist's objects so far, by kind: swapped in whole at its end, so
     /// that no stream sees half a list (a Server without its policies).
-    relist: [Option<BTreeMap<String, Policy>>; 5],
+    relist: [Option<BTreeMap<String, Policy>>; N],
     /// Kinds listed completely at least once, or known not installed:
     /// snapshots are published once every kind is known.
-    known: [bool; 5],
+    known: [bool; N],
     /// Kinds whose CRD is not installed (the last list or watch got 404).
-    missing: [bool; 5],
+    missing: [bool; N],
 }
 
 impl Index {
@@ -125,9 +138,14 @@ impl Index {
         self.known.iter().all(|k| *k)
     }
 
-    /// Whether any kind's CRD is missing now.
+    /// Whether any policy.pimesh.io kind's CRD is missing now.
     pub fn any_missing(&self) -> bool {
-        self.missing.iter().any(|m| *m)
+        self.missing[..FIRST_ROUTE].iter().any(|m| *m)
+    }
+
+    /// Whether any Gateway API route kind's CRD is missing now.
+    pub fn routes_missing(&self) -> bool {
+        self.missing[FIRST_ROUTE..].iter().any(|m| *m)
     }
 
     /// Every resource held.
@@ -139,7 +157,7 @@ impl Index {
     }
 
     /// Resources held, by kind (the `kube_objects` gauge).
-    pub fn counts(&self) -> [usize; 5] {
+    pub fn counts(&self) -> [usize; N] {
         std::array::from_fn(|k| self.objects[k].len())
     }
 }
@@ -151,7 +169,7 @@ fn same(a: &BTreeMap<String, Policy>, b: &BTreeMap<String, Policy>) -> bool {
             .all(|((ka, ra), (kb, rb))| ka == kb && ra.to_json() == rb.to_json())
 }
 
-/// What the five watch loops share.
+/// What the watch loops (one per kind) share.
 #[derive(Debug)]
 pub struct Shared {
     /// The index (a std mutex: held only while applying one event).
@@ -162,6 +180,8 @@ pub struct Shared {
     metrics: KubeMetrics,
     /// Whether the missing-CRDs warning was logged (once per absence).
     warned_missing: AtomicBool,
+    /// Whether the missing Gateway API CRDs were logged (once per absence).
+    told_routes_missing: AtomicBool,
 }
 
 impl Shared {
@@ -174,6 +194,7 @@ impl Shared {
             publisher: Publisher::default(),
             metrics,
             warned_missing: AtomicBool::new(false),
+            told_routes_missing: AtomicBool::new(false),
         }
     }
 
@@ -200,6 +221,15 @@ impl Shared {
         } else if self.warned_missing.swap(false, Ordering::Relaxed) {
             tracing::info!("policy CRDs installed: watching them");
         }
+        if index.routes_missing() {
+            if !self.told_routes_missing.swap(true, Ordering::Relaxed) {
+                tracing::info!(
+                    "Gateway API route CRDs (HTTPRoute, GRPCRoute) not installed: no outbound routes; install Gateway API's standard-install.yaml to use them (watching for them)"
+                );
+            }
+        } else if self.told_routes_missing.swap(false, Ordering::Relaxed) {
+            tracing::info!("Gateway API route CRDs installed: watching HTTPRoutes and GRPCRoutes");
+        }
         if index.all_known() && (changed || !was_known) {
             let resources = index.resources();
             if !was_known {
@@ -213,7 +243,7 @@ impl Shared {
     }
 }
 
-/// Watches the five kinds until the returned future is dropped (the
+/// Watches every kind until the returned future is dropped (the
 /// caller aborts it at shutdown).
 pub async fn run(client: Client, shared: Arc<Shared>) {
     tokio::join!(
@@ -236,7 +266,14 @@ pub async fn run(client: Client, shared: Arc<Shared>) {
             shared.clone(),
             Policy::NetworkAuthentication
         ),
-        watch::<HTTPLocalRateLimitPolicy>(client, 4, shared, Policy::HTTPLocalRateLimitPolicy),
+        watch::<HTTPLocalRateLimitPolicy>(
+            client.clone(),
+            4,
+            shared.clone(),
+            Policy::HTTPLocalRateLimitPolicy
+        ),
+        watch::<HTTPRoute>(client.clone(), 5, shared.clone(), Policy::HTTPRoute),
+        watch::<GRPCRoute>(client, 6, shared, Policy::GRPCRoute),
     );
 }
 

@@ -31,9 +31,10 @@ pub struct Ctx {
     pub watch_slots: Arc<Semaphore>,
     /// The discovery role's series.
     pub metrics: DiscoveryMetrics,
-    /// The policy resources: the `HTTPRoute`s a watched service's
-    /// resolution carries.
-    pub policies: Arc<crate::policy::stored::Policies>,
+    /// The policy resources of either source (sled, or the watched
+    /// resources in Kubernetes mode): the `HTTPRoute`s a watched
+    /// service's resolution carries.
+    pub policies: crate::policy::snapshot::Snapshots,
 }
 
 /// A response: a complete body, or a watch stream (the proxy port's

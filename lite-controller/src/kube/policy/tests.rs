@@ -54,25 +54,25 @@ fn relist_swaps_in_whole_and_drops_what_it_did_not_list() {
 #[test]
 fn a_missing_crd_counts_as_listed_and_empty_until_it_is_listed() {
     let mut i = Index::default();
-    for k in 0..5 {
+    for k in 0..N {
         assert!(!i.all_known());
         assert!(i.not_installed(k));
     }
-    assert!(i.all_known() && i.any_missing());
+    assert!(i.all_known() && i.any_missing() && i.routes_missing());
     assert!(!i.not_installed(0), "still missing: no change");
     // A retry's `Init` does not prove the CRD is there.
     i.apply(0, Change::Init);
     assert!(i.any_missing());
-    for k in 0..5 {
+    for k in 0..N {
         i.apply(k, Change::Init);
         if k == 0 {
             i.apply(k, Change::InitApply("shop/a".into(), Some(server("a", 80))));
         }
         assert!(i.apply(k, Change::InitDone), "kind {k} installed");
     }
-    assert!(!i.any_missing());
+    assert!(!i.any_missing() && !i.routes_missing());
     assert_eq!(names(&i), ["Server shop/a"]);
-    assert_eq!(i.counts(), [1, 0, 0, 0, 0]);
+    assert_eq!(i.counts(), [1, 0, 0, 0, 0, 0, 0]);
     // The CRD deleted: its objects go.
     assert!(i.not_installed(0));
     assert!(names(&i).is_empty());
@@ -88,8 +88,8 @@ async fn snapshots_are_published_once_every_kind_is_known() {
         i.apply(0, Change::InitApply("shop/a".into(), Some(server("a", 80))));
         i.apply(0, Change::InitDone)
     });
-    assert_eq!(snaps.latest().revision, 0, "four kinds unknown");
-    for k in 1..5 {
+    assert_eq!(snaps.latest().revision, 0, "the other kinds unknown");
+    for k in 1..N {
         shared.update(|i| i.not_installed(k));
     }
     assert!(rx.has_changed().unwrap());
