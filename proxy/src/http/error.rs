@@ -60,6 +60,10 @@ pub enum Error {
     /// NAME`) does not admit this client.
     #[error("unauthorized request: the {0} does not admit this client")]
     Unauthorized(String),
+    /// Inbound: the port's local rate limit refused the request (its
+    /// `HTTPLocalRateLimitPolicy`'s name and the limit).
+    #[error("too many requests: {0}")]
+    RateLimited(String, #[source] crate::ratelimit::Limited),
 }
 
 impl Error {
@@ -81,6 +85,7 @@ impl Error {
             Error::AllEjected(_) => "circuit_breaker",
             Error::Timeout(_) => "timeout",
             Error::Unauthorized(_) => "unauthorized",
+            Error::RateLimited(..) => "rate_limited",
         }
     }
 
@@ -88,11 +93,12 @@ impl Error {
     /// target cannot be reached, `RESOURCE_EXHAUSTED` (8) for oversized
     /// headers, `INTERNAL` (13) for requests the proxy cannot route,
     /// `DEADLINE_EXCEEDED` (4) for a timeout, `PERMISSION_DENIED` (7) for
-    /// a client the policy refuses (as linkerd2-proxy).
+    /// a client the policy refuses, `RESOURCE_EXHAUSTED` (8) for a request
+    /// over a rate limit (as linkerd2-proxy's `SyntheticHttpResponse`).
     pub fn grpc_status(&self) -> u32 {
         match self {
             Error::NoTarget | Error::Loop => 13,
-            Error::HeadersTooLarge => 8,
+            Error::HeadersTooLarge | Error::RateLimited(..) => 8,
             Error::Resolve(..)
             | Error::ConnectTimeout(_)
             | Error::Connect(..)
@@ -113,6 +119,7 @@ impl Error {
         match self {
             Error::NoTarget | Error::Loop => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::FORBIDDEN,
+            Error::RateLimited(..) => StatusCode::TOO_MANY_REQUESTS,
             Error::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::ConnectTimeout(_) | Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::NoIdentity
