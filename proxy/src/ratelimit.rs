@@ -52,7 +52,7 @@ impl Limited {
 #[derive(Debug)]
 struct Gcra {
     rps: u32,
-    /// `1/rps` s in ns (at least 1).
+    /// `1/rps` s in ns, rounded up (at least 1): never faster than `rps`.
     interval: u64,
     /// `rps * interval`: a full bucket admits `rps` requests at once.
     tolerance: u64,
@@ -61,7 +61,7 @@ struct Gcra {
 impl Gcra {
     /// `None` for 0 (no limit).
     fn new(rps: u32) -> Option<Gcra> {
-        let interval = (NANOS_PER_SEC / u64::from(rps).max(1)).max(1);
+        let interval = NANOS_PER_SEC.div_ceil(u64::from(rps).max(1)).max(1);
         (rps > 0).then(|| Gcra {
             rps,
             interval,
