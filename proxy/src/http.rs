@@ -264,25 +264,17 @@ impl Service {
                     .get_or_init(|| m.counter(self.series.target(), conn_authz, true))
                     .inc();
             }
-            // The rate limit only once admitted (its tokens are for
-            // admitted requests), as linkerd2-proxy.
-            let limited = if authz.allowed {
-                authz.rate_limit()
+            // The rate limit only once admitted, as linkerd2-proxy: a
+            // refused client takes no token.
+            let refused = if !authz.allowed {
+                Some(Error::Unauthorized(authz.describe()))
             } else {
-                Ok(())
-            };
-            let refused = match limited {
-                _ if !authz.allowed => Some(Error::Unauthorized(authz.describe())),
-                Ok(()) => None,
-                Err(limited) => {
+                authz.rate_limit().err().map(|limited| {
                     m.record_rate_limited(self.series.target(), authz, limited.scope());
-                    let name = authz.server.rate_limit.as_ref().map(|r| r.name.clone());
-                    let name = name.unwrap_or_default();
-                    Some(Error::RateLimited(
-                        format!("HTTPLocalRateLimitPolicy {name}"),
-                        limited,
-                    ))
-                }
+                    let rl = authz.server.rate_limit.as_ref();
+                    let name = rl.map_or("", |r| &*r.name);
+                    Error::RateLimited(format!("HTTPLocalRateLimitPolicy {name}"), limited)
+                })
             };
             if let Some(e) = refused {
                 let start = std::time::Instant::now();
