@@ -58,9 +58,14 @@ struct Burst {
 impl Burst {
     /// `n` requests back to back on one connection (curl's URL globbing):
     /// `GET http://to/?i`, through the explicit proxy `via` when given,
-    /// bodies saved in `dir`; as gRPC (`POST`, `application/grpc`) when
-    /// `grpc`.
-    fn send(via: Option<SocketAddr>, to: SocketAddr, n: usize, dir: &Path, grpc: bool) -> Burst {
+    /// bodies saved in `dir`, with curl's `extra` arguments.
+    fn send(
+        via: Option<SocketAddr>,
+        to: SocketAddr,
+        n: usize,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Burst {
         let url = format!("http://{to}/?[1-{n}]");
         let out = format!("{}/body-#1", dir.display());
         let mut args = vec![
@@ -74,9 +79,7 @@ impl Burst {
         if let Some(p) = &proxy {
             args.extend(["-x", p]);
         }
-        if grpc {
-            args.extend(["-H", "content-type: application/grpc", "-d", ""]);
-        }
+        args.extend(extra);
         let start = Instant::now();
         let (_, stdout, _) = curl(None, &args);
         let elapsed = start.elapsed();
@@ -125,7 +128,7 @@ fn a_total_limit_answers_429_above_it_and_counts_each() {
     // Every 429 the client sees, to compare with the counter.
     let mut refused = 0;
     let limited = eventually(Duration::from_secs(10), || {
-        let b = Burst::send(None, api.inbound, 30, dir.path(), false);
+        let b = Burst::send(None, api.inbound, 30, dir.path(), &[]);
         refused += b.count("429");
         b.count("429") > 0
     });
@@ -134,7 +137,7 @@ fn a_total_limit_answers_429_above_it_and_counts_each() {
     // Well above the limit: 100 requests back to back, on a full bucket
     // (a second after the last request took a token).
     std::thread::sleep(Duration::from_millis(1100));
-    let b = Burst::send(None, api.inbound, 100, dir.path(), false);
+    let b = Burst::send(None, api.inbound, 100, dir.path(), &[]);
     let (ok, limited) = (b.count("200"), b.count("429"));
     refused += limited;
     assert_eq!(ok + limited, 100, "{:?}", b.codes);
@@ -161,11 +164,23 @@ fn a_total_limit_answers_429_above_it_and_counts_each() {
     // a trailers-only answer, never a 429. HTTP/1.1 on one connection: the
     // requests the limit admits go to nginx (405 to a POST), which speaks
     // HTTP/1 only on that port.
-    let g = Burst::send(None, api.inbound, 40, dir.path(), true);
+    let grpc = ["-H", "content-type: application/grpc", "-d", ""];
+    let g = Burst::send(None, api.inbound, 40, dir.path(), &grpc);
     let exhausted = g.count("200 8");
     refused += exhausted;
     assert!(exhausted > 0, "{:?}", g.codes);
     assert_eq!(g.count("429"), 0, "{:?}", g.codes);
+
+    // Refused requests with a body: the proxy reads it, so each client
+    // gets its 429 on the same connection rather than a reset (nginx
+    // answers the admitted POSTs 405).
+    let upload = dir.path().join("upload");
+    std::fs::write(&upload, vec![b'x'; 32 * 1024]).unwrap();
+    let data = format!("@{}", upload.display());
+    let p = Burst::send(None, api.inbound, 30, dir.path(), &["--data-binary", &data]);
+    refused += p.count("429");
+    assert!(p.count("429") > 0, "{:?}", p.codes);
+    assert_eq!(p.count("429") + p.count("405"), 30, "{:?}", p.codes);
 
     let labels = [
         ("srv_group", "policy.pimesh.io"),
@@ -222,7 +237,7 @@ fn an_identity_limit_throttles_one_client_and_an_override_frees_another() {
     // shop/web: bursts until the limit (pushed by the stream) refuses.
     let (mut web_sent, mut web_refused) = (0, 0);
     let limited = eventually(Duration::from_secs(10), || {
-        let b = Burst::send(Some(web.outbound), dest, 40, dir.path(), false);
+        let b = Burst::send(Some(web.outbound), dest, 40, dir.path(), &[]);
         web_sent += 40;
         web_refused += b.count("429");
         b.count("429") > 0
@@ -231,7 +246,7 @@ fn an_identity_limit_throttles_one_client_and_an_override_frees_another() {
     // Under the limit from its first request on, on a full bucket: bounded
     // by GCRA.
     std::thread::sleep(Duration::from_millis(1100));
-    let b = Burst::send(Some(web.outbound), dest, 40, dir.path(), false);
+    let b = Burst::send(Some(web.outbound), dest, 40, dir.path(), &[]);
     web_sent += 40;
     web_refused += b.count("429");
     let web_ok = b.count("200");
@@ -245,7 +260,7 @@ fn an_identity_limit_throttles_one_client_and_an_override_frees_another() {
 
     // shop/db has its own bucket, and its override's 50 rps: 40 at once
     // pass where the identity limit (5) would refuse 35.
-    let b = Burst::send(Some(db.outbound), dest, 40, dir.path(), false);
+    let b = Burst::send(Some(db.outbound), dest, 40, dir.path(), &[]);
     assert_eq!(b.count("200"), 40, "{:?}\n{}", b.codes, api.log());
     println!(
         "identity 5 rps: shop/web {web_ok} of 40 x 200 ({web_refused} x 429 in all); \
