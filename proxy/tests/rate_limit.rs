@@ -48,10 +48,11 @@ spec:
 }
 
 /// The outcome of one burst: each request's status (and gRPC status) in
-/// order, and the time from before the first was sent to after the last
-/// was answered.
+/// order, the connections curl opened, and the time from before the first
+/// was sent to after the last was answered.
 struct Burst {
     codes: Vec<String>,
+    connects: usize,
     elapsed: Duration,
 }
 
@@ -70,7 +71,7 @@ impl Burst {
         let out = format!("{}/body-#1", dir.display());
         let mut args = vec![
             "-w",
-            "%{http_code} %header{grpc-status}\\n",
+            "%{num_connects} %{http_code} %header{grpc-status}\\n",
             "-o",
             &out,
             &url,
@@ -83,9 +84,19 @@ impl Burst {
         let start = Instant::now();
         let (_, stdout, _) = curl(None, &args);
         let elapsed = start.elapsed();
-        let codes: Vec<String> = stdout.lines().map(|l| l.trim().to_string()).collect();
+        let mut connects = 0;
+        let mut codes = Vec::new();
+        for line in stdout.lines() {
+            let (c, code) = line.split_once(' ').unwrap_or((line, ""));
+            connects += c.parse::<usize>().unwrap_or(0);
+            codes.push(code.trim().to_string());
+        }
         assert_eq!(codes.len(), n, "{stdout}");
-        Burst { codes, elapsed }
+        Burst {
+            codes,
+            connects,
+            elapsed,
+        }
     }
 
     fn count(&self, code: &str) -> usize {
@@ -171,9 +182,9 @@ fn a_total_limit_answers_429_above_it_and_counts_each() {
     assert!(exhausted > 0, "{:?}", g.codes);
     assert_eq!(g.count("429"), 0, "{:?}", g.codes);
 
-    // Refused requests with a body: the proxy reads it, so each client
-    // gets its 429 on the same connection rather than a reset (nginx
-    // answers the admitted POSTs 405).
+    // Refused requests with a body: the proxy reads it, so the connection
+    // stays usable and every answer comes on it (nginx answers the
+    // admitted POSTs 405).
     let upload = dir.path().join("upload");
     std::fs::write(&upload, vec![b'x'; 32 * 1024]).unwrap();
     let data = format!("@{}", upload.display());
@@ -181,6 +192,7 @@ fn a_total_limit_answers_429_above_it_and_counts_each() {
     refused += p.count("429");
     assert!(p.count("429") > 0, "{:?}", p.codes);
     assert_eq!(p.count("429") + p.count("405"), 30, "{:?}", p.codes);
+    assert_eq!(p.connects, 1, "{:?}", p.codes);
 
     let labels = [
         ("srv_group", "policy.pimesh.io"),
