@@ -10,11 +10,16 @@
 //! prometheus-client metrics — the floor of recording anything. Inputs:
 //! one connection with one authority, and 100 connections with an
 //! authority each, taken in turn. Ratios printed: `lookup / cached` (the
-//! gain of the cache) and `plain_counters / cached`.
+//! gain of the cache), `plain_counters / cached`, and
+//! `cached_rate_limited / cached`: `cached` plus the port's local rate
+//! limit (`Authz::rate_limit`: a total and a per-identity GCRA bucket, the
+//! client a mesh identity; rates so high that every request passes), the
+//! limiter's cost per request.
 //!
 //! Run: `cargo bench -p pimesh-benches --bench metrics` (see benches/README.md).
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
+use pimesh_api::policy::inbound::{InboundPolicy, InboundServer, RateLimit};
 use pimesh_api::policy::{DefaultPolicy, Networks};
 use pimesh_benches::criterion_ratios::{self, Pair};
 use pimesh_proxy::authz::{Authz, InboundPolicies};
@@ -38,6 +43,32 @@ fn authz() -> Authz {
     let policies = InboundPolicies::new(DefaultPolicy::AllUnauthenticated);
     let cluster = Networks::default();
     Authz::decide(&policies, 8080, &cluster, None, [10, 42, 0, 9].into())
+}
+
+/// The verdict of a meshed client on a port whose Server has a local rate
+/// limit, total and per identity, at `u32::MAX` rps (never refusing).
+fn rate_limited_authz() -> Authz {
+    let policies = InboundPolicies::new(DefaultPolicy::AllUnauthenticated);
+    let mut srv = InboundServer::default_policy(DefaultPolicy::AllUnauthenticated);
+    srv.rate_limit = Some(RateLimit {
+        name: "rl".into(),
+        total: Some(u32::MAX),
+        identity: Some(u32::MAX),
+        overrides: vec![],
+    });
+    let mut policy = InboundPolicy::default();
+    policy.servers.insert(8080, srv);
+    policies.replace(policy);
+    let id = "web.shop.serviceaccount.identity.pimesh.cluster.local";
+    let authz = Authz::decide(
+        &policies,
+        8080,
+        &Networks::default(),
+        Some(id),
+        [10, 42, 0, 9].into(),
+    );
+    assert!(authz.allowed && authz.server.rate_limit.is_some());
+    authz
 }
 
 fn labels(m: &Metrics, n: usize) -> Vec<RequestLabels> {
@@ -98,6 +129,22 @@ fn bench_metrics(c: &mut Criterion) {
                     .end(Some(200), None, "")
             })
         });
+        let limited = rate_limited_authz();
+        assert_eq!(limited.rate_limit(), Ok(()));
+        group.bench_function(BenchmarkId::new("cached_rate_limited", name), |b| {
+            b.iter(|| {
+                i = (i + 1) % sets.len();
+                let (conn, authz) = &conns[i];
+                authz.inc();
+                if black_box(&limited).rate_limit().is_err() {
+                    return;
+                }
+                let series = conn.get(&metrics, black_box(&authorities[i]));
+                metrics
+                    .request_in(series, Instant::now())
+                    .end(Some(200), None, "")
+            })
+        });
         let text = metrics.encode();
         let first = format!("authority=\"{}\"", authorities[0]);
         assert!(
@@ -123,7 +170,7 @@ fn bench_metrics(c: &mut Criterion) {
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
         }
-        // Both paths count into the same series: every request once (plus
+        // All paths count into the same series: every request once (plus
         // the check's request above, which had no verdict).
         assert_eq!(authz_total + 1, requests, "authz and request counts differ");
         let (requests, responses) = (Counter::<u64>::default(), Counter::<u64>::default());
@@ -169,6 +216,20 @@ fn main() {
         GROUP,
         "time per request, plain_counters / cached (the share that is counting itself)",
         &pairs("plain_counters"),
+        started,
+    );
+    let limiter: Vec<Pair> = INPUTS
+        .iter()
+        .map(|(name, _)| Pair {
+            name,
+            subject: format!("cached_rate_limited/{name}"),
+            baseline: format!("cached/{name}"),
+        })
+        .collect();
+    criterion_ratios::print(
+        GROUP,
+        "time per request, cached / cached_rate_limited (below 1: the local rate limit's share)",
+        &limiter,
         started,
     );
 }

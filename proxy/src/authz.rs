@@ -8,8 +8,11 @@
 //! request to HTTP (403; gRPC `PERMISSION_DENIED`), where it is made again
 //! when the port's policy changed since (as Linkerd checks each request
 //! against the current policy). [`InboundPolicies`] holds the ports'
-//! policy. A leaf: it imports nothing of the flow.
+//! policy, each `Server` with its rate limit's buckets (`ratelimit`),
+//! checked per HTTP request once the client is admitted
+//! ([`Authz::rate_limit`]). A leaf: it imports nothing of the flow.
 
+use crate::ratelimit::{Limited, LocalRateLimit};
 use pimesh_api::policy::inbound::{Client, InboundPolicy, InboundServer, ServerKind, Verdict};
 use pimesh_api::policy::{DefaultPolicy, Networks};
 use std::collections::HashMap;
@@ -27,11 +30,27 @@ pub struct Server {
     pub name: Arc<str>,
     /// `authz_name` of each of `spec.authorizations`, in order.
     pub authorization_names: Vec<Arc<str>>,
+    /// The buckets of `spec.rate_limit`, kept across policy updates that
+    /// leave it unchanged.
+    pub rate_limit: Option<Arc<LocalRateLimit>>,
 }
 
 impl Server {
-    /// Wraps `spec`.
+    /// Wraps `spec`, with new buckets.
     pub fn new(spec: InboundServer) -> Server {
+        Server::keeping(spec, None)
+    }
+
+    /// Wraps `spec`, keeping the buckets of `old` when its rate limit is
+    /// the same.
+    fn keeping(spec: InboundServer, old: Option<&Server>) -> Server {
+        let rate_limit =
+            spec.rate_limit
+                .clone()
+                .map(|rl| match old.and_then(|o| o.rate_limit.as_ref()) {
+                    Some(kept) if *kept.spec() == rl => kept.clone(),
+                    _ => Arc::new(LocalRateLimit::new(rl)),
+                });
         Server {
             name: spec.name.as_str().into(),
             authorization_names: spec
@@ -39,6 +58,7 @@ impl Server {
                 .iter()
                 .map(|a| a.name.as_str().into())
                 .collect(),
+            rate_limit,
             spec,
         }
     }
@@ -99,7 +119,7 @@ impl InboundPolicies {
             .map(|(port, spec)| {
                 let srv = match old.get(&port) {
                     Some(s) if s.spec == spec => s.clone(),
-                    _ => Arc::new(Server::new(spec)),
+                    o => Arc::new(Server::keeping(spec, o.map(|s| &**s))),
                 };
                 (port, srv)
             })
@@ -200,6 +220,20 @@ impl Authz {
             && self.allowed == other.allowed
     }
 
+    /// Takes a token of the server's rate limit for this client (none
+    /// without a limit): checked after the verdict admitted it, as
+    /// linkerd2-proxy's `check_rate_limit`.
+    ///
+    /// # Errors
+    ///
+    /// [`Limited`]: the request is over a limit.
+    pub fn rate_limit(&self) -> Result<(), Limited> {
+        match &self.server.rate_limit {
+            Some(rl) => rl.check(self.peer.identity.as_deref()),
+            None => Ok(()),
+        }
+    }
+
     /// What a refusal names: `server NAME`, or `default policy NAME`.
     pub fn describe(&self) -> String {
         match self.server.spec.kind {
@@ -221,6 +255,7 @@ mod tests {
             protocol: Default::default(),
             authorizations: vec![],
             access_policy: DefaultPolicy::Deny,
+            rate_limit: None,
         }
     }
 
@@ -245,6 +280,49 @@ mod tests {
         assert_eq!(&*p.server(81).name, "admin2");
         p.replace(InboundPolicy::default());
         assert_eq!(&*p.server(80).name, "all-authenticated");
+    }
+
+    #[test]
+    fn a_policy_change_keeps_the_buckets_of_an_unchanged_rate_limit() {
+        use pimesh_api::policy::inbound::RateLimit;
+        let p = InboundPolicies::new(DefaultPolicy::AllUnauthenticated);
+        let rl = |total| RateLimit {
+            name: "rl".into(),
+            total: Some(total),
+            identity: None,
+            overrides: vec![],
+        };
+        let mut policy = InboundPolicy::default();
+        policy.servers.insert(80, server("web"));
+        policy.servers.get_mut(&80).unwrap().rate_limit = Some(rl(2));
+        p.replace(policy.clone());
+        let cluster: Networks = "10.0.0.0/8".parse().unwrap();
+        let a = Authz::decide(&p, 80, &cluster, None, "10.0.0.1".parse().unwrap());
+        assert!(!a.allowed, "the limit is checked only for admitted clients");
+        let buckets = p.server(80).rate_limit.clone().unwrap();
+        // The Server's authorizations change, its rate limit does not.
+        let srv = policy.servers.get_mut(&80).unwrap();
+        srv.access_policy = DefaultPolicy::AllUnauthenticated;
+        p.replace(policy.clone());
+        let a = a.current(&p, &cluster).unwrap();
+        assert!(a.allowed);
+        assert!(Arc::ptr_eq(&buckets, a.server.rate_limit.as_ref().unwrap()));
+        assert_eq!((a.rate_limit(), a.rate_limit()), (Ok(()), Ok(())));
+        assert_eq!(a.rate_limit(), Err(Limited::Total(2)));
+        // A new limit: new, full buckets.
+        policy.servers.get_mut(&80).unwrap().rate_limit = Some(rl(3));
+        p.replace(policy.clone());
+        let a = a.current(&p, &cluster).unwrap();
+        assert!(!Arc::ptr_eq(
+            &buckets,
+            a.server.rate_limit.as_ref().unwrap()
+        ));
+        assert_eq!(a.rate_limit(), Ok(()));
+        // No limit.
+        policy.servers.get_mut(&80).unwrap().rate_limit = None;
+        p.replace(policy);
+        let a = a.current(&p, &cluster).unwrap();
+        assert!(a.server.rate_limit.is_none() && a.rate_limit().is_ok());
     }
 
     #[test]

@@ -48,7 +48,9 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Connection-level errors are counted in `{direction}_http_errors_total`.
 /// With an inbound verdict (`authz`) each request is counted in
 /// `inbound_http_authz_{allow,deny}_total`; a denied one is answered 403
-/// (gRPC: `PERMISSION_DENIED`) and never reaches the app.
+/// (gRPC: `PERMISSION_DENIED`) and never reaches the app, nor does an
+/// allowed one over the port's rate limit: 429 (gRPC:
+/// `RESOURCE_EXHAUSTED`), counted in `inbound_http_local_ratelimit_total`.
 pub async fn serve<I>(
     ctx: &Arc<Ctx>,
     direction: Direction,
@@ -262,11 +264,24 @@ impl Service {
                     .get_or_init(|| m.counter(self.series.target(), conn_authz, true))
                     .inc();
             }
-            if !authz.allowed {
+            // The rate limit only once admitted, as linkerd2-proxy: a
+            // refused client takes no token.
+            let refused = if !authz.allowed {
+                Some(Error::Unauthorized(authz.describe()))
+            } else {
+                authz.rate_limit().err().map(|limited| {
+                    m.record_rate_limited(self.series.target(), authz, limited.scope());
+                    let rl = authz.server.rate_limit.as_ref();
+                    let name = rl.map_or("", |r| &*r.name);
+                    Error::RateLimited(format!("HTTPLocalRateLimitPolicy {name}"), limited)
+                })
+            };
+            if let Some(e) = refused {
                 let start = std::time::Instant::now();
                 let mut metrics = self.cached_request_metrics(authority.as_ref(), start);
                 metrics.tap(req.method(), req.uri());
-                let e = Error::Unauthorized(authz.describe());
+                // Read (some of) the body so the client sees the answer,
+                // not a reset.
                 body::drain(req.into_body()).await;
                 return Ok(respond(metrics, is_grpc, Err(e)));
             }

@@ -8,6 +8,7 @@
 //! - `inbound`: identity requirement, SNI, mesh mTLS termination, then the
 //!   port's policy's verdict (`authz`, a leaf: the streamed `Server` or the
 //!   default policy).
+//! - `ratelimit`: local rate limits (a leaf: GCRA buckets per Server).
 //! - `outbound`: outbound connections; `route`, `balanced`, `retry`,
 //!   `loop_guard`, balanced `tcp`, `dst`, `policy`.
 //! - `forward`: a known connection served as HTTP or TCP until idle.
@@ -48,6 +49,7 @@ pub mod io;
 pub mod metrics;
 pub mod orig_dst;
 pub mod outbound;
+pub mod ratelimit;
 pub mod server;
 pub mod tap;
 pub mod target;

@@ -101,6 +101,43 @@ pub struct InboundServer {
     /// `accessPolicy`, `deny` unless set; the default policy itself for a
     /// port no Server selects).
     pub access_policy: DefaultPolicy,
+    /// The Server's local rate limit (its `HTTPLocalRateLimitPolicy`),
+    /// checked per HTTP request after authorization; absent for no limit
+    /// (and from controllers that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A Server's local rate limit, resolved (Linkerd's
+/// `HttpLocalRateLimit` of `linkerd2-proxy-api` `inbound.proto`): rates
+/// in requests per second, each also the burst a fresh bucket admits at
+/// once (GCRA, as linkerd2-proxy's `governor::Quota::per_second`). A rate
+/// of 0 means no limit (as linkerd2-proxy reads a zero
+/// `requests_per_second`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// The HTTPLocalRateLimitPolicy's name (`ratelimit_name`).
+    pub name: String,
+    /// The limit of all requests to the Server together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u32>,
+    /// The limit of each client identity; clients without one share one
+    /// bucket (as linkerd2-proxy's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<u32>,
+    /// Limits replacing `identity` for the clients they name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<RateLimitOverride>,
+}
+
+/// The limit of chosen clients (an `overrides` entry, its `clientRefs`
+/// resolved to mesh identities).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimitOverride {
+    /// Requests per second, shared by the clients.
+    pub requests_per_second: u32,
+    /// The clients' mesh identities (DNS-style names).
+    pub identities: Vec<String>,
 }
 
 /// One authorization of a Server (an `AuthorizationPolicy`, resolved).
@@ -175,6 +212,7 @@ impl InboundServer {
             protocol: Protocol::Unknown,
             authorizations: Vec::new(),
             access_policy: policy,
+            rate_limit: None,
         }
     }
 
@@ -350,6 +388,7 @@ mod tests {
                 ],
             }],
             access_policy: DefaultPolicy::Deny,
+            rate_limit: None,
         };
         let c = |identity, source: &str| Client {
             identity,
@@ -403,6 +442,15 @@ mod tests {
                     }],
                 }],
                 access_policy: DefaultPolicy::Deny,
+                rate_limit: Some(RateLimit {
+                    name: "api-rl".into(),
+                    total: Some(10),
+                    identity: None,
+                    overrides: vec![RateLimitOverride {
+                        requests_per_second: 5,
+                        identities: vec![WEB.into()],
+                    }],
+                }),
             },
         );
         let ev = PolicyEvent {
@@ -415,6 +463,18 @@ mod tests {
         assert!(json.contains("\"access_policy\":\"deny\""), "{json}");
         assert!(json.contains("\"cidr\":\"fd00::/8\""), "{json}");
         assert_eq!(serde_json::from_str::<PolicyEvent>(&json).unwrap(), ev);
+        // Without a rate limit the field is left out: old proxies and
+        // controllers read each other's events.
+        let mut plain = ev.clone();
+        if let Some(p) = plain.object.as_mut() {
+            p.servers.values_mut().for_each(|s| s.rate_limit = None);
+        }
+        let plain_json = serde_json::to_string(&plain).unwrap();
+        assert!(!plain_json.contains("rate_limit"), "{plain_json}");
+        assert_eq!(
+            serde_json::from_str::<PolicyEvent>(&plain_json).unwrap(),
+            plain
+        );
         let bad = json.replace("fd00::/8", "fd00::1/8");
         assert!(serde_json::from_str::<PolicyEvent>(&bad).is_err());
     }

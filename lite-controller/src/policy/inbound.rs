@@ -4,7 +4,9 @@
 //! matches its pod labels, per port, the oldest winning a conflict (by
 //! `metadata.creationTimestamp`, then name, as Linkerd); each with the
 //! applied `AuthorizationPolicy`s that target it or its Namespace,
-//! resolved to identity patterns and networks. No I/O.
+//! resolved to identity patterns and networks, and its applied
+//! `HTTPLocalRateLimitPolicy` (the oldest, as Linkerd), overrides resolved
+//! to identities. No I/O.
 //!
 //! Ports are matched by number: a Server naming its port (`port: http`)
 //! is resolved beforehand against the proxy's container ports
@@ -12,12 +14,13 @@
 
 use super::authn::{MeshTLSAuthenticationSpec, NetworkAuthenticationSpec};
 use super::authz::AuthorizationPolicySpec;
-use super::index::missing_in_authorization;
+use super::index::{missing_in_authorization, rate_limit_of};
 use super::refs::GROUP;
 use super::resource::Resource;
 use super::server::{Port, ProxyProtocol, Server};
 use pimesh_api::policy::inbound::{
-    Authentication, Authorization, InboundPolicy, InboundServer, NetworkMatch, Protocol, ServerKind,
+    Authentication, Authorization, InboundPolicy, InboundServer, NetworkMatch, Protocol, RateLimit,
+    RateLimitOverride, ServerKind,
 };
 use pimesh_api::policy::Cidr;
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,6 +75,7 @@ pub fn inbound_policy(
             continue;
         }
         let authorizations = authorizations(all, ns, &name, &present, trust_domain);
+        let rate_limit = rate_limit(all, ns, &name, trust_domain);
         out.servers.insert(
             port,
             InboundServer {
@@ -80,6 +84,7 @@ pub fn inbound_policy(
                 protocol: protocol(s.spec.proxy_protocol),
                 authorizations,
                 access_policy: s.spec.access_policy.into(),
+                rate_limit,
             },
         );
     }
@@ -176,6 +181,32 @@ fn authentication(
         ("NetworkAuthentication", Some(Resource::NetworkAuthentication(n))) => network(&n.spec),
         _ => None,
     }
+}
+
+/// The applied rate limit of Server `server` in `ns`, its overrides'
+/// `clientRefs` (ServiceAccounts; an empty or absent namespace is the
+/// policy's) resolved to identities; rates above `u32::MAX` (the wire's
+/// and Linkerd's `uint32`) clamped.
+fn rate_limit(all: &[Resource], ns: &str, server: &str, trust_domain: &str) -> Option<RateLimit> {
+    let (name, spec) = rate_limit_of(all, ns, server)?;
+    let rps = |r: i64| u32::try_from(r.max(0)).unwrap_or(u32::MAX);
+    let overrides = spec.overrides.iter().flatten().map(|o| RateLimitOverride {
+        requests_per_second: rps(o.requests_per_second),
+        identities: o
+            .client_refs
+            .iter()
+            .map(|c| {
+                let cns = c.namespace.as_deref().filter(|n| !n.is_empty());
+                service_account(&c.name, cns.unwrap_or(ns), trust_domain)
+            })
+            .collect(),
+    });
+    Some(RateLimit {
+        name: name.to_string(),
+        total: spec.total.map(|l| rps(l.requests_per_second)),
+        identity: spec.identity.map(|l| rps(l.requests_per_second)),
+        overrides: overrides.collect(),
+    })
 }
 
 /// The DNS-style identity of ServiceAccount `sa` in `ns` (see

@@ -1,10 +1,12 @@
 //! Which stored policy resources take effect, and why not: an
 //! `AuthorizationPolicy` naming a missing Server or authentication, or an
-//! `HTTPLocalRateLimitPolicy` naming a missing Server, is *not applied*,
-//! its reason given (what `pimesh policy ls` shows; Linkerd reports the
-//! same in the resource's status). No I/O.
+//! `HTTPLocalRateLimitPolicy` naming a missing Server or a Server another
+//! one already limits, is *not applied*, its reason given (what `pimesh
+//! policy ls` shows; Linkerd reports the same in the resource's status:
+//! `NoMatchingTarget`, `RateLimitReasonAlreadyExists`). No I/O.
 
 use super::authz::AuthorizationPolicySpec;
+use super::ratelimit::HTTPLocalRateLimitPolicySpec;
 use super::refs::{GATEWAY_GROUP, GROUP};
 use super::resource::Resource;
 use serde::{Deserialize, Serialize};
@@ -39,8 +41,17 @@ pub fn statuses(all: &[Resource]) -> Vec<PolicyStatus> {
                 Resource::AuthorizationPolicy(a) => missing_in_authorization(&a.spec, ns, &present),
                 Resource::HTTPLocalRateLimitPolicy(l) => {
                     let name = l.spec.target_ref.name.as_str();
-                    (!present.contains(&("Server", ns, name)))
-                        .then(|| format!("Server {ns}/{name} not found"))
+                    let winner = rate_limit_of(all, ns, name).map(|(w, _)| w);
+                    if !present.contains(&("Server", ns, name)) {
+                        Some(format!("Server {ns}/{name} not found"))
+                    } else {
+                        winner.filter(|w| *w != r.name()).map(|w| {
+                            format!(
+                                "RateLimitReasonAlreadyExists: Server {ns}/{name} is limited by \
+                                 {w}, older (one HTTPLocalRateLimitPolicy per Server)"
+                            )
+                        })
+                    }
                 }
                 _ => None,
             };
@@ -85,4 +96,29 @@ pub(super) fn missing_in_authorization(
         }
     }
     None
+}
+
+/// The `HTTPLocalRateLimitPolicy` of Server `server` in `ns` (its name and
+/// spec): of those targeting it, the oldest by `creationTimestamp` (those
+/// without one last), then by name, as Linkerd's policy controller accepts
+/// one per Server and marks the others `RateLimitReasonAlreadyExists`.
+pub(super) fn rate_limit_of<'a>(
+    all: &'a [Resource],
+    ns: &str,
+    server: &str,
+) -> Option<(&'a str, &'a HTTPLocalRateLimitPolicySpec)> {
+    all.iter()
+        .filter_map(|r| match r {
+            Resource::HTTPLocalRateLimitPolicy(l)
+                if r.namespace() == Some(ns)
+                    && l.spec.target_ref.kind == "Server"
+                    && l.spec.target_ref.name == server =>
+            {
+                let created = l.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                Some(((created.is_none(), created, r.name()), &l.spec))
+            }
+            _ => None,
+        })
+        .min_by(|a, b| a.0.cmp(&b.0))
+        .map(|((_, _, name), spec)| (name, spec))
 }

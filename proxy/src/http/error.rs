@@ -68,6 +68,10 @@ pub enum Error {
     /// NAME`) does not admit this client.
     #[error("unauthorized request: the {0} does not admit this client")]
     Unauthorized(String),
+    /// Inbound: the port's local rate limit refused the request (its
+    /// `HTTPLocalRateLimitPolicy`'s name and the limit).
+    #[error("too many requests: {0}")]
+    RateLimited(String, #[source] crate::ratelimit::Limited),
 }
 
 impl Error {
@@ -91,6 +95,7 @@ impl Error {
             Error::NoRoute(_) => "no_route",
             Error::NoBackend(_) => "no_backend",
             Error::Unauthorized(_) => "unauthorized",
+            Error::RateLimited(..) => "rate_limited",
         }
     }
 
@@ -98,14 +103,15 @@ impl Error {
     /// target cannot be reached, `RESOURCE_EXHAUSTED` (8) for oversized
     /// headers, `INTERNAL` (13) for requests the proxy cannot route,
     /// `DEADLINE_EXCEEDED` (4) for a timeout, `PERMISSION_DENIED` (7) for
-    /// a client the policy refuses (as linkerd2-proxy); `UNIMPLEMENTED`
-    /// (12) when no route matches (HTTP 404's gRPC status, grpc
-    /// `doc/http-grpc-status-mapping.md`), `INTERNAL` (13) for a rule
-    /// without a backend.
+    /// a client the policy refuses (as linkerd2-proxy), `RESOURCE_EXHAUSTED`
+    /// (8) for a request over a rate limit (as linkerd2-proxy's
+    /// `SyntheticHttpResponse`); `UNIMPLEMENTED` (12) when no route matches
+    /// (HTTP 404's gRPC status, grpc `doc/http-grpc-status-mapping.md`),
+    /// `INTERNAL` (13) for a rule without a backend.
     pub fn grpc_status(&self) -> u32 {
         match self {
             Error::NoTarget | Error::Loop => 13,
-            Error::HeadersTooLarge => 8,
+            Error::HeadersTooLarge | Error::RateLimited(..) => 8,
             Error::Resolve(..)
             | Error::ConnectTimeout(_)
             | Error::Connect(..)
@@ -130,6 +136,7 @@ impl Error {
             Error::NoRoute(_) => StatusCode::NOT_FOUND,
             Error::NoBackend(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Unauthorized(_) => StatusCode::FORBIDDEN,
+            Error::RateLimited(..) => StatusCode::TOO_MANY_REQUESTS,
             Error::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::ConnectTimeout(_) | Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::NoIdentity

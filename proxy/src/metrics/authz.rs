@@ -12,7 +12,11 @@
 //! `srv_kind="default"`, `srv_name=<policy>`, `authz_kind="default"`,
 //! `authz_name=<policy>`. HTTP series add `route_kind="default"`,
 //! `route_name="default"`; all the connection's `target_addr`, `tls` and
-//! `client_id`.
+//! `client_id`. `inbound_http_local_ratelimit_total` counts the requests a
+//! rate limit refused, with the `srv_*` labels and linkerd2-proxy's
+//! `ratelimit_group="policy.pimesh.io"`,
+//! `ratelimit_kind="HTTPLocalRateLimitPolicy"`, `ratelimit_name`,
+//! `ratelimit_scope` (`total` or `identity`).
 
 use super::labels::TargetLabels;
 use crate::authz::Authz;
@@ -67,13 +71,34 @@ impl EncodeLabelSet for AuthzLabels {
     }
 }
 
-/// The four authorization families.
+/// Labels of one rate-limit series: the server's, then the limit's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RateLimitLabels {
+    server: AuthzLabels,
+    /// `ratelimit_name`.
+    name: Arc<str>,
+    /// `ratelimit_scope`.
+    scope: &'static str,
+}
+
+impl EncodeLabelSet for RateLimitLabels {
+    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.server.encode(e)?;
+        ("ratelimit_group", POLICY_GROUP).encode(e.encode_label())?;
+        ("ratelimit_kind", "HTTPLocalRateLimitPolicy").encode(e.encode_label())?;
+        ("ratelimit_name", &*self.name).encode(e.encode_label())?;
+        ("ratelimit_scope", self.scope).encode(e.encode_label())
+    }
+}
+
+/// The four authorization families and the rate-limit one.
 #[derive(Debug, Default)]
 pub struct AuthzMetrics {
     http_allow: Family<AuthzLabels, Counter>,
     http_deny: Family<AuthzLabels, Counter>,
     tcp_allow: Family<AuthzLabels, Counter>,
     tcp_deny: Family<AuthzLabels, Counter>,
+    http_ratelimit: Family<RateLimitLabels, Counter>,
 }
 
 impl AuthzMetrics {
@@ -98,6 +123,27 @@ impl AuthzMetrics {
             "Inbound TCP connections denied, by server",
             self.tcp_deny.clone(),
         );
+        r.register(
+            "inbound_http_local_ratelimit",
+            "Inbound HTTP requests refused by a local rate limit, by server and limit",
+            self.http_ratelimit.clone(),
+        );
+    }
+
+    /// Counts one HTTP request that `authz`'s server's rate limit refused
+    /// for being over its `scope` limit (`total` or `identity`).
+    pub fn record_rate_limited(&self, target: &TargetLabels, authz: &Authz, scope: &'static str) {
+        let name = authz.server.rate_limit.as_ref().map(|r| r.name.clone());
+        let labels = RateLimitLabels {
+            server: AuthzLabels {
+                allowed: None,
+                http: false,
+                ..Self::labels(target, authz, false)
+            },
+            name: name.unwrap_or_else(|| "".into()),
+            scope,
+        };
+        self.http_ratelimit.get_or_create(&labels).inc();
     }
 
     /// Counts one HTTP request (`http`) or one opaque connection by the

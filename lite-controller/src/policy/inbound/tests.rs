@@ -254,3 +254,113 @@ fn stored_resources_keep_their_first_creation_time_and_publish_changes() {
     assert!(p.delete("Server", "shop", "api-http").unwrap());
     assert!(rx.borrow_and_update().resources.is_empty());
 }
+
+fn rate_limit(name: &str, server: &str, created: &str, spec: Value) -> Value {
+    let mut spec = spec;
+    spec["targetRef"] = json!({"group": "policy.pimesh.io", "kind": "Server", "name": server});
+    let mut d = doc("HTTPLocalRateLimitPolicy", name, spec);
+    d["metadata"]["creationTimestamp"] = json!(created);
+    d
+}
+
+#[test]
+fn a_servers_rate_limit_is_attached_with_its_overrides_resolved() {
+    let mut docs = shop();
+    docs.push(server("admin", "api", json!(9990), "2026-01-01T00:00:00Z"));
+    docs.push(rate_limit(
+        "api-rl",
+        "api-http",
+        "2026-02-01T00:00:00Z",
+        json!({
+            "total": {"requestsPerSecond": 100},
+            "identity": {"requestsPerSecond": 20},
+            "overrides": [
+                {"requestsPerSecond": 25, "clientRefs": [
+                    {"kind": "ServiceAccount", "name": "db"},
+                    {"kind": "ServiceAccount", "namespace": "", "name": "web"},
+                    {"kind": "ServiceAccount", "namespace": "ops", "name": "cron"},
+                ]},
+                {"requestsPerSecond": 100, "clientRefs": [{"kind": "ServiceAccount", "name": "x"}]},
+            ],
+        }),
+    ));
+    let p = policy_of(&parse(docs.clone()), "shop", "app=api");
+    assert_eq!(p.servers[&9990].rate_limit, None, "another Server");
+    let rl = p.servers[&8080].rate_limit.clone().unwrap();
+    assert_eq!(rl.name, "api-rl");
+    assert_eq!((rl.total, rl.identity), (Some(100), Some(20)));
+    assert_eq!(rl.overrides.len(), 2);
+    assert_eq!(rl.overrides[0].requests_per_second, 25);
+    assert_eq!(
+        rl.overrides[0].identities,
+        [
+            DB,
+            WEB,
+            "cron.ops.serviceaccount.identity.pimesh.cluster.local"
+        ]
+    );
+    assert_eq!(
+        rl.overrides[1].identities,
+        ["x.shop.serviceaccount.identity.pimesh.cluster.local"]
+    );
+    // Only a total: no identity limit, no overrides; a rate above the
+    // wire's u32 is clamped, not wrapped.
+    let n = docs.len() - 1;
+    docs[n]["spec"] = json!({
+        "targetRef": {"group": "policy.pimesh.io", "kind": "Server", "name": "api-http"},
+        "total": {"requestsPerSecond": 1_i64 << 40},
+    });
+    let p = policy_of(&parse(docs.clone()), "shop", "app=api");
+    let rl = p.servers[&8080].rate_limit.clone().unwrap();
+    assert_eq!((rl.total, rl.identity), (Some(u32::MAX), None));
+    assert!(rl.overrides.is_empty());
+    // Another namespace's limit naming the same Server name: not this one.
+    docs[n]["metadata"]["namespace"] = json!("other");
+    let p = policy_of(&parse(docs), "shop", "app=api");
+    assert_eq!(p.servers[&8080].rate_limit, None);
+}
+
+#[test]
+fn of_two_rate_limits_on_a_server_the_oldest_applies_and_the_other_says_why() {
+    let mut docs = shop();
+    let total = |rps: u32| json!({"total": {"requestsPerSecond": rps}});
+    docs.push(rate_limit(
+        "zz-old",
+        "api-http",
+        "2026-01-01T00:00:00Z",
+        total(5),
+    ));
+    // Newer, first by name: loses.
+    docs.push(rate_limit(
+        "aa-new",
+        "api-http",
+        "2026-03-01T00:00:00Z",
+        total(7),
+    ));
+    let all = parse(docs.clone());
+    let rl = policy_of(&all, "shop", "app=api").servers[&8080]
+        .rate_limit
+        .clone();
+    assert_eq!(
+        rl.map(|r| (r.name, r.total)),
+        Some(("zz-old".into(), Some(5)))
+    );
+    let st = super::super::index::statuses(&all);
+    let of = |name: &str| st.iter().find(|s| s.name == name).unwrap().clone();
+    assert!(of("zz-old").applied && of("zz-old").reason.is_none());
+    let lost = of("aa-new");
+    assert!(!lost.applied);
+    let reason = lost.reason.unwrap();
+    assert!(
+        reason.starts_with("RateLimitReasonAlreadyExists"),
+        "{reason}"
+    );
+    assert!(reason.contains("zz-old"), "{reason}");
+    // Same age: by name.
+    let n = docs.len() - 1;
+    docs[n]["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    let rl = policy_of(&parse(docs), "shop", "app=api").servers[&8080]
+        .rate_limit
+        .clone();
+    assert_eq!(rl.map(|r| r.name), Some("aa-new".into()));
+}
