@@ -13,8 +13,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter};
 
 /// The static musl builds (the boards') allocate with mimalloc instead of
-/// musl's mallocng: fewer instructions and page faults per request, and
-/// 10,000 idle connections in less memory (benches/README, "Allocator of
+/// musl's mallocng: 5-15 % fewer instructions per request, and 10,000 idle
+/// connections in less memory (benches/README, "Allocator of
 /// the musl builds"). Its options for small boards: [`musl_alloc::tune`].
 #[cfg(target_env = "musl")]
 #[global_allocator]
@@ -24,8 +24,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod musl_alloc {
     use std::ffi::{c_int, c_long};
 
-    // mimalloc's own API (include/mimalloc.h of the v3 sources that
-    // libmimalloc-sys builds; its Rust bindings do not name these options).
+    // mimalloc's own API (`mi_option_e` in include/mimalloc.h of the v3.3.2
+    // sources that libmimalloc-sys 0.1.49 builds; its Rust bindings do not
+    // name these two options). Check the numbers when Cargo.lock moves it.
     extern "C" {
         fn mi_option_set(option: c_int, value: c_long);
     }
@@ -36,8 +37,8 @@ mod musl_alloc {
 
     /// Sets mimalloc's options for a small board; called first in `main`,
     /// before anything allocates. Measured (benches/README):
-    /// - `arena_reserve` 4 MiB instead of 1 GiB: the bitmaps of a 1 GiB
-    ///   arena cost ~150 KiB of RSS at rest;
+    /// - `arena_reserve` 4 MiB instead of 1 GiB: a 1 GiB arena cost
+    ///   ~150 KiB more RSS at rest (further arenas come as needed);
     /// - `purge_delay` 0 instead of 1,000 ms: freed pages go back to the OS
     ///   at once, also in a process that has gone idle (a delayed purge
     ///   waits for the next allocation): ~0.5 KiB less per idle connection.
