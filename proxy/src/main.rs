@@ -13,7 +13,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter};
 
 /// The static musl builds (the boards') allocate with mimalloc instead of
-/// musl's mallocng: 5-15 % fewer instructions per request, and 10,000 idle
+/// musl's mallocng: 6-10 % fewer instructions per request, and 10,000 idle
 /// connections in less memory (benches/README, "Allocator of
 /// the musl builds"). Its options for small boards: [`musl_alloc::tune`].
 #[cfg(target_env = "musl")]
