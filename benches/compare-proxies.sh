@@ -20,7 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 ROUNDS=${ROUNDS:-2} IDLE=${IDLE:-10000} OUT=${OUT:-/tmp/pimesh-compare}
 BENCH=${BENCH:-$here/../target/release/pimesh-bench}
 CTL=${CTL:-$here/../target/release/pimesh}
-[[ $# -ge 1 ]] || { sed -n 2,19p "$0"; exit 64; }
+[[ $# -ge 1 ]] || { sed -n 2,16p "$0"; exit 64; }
 mkdir -p "$OUT"
 rows=()
 for round in $(seq 1 "$ROUNDS"); do
