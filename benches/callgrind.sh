@@ -8,8 +8,10 @@
 # `RESULT LABEL PROTO total_per_req=` (both proxies summed on the mesh).
 #
 # usage: benches/callgrind.sh PROXY_BIN LABEL   (N=3000 MESH=1 by default)
-#   PROXY_BIN: a release build with symbols, e.g.
+#   PROXY_BIN: a release build, glibc or static musl (the totals need no
+#   symbols; callgrind_annotate does), e.g.
 #   CARGO_PROFILE_RELEASE_STRIP=false cargo build --release -p pimesh-proxy
+#   The environment is passed on to the proxies (e.g. MIMALLOC_* options).
 #   CTL: the `pimesh` binary (a debug one will do), default target/debug/pimesh
 # Needs valgrind, nginx, h2load, curl; uses loopback ports 27481-27524.
 # Output (callgrind files, logs) in ${OUT:-/tmp/pimesh-callgrind}/LABEL.
