@@ -180,7 +180,12 @@ fn authz_shows_allowed_and_denied_requests_per_server_and_authorization() {
     ];
     let mut last = Value::Null;
     let seen = eventually(Duration::from_secs(20), || {
-        last = serde_json::from_str(&ctl.cli_ok(&args)).unwrap();
+        // Until its first scrape the workload is unknown (exit 1).
+        let out = ctl.cli(&args);
+        if !out.status.success() {
+            return false;
+        }
+        last = serde_json::from_slice(&out.stdout).unwrap();
         let allowed = row(&last, Some("api-web-only")).map(|r| r["allowed"].clone());
         let refused = row(&last, None).map(|r| r["denied"].clone());
         allowed == Some(3.into()) && refused == Some(denied.into())

@@ -52,9 +52,10 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
         .collect();
     entries.sort();
     for p in entries {
-        if p.ends_with("examples/policy") {
-            // Policy resources, not workloads to inject: tests/kube_policy.rs
-            // dry-runs them once their CRDs are in.
+        if p.ends_with("examples/policy") || p.ends_with("examples/routes") {
+            // Policy resources and Gateway API routes, not workloads to
+            // inject: tests/kube_policy.rs applies them once their CRDs
+            // are in.
             continue;
         }
         if p.is_dir() {

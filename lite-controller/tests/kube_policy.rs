@@ -341,6 +341,30 @@ fn kubernetes_mode_watches_the_policy_crds_from_missing_to_installed() {
         ctl.log()
     );
 
+    // The same YAML applied with `pimesh apply -f` to a standalone
+    // controller streams the same policy: the proxy decides alike.
+    let sa_data = TempDir::new("kube-policy-standalone");
+    let sa = Controller::spawn(sa_data.path(), Vec::new())
+        .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"));
+    for file in [
+        "server.yaml",
+        "meshtls-authentication.yaml",
+        "authorization-policy.yaml",
+    ] {
+        let path = repo().join("examples/policy").join(file);
+        sa.cli_ok(&["apply", "-f", &path.display().to_string()]);
+    }
+    let sa_anchors = sa.anchors_pem();
+    let sa_cert = sa.client_cert(&sa_anchors, "shop/api");
+    let standalone = next_policy(&policy_stream(&sa, &sa_anchors, &sa_cert, ""), &sa);
+    assert_eq!(standalone.kind, EventType::Added);
+    assert_eq!(
+        serde_json::to_value(standalone.object.unwrap()).unwrap(),
+        serde_json::to_value(&p).unwrap(),
+        "standalone and Kubernetes mode differ for the same YAML"
+    );
+    drop(sa);
+
     // The AuthorizationPolicy changed: MODIFIED with the new identities.
     let db_only = json!({
         "apiVersion": "policy.pimesh.io/v1alpha1",
@@ -583,6 +607,9 @@ fn kubernetes_mode_watches_gateway_api_routes_onto_the_services_watch() {
     cluster
         .kubectl(&["apply", "-f", &sample.display().to_string()])
         .unwrap();
+    // The GRPCRoute sample passes upstream's schema too.
+    let grpc = repo().join("examples/routes/grpcroute.yaml");
+    dry_run(&cluster, &grpc).unwrap_or_else(|e| panic!("{}: {e}", grpc.display()));
     let routes = routes_until(&w, &ctl, |r| !r.is_empty());
     let weights: Vec<Vec<(String, Option<u16>, u32)>> = routes[0]
         .rules
