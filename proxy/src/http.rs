@@ -34,8 +34,7 @@ use forward::Forward;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use park::Park;
-use std::future::Future;
+use park::{Park, Parked};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -44,7 +43,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 
 /// Serves one detected HTTP connection until the client closes it, an
-/// error ends it, or shutdown asks it to finish its requests and close.
+/// error ends it, or shutdown asks it to finish its requests and close;
+/// an HTTP/1 connection that went idle is returned parked instead
+/// ([`park::Parked`]: the caller waits for its next bytes with
+/// [`Parked::readable`] and serves it again with [`Parked::serve`], so
+/// that no future of this call is kept while it waits).
 /// Connection-level errors are counted in `{direction}_http_errors_total`.
 /// With an inbound verdict (`authz`) each request is counted in
 /// `inbound_http_authz_{allow,deny}_total`; a denied one is answered 403
@@ -59,7 +62,8 @@ pub async fn serve<I>(
     target: Target,
     labels: TargetLabels,
     authz: Option<Authz>,
-) where
+) -> Option<Parked<I>>
+where
     I: AsyncRead + AsyncWrite + Park + Unpin + Send + 'static,
 {
     let svc = Arc::new(Service {
@@ -71,125 +75,41 @@ pub async fn serve<I>(
         authz_counter: std::sync::OnceLock::new(),
         upstream: Upstream::default(),
     });
+    if protocol != Protocol::Http2 {
+        return Parked::new(svc, io).serve().await;
+    }
     let cfg = &ctx.config;
-    let result = if protocol == Protocol::Http2 {
-        let service = hyper::service::service_fn(move |req| svc.clone().handle(req));
-        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            // h2 itself answers 431 and resets the stream past twice the
-            // limit; between 1x and 2x the service refuses and counts it.
-            .max_header_list_size(cfg.max_header_bytes.saturating_mul(2) as u32)
-            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-            .initial_stream_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONN_WINDOW)
-            .max_send_buf_size(H2_MAX_SEND_BUF)
-            .serve_connection(TokioIo::new(io), service);
-        // Boxed: h2's state would otherwise size every HTTP/1 connection.
-        let mut conn = Box::pin(conn);
-        tokio::select! {
-            r = conn.as_mut() => r,
-            _ = ctx.shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
+    let service = hyper::service::service_fn(move |req| svc.clone().handle(req));
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        // h2 itself answers 431 and resets the stream past twice the
+        // limit; between 1x and 2x the service refuses and counts it.
+        .max_header_list_size(cfg.max_header_bytes.saturating_mul(2) as u32)
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_send_buf_size(H2_MAX_SEND_BUF)
+        .serve_connection(TokioIo::new(io), service);
+    // Boxed: h2's state would otherwise size every HTTP/1 connection.
+    let mut conn = Box::pin(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = ctx.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
-    } else {
-        serve_h1(ctx, svc, io).await
     };
+    connection_ended(ctx, direction, result);
+    None
+}
+
+/// Counts a connection that hyper ended with an error in
+/// `{direction}_http_errors_total`.
+fn connection_ended(ctx: &Ctx, direction: Direction, result: Result<(), hyper::Error>) {
     if let Err(e) = result {
         let label = connection_error_label(&e);
         tracing::debug!(%e, label, ?direction, "HTTP connection ended with an error");
         ctx.metrics.http_error(direction, label);
-    }
-}
-
-/// Serves an HTTP/1 connection, parking it between requests (`park`)
-/// when its I/O allows: hyper and its buffers exist only while a request
-/// is read or answered.
-async fn serve_h1<I>(ctx: &Arc<Ctx>, svc: Arc<Service>, io: I) -> Result<(), hyper::Error>
-where
-    I: AsyncRead + AsyncWrite + Park + Unpin + Send + 'static,
-{
-    let cfg = &ctx.config;
-    let parks = io.can_park();
-    let gate = Arc::new(park::Gate::default());
-    let mut io = park::GatedIo {
-        io,
-        prefix: bytes::Bytes::new(),
-        gate: gate.clone(),
-    };
-    loop {
-        if parks && io.prefix.is_empty() {
-            let readable = std::future::poll_fn(|cx| std::pin::Pin::new(&mut io.io).poll_park(cx));
-            tokio::select! {
-                r = readable => {
-                    if r.is_err() {
-                        return Ok(()); // reset while idle: as hyper, no error
-                    }
-                }
-                _ = ctx.shutdown.cancelled() => return Ok(()),
-            }
-        }
-        gate.reset();
-        let (round_svc, round_gate) = (svc.clone(), gate.clone());
-        let service = hyper::service::service_fn(move |req| {
-            let in_flight = round_gate.request(&req);
-            // `handle` returns the request's future already boxed: moving
-            // it into this block and hyper's slot copies a pointer.
-            let rsp = round_svc.clone().handle(req);
-            async move { rsp.await.map(|rsp| park::track(rsp, in_flight)) }
-        });
-        // Boxed: hyper's connection state is freed while parked.
-        let mut conn = Box::new(
-            hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(cfg.header_read_timeout)
-                .max_buf_size(cfg.max_header_bytes)
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades(),
-        );
-        // Parked once idle for `LINGER`; the timer is made on the first
-        // idle period and moved at each next one.
-        let mut linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        let mut periods = gate.idle_periods();
-        let parked = std::future::poll_fn(|cx| match std::pin::Pin::new(&mut conn).poll(cx) {
-            std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
-            std::task::Poll::Pending if parks && gate.is_idle() && park::LINGER.is_zero() => {
-                std::task::Poll::Ready(None)
-            }
-            std::task::Poll::Pending if parks && gate.is_idle() => {
-                let sleep =
-                    linger.get_or_insert_with(|| Box::pin(tokio::time::sleep(park::LINGER)));
-                if gate.idle_periods() != periods {
-                    periods = gate.idle_periods();
-                    sleep
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + park::LINGER);
-                }
-                sleep.as_mut().poll(cx).map(|()| None)
-            }
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        });
-        let ended = tokio::select! {
-            r = parked => r,
-            _ = ctx.shutdown.cancelled() => {
-                std::pin::Pin::new(&mut *conn).graceful_shutdown();
-                return conn.await;
-            }
-        };
-        if let Some(r) = ended {
-            return r;
-        }
-        // Idle: take the socket back, with what hyper read ahead.
-        let Some(parts) = (*conn).into_parts() else {
-            return Ok(());
-        };
-        io = parts.io.into_inner();
-        // A copy: `read_buf` keeps hyper's whole read buffer alive.
-        io.prefix = match parts.read_buf.is_empty() {
-            true => bytes::Bytes::new(),
-            false => bytes::Bytes::copy_from_slice(&parts.read_buf),
-        };
     }
 }
 

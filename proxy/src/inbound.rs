@@ -16,7 +16,7 @@
 use crate::authz::Authz;
 use crate::ctx::Ctx;
 use crate::detect::Protocol;
-use crate::forward::dispatch;
+use crate::forward::{dispatch, resume, ParkedTcp};
 use crate::io::PrefixedIo;
 use crate::metrics::{Direction, Tls};
 use crate::target::Target;
@@ -36,7 +36,9 @@ const MAX_CLIENT_HELLO: usize = 5 + 16 * 1024;
 const DIRECTION: Direction = Direction::Inbound;
 
 /// Serves an inbound connection whose first bytes (`prefix`) were read by
-/// detection as `protocol`; `label_addr` is the port as addressed.
+/// detection as `protocol`; `label_addr` is the port as addressed. A
+/// plaintext HTTP/1 connection that parks between requests is returned
+/// (see [`dispatch`]).
 pub async fn serve(
     ctx: Arc<Ctx>,
     mut stream: TcpStream,
@@ -44,7 +46,7 @@ pub async fn serve(
     protocol: Protocol,
     target: Target,
     label_addr: SocketAddr,
-) {
+) -> Option<ParkedTcp> {
     let cfg = &ctx.config;
     // Unknown (the socket is gone): outside every network.
     let source = stream
@@ -60,11 +62,12 @@ pub async fn serve(
                     let io = PrefixedIo::new(prefix.freeze(), stream);
                     // Boxed: idle connections waiting in detection then
                     // cost only the detection state, not the largest one.
-                    return Box::pin(terminate(ctx, io, target, label_addr, source)).await;
+                    Box::pin(terminate(ctx, io, target, label_addr, source)).await;
+                    return None;
                 }
                 _ if requires_identity => {
                     ctx.metrics.accept_error(DIRECTION, "identity_required");
-                    return;
+                    return None;
                 }
                 _ => {} // the app's own TLS: passed through
             }
@@ -75,7 +78,7 @@ pub async fn serve(
             "plaintext on a port that requires identity; closing"
         );
         ctx.metrics.accept_error(DIRECTION, "identity_required");
-        return;
+        return None;
     }
     let labels = ctx.metrics.target(
         DIRECTION,
@@ -83,16 +86,14 @@ pub async fn serve(
         Tls::plaintext(DIRECTION),
     );
     let mut protocol = protocol;
-    let Some(authz) = authorize(
+    let authz = authorize(
         &ctx,
         &labels,
         &mut protocol,
         label_addr.port(),
         None,
         source,
-    ) else {
-        return;
-    };
+    )?;
     let io = PrefixedIo::new(prefix.freeze(), stream);
     Box::pin(dispatch(
         ctx, DIRECTION, io, protocol, target, labels, authz,
@@ -214,5 +215,8 @@ async fn terminate(
     ) else {
         return;
     };
-    dispatch(ctx, DIRECTION, tls, protocol, target, labels, authz).await
+    // TLS never parks (`Park::can_park`); kept served all the same.
+    if let Some(parked) = dispatch(ctx, DIRECTION, tls, protocol, target, labels, authz).await {
+        resume(parked).await;
+    }
 }

@@ -26,7 +26,7 @@ pub mod tcp;
 use crate::connect::mtls;
 use crate::ctx::Ctx;
 use crate::detect::Protocol;
-use crate::forward::dispatch;
+use crate::forward::{dispatch, ParkedTcp};
 use crate::io::PrefixedIo;
 use crate::metrics::{Direction, Tls};
 use crate::target::Target;
@@ -42,7 +42,7 @@ pub async fn serve(
     protocol: Protocol,
     target: Target,
     label_addr: SocketAddr,
-) {
+) -> Option<ParkedTcp> {
     let direction = Direction::Outbound;
     let tls = match target {
         Target::Fixed(addr) => match ctx.config.mesh_destination(addr) {

@@ -15,7 +15,7 @@ use crate::io::PrefixedIo;
 use crate::metrics::{Direction, Metrics};
 use crate::target::Target;
 use crate::tls::CredentialStore;
-use crate::{admin, inbound, outbound, tap};
+use crate::{admin, forward, inbound, outbound, tap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -295,7 +295,9 @@ async fn serve_connection(ctx: Arc<Ctx>, direction: Direction, mut stream: TcpSt
             }
         }
     };
-    match direction {
+    // Boxed: once it returns, its states are freed; an HTTP/1 connection
+    // parked between requests then costs this task only `resume`'s state.
+    let parked = match direction {
         Direction::Inbound => {
             Box::pin(inbound::serve(
                 ctx, stream, prefix, protocol, target, label_addr,
@@ -304,9 +306,31 @@ async fn serve_connection(ctx: Arc<Ctx>, direction: Direction, mut stream: TcpSt
         }
         Direction::Outbound => {
             let io = PrefixedIo::new(prefix.freeze(), stream);
-            // Boxed: idle connections waiting in detection then cost only
-            // the detection state, not the largest one.
             Box::pin(outbound::serve(ctx, io, protocol, target, label_addr)).await
         }
+    };
+    if let Some(parked) = parked {
+        forward::resume(parked).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the futures `f` returns, without making one.
+    fn future_size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A connection's task is this future (and its permit): what an idle
+    /// HTTP/1 connection keeps while parked (`forward::resume` inline, the
+    /// rest boxed and freed by then), besides its socket and service.
+    #[test]
+    fn a_connection_task_is_small() {
+        let task = future_size(serve_connection);
+        let parked = std::mem::size_of::<forward::ParkedTcp>();
+        println!("serve_connection: {task} bytes, ParkedTcp: {parked} bytes");
+        assert!(task <= 1024, "serve_connection's future is {task} bytes");
     }
 }

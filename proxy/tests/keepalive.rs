@@ -124,3 +124,39 @@ fn keep_alive_requests_after_a_pause_and_pipelined_across_the_hand_back() {
     assert!(rest.is_empty(), "{rest:?}");
     assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
 }
+
+#[test]
+fn a_parked_connection_idles_out_after_being_served_again() {
+    let nginx = Nginx::start(None, "127.0.0.1");
+    let target = format!("127.0.0.1:{}", nginx.port);
+    let proxy = Proxy::start(&[
+        ("PIMESH_PROXY_INBOUND_TARGET", &target),
+        ("PIMESH_PROXY_IDLE_TIMEOUT", "1s"),
+    ]);
+    let client = connect(proxy.inbound);
+    let mut w = client.try_clone().unwrap();
+    let mut r = BufReader::new(client);
+    // Parked after each request (300 ms > the 20 ms linger), served again,
+    // and kept past the first round's idle timer.
+    for _ in 0..4 {
+        w.write_all(get("/").as_bytes()).unwrap();
+        assert_eq!(read_response(&mut r), (200, "hello from nginx\n".into()));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Then silent: the proxy closes it (within twice the timeout).
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = r.read_to_end(&mut rest);
+    println!(
+        "closed after {:?} of silence",
+        started.elapsed() + Duration::from_millis(300)
+    );
+    assert!(rest.is_empty(), "{rest:?}");
+    let m = proxy.metrics();
+    let idle = [("error", "idle_timeout")];
+    assert_eq!(
+        sum_metric(&m, "inbound_tcp_accept_errors_total", &idle),
+        1.0,
+        "{m}"
+    );
+}
