@@ -5,7 +5,8 @@
 use crate::authz::Authz;
 use crate::ctx::Ctx;
 use crate::detect::Protocol;
-use crate::http::park::{Park, Parked};
+use crate::http::park::Park;
+use crate::http::Parked;
 use crate::io::{idle, MeteredIo, PrefixedIo};
 use crate::metrics::{Direction, Peer, TargetLabels, TcpLabels};
 use crate::target::Target;

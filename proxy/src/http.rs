@@ -34,7 +34,8 @@ use forward::Forward;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use park::{Park, Parked};
+use park::Park;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -101,6 +102,136 @@ where
     };
     connection_ended(ctx, direction, result);
     None
+}
+
+/// An HTTP/1 connection between two hyper connections: its I/O (with what
+/// the last one read ahead), its request handler and its [`Gate`]. Once
+/// parked, nothing else of the connection exists: no codec, no buffer, no
+/// future.
+pub struct Parked<I> {
+    io: park::GatedIo<I>,
+    svc: Arc<Service>,
+}
+
+impl<I> Parked<I> {
+    /// The connection's I/O.
+    pub fn io(&self) -> &I {
+        &self.io.io
+    }
+
+    /// The proxy's shared state.
+    pub fn ctx(&self) -> &Arc<crate::ctx::Ctx> {
+        &self.svc.ctx
+    }
+
+    /// Which listener accepted the connection.
+    pub fn direction(&self) -> crate::metrics::Direction {
+        self.svc.direction
+    }
+}
+
+impl<I> Parked<I>
+where
+    I: AsyncRead + AsyncWrite + Park + Unpin + Send + 'static,
+{
+    /// A connection no hyper connection has served yet.
+    fn new(svc: Arc<Service>, io: I) -> Parked<I> {
+        let io = park::GatedIo {
+            io,
+            prefix: bytes::Bytes::new(),
+            gate: Arc::new(park::Gate::default()),
+        };
+        Parked { io, svc }
+    }
+
+    /// Waits until the connection has bytes to read (or EOF, or an
+    /// error): `true`, serve it; `false` when it was reset or the proxy
+    /// shuts down, close it (as hyper closes an idle connection, without
+    /// an error). Ready at once when bytes read ahead wait, or when the
+    /// I/O cannot park.
+    pub async fn readable(&mut self) -> bool {
+        if !self.io.prefix.is_empty() || !self.io.io.can_park() {
+            return true;
+        }
+        let readable = std::future::poll_fn(|cx| std::pin::Pin::new(&mut self.io.io).poll_park(cx));
+        tokio::select! {
+            r = readable => r.is_ok(),
+            _ = self.svc.ctx.shutdown.cancelled() => false,
+        }
+    }
+
+    /// Serves the connection with a fresh hyper connection until it ends
+    /// (`None`; a connection error counted in
+    /// `{direction}_http_errors_total`) or has been idle for [`park::LINGER`]
+    /// (`Some`: parked again, hyper dropped). An I/O that cannot park
+    /// stays in hyper until the connection ends.
+    pub async fn serve(self) -> Option<Parked<I>> {
+        let Parked { io, svc } = self;
+        let ctx = svc.ctx.clone();
+        let parks = io.io.can_park();
+        let gate = io.gate.clone();
+        gate.reset();
+        let (round_svc, round_gate) = (svc.clone(), gate.clone());
+        let service = hyper::service::service_fn(move |req| {
+            let in_flight = round_gate.request(&req);
+            // `handle` returns the request's future already boxed: moving
+            // it into this block and hyper's slot copies a pointer.
+            let rsp = round_svc.clone().handle(req);
+            async move { rsp.await.map(|rsp| park::track(rsp, in_flight)) }
+        });
+        // Boxed: hyper's connection state is freed when parked.
+        let mut conn = Box::new(
+            hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(ctx.config.header_read_timeout)
+                .max_buf_size(ctx.config.max_header_bytes)
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        // Parked once idle for `park::LINGER`; the timer is made on the first
+        // idle period and moved at each next one.
+        let mut linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let mut periods = gate.idle_periods();
+        let parked = std::future::poll_fn(|cx| match std::pin::Pin::new(&mut conn).poll(cx) {
+            std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+            std::task::Poll::Pending if parks && gate.is_idle() && park::LINGER.is_zero() => {
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Pending if parks && gate.is_idle() => {
+                let sleep =
+                    linger.get_or_insert_with(|| Box::pin(tokio::time::sleep(park::LINGER)));
+                if gate.idle_periods() != periods {
+                    periods = gate.idle_periods();
+                    sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + park::LINGER);
+                }
+                sleep.as_mut().poll(cx).map(|()| None)
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        });
+        let ended = tokio::select! {
+            r = parked => r,
+            _ = ctx.shutdown.cancelled() => {
+                std::pin::Pin::new(&mut *conn).graceful_shutdown();
+                connection_ended(&ctx, svc.direction, conn.await);
+                return None;
+            }
+        };
+        if let Some(r) = ended {
+            connection_ended(&ctx, svc.direction, r);
+            return None;
+        }
+        // Idle: take the socket back, with what hyper read ahead.
+        let parts = (*conn).into_parts()?;
+        let mut io = parts.io.into_inner();
+        // A copy: `read_buf` keeps hyper's whole read buffer alive.
+        io.prefix = match parts.read_buf.is_empty() {
+            true => bytes::Bytes::new(),
+            false => bytes::Bytes::copy_from_slice(&parts.read_buf),
+        };
+        Some(Parked { io, svc })
+    }
 }
 
 /// Counts a connection that hyper ended with an error in

@@ -20,19 +20,16 @@
 //! and no parking happens before that connection's next request ends, so
 //! the header read timeout still bounds a slow head.
 //!
-//! A parked connection is a value ([`Parked`]: the socket, the connection's
-//! service and its gate), returned from the serving future so that the
+//! A parked connection is a value (`http::Parked`: the socket, the
+//! connection's service and its gate), returned from the serving future so that the
 //! connection's task keeps none of the futures that served it (nor their
-//! largest states): the task waits ([`Parked::readable`]) and serves it
-//! again ([`Parked::serve`], a future freed when it parks).
+//! largest states): the task waits (`Parked::readable`) and serves it
+//! again (`Parked::serve`, a future freed when it parks).
 //! Source: hyper 1.x `server::conn::http1::Connection::into_parts`.
 
-use super::{connection_ended, Service};
 use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -61,131 +58,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Park for tokio_rustls::server::TlsStream
 
     fn poll_park(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
-    }
-}
-
-/// An HTTP/1 connection between two hyper connections: its I/O (with what
-/// the last one read ahead), its request handler and its [`Gate`]. Once
-/// parked, nothing else of the connection exists: no codec, no buffer, no
-/// future.
-pub struct Parked<I> {
-    io: GatedIo<I>,
-    svc: Arc<Service>,
-}
-
-impl<I> Parked<I> {
-    /// The connection's I/O.
-    pub fn io(&self) -> &I {
-        &self.io.io
-    }
-
-    /// The proxy's shared state.
-    pub fn ctx(&self) -> &Arc<crate::ctx::Ctx> {
-        &self.svc.ctx
-    }
-
-    /// Which listener accepted the connection.
-    pub fn direction(&self) -> crate::metrics::Direction {
-        self.svc.direction
-    }
-}
-
-impl<I> Parked<I>
-where
-    I: AsyncRead + AsyncWrite + Park + Unpin + Send + 'static,
-{
-    /// A connection no hyper connection has served yet.
-    pub(super) fn new(svc: Arc<Service>, io: I) -> Parked<I> {
-        let io = GatedIo {
-            io,
-            prefix: Bytes::new(),
-            gate: Arc::new(Gate::default()),
-        };
-        Parked { io, svc }
-    }
-
-    /// Waits until the connection has bytes to read (or EOF, or an
-    /// error): `true`, serve it; `false` when it was reset or the proxy
-    /// shuts down, close it (as hyper closes an idle connection, without
-    /// an error). Ready at once when bytes read ahead wait, or when the
-    /// I/O cannot park.
-    pub async fn readable(&mut self) -> bool {
-        if !self.io.prefix.is_empty() || !self.io.io.can_park() {
-            return true;
-        }
-        let readable = std::future::poll_fn(|cx| Pin::new(&mut self.io.io).poll_park(cx));
-        tokio::select! {
-            r = readable => r.is_ok(),
-            _ = self.svc.ctx.shutdown.cancelled() => false,
-        }
-    }
-
-    /// Serves the connection with a fresh hyper connection until it ends
-    /// (`None`; a connection error counted in
-    /// `{direction}_http_errors_total`) or has been idle for [`LINGER`]
-    /// (`Some`: parked again, hyper dropped). An I/O that cannot park
-    /// stays in hyper until the connection ends.
-    pub async fn serve(self) -> Option<Parked<I>> {
-        let Parked { io, svc } = self;
-        let ctx = svc.ctx.clone();
-        let parks = io.io.can_park();
-        let gate = io.gate.clone();
-        gate.reset();
-        let (round_svc, round_gate) = (svc.clone(), gate.clone());
-        let service = hyper::service::service_fn(move |req| {
-            let in_flight = round_gate.request(&req);
-            // `handle` returns the request's future already boxed: moving
-            // it into this block and hyper's slot copies a pointer.
-            let rsp = round_svc.clone().handle(req);
-            async move { rsp.await.map(|rsp| track(rsp, in_flight)) }
-        });
-        // Boxed: hyper's connection state is freed when parked.
-        let mut conn = Box::new(
-            hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(ctx.config.header_read_timeout)
-                .max_buf_size(ctx.config.max_header_bytes)
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades(),
-        );
-        // Parked once idle for `LINGER`; the timer is made on the first
-        // idle period and moved at each next one.
-        let mut linger: Option<Pin<Box<tokio::time::Sleep>>> = None;
-        let mut periods = gate.idle_periods();
-        let parked = std::future::poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
-            Poll::Ready(r) => Poll::Ready(Some(r)),
-            Poll::Pending if parks && gate.is_idle() && LINGER.is_zero() => Poll::Ready(None),
-            Poll::Pending if parks && gate.is_idle() => {
-                let sleep = linger.get_or_insert_with(|| Box::pin(tokio::time::sleep(LINGER)));
-                if gate.idle_periods() != periods {
-                    periods = gate.idle_periods();
-                    sleep.as_mut().reset(tokio::time::Instant::now() + LINGER);
-                }
-                sleep.as_mut().poll(cx).map(|()| None)
-            }
-            Poll::Pending => Poll::Pending,
-        });
-        let ended = tokio::select! {
-            r = parked => r,
-            _ = ctx.shutdown.cancelled() => {
-                Pin::new(&mut *conn).graceful_shutdown();
-                connection_ended(&ctx, svc.direction, conn.await);
-                return None;
-            }
-        };
-        if let Some(r) = ended {
-            connection_ended(&ctx, svc.direction, r);
-            return None;
-        }
-        // Idle: take the socket back, with what hyper read ahead.
-        let parts = (*conn).into_parts()?;
-        let mut io = parts.io.into_inner();
-        // A copy: `read_buf` keeps hyper's whole read buffer alive.
-        io.prefix = match parts.read_buf.is_empty() {
-            true => Bytes::new(),
-            false => Bytes::copy_from_slice(&parts.read_buf),
-        };
-        Some(Parked { io, svc })
     }
 }
 
