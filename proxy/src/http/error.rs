@@ -158,16 +158,7 @@ impl Error {
 /// proxies, and as linkerd2-proxy answers.
 pub(super) fn error_response(e: &Error, grpc: bool) -> Response<ResponseBody> {
     let msg = crate::error_chain(e);
-    // Header-safe: printable ASCII, the rest percent-encoded (as
-    // grpc-message requires).
-    let encoded: String = msg
-        .bytes()
-        .map(|b| match b {
-            b' '..=b'~' if b != b'%' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let encoded = http::HeaderValue::from_str(&encoded).ok();
+    let encoded = super::headers::percent_encoded(&msg);
     let mut rsp = if grpc {
         let mut rsp = Response::new(ResponseBody::local(Bytes::new()));
         let h = rsp.headers_mut();
@@ -177,7 +168,7 @@ pub(super) fn error_response(e: &Error, grpc: bool) -> Response<ResponseBody> {
         );
         h.insert("grpc-status", http::HeaderValue::from(e.grpc_status()));
         if let Some(v) = &encoded {
-            h.insert("grpc-message", v.clone());
+            h.insert(&super::headers::GRPC_MESSAGE, v.clone());
         }
         rsp
     } else {
