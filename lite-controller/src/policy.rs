@@ -20,6 +20,10 @@
 //! - `resource`: [`Resource`], one document of any kind, parsed and checked.
 //! - `validate`: what the CRD schema cannot say, each error naming its field.
 //! - `index`: which stored resources take effect, and why not.
+//! - `condition`: the kinds' `status` (Kubernetes conditions), a leaf.
+//! - `conflict`: Servers that an older one keeps from every pod.
+//! - `status`: a resource's Kubernetes `status` (conditions, route
+//!   parents) from its `index` status, written by `kube/policy/status.rs`.
 //! - `inbound`: the inbound policy of one proxy's ports, for its stream.
 //! - `ports`: Servers' named ports resolved against a pod's container ports.
 //! - `snapshot`: the resources at one revision, from either source, for
@@ -31,6 +35,8 @@
 
 pub mod authn;
 pub mod authz;
+pub mod condition;
+pub mod conflict;
 pub mod crd;
 pub mod grpcroute;
 pub mod httproute;
@@ -43,6 +49,7 @@ pub mod refs;
 pub mod resource;
 pub mod server;
 pub mod snapshot;
+pub mod status;
 pub mod stored;
 pub mod validate;
 

@@ -16,12 +16,17 @@
 //! AuthorizationPolicy created with kubectl reach a proxy's inbound-policy
 //! stream (opened with a certificate the controller issued for a
 //! ServiceAccount token), an AuthorizationPolicy changed or deleted too;
-//! the older of two Servers on a port wins; `pimesh policy ls` names an
-//! AuthorizationPolicy's missing Server. Gateway API's HTTPRoute and
+//! the older of two Servers on a port wins and the younger reports the
+//! conflict; `pimesh policy ls` names an AuthorizationPolicy's missing
+//! Server. Each resource's `status.conditions` says the same (`Accepted`,
+//! `NoMatchingTarget`, `Conflict`), turns when that changes, and is not
+//! rewritten while nothing does. Gateway API's HTTPRoute and
 //! GRPCRoute (upstream's CRDs, fetched as the `sigs.k8s.io/gateway-api`
 //! Go module) are watched too: missing, said once; installed later, a
 //! kubectl-applied HTTPRoute rides its parent Service's discovery watch,
-//! and goes when deleted. No root needed.
+//! gets a `status.parents[]` entry (`controllerName:
+//! pimesh.io/policy-controller`, Accepted, ResolvedRefs) beside another
+//! controller's, which is kept, and goes when deleted. No root needed.
 
 mod support;
 
@@ -280,6 +285,31 @@ fn identities_8080(p: &InboundPolicy) -> Option<Vec<(String, Vec<String>)>> {
     )
 }
 
+/// The `Accepted` condition of `what` (`KIND/NAME` in `shop`), from
+/// `kubectl get -o json` (`null` when it has none).
+fn accepted(cluster: &Cluster, what: &str) -> Value {
+    let json = cluster
+        .kubectl(&["get", what, "-n", "shop", "-o", "json"])
+        .unwrap();
+    let obj: Value = serde_json::from_str(&json).unwrap();
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Accepted"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// `what`'s `Accepted` condition once its `status` is `want` (within 20 s).
+fn accepted_until(cluster: &Cluster, ctl: &Controller, what: &str, want: &str) -> Value {
+    let mut last = Value::Null;
+    let ok = eventually(Duration::from_secs(20), || {
+        last = accepted(cluster, what);
+        last["status"] == want
+    });
+    assert!(ok, "{what}: Accepted is {last}, not {want}\n{}", ctl.log());
+    last
+}
+
 fn kubectl_apply(cluster: &Cluster, file: &str) -> String {
     let path = repo().join("examples/policy").join(file);
     cluster
@@ -440,10 +470,72 @@ fn kubernetes_mode_watches_the_policy_crds_from_missing_to_installed() {
         orphan_row.ends_with("not applied: Server shop/gone not found"),
         "{ls}"
     );
-    for name in ["api-http", "a-late", "web-only"] {
-        let row = ls.lines().find(|l| l.contains(name)).unwrap();
+    for name in ["api-http", "web-only"] {
+        // By the NAME column: a-late's reason names api-http.
+        let row = ls
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(name))
+            .unwrap();
         assert!(row.ends_with("applied") && !row.contains("not"), "{ls}");
     }
+    // The younger of the two Servers says whose port it is.
+    let late_row = ls.lines().find(|l| l.contains("a-late")).unwrap();
+    assert!(
+        late_row.contains("not applied: Conflict: port 8080")
+            && late_row.contains("Server shop/api-http's, older"),
+        "{ls}"
+    );
+
+    // Each resource's status says the same (Accepted, written with
+    // server-side apply): the orphan waits for its Server, the younger
+    // Server names the older.
+    let orphan_accepted = accepted_until(&cluster, &ctl, "authorizationpolicy/orphan", "False");
+    assert_eq!(
+        orphan_accepted["reason"], "NoMatchingTarget",
+        "{orphan_accepted}"
+    );
+    assert_eq!(orphan_accepted["message"], "Server shop/gone not found");
+    assert_eq!(orphan_accepted["observedGeneration"], 1);
+    let late_accepted = accepted_until(&cluster, &ctl, "server/a-late", "False");
+    assert_eq!(late_accepted["reason"], "Conflict", "{late_accepted}");
+    assert!(
+        late_accepted["message"]
+            .as_str()
+            .unwrap()
+            .contains("Server shop/api-http's, older"),
+        "{late_accepted}"
+    );
+    let api_accepted = accepted_until(&cluster, &ctl, "server/api-http", "True");
+    assert_eq!(api_accepted["reason"], "Accepted", "{api_accepted}");
+    // Nothing changes: nothing is written (a write's own watch event
+    // does not bring another).
+    let writes = "pimesh_controller_kube_policy_status_writes_total";
+    let mut settled = 0.0;
+    let quiet = eventually(Duration::from_secs(20), || {
+        settled = ctl.metric(writes);
+        std::thread::sleep(Duration::from_secs(1));
+        ctl.metric(writes) == settled
+    });
+    assert!(quiet, "status writes never stop: {settled}\n{}", ctl.log());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(ctl.metric(writes), settled, "status writes go on");
+    eprintln!(
+        "status writes so far: {settled}; failed: {}",
+        ctl.metric("pimesh_controller_kube_policy_status_write_errors_total")
+    );
+    let since = accepted(&cluster, "authorizationpolicy/orphan")["lastTransitionTime"].clone();
+    assert_eq!(since, orphan_accepted["lastTransitionTime"]);
+    // The Server it names created: Accepted turns True.
+    let gone = std::fs::read_to_string(repo().join("examples/policy/server.yaml"))
+        .unwrap()
+        .replace("name: api-http", "name: gone")
+        .replace("port: 8080", "port: 7070");
+    cluster.apply(&gone).unwrap();
+    let now_accepted = accepted_until(&cluster, &ctl, "authorizationpolicy/orphan", "True");
+    assert_eq!(now_accepted["reason"], "Accepted", "{now_accepted}");
+    cluster
+        .kubectl(&["delete", "server", "gone", "-n", "shop"])
+        .unwrap();
     let fresh = policy_stream(&ctl, &anchors, &cert, "");
     let added = next_policy(&fresh, &ctl);
     assert_eq!(added.kind, EventType::Added);
@@ -455,6 +547,8 @@ fn kubernetes_mode_watches_the_policy_crds_from_missing_to_installed() {
         p.servers.get(&8080).is_some_and(|s| s.name == "a-late")
     });
     assert!(p.servers[&8080].authorizations.is_empty());
+    // No longer in conflict: its status says so.
+    accepted_until(&cluster, &ctl, "server/a-late", "True");
 
     // A Server naming its port (Linkerd's `port: http`) selects the port
     // of that name for a proxy that declares it (PIMESH_PROXY_POD_PORTS),
@@ -535,6 +629,29 @@ fn routes_until(
             }
         }
     }
+}
+
+/// `status.parents` of HTTPRoute `shop/web-split` once `want` holds of
+/// it, within 20 s.
+fn parent_status_until(
+    cluster: &Cluster,
+    ctl: &Controller,
+    want: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let mut last = Vec::new();
+    let ok = eventually(Duration::from_secs(20), || {
+        let json = cluster
+            .kubectl(&["get", "httproute", "web-split", "-n", "shop", "-o", "json"])
+            .unwrap();
+        let route: Value = serde_json::from_str(&json).unwrap();
+        last = route["status"]["parents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        want(&last)
+    });
+    assert!(ok, "status.parents: {last:?}\n{}", ctl.log());
+    last
 }
 
 #[test]
@@ -642,6 +759,60 @@ fn kubernetes_mode_watches_gateway_api_routes_onto_the_services_watch() {
         row.starts_with("HTTPRoute") && !row.contains("not applied"),
         "{ls}"
     );
+
+    // Its status: an entry for the parent Service, pimesh's, with
+    // Accepted and ResolvedRefs.
+    let ours = parent_status_until(&cluster, &ctl, |p| p.len() == 1);
+    assert_eq!(ours[0]["controllerName"], "pimesh.io/policy-controller");
+    assert_eq!(
+        ours[0]["parentRef"],
+        json!({"group": "", "kind": "Service", "name": "web", "port": 80})
+    );
+    let conditions: Vec<(String, String, String)> = ours[0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("type"), s("status"), s("reason"))
+        })
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("Accepted".into(), "True".into(), "Accepted".into()),
+            ("ResolvedRefs".into(), "True".into(), "ResolvedRefs".into()),
+        ]
+    );
+    // Another controller's entry (its own write replacing the list): kept
+    // as it is, pimesh's put back beside it.
+    let foreign = json!({
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"},
+        "controllerName": "example.com/gateway",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    });
+    cluster
+        .kubectl(&[
+            "patch",
+            "httproute",
+            "web-split",
+            "-n",
+            "shop",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &json!({"status": {"parents": [foreign]}}).to_string(),
+        ])
+        .unwrap();
+    let both = parent_status_until(&cluster, &ctl, |p| p.len() == 2);
+    assert_eq!(both[0], foreign);
+    assert_eq!(both[1]["controllerName"], ours[0]["controllerName"]);
+    assert_eq!(both[1]["parentRef"], ours[0]["parentRef"]);
+    for (i, c) in ours[0]["conditions"].as_array().unwrap().iter().enumerate() {
+        let back = &both[1]["conditions"][i];
+        assert_eq!((&back["type"], &back["status"]), (&c["type"], &c["status"]));
+    }
 
     // Deleted: the Service resolves with no routes again.
     cluster

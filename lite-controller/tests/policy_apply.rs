@@ -1,7 +1,7 @@
 //! Standalone mode's policy resources end to end against the real
 //! controller: `pimesh apply -f examples/policy` (the YAML the Kubernetes
 //! test dry-runs), `pimesh policy ls` with each resource applied or not and
-//! why, `pimesh delete -f`, an invalid document refused naming its field
+//! why (a Server in conflict with an older one too), `pimesh delete -f`, an invalid document refused naming its field
 //! with nothing stored, and the resources kept across a restart.
 
 mod support;
@@ -53,6 +53,30 @@ fn apply_ls_delete_and_a_missing_server_reported() {
     assert!(ls.iter().all(|(_, _, s)| s == "applied"), "{ls:?}");
     let again = ctl.cli_ok(&["apply", "-f", &examples("server.yaml")]);
     assert_eq!(again.trim(), "server.policy.pimesh.io/api-http unchanged");
+
+    // A younger Server with the same selector and port: the older keeps
+    // the port (though the younger's name sorts first) and the younger is
+    // reported, naming it. Times are stored to the second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let late = dir.path().join("late.yaml");
+    std::fs::write(
+        &late,
+        std::fs::read_to_string(examples("server.yaml"))
+            .unwrap()
+            .replace("name: api-http", "name: a-late"),
+    )
+    .unwrap();
+    let late = late.display().to_string();
+    ctl.cli_ok(&["apply", "-f", &late]);
+    let ls = rows(&ctl.cli_ok(&["policy", "ls"]));
+    let status = |name: &str| ls.iter().find(|(_, n, _)| n == name).unwrap().2.clone();
+    assert_eq!(
+        status("a-late"),
+        "not applied: Conflict: port 8080 of every pod it selects is already Server \
+         shop/api-http's, older (the oldest Server on a port wins)"
+    );
+    assert_eq!(status("api-http"), "applied");
+    ctl.cli_ok(&["delete", "-f", &late]);
 
     // The Server gone: the policies naming it are not applied, and say why.
     let out = ctl.cli_ok(&["delete", "-f", &examples("server.yaml")]);

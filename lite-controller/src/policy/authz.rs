@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
     group = "policy.pimesh.io",
     version = "v1alpha1",
     kind = "AuthorizationPolicy",
+    status = "super::condition::Status",
     doc = "Authorizes clients to communicate with the Servers, HTTPRoutes or Namespace it targets (as Linkerd's AuthorizationPolicy).",
     plural = "authorizationpolicies",
     singular = "authorizationpolicy",

@@ -3,7 +3,9 @@
 //! `HTTPLocalRateLimitPolicy` naming a missing Server or a Server another
 //! one already limits, is *not applied*, its reason given (what `pimesh
 //! policy ls` shows; Linkerd reports the same in the resource's status:
-//! `NoMatchingTarget`, `RateLimitReasonAlreadyExists`). No I/O.
+//! `NoMatchingTarget`, `RateLimitReasonAlreadyExists`); a `Server` that a
+//! conflict with an older one keeps from every pod is not applied either
+//! (`Conflict`, the rule in `conflict.rs`). No I/O.
 
 use super::authz::AuthorizationPolicySpec;
 use super::ratelimit::HTTPLocalRateLimitPolicySpec;
@@ -53,6 +55,7 @@ pub fn statuses(all: &[Resource]) -> Vec<PolicyStatus> {
                         })
                     }
                 }
+                Resource::Server(s) => super::conflict::superseded(all, s),
                 _ => None,
             };
             PolicyStatus {

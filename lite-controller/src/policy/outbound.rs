@@ -39,7 +39,7 @@ pub fn routes_for(all: &[Resource], ns: &str, name: &str, port: u16) -> Vec<Http
 }
 
 /// A route's parentRefs and backendRefs; `None` for other kinds.
-fn refs(r: &Resource) -> Option<(&[ParentReference], Vec<&HTTPBackendRef>)> {
+pub(super) fn refs(r: &Resource) -> Option<(&[ParentReference], Vec<&HTTPBackendRef>)> {
     let (parents, backends) = match r {
         Resource::HTTPRoute(h) => (
             h.spec.parent_refs.as_deref(),
