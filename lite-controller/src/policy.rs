@@ -5,7 +5,8 @@
 //! API group: [`Server`], [`AuthorizationPolicy`], [`MeshTLSAuthentication`],
 //! [`NetworkAuthentication`], [`HTTPLocalRateLimitPolicy`]; and Gateway
 //! API's [`HTTPRoute`] and `GRPCRoute` (`gateway.networking.k8s.io/v1`) for
-//! outbound routes.
+//! outbound routes (a Service parent) and per-route policy (a Server
+//! parent).
 //!
 //! Layout:
 //! - `refs`: the groups, references and label selector the kinds share.
@@ -17,10 +18,12 @@
 //!   split, timeouts, retry annotations) and its checks.
 //! - `grpcroute`: Gateway API's `GRPCRoute`, on `httproute`'s parts.
 //! - `outbound`: the routes of one Service, for its discovery watch.
+//! - `parents`: routes' `Server` parents (inbound routes, per-route policy).
 //! - `resource`: [`Resource`], one document of any kind, parsed and checked.
 //! - `validate`: what the CRD schema cannot say, each error naming its field.
 //! - `index`: which stored resources take effect, and why not.
-//! - `inbound`: the inbound policy of one proxy's ports, for its stream.
+//! - `inbound`: the inbound policy of one proxy's ports, for its stream;
+//!   `inbound/routes`: a Server's routes and their authorizations.
 //! - `ports`: Servers' named ports resolved against a pod's container ports.
 //! - `snapshot`: the resources at one revision, from either source, for
 //!   the streams and `pimesh policy ls`.
@@ -37,6 +40,7 @@ pub mod httproute;
 pub mod inbound;
 pub mod index;
 pub mod outbound;
+pub mod parents;
 pub mod ports;
 pub mod ratelimit;
 pub mod refs;

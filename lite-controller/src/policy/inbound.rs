@@ -6,16 +6,16 @@
 //! applied `AuthorizationPolicy`s that target it or its Namespace,
 //! resolved to identity patterns and networks, and its applied
 //! `HTTPLocalRateLimitPolicy` (the oldest, as Linkerd), overrides resolved
-//! to identities. No I/O.
+//! to identities, and its routes (`routes`: `HTTPRoute`s and `GRPCRoute`s
+//! with the Server as parent, each with the policies targeting it). No I/O.
 //!
 //! Ports are matched by number: a Server naming its port (`port: http`)
 //! is resolved beforehand against the proxy's container ports
 //! (`ports.rs`); one its pod does not name selects nothing.
 
 use super::authn::{MeshTLSAuthenticationSpec, NetworkAuthenticationSpec};
-use super::authz::AuthorizationPolicySpec;
 use super::index::{missing_in_authorization, rate_limit_of};
-use super::refs::GROUP;
+use super::refs::{TargetRef, GROUP};
 use super::resource::Resource;
 use super::server::{Port, ProxyProtocol, Server};
 use pimesh_api::policy::inbound::{
@@ -74,8 +74,10 @@ pub fn inbound_policy(
             );
             continue;
         }
-        let authorizations = authorizations(all, ns, &name, &present, trust_domain);
+        let targets = |t: &TargetRef| targets_server(t, ns, &name);
+        let authorizations = authorizations(all, ns, &present, trust_domain, targets);
         let rate_limit = rate_limit(all, ns, &name, trust_domain);
+        let routes = routes::routes_of(all, ns, &name, &present, trust_domain);
         out.servers.insert(
             port,
             InboundServer {
@@ -85,15 +87,17 @@ pub fn inbound_policy(
                 authorizations,
                 access_policy: s.spec.access_policy.into(),
                 rate_limit,
+                routes,
             },
         );
     }
     out
 }
 
-type Present<'a> = BTreeSet<(&'a str, &'a str, &'a str)>;
+/// The stored resources by `(kind, namespace, name)`.
+pub(crate) type Present<'a> = BTreeSet<(&'a str, &'a str, &'a str)>;
 
-fn present(all: &[Resource]) -> Present<'_> {
+pub(crate) fn present(all: &[Resource]) -> Present<'_> {
     all.iter()
         .map(|r| (r.kind(), r.namespace().unwrap_or_default(), r.name()))
         .collect()
@@ -110,14 +114,14 @@ fn protocol(p: ProxyProtocol) -> Protocol {
     }
 }
 
-/// The applied AuthorizationPolicies of `ns` that target Server `server`
-/// or the Namespace, by name, resolved.
+/// The applied AuthorizationPolicies of `ns` whose target `targets`
+/// accepts (a Server and its Namespace, or a route), by name, resolved.
 fn authorizations(
     all: &[Resource],
     ns: &str,
-    server: &str,
     present: &Present<'_>,
     trust_domain: &str,
+    targets: impl Fn(&TargetRef) -> bool,
 ) -> Vec<Authorization> {
     let mut out: Vec<Authorization> = all
         .iter()
@@ -127,7 +131,7 @@ fn authorizations(
             }
             _ => None,
         })
-        .filter(|(_, a)| targets(a, ns, server))
+        .filter(|(_, a)| targets(&a.target_ref))
         .filter(|(_, a)| missing_in_authorization(a, ns, present).is_none())
         .filter_map(|(name, a)| {
             let authentications = a
@@ -148,8 +152,9 @@ fn authorizations(
     out
 }
 
-fn targets(a: &AuthorizationPolicySpec, ns: &str, server: &str) -> bool {
-    let t = &a.target_ref;
+/// Whether `t` is Server `server` or the Namespace `ns` (a policy there
+/// applies to every route of the Server too).
+fn targets_server(t: &TargetRef, ns: &str, server: &str) -> bool {
     let group = t.group.as_deref().unwrap_or_default();
     match t.kind.as_str() {
         "Server" => group == GROUP && t.name == server,
@@ -248,6 +253,8 @@ fn network(n: &NetworkAuthenticationSpec) -> Option<Authentication> {
         .collect::<Option<Vec<_>>>()?;
     Some(Authentication::Network { networks })
 }
+
+pub(crate) mod routes;
 
 #[cfg(test)]
 mod tests;
