@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 /// the parent is not a `Server` of `policy.pimesh.io`.
 pub fn server_parent(p: &ParentReference) -> Option<(Option<&str>, &str)> {
     (p.kind.as_deref() == Some("Server") && p.group.as_deref() == Some(GROUP))
-        .then(|| (p.namespace.as_deref(), p.name.as_str()))
+        .then_some((p.namespace.as_deref(), p.name.as_str()))
 }
 
 /// Why route `r` (an `HTTPRoute` or a `GRPCRoute`) is not applied to a
