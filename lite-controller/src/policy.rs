@@ -22,8 +22,8 @@
 //! - `resource`: [`Resource`], one document of any kind, parsed and checked.
 //! - `validate`: what the CRD schema cannot say, each error naming its field.
 //! - `index`: which stored resources take effect, and why not.
-//! - `inbound`: the inbound policy of one proxy's ports, for its stream;
-//!   `inbound/routes`: a Server's routes and their authorizations.
+//! - `inbound`: the inbound policy of one proxy's ports (with each
+//!   Server's routes and their authorizations), for its stream.
 //! - `ports`: Servers' named ports resolved against a pod's container ports.
 //! - `snapshot`: the resources at one revision, from either source, for
 //!   the streams and `pimesh policy ls`.

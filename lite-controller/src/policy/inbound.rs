@@ -15,12 +15,15 @@
 
 use super::authn::{MeshTLSAuthenticationSpec, NetworkAuthenticationSpec};
 use super::index::{missing_in_authorization, rate_limit_of};
-use super::refs::{TargetRef, GROUP};
+use super::outbound::{resolve, resolve_grpc};
+use super::parents::server_parent;
+use super::refs::{TargetRef, GATEWAY_GROUP, GROUP};
 use super::resource::Resource;
 use super::server::{Port, ProxyProtocol, Server};
+use pimesh_api::discovery::route::RouteMatch;
 use pimesh_api::policy::inbound::{
-    Authentication, Authorization, InboundPolicy, InboundServer, NetworkMatch, Protocol, RateLimit,
-    RateLimitOverride, ServerKind,
+    Authentication, Authorization, InboundPolicy, InboundRoute, InboundServer, NetworkMatch,
+    Protocol, RateLimit, RateLimitOverride, RouteKind, ServerKind,
 };
 use pimesh_api::policy::Cidr;
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,7 +80,7 @@ pub fn inbound_policy(
         let targets = |t: &TargetRef| targets_server(t, ns, &name);
         let authorizations = authorizations(all, ns, &present, trust_domain, targets);
         let rate_limit = rate_limit(all, ns, &name, trust_domain);
-        let routes = routes::routes_of(all, ns, &name, &present, trust_domain);
+        let routes = routes_of(all, ns, &name, &present, trust_domain);
         out.servers.insert(
             port,
             InboundServer {
@@ -95,9 +98,9 @@ pub fn inbound_policy(
 }
 
 /// The stored resources by `(kind, namespace, name)`.
-pub(crate) type Present<'a> = BTreeSet<(&'a str, &'a str, &'a str)>;
+type Present<'a> = BTreeSet<(&'a str, &'a str, &'a str)>;
 
-pub(crate) fn present(all: &[Resource]) -> Present<'_> {
+fn present(all: &[Resource]) -> Present<'_> {
     all.iter()
         .map(|r| (r.kind(), r.namespace().unwrap_or_default(), r.name()))
         .collect()
@@ -150,6 +153,75 @@ fn authorizations(
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// The routes of a Server (per-route policy, as Linkerd's policy
+/// controller attaches `HTTPRoute`s with a Server parent to its
+/// `InboundServer`): the `HTTPRoute`s and `GRPCRoute`s of its namespace
+/// with a parentRef to it (`parents.rs`), oldest first
+/// (`creationTimestamp`, then name), each with its matches (read as the
+/// outbound side reads them, `outbound.rs`) and the applied
+/// AuthorizationPolicies targeting it. Backends, timeouts and retries are
+/// not used inbound (as Linkerd).
+fn routes_of(
+    all: &[Resource],
+    ns: &str,
+    server: &str,
+    present: &Present<'_>,
+    trust_domain: &str,
+) -> Vec<InboundRoute> {
+    let mut routes: Vec<_> = all
+        .iter()
+        .filter(|r| r.namespace() == Some(ns))
+        .filter_map(|r| {
+            let (kind, created, parents, route) = match r {
+                Resource::HTTPRoute(h) => (
+                    RouteKind::Http,
+                    &h.metadata.creation_timestamp,
+                    h.spec.parent_refs.as_deref(),
+                    resolve(h),
+                ),
+                Resource::GRPCRoute(g) => (
+                    RouteKind::Grpc,
+                    &g.metadata.creation_timestamp,
+                    g.spec.parent_refs.as_deref(),
+                    resolve_grpc(g),
+                ),
+                _ => return None,
+            };
+            let attached = parents.unwrap_or_default().iter().any(|p| {
+                server_parent(p).is_some_and(|(pns, n)| pns.unwrap_or(ns) == ns && n == server)
+            });
+            if !attached {
+                return None;
+            }
+            let name = r.name();
+            // Every rule's matches; a rule without any matches every request.
+            let matches: Vec<RouteMatch> = route
+                .rules
+                .into_iter()
+                .flat_map(|rule| match rule.matches.is_empty() {
+                    true => vec![RouteMatch::default()],
+                    false => rule.matches,
+                })
+                .collect();
+            let targets = |t: &TargetRef| {
+                t.kind == kind.as_str()
+                    && t.group.as_deref() == Some(GATEWAY_GROUP)
+                    && t.name == name
+            };
+            let route = InboundRoute {
+                name: name.to_string(),
+                kind,
+                matches,
+                authorizations: authorizations(all, ns, present, trust_domain, targets),
+            };
+            Some(((created.as_ref().map(|t| t.0), name), route))
+        })
+        .collect();
+    // Oldest first, then by name.
+    routes.sort_by(|a, b| a.0.cmp(&b.0));
+    routes.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Whether `t` is Server `server` or the Namespace `ns` (a policy there
@@ -253,8 +325,6 @@ fn network(n: &NetworkAuthenticationSpec) -> Option<Authentication> {
         .collect::<Option<Vec<_>>>()?;
     Some(Authentication::Network { networks })
 }
-
-pub(crate) mod routes;
 
 #[cfg(test)]
 mod tests;
