@@ -532,14 +532,15 @@ fn install_gateway_crds(cluster: &Cluster, plurals: &[&str]) {
         cluster
             .kubectl(&["create", "-f", &crd.display().to_string()])
             .unwrap();
-        cluster
-            .kubectl(&[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                &format!("crd/{plural}.gateway.networking.k8s.io"),
-            ])
-            .expect("Gateway API CRD Established");
+        // Retried: right after `create` the CRD may have no conditions
+        // yet, which `kubectl wait` refuses rather than waits for.
+        let crd = format!("crd/{plural}.gateway.networking.k8s.io");
+        let wait = ["wait", "--for=condition=Established", "--timeout=60s", &crd];
+        assert!(
+            eventually(Duration::from_secs(60), || cluster.kubectl(&wait).is_ok()),
+            "{crd} not Established: {:?}",
+            cluster.kubectl(&wait)
+        );
     }
 }
 
