@@ -26,13 +26,19 @@
 //! kubectl-applied HTTPRoute rides its parent Service's discovery watch,
 //! gets a `status.parents[]` entry (`controllerName:
 //! pimesh.io/policy-controller`, Accepted, ResolvedRefs) beside another
-//! controller's, which is kept, and goes when deleted. No root needed.
+//! controller's, which is kept, and goes when deleted. Per-route policy:
+//! the sample `examples/policy/per-route.yaml` (HTTPRoutes with a Server
+//! parent, an AuthorizationPolicy per route) created with kubectl reaches
+//! a proxy's inbound-policy stream with the Server's routes, as the same
+//! YAML applied with `pimesh apply -f` to a standalone controller does. No
+//! root needed.
 
 mod support;
 
+use pimesh_api::discovery::route::{PathMatch, RouteMatch};
 use pimesh_api::discovery::EventType;
 use pimesh_api::policy::inbound::{
-    Authentication, InboundPolicy, PolicyEvent, INBOUND_POLICY_PATH,
+    Authentication, InboundPolicy, InboundRoute, PolicyEvent, RouteKind, INBOUND_POLICY_PATH,
 };
 use pimesh_lab::kube::{Cluster, Options};
 use serde_json::{json, Value};
@@ -111,7 +117,9 @@ fn crds_are_established_and_sample_policies_pass_server_side_dry_run() {
     );
     install_crds(&cluster);
 
-    // The samples, as a Linkerd user would apply them.
+    // The samples, as a Linkerd user would apply them (the per-route one
+    // has Gateway API HTTPRoutes: upstream's CRD first).
+    install_gateway_crds(&cluster, &["httproutes"]);
     cluster.kubectl(&["create", "namespace", "shop"]).unwrap();
     let out = dry_run(&cluster, &repo().join("examples/policy")).expect("samples");
     for object in [
@@ -120,6 +128,10 @@ fn crds_are_established_and_sample_policies_pass_server_side_dry_run() {
         "authorizationpolicy.policy.pimesh.io/api-web-only",
         "networkauthentication.policy.pimesh.io/cluster-network",
         "httplocalratelimitpolicy.policy.pimesh.io/api-rate-limit",
+        "server.policy.pimesh.io/api-ops",
+        "httproute.gateway.networking.k8s.io/api-public",
+        "httproute.gateway.networking.k8s.io/api-admin",
+        "authorizationpolicy.policy.pimesh.io/api-admin-web",
     ] {
         assert!(out.contains(object), "{object} missing from:\n{out}");
     }
@@ -606,6 +618,26 @@ fn gateway_api_crd(plural: &str) -> PathBuf {
     ))
 }
 
+/// Creates upstream's CRDs of `plurals` and waits until Established.
+fn install_gateway_crds(cluster: &Cluster, plurals: &[&str]) {
+    for plural in plurals {
+        let crd = gateway_api_crd(plural);
+        // `create`: the CRDs are too large for apply's annotation.
+        cluster
+            .kubectl(&["create", "-f", &crd.display().to_string()])
+            .unwrap();
+        // Retried: right after `create` the CRD may have no conditions
+        // yet, which `kubectl wait` refuses rather than waits for.
+        let crd = format!("crd/{plural}.gateway.networking.k8s.io");
+        let wait = ["wait", "--for=condition=Established", "--timeout=60s", &crd];
+        assert!(
+            eventually(Duration::from_secs(60), || cluster.kubectl(&wait).is_ok()),
+            "{crd} not Established: {:?}",
+            cluster.kubectl(&wait)
+        );
+    }
+}
+
 /// The routes of the discovery watch's next resolution of `w` for which
 /// `want` holds, within 20 s.
 fn routes_until(
@@ -705,21 +737,7 @@ fn kubernetes_mode_watches_gateway_api_routes_onto_the_services_watch() {
 
     // Installed later (upstream's CRDs), the sample route reaches the
     // Service's watch with its split.
-    for plural in ["httproutes", "grpcroutes"] {
-        let crd = gateway_api_crd(plural);
-        // `create`: the CRDs are too large for apply's annotation.
-        cluster
-            .kubectl(&["create", "-f", &crd.display().to_string()])
-            .unwrap();
-        cluster
-            .kubectl(&[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                &format!("crd/{plural}.gateway.networking.k8s.io"),
-            ])
-            .expect("Gateway API CRD Established");
-    }
+    install_gateway_crds(&cluster, &["httproutes", "grpcroutes"]);
     let sample = repo().join("examples/routes/httproute.yaml");
     cluster
         .kubectl(&["apply", "-f", &sample.display().to_string()])
@@ -819,4 +837,130 @@ fn kubernetes_mode_watches_gateway_api_routes_onto_the_services_watch() {
         .kubectl(&["delete", "httproute", "web-split", "-n", "shop"])
         .unwrap();
     routes_until(&w, &ctl, <[_]>::is_empty);
+}
+
+/// Port 9990's routes, sorted by name (routes created in the same second
+/// are ordered by name, else by age: the two modes' timestamps differ).
+fn routes_9990(p: &InboundPolicy) -> Vec<InboundRoute> {
+    let mut routes = p
+        .servers
+        .get(&9990)
+        .map(|s| s.routes.clone())
+        .unwrap_or_default();
+    routes.sort_by(|a, b| a.name.cmp(&b.name));
+    routes
+}
+
+#[test]
+fn kubernetes_mode_streams_a_servers_routes_as_standalone_does() {
+    let (cluster, kc) = cluster_with_rbac(|y| y);
+    cluster.kubectl(&["create", "namespace", "shop"]).unwrap();
+    cluster
+        .kubectl(&["create", "serviceaccount", "api", "-n", "shop"])
+        .unwrap();
+    install_crds(&cluster);
+    install_gateway_crds(&cluster, &["httproutes"]);
+    let data = TempDir::new("kube-route-policy");
+    let ctl = Controller::spawn_kube(&kc, data.path(), Vec::new())
+        .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"));
+    let anchors = ctl.anchors_pem();
+    let token = cluster
+        .create_token("shop", "api", Some(AUDIENCE), Duration::from_secs(3600))
+        .unwrap();
+    let cert = ctl.client_cert_with(&anchors, "shop/api", &token);
+    let w = policy_stream(&ctl, &anchors, &cert, "");
+    assert_eq!(next_policy(&w, &ctl).kind, EventType::Added);
+
+    let files = ["per-route.yaml", "meshtls-authentication.yaml"];
+    for file in files {
+        kubectl_apply(&cluster, file);
+    }
+    let p = until(&w, &ctl, |p| {
+        let r = routes_9990(p);
+        r.len() == 2 && r.iter().all(|r| !r.authorizations.is_empty())
+    });
+    let routes = routes_9990(&p);
+    let summary: Vec<(&str, RouteKind, Vec<RouteMatch>, Vec<&str>)> = routes
+        .iter()
+        .map(|r| {
+            let authz = r.authorizations.iter().map(|a| a.name.as_str()).collect();
+            (r.name.as_str(), r.kind, r.matches.clone(), authz)
+        })
+        .collect();
+    let prefix = |v: &str| RouteMatch {
+        path: Some(PathMatch::PathPrefix(v.into())),
+        ..Default::default()
+    };
+    assert_eq!(
+        summary,
+        [
+            (
+                "api-admin",
+                RouteKind::Http,
+                vec![prefix("/admin")],
+                vec!["api-admin-web"]
+            ),
+            (
+                "api-public",
+                RouteKind::Http,
+                vec![prefix("/public")],
+                vec!["api-public-all"]
+            ),
+        ]
+    );
+    assert_eq!(
+        routes[0].authorizations[0].authentications,
+        [Authentication::MeshTls {
+            identities: vec![WEB.to_string()]
+        }]
+    );
+    assert!(routes[1].authorizations[0].authentications.is_empty());
+    assert!(p.servers[&9990].authorizations.is_empty(), "{p:?}");
+    let ls = ctl.cli_ok(&["policy", "ls"]);
+    for name in ["api-admin", "api-public", "api-admin-web", "api-public-all"] {
+        let row = ls
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{ls}"));
+        assert!(row.ends_with("applied") && !row.contains("not"), "{ls}");
+    }
+
+    // The same YAML with `pimesh apply -f` (standalone): the same policy.
+    let sa_data = TempDir::new("kube-route-policy-standalone");
+    let sa = Controller::spawn(sa_data.path(), Vec::new())
+        .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"));
+    for file in files {
+        let path = repo().join("examples/policy").join(file);
+        sa.cli_ok(&["apply", "-f", &path.display().to_string()]);
+    }
+    let sa_anchors = sa.anchors_pem();
+    let sa_cert = sa.client_cert(&sa_anchors, "shop/api");
+    let standalone = next_policy(&policy_stream(&sa, &sa_anchors, &sa_cert, ""), &sa);
+    assert_eq!(standalone.kind, EventType::Added);
+    let standalone = standalone.object.unwrap();
+    assert_eq!(
+        routes_9990(&standalone),
+        routes,
+        "standalone and Kubernetes mode differ"
+    );
+    let without_routes = |mut p: InboundPolicy| {
+        p.servers.values_mut().for_each(|s| s.routes.clear());
+        serde_json::to_value(p).unwrap()
+    };
+    assert_eq!(without_routes(standalone), without_routes(p));
+
+    // The route deleted: its policy says why it is not applied, and the
+    // Server keeps the other route.
+    cluster
+        .kubectl(&["delete", "httproute", "api-admin", "-n", "shop"])
+        .unwrap();
+    let p = until(&w, &ctl, |p| routes_9990(p).len() == 1);
+    assert_eq!(routes_9990(&p)[0].name, "api-public");
+    assert!(
+        eventually(Duration::from_secs(10), || ctl
+            .cli_ok(&["policy", "ls"])
+            .contains("not applied: HTTPRoute shop/api-admin not found")),
+        "{}",
+        ctl.cli_ok(&["policy", "ls"])
+    );
 }
