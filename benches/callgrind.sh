@@ -15,6 +15,8 @@
 #   CTL: the `pimesh` binary (a debug one will do), default target/debug/pimesh
 # Needs valgrind, nginx, h2load, curl; uses loopback ports 27481-27524.
 # Output (callgrind files, logs) in ${OUT:-/tmp/pimesh-callgrind}/LABEL.
+# STRACE=1: the same runs without valgrind, counting each proxy's syscalls
+# per request with `strace -c -f` instead (`SYSCALLS` lines; N=20000 suits).
 set -u
 BIN=$1; LABEL=$2; N=${N:-3000}; W=${OUT:-/tmp/pimesh-callgrind}/$LABEL; rm -rf "$W"; mkdir -p "$W"
 CTL=${CTL:-$(dirname "$0")/../target/debug/pimesh}
@@ -30,8 +32,9 @@ nginx -c $W/nginx.conf -p $W >/dev/null 2>&1 & NGINX=$!
 sleep 0.5
 cg() { # name env... -- starts the proxy under callgrind
   local name=$1; shift
-  env "$@" PIMESH_PROXY_LOG=warn valgrind --tool=callgrind --callgrind-out-file=$W/$name.%p.out \
-     $BIN > $W/$name.log 2>&1 &
+  local vg="valgrind --tool=callgrind --callgrind-out-file=$W/$name.%p.out"
+  [ "${STRACE:-0}" = 1 ] && vg=""
+  env "$@" PIMESH_PROXY_LOG=warn $vg $BIN > $W/$name.log 2>&1 &
   echo $!
 }
 wait_closed() { for i in $(seq 1 300); do (echo > /dev/tcp/${1%:*}/${1#*:}) 2>/dev/null || return 0; sleep 0.2; done; }
@@ -40,6 +43,18 @@ measure() { # pid(s) url proto extra...
   local pids=$1 url=$2 proto=$3; shift 3
   local h1=""; [ $proto = h1 ] && h1=--h1
   h2load $h1 -n 200 -c 1 "$@" $url > /dev/null
+  if [ "${STRACE:-0}" = 1 ]; then
+    local tracers=""
+    for p in $pids; do strace -c -f -p $p -o $W/strace-$proto-$p.txt 2>/dev/null & tracers="$tracers $!"; done
+    sleep 1
+    h2load $h1 -n $N -c 1 "$@" $url | grep -E "^requests:|status codes"
+    kill -INT $tracers; wait $tracers
+    for p in $pids; do # strace -c: % time, seconds, usecs/call, calls, [errors], syscall
+      awk -v n=$N -v p=$p 'NR > 2 && !/^-/ && $NF != "total" && NF >= 5 { t += $4; if ($4 / n >= 0.0005) l = l sprintf(" %s=%.3f", $NF, $4 / n) }
+        END { printf "SYSCALLS pid %s total=%.3f/req:%s\n", p, t / n, l }' $W/strace-$proto-$p.txt
+    done
+    return
+  fi
   for p in $pids; do callgrind_control -z $p >/dev/null; done
   h2load $h1 -n $N -c 1 "$@" $url | grep -E "^requests:|status codes" 
   local tot=0

@@ -14,15 +14,22 @@
 //! `cached_rate_limited / cached`: `cached` plus the port's local rate
 //! limit (`Authz::rate_limit`: a total and a per-identity GCRA bucket, the
 //! client a mesh identity; rates so high that every request passes), the
-//! limiter's cost per request.
+//! limiter's cost per request; and `cached / cached_routed`: a Server with
+//! two routes (per-route policy), each request matched to its route
+//! (`Authz::route`, Gateway API precedence), decided on it and counted
+//! through a family look-up with the route's labels, against the
+//! no-routes path (`cached`, Linkerd's default route).
 //!
 //! Run: `cargo bench -p pimesh-benches --bench metrics` (see benches/README.md).
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
-use pimesh_api::policy::inbound::{InboundPolicy, InboundServer, RateLimit};
+use pimesh_api::discovery::route::{PathMatch, RouteMatch};
+use pimesh_api::policy::inbound::{
+    Authorization, InboundPolicy, InboundRoute, InboundServer, RateLimit, RouteKind,
+};
 use pimesh_api::policy::{DefaultPolicy, Networks};
 use pimesh_benches::criterion_ratios::{self, Pair};
-use pimesh_proxy::authz::{Authz, InboundPolicies};
+use pimesh_proxy::authz::{Authz, InboundPolicies, Routed};
 use pimesh_proxy::metrics::{
     ConnectionSeries, Direction, Metrics, RequestLabels, Tls, LATENCY_BUCKETS_MS,
 };
@@ -69,6 +76,42 @@ fn rate_limited_authz() -> Authz {
     );
     assert!(authz.allowed && authz.server.rate_limit.is_some());
     authz
+}
+
+/// The connection verdict of a plaintext client on a port whose Server
+/// has two routes, `/public` (open to all) and `/admin` (no one).
+fn routed_authz() -> Authz {
+    let policies = InboundPolicies::new(DefaultPolicy::AllUnauthenticated);
+    let mut srv = InboundServer::default_policy(DefaultPolicy::Deny);
+    let route = |name: &str, prefix: &str, open: bool| InboundRoute {
+        name: name.into(),
+        kind: RouteKind::Http,
+        matches: vec![RouteMatch {
+            path: Some(PathMatch::PathPrefix(prefix.into())),
+            ..Default::default()
+        }],
+        authorizations: open
+            .then(|| Authorization {
+                name: format!("{name}-all"),
+                authentications: vec![],
+            })
+            .into_iter()
+            .collect(),
+    };
+    srv.routes = vec![
+        route("admin", "/admin", false),
+        route("public", "/public", true),
+    ];
+    let mut policy = InboundPolicy::default();
+    policy.servers.insert(8080, srv);
+    policies.replace(policy);
+    Authz::decide(
+        &policies,
+        8080,
+        &Networks::default(),
+        None,
+        [10, 42, 0, 9].into(),
+    )
 }
 
 fn labels(m: &Metrics, n: usize) -> Vec<RequestLabels> {
@@ -139,6 +182,29 @@ fn bench_metrics(c: &mut Criterion) {
                 if black_box(&limited).rate_limit().is_err() {
                     return;
                 }
+                let series = conn.get(&metrics, black_box(&authorities[i]));
+                metrics
+                    .request_in(series, Instant::now())
+                    .end(Some(200), None, "")
+            })
+        });
+        let routed = routed_authz();
+        let cluster = Networks::default();
+        let (method, uri) = (http::Method::GET, http::Uri::from_static("/public/items"));
+        let headers = http::HeaderMap::new();
+        match routed.route(&method, &uri, &headers, &cluster) {
+            Routed::Route(a) => assert!(a.allowed && a.route_names().is_some()),
+            other => panic!("{other:?}"),
+        }
+        group.bench_function(BenchmarkId::new("cached_routed", name), |b| {
+            b.iter(|| {
+                i = (i + 1) % sets.len();
+                let (conn, _) = &conns[i];
+                let Routed::Route(a) = black_box(&routed).route(&method, &uri, &headers, &cluster)
+                else {
+                    return;
+                };
+                metrics.authz().record(conn.target(), &a, true);
                 let series = conn.get(&metrics, black_box(&authorities[i]));
                 metrics
                     .request_in(series, Instant::now())
@@ -230,6 +296,20 @@ fn main() {
         GROUP,
         "time per request, cached / cached_rate_limited (below 1: the local rate limit's share)",
         &limiter,
+        started,
+    );
+    let routed: Vec<Pair> = INPUTS
+        .iter()
+        .map(|(name, _)| Pair {
+            name,
+            subject: format!("cached_routed/{name}"),
+            baseline: format!("cached/{name}"),
+        })
+        .collect();
+    criterion_ratios::print(
+        GROUP,
+        "time per request, cached / cached_routed (below 1: per-route policy's share: the route match, its verdict, a labelled look-up)",
+        &routed,
         started,
     );
 }

@@ -301,6 +301,12 @@ pub struct KubeMetrics {
     /// `kube_webhook_ca_bundle_updates_total`: writes of the proxy
     /// injector's `caBundle` (see `webhook`).
     pub webhook_ca_bundle_updates: Counter,
+    /// `kube_policy_status_writes_total`: policy resources' statuses
+    /// written (`policy::status`).
+    pub policy_status_writes: Counter,
+    /// `kube_policy_status_write_errors_total`: status writes that failed
+    /// (retried).
+    pub policy_status_write_errors: Counter,
     /// `kube_ready`: 1 when listed and no watch is failing.
     pub ready: Gauge,
 }
@@ -345,6 +351,16 @@ impl KubeMetrics {
             format!("{p}webhook_ca_bundle_updates"),
             "Writes of the proxy injector's caBundle (the trust anchors)",
             m.webhook_ca_bundle_updates.clone(),
+        );
+        reg.register(
+            format!("{p}policy_status_writes"),
+            "Status writes of policy resources (server-side apply)",
+            m.policy_status_writes.clone(),
+        );
+        reg.register(
+            format!("{p}policy_status_write_errors"),
+            "Status writes of policy resources that failed (retried)",
+            m.policy_status_write_errors.clone(),
         );
         reg.register(
             format!("{p}ready"),

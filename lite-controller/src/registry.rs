@@ -464,6 +464,13 @@ impl Registry {
         self.info_of(&key(namespace, name))
     }
 
+    /// Whether service `namespace/name` is here with `port` (`None`: any
+    /// port): what an `HTTPRoute`'s parent or backend must be.
+    pub fn has_service(&self, namespace: &str, name: &str, port: Option<u16>) -> bool {
+        self.service(namespace, name)
+            .is_some_and(|s| port.is_none_or(|p| s.ports.contains(&p)))
+    }
+
     /// Every endpoint in the registry (all services, all ports, registered
     /// and operator), with its service: what the telemetry role scrapes
     /// (`endpoint.admin_addr`) and labels its series with. Cheap: one read

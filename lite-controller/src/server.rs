@@ -302,6 +302,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         ));
         kube_tasks.push(tokio::spawn(kube::discovery::run(k.client.clone(), shared)));
         if let Some(p) = kube_policy {
+            kube_tasks.push(tokio::spawn(kube::policy::status::run(
+                k.client.clone(),
+                p.snapshots(),
+                registry.clone(),
+                metrics.kube.clone(),
+            )));
             kube_tasks.push(tokio::spawn(kube::policy::run(k.client.clone(), p)));
         }
         kube_tasks.push(tokio::spawn(kube::identity::publish_trust_roots(

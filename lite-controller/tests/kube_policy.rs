@@ -16,18 +16,29 @@
 //! AuthorizationPolicy created with kubectl reach a proxy's inbound-policy
 //! stream (opened with a certificate the controller issued for a
 //! ServiceAccount token), an AuthorizationPolicy changed or deleted too;
-//! the older of two Servers on a port wins; `pimesh policy ls` names an
-//! AuthorizationPolicy's missing Server. Gateway API's HTTPRoute and
+//! the older of two Servers on a port wins and the younger reports the
+//! conflict; `pimesh policy ls` names an AuthorizationPolicy's missing
+//! Server. Each resource's `status.conditions` says the same (`Accepted`,
+//! `NoMatchingTarget`, `Conflict`), turns when that changes, and is not
+//! rewritten while nothing does. Gateway API's HTTPRoute and
 //! GRPCRoute (upstream's CRDs, fetched as the `sigs.k8s.io/gateway-api`
 //! Go module) are watched too: missing, said once; installed later, a
 //! kubectl-applied HTTPRoute rides its parent Service's discovery watch,
-//! and goes when deleted. No root needed.
+//! gets a `status.parents[]` entry (`controllerName:
+//! pimesh.io/policy-controller`, Accepted, ResolvedRefs) beside another
+//! controller's, which is kept, and goes when deleted. Per-route policy:
+//! the sample `examples/policy/per-route.yaml` (HTTPRoutes with a Server
+//! parent, an AuthorizationPolicy per route) created with kubectl reaches
+//! a proxy's inbound-policy stream with the Server's routes, as the same
+//! YAML applied with `pimesh apply -f` to a standalone controller does. No
+//! root needed.
 
 mod support;
 
+use pimesh_api::discovery::route::{PathMatch, RouteMatch};
 use pimesh_api::discovery::EventType;
 use pimesh_api::policy::inbound::{
-    Authentication, InboundPolicy, PolicyEvent, INBOUND_POLICY_PATH,
+    Authentication, InboundPolicy, InboundRoute, PolicyEvent, RouteKind, INBOUND_POLICY_PATH,
 };
 use pimesh_lab::kube::{Cluster, Options};
 use serde_json::{json, Value};
@@ -106,7 +117,9 @@ fn crds_are_established_and_sample_policies_pass_server_side_dry_run() {
     );
     install_crds(&cluster);
 
-    // The samples, as a Linkerd user would apply them.
+    // The samples, as a Linkerd user would apply them (the per-route one
+    // has Gateway API HTTPRoutes: upstream's CRD first).
+    install_gateway_crds(&cluster, &["httproutes"]);
     cluster.kubectl(&["create", "namespace", "shop"]).unwrap();
     let out = dry_run(&cluster, &repo().join("examples/policy")).expect("samples");
     for object in [
@@ -115,6 +128,10 @@ fn crds_are_established_and_sample_policies_pass_server_side_dry_run() {
         "authorizationpolicy.policy.pimesh.io/api-web-only",
         "networkauthentication.policy.pimesh.io/cluster-network",
         "httplocalratelimitpolicy.policy.pimesh.io/api-rate-limit",
+        "server.policy.pimesh.io/api-ops",
+        "httproute.gateway.networking.k8s.io/api-public",
+        "httproute.gateway.networking.k8s.io/api-admin",
+        "authorizationpolicy.policy.pimesh.io/api-admin-web",
     ] {
         assert!(out.contains(object), "{object} missing from:\n{out}");
     }
@@ -280,6 +297,31 @@ fn identities_8080(p: &InboundPolicy) -> Option<Vec<(String, Vec<String>)>> {
     )
 }
 
+/// The `Accepted` condition of `what` (`KIND/NAME` in `shop`), from
+/// `kubectl get -o json` (`null` when it has none).
+fn accepted(cluster: &Cluster, what: &str) -> Value {
+    let json = cluster
+        .kubectl(&["get", what, "-n", "shop", "-o", "json"])
+        .unwrap();
+    let obj: Value = serde_json::from_str(&json).unwrap();
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Accepted"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// `what`'s `Accepted` condition once its `status` is `want` (within 20 s).
+fn accepted_until(cluster: &Cluster, ctl: &Controller, what: &str, want: &str) -> Value {
+    let mut last = Value::Null;
+    let ok = eventually(Duration::from_secs(20), || {
+        last = accepted(cluster, what);
+        last["status"] == want
+    });
+    assert!(ok, "{what}: Accepted is {last}, not {want}\n{}", ctl.log());
+    last
+}
+
 fn kubectl_apply(cluster: &Cluster, file: &str) -> String {
     let path = repo().join("examples/policy").join(file);
     cluster
@@ -440,10 +482,72 @@ fn kubernetes_mode_watches_the_policy_crds_from_missing_to_installed() {
         orphan_row.ends_with("not applied: Server shop/gone not found"),
         "{ls}"
     );
-    for name in ["api-http", "a-late", "web-only"] {
-        let row = ls.lines().find(|l| l.contains(name)).unwrap();
+    for name in ["api-http", "web-only"] {
+        // By the NAME column: a-late's reason names api-http.
+        let row = ls
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(name))
+            .unwrap();
         assert!(row.ends_with("applied") && !row.contains("not"), "{ls}");
     }
+    // The younger of the two Servers says whose port it is.
+    let late_row = ls.lines().find(|l| l.contains("a-late")).unwrap();
+    assert!(
+        late_row.contains("not applied: Conflict: port 8080")
+            && late_row.contains("Server shop/api-http's, older"),
+        "{ls}"
+    );
+
+    // Each resource's status says the same (Accepted, written with
+    // server-side apply): the orphan waits for its Server, the younger
+    // Server names the older.
+    let orphan_accepted = accepted_until(&cluster, &ctl, "authorizationpolicy/orphan", "False");
+    assert_eq!(
+        orphan_accepted["reason"], "NoMatchingTarget",
+        "{orphan_accepted}"
+    );
+    assert_eq!(orphan_accepted["message"], "Server shop/gone not found");
+    assert_eq!(orphan_accepted["observedGeneration"], 1);
+    let late_accepted = accepted_until(&cluster, &ctl, "server/a-late", "False");
+    assert_eq!(late_accepted["reason"], "Conflict", "{late_accepted}");
+    assert!(
+        late_accepted["message"]
+            .as_str()
+            .unwrap()
+            .contains("Server shop/api-http's, older"),
+        "{late_accepted}"
+    );
+    let api_accepted = accepted_until(&cluster, &ctl, "server/api-http", "True");
+    assert_eq!(api_accepted["reason"], "Accepted", "{api_accepted}");
+    // Nothing changes: nothing is written (a write's own watch event
+    // does not bring another).
+    let writes = "pimesh_controller_kube_policy_status_writes_total";
+    let mut settled = 0.0;
+    let quiet = eventually(Duration::from_secs(20), || {
+        settled = ctl.metric(writes);
+        std::thread::sleep(Duration::from_secs(1));
+        ctl.metric(writes) == settled
+    });
+    assert!(quiet, "status writes never stop: {settled}\n{}", ctl.log());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(ctl.metric(writes), settled, "status writes go on");
+    eprintln!(
+        "status writes so far: {settled}; failed: {}",
+        ctl.metric("pimesh_controller_kube_policy_status_write_errors_total")
+    );
+    let since = accepted(&cluster, "authorizationpolicy/orphan")["lastTransitionTime"].clone();
+    assert_eq!(since, orphan_accepted["lastTransitionTime"]);
+    // The Server it names created: Accepted turns True.
+    let gone = std::fs::read_to_string(repo().join("examples/policy/server.yaml"))
+        .unwrap()
+        .replace("name: api-http", "name: gone")
+        .replace("port: 8080", "port: 7070");
+    cluster.apply(&gone).unwrap();
+    let now_accepted = accepted_until(&cluster, &ctl, "authorizationpolicy/orphan", "True");
+    assert_eq!(now_accepted["reason"], "Accepted", "{now_accepted}");
+    cluster
+        .kubectl(&["delete", "server", "gone", "-n", "shop"])
+        .unwrap();
     let fresh = policy_stream(&ctl, &anchors, &cert, "");
     let added = next_policy(&fresh, &ctl);
     assert_eq!(added.kind, EventType::Added);
@@ -455,6 +559,8 @@ fn kubernetes_mode_watches_the_policy_crds_from_missing_to_installed() {
         p.servers.get(&8080).is_some_and(|s| s.name == "a-late")
     });
     assert!(p.servers[&8080].authorizations.is_empty());
+    // No longer in conflict: its status says so.
+    accepted_until(&cluster, &ctl, "server/a-late", "True");
 
     // A Server naming its port (Linkerd's `port: http`) selects the port
     // of that name for a proxy that declares it (PIMESH_PROXY_POD_PORTS),
@@ -512,6 +618,26 @@ fn gateway_api_crd(plural: &str) -> PathBuf {
     ))
 }
 
+/// Creates upstream's CRDs of `plurals` and waits until Established.
+fn install_gateway_crds(cluster: &Cluster, plurals: &[&str]) {
+    for plural in plurals {
+        let crd = gateway_api_crd(plural);
+        // `create`: the CRDs are too large for apply's annotation.
+        cluster
+            .kubectl(&["create", "-f", &crd.display().to_string()])
+            .unwrap();
+        // Retried: right after `create` the CRD may have no conditions
+        // yet, which `kubectl wait` refuses rather than waits for.
+        let crd = format!("crd/{plural}.gateway.networking.k8s.io");
+        let wait = ["wait", "--for=condition=Established", "--timeout=60s", &crd];
+        assert!(
+            eventually(Duration::from_secs(60), || cluster.kubectl(&wait).is_ok()),
+            "{crd} not Established: {:?}",
+            cluster.kubectl(&wait)
+        );
+    }
+}
+
 /// The routes of the discovery watch's next resolution of `w` for which
 /// `want` holds, within 20 s.
 fn routes_until(
@@ -535,6 +661,29 @@ fn routes_until(
             }
         }
     }
+}
+
+/// `status.parents` of HTTPRoute `shop/web-split` once `want` holds of
+/// it, within 20 s.
+fn parent_status_until(
+    cluster: &Cluster,
+    ctl: &Controller,
+    want: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let mut last = Vec::new();
+    let ok = eventually(Duration::from_secs(20), || {
+        let json = cluster
+            .kubectl(&["get", "httproute", "web-split", "-n", "shop", "-o", "json"])
+            .unwrap();
+        let route: Value = serde_json::from_str(&json).unwrap();
+        last = route["status"]["parents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        want(&last)
+    });
+    assert!(ok, "status.parents: {last:?}\n{}", ctl.log());
+    last
 }
 
 #[test]
@@ -588,21 +737,7 @@ fn kubernetes_mode_watches_gateway_api_routes_onto_the_services_watch() {
 
     // Installed later (upstream's CRDs), the sample route reaches the
     // Service's watch with its split.
-    for plural in ["httproutes", "grpcroutes"] {
-        let crd = gateway_api_crd(plural);
-        // `create`: the CRDs are too large for apply's annotation.
-        cluster
-            .kubectl(&["create", "-f", &crd.display().to_string()])
-            .unwrap();
-        cluster
-            .kubectl(&[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                &format!("crd/{plural}.gateway.networking.k8s.io"),
-            ])
-            .expect("Gateway API CRD Established");
-    }
+    install_gateway_crds(&cluster, &["httproutes", "grpcroutes"]);
     let sample = repo().join("examples/routes/httproute.yaml");
     cluster
         .kubectl(&["apply", "-f", &sample.display().to_string()])
@@ -643,9 +778,189 @@ fn kubernetes_mode_watches_gateway_api_routes_onto_the_services_watch() {
         "{ls}"
     );
 
+    // Its status: an entry for the parent Service, pimesh's, with
+    // Accepted and ResolvedRefs.
+    let ours = parent_status_until(&cluster, &ctl, |p| p.len() == 1);
+    assert_eq!(ours[0]["controllerName"], "pimesh.io/policy-controller");
+    assert_eq!(
+        ours[0]["parentRef"],
+        json!({"group": "", "kind": "Service", "name": "web", "port": 80})
+    );
+    let conditions: Vec<(String, String, String)> = ours[0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("type"), s("status"), s("reason"))
+        })
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("Accepted".into(), "True".into(), "Accepted".into()),
+            ("ResolvedRefs".into(), "True".into(), "ResolvedRefs".into()),
+        ]
+    );
+    // Another controller's entry (its own write replacing the list): kept
+    // as it is, pimesh's put back beside it.
+    let foreign = json!({
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"},
+        "controllerName": "example.com/gateway",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    });
+    cluster
+        .kubectl(&[
+            "patch",
+            "httproute",
+            "web-split",
+            "-n",
+            "shop",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &json!({"status": {"parents": [foreign]}}).to_string(),
+        ])
+        .unwrap();
+    let both = parent_status_until(&cluster, &ctl, |p| p.len() == 2);
+    assert_eq!(both[0], foreign);
+    assert_eq!(both[1]["controllerName"], ours[0]["controllerName"]);
+    assert_eq!(both[1]["parentRef"], ours[0]["parentRef"]);
+    for (i, c) in ours[0]["conditions"].as_array().unwrap().iter().enumerate() {
+        let back = &both[1]["conditions"][i];
+        assert_eq!((&back["type"], &back["status"]), (&c["type"], &c["status"]));
+    }
+
     // Deleted: the Service resolves with no routes again.
     cluster
         .kubectl(&["delete", "httproute", "web-split", "-n", "shop"])
         .unwrap();
     routes_until(&w, &ctl, <[_]>::is_empty);
+}
+
+/// Port 9990's routes, sorted by name (routes created in the same second
+/// are ordered by name, else by age: the two modes' timestamps differ).
+fn routes_9990(p: &InboundPolicy) -> Vec<InboundRoute> {
+    let mut routes = p
+        .servers
+        .get(&9990)
+        .map(|s| s.routes.clone())
+        .unwrap_or_default();
+    routes.sort_by(|a, b| a.name.cmp(&b.name));
+    routes
+}
+
+#[test]
+fn kubernetes_mode_streams_a_servers_routes_as_standalone_does() {
+    let (cluster, kc) = cluster_with_rbac(|y| y);
+    cluster.kubectl(&["create", "namespace", "shop"]).unwrap();
+    cluster
+        .kubectl(&["create", "serviceaccount", "api", "-n", "shop"])
+        .unwrap();
+    install_crds(&cluster);
+    install_gateway_crds(&cluster, &["httproutes"]);
+    let data = TempDir::new("kube-route-policy");
+    let ctl = Controller::spawn_kube(&kc, data.path(), Vec::new())
+        .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"));
+    let anchors = ctl.anchors_pem();
+    let token = cluster
+        .create_token("shop", "api", Some(AUDIENCE), Duration::from_secs(3600))
+        .unwrap();
+    let cert = ctl.client_cert_with(&anchors, "shop/api", &token);
+    let w = policy_stream(&ctl, &anchors, &cert, "");
+    assert_eq!(next_policy(&w, &ctl).kind, EventType::Added);
+
+    let files = ["per-route.yaml", "meshtls-authentication.yaml"];
+    for file in files {
+        kubectl_apply(&cluster, file);
+    }
+    let p = until(&w, &ctl, |p| {
+        let r = routes_9990(p);
+        r.len() == 2 && r.iter().all(|r| !r.authorizations.is_empty())
+    });
+    let routes = routes_9990(&p);
+    let summary: Vec<(&str, RouteKind, Vec<RouteMatch>, Vec<&str>)> = routes
+        .iter()
+        .map(|r| {
+            let authz = r.authorizations.iter().map(|a| a.name.as_str()).collect();
+            (r.name.as_str(), r.kind, r.matches.clone(), authz)
+        })
+        .collect();
+    let prefix = |v: &str| RouteMatch {
+        path: Some(PathMatch::PathPrefix(v.into())),
+        ..Default::default()
+    };
+    assert_eq!(
+        summary,
+        [
+            (
+                "api-admin",
+                RouteKind::Http,
+                vec![prefix("/admin")],
+                vec!["api-admin-web"]
+            ),
+            (
+                "api-public",
+                RouteKind::Http,
+                vec![prefix("/public")],
+                vec!["api-public-all"]
+            ),
+        ]
+    );
+    assert_eq!(
+        routes[0].authorizations[0].authentications,
+        [Authentication::MeshTls {
+            identities: vec![WEB.to_string()]
+        }]
+    );
+    assert!(routes[1].authorizations[0].authentications.is_empty());
+    assert!(p.servers[&9990].authorizations.is_empty(), "{p:?}");
+    let ls = ctl.cli_ok(&["policy", "ls"]);
+    for name in ["api-admin", "api-public", "api-admin-web", "api-public-all"] {
+        let row = ls
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{ls}"));
+        assert!(row.ends_with("applied") && !row.contains("not"), "{ls}");
+    }
+
+    // The same YAML with `pimesh apply -f` (standalone): the same policy.
+    let sa_data = TempDir::new("kube-route-policy-standalone");
+    let sa = Controller::spawn(sa_data.path(), Vec::new())
+        .unwrap_or_else(|(status, log)| panic!("controller exited with {status:?}:\n{log}"));
+    for file in files {
+        let path = repo().join("examples/policy").join(file);
+        sa.cli_ok(&["apply", "-f", &path.display().to_string()]);
+    }
+    let sa_anchors = sa.anchors_pem();
+    let sa_cert = sa.client_cert(&sa_anchors, "shop/api");
+    let standalone = next_policy(&policy_stream(&sa, &sa_anchors, &sa_cert, ""), &sa);
+    assert_eq!(standalone.kind, EventType::Added);
+    let standalone = standalone.object.unwrap();
+    assert_eq!(
+        routes_9990(&standalone),
+        routes,
+        "standalone and Kubernetes mode differ"
+    );
+    let without_routes = |mut p: InboundPolicy| {
+        p.servers.values_mut().for_each(|s| s.routes.clear());
+        serde_json::to_value(p).unwrap()
+    };
+    assert_eq!(without_routes(standalone), without_routes(p));
+
+    // The route deleted: its policy says why it is not applied, and the
+    // Server keeps the other route.
+    cluster
+        .kubectl(&["delete", "httproute", "api-admin", "-n", "shop"])
+        .unwrap();
+    let p = until(&w, &ctl, |p| routes_9990(p).len() == 1);
+    assert_eq!(routes_9990(&p)[0].name, "api-public");
+    assert!(
+        eventually(Duration::from_secs(10), || ctl
+            .cli_ok(&["policy", "ls"])
+            .contains("not applied: HTTPRoute shop/api-admin not found")),
+        "{}",
+        ctl.cli_ok(&["policy", "ls"])
+    );
 }

@@ -10,10 +10,19 @@
 //! against the current policy). [`InboundPolicies`] holds the ports'
 //! policy, each `Server` with its rate limit's buckets (`ratelimit`),
 //! checked per HTTP request once the client is admitted
-//! ([`Authz::rate_limit`]). A leaf: it imports nothing of the flow.
+//! ([`Authz::rate_limit`]). A Server with routes (`routes`, per-route
+//! policy) decides each HTTP request on the route it matches
+//! ([`Authz::route`]): the route's authorizations, then the Server's; a
+//! request no route matches is refused. A leaf: it imports nothing of the
+//! flow.
+
+pub mod routes;
 
 use crate::ratelimit::{Limited, LocalRateLimit};
-use pimesh_api::policy::inbound::{Client, InboundPolicy, InboundServer, ServerKind, Verdict};
+use http::{HeaderMap, Method, Uri};
+use pimesh_api::policy::inbound::{
+    Authorization, Client, InboundPolicy, InboundServer, ServerKind, Verdict,
+};
 use pimesh_api::policy::{DefaultPolicy, Networks};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,6 +42,9 @@ pub struct Server {
     /// The buckets of `spec.rate_limit`, kept across policy updates that
     /// leave it unchanged.
     pub rate_limit: Option<Arc<LocalRateLimit>>,
+    /// `spec.routes` ready to match; `None` without routes (Linkerd's
+    /// default route: nothing to look up per request).
+    pub routes: Option<routes::Routes>,
 }
 
 impl Server {
@@ -51,13 +63,15 @@ impl Server {
                     Some(kept) if *kept.spec() == rl => kept.clone(),
                     _ => Arc::new(LocalRateLimit::new(rl)),
                 });
+        let authorization_names: Vec<Arc<str>> = spec
+            .authorizations
+            .iter()
+            .map(|a| a.name.as_str().into())
+            .collect();
         Server {
             name: spec.name.as_str().into(),
-            authorization_names: spec
-                .authorizations
-                .iter()
-                .map(|a| a.name.as_str().into())
-                .collect(),
+            routes: routes::Routes::new(&spec, &authorization_names),
+            authorization_names,
             rate_limit,
             spec,
         }
@@ -133,6 +147,18 @@ impl InboundPolicies {
     }
 }
 
+/// Where a request goes by its server's routes.
+#[derive(Debug)]
+pub enum Routed {
+    /// The server has no routes: the connection's verdict holds.
+    Default,
+    /// The verdict on the route the request matched.
+    Route(Authz),
+    /// The server has routes and none matches (linkerd2-proxy:
+    /// `HttpRouteNotFound`).
+    NotFound,
+}
+
 /// Who connected, kept to decide again when the policy changes.
 #[derive(Debug)]
 struct Peer {
@@ -146,9 +172,14 @@ struct Peer {
 pub struct Authz {
     /// The port's server: the `srv_*` labels.
     pub server: Arc<Server>,
-    /// The authorization that admitted the client (an index into
-    /// `server.spec.authorizations`); `None` when the access policy
-    /// decided (`authz_kind="default"`).
+    /// The route of the server the request took (an index into
+    /// `server.spec.routes`); `None`: the default route (a connection's
+    /// verdict, or a server without routes).
+    pub route: Option<usize>,
+    /// The authorization that admitted the client: an index into
+    /// `server.spec.authorizations`, or with a `route` into that route's
+    /// authorizations followed by the server's; `None` when the access
+    /// policy decided (`authz_kind="default"`).
     pub authorization: Option<usize>,
     /// Whether the client may reach the app.
     pub allowed: bool,
@@ -179,13 +210,28 @@ impl Authz {
     fn decide_for(policies: &InboundPolicies, cluster: &Networks, peer: Arc<Peer>) -> Authz {
         let generation = policies.generation();
         let server = policies.server(peer.port);
+        Authz::decide_on(server, None, generation, cluster, peer)
+    }
+
+    /// Decides on `server`'s `route` (`None`: the server alone).
+    fn decide_on(
+        server: Arc<Server>,
+        route: Option<usize>,
+        generation: u64,
+        cluster: &Networks,
+        peer: Arc<Peer>,
+    ) -> Authz {
         let client = Client {
             identity: peer.identity.as_deref(),
             source: peer.source,
         };
-        let (authorization, allowed) = match server.spec.decide(client, cluster) {
+        let on_route: &[Authorization] = route
+            .and_then(|i| server.spec.routes.get(i))
+            .map_or(&[], |r| &r.authorizations);
+        let (authorization, allowed) = match server.spec.decide_route(on_route, client, cluster) {
             Verdict::Authorized(a) => {
-                (server.spec.authorizations.iter().position(|x| x == a), true)
+                let mut all = on_route.iter().chain(&server.spec.authorizations);
+                (all.position(|x| std::ptr::eq(x, a)), true)
             }
             Verdict::AccessPolicy => (None, true),
             Verdict::Denied => (None, false),
@@ -196,11 +242,53 @@ impl Authz {
         }
         Authz {
             server,
+            route,
             authorization,
             allowed,
             generation,
             peer,
         }
+    }
+
+    /// The verdict on a request by its server's routes (this verdict made
+    /// at the current policy generation, [`Authz::current`]): without
+    /// routes, this one; else the route the request matches, decided on
+    /// its authorizations then the server's, or none. No allocation.
+    pub fn route(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        cluster: &Networks,
+    ) -> Routed {
+        let Some(routes) = &self.server.routes else {
+            return Routed::Default;
+        };
+        match routes.find(method, uri, headers) {
+            None => Routed::NotFound,
+            Some(i) => Routed::Route(Authz::decide_on(
+                self.server.clone(),
+                Some(i),
+                self.generation,
+                cluster,
+                self.peer.clone(),
+            )),
+        }
+    }
+
+    /// The `authz_name` of each authorization [`Authz::authorization`]
+    /// indexes.
+    pub fn authorization_names(&self) -> &[Arc<str>] {
+        match self.route_names() {
+            Some(r) => &r.authorization_names,
+            None => &self.server.authorization_names,
+        }
+    }
+
+    /// The names of the route the request took; `None`: the default route.
+    pub fn route_names(&self) -> Option<&routes::Route> {
+        let i = self.route?;
+        self.server.routes.as_ref()?.routes.get(i)
     }
 
     /// The verdict now: `None` when the policy did not change since this
@@ -212,10 +300,11 @@ impl Authz {
         Some(Authz::decide_for(policies, cluster, self.peer.clone()))
     }
 
-    /// Whether `other` is counted in the same series (same server and
-    /// authorization, same outcome).
+    /// Whether `other` is counted in the same series (same server, route
+    /// and authorization, same outcome).
     pub fn same_series(&self, other: &Authz) -> bool {
         Arc::ptr_eq(&self.server, &other.server)
+            && self.route == other.route
             && self.authorization == other.authorization
             && self.allowed == other.allowed
     }
@@ -256,6 +345,7 @@ mod tests {
             authorizations: vec![],
             access_policy: DefaultPolicy::Deny,
             rate_limit: None,
+            routes: vec![],
         }
     }
 
@@ -352,5 +442,61 @@ mod tests {
         assert_eq!(allowed.authorization, Some(0));
         assert_eq!(&*allowed.server.authorization_names[0], "web-only");
         assert!(allowed.current(&p, &cluster).is_none());
+    }
+
+    #[test]
+    fn a_server_with_routes_decides_each_request_on_its_route() {
+        use pimesh_api::discovery::route::{PathMatch, RouteMatch};
+        use pimesh_api::policy::inbound::{InboundRoute, RouteKind};
+        let web = "web.shop.serviceaccount.identity.pimesh.cluster.local";
+        let cluster: Networks = "10.0.0.0/8".parse().unwrap();
+        let p = InboundPolicies::new(DefaultPolicy::AllUnauthenticated);
+        let mut policy = InboundPolicy::default();
+        let mut srv = server("api");
+        srv.routes = vec![InboundRoute {
+            name: "admin".into(),
+            kind: RouteKind::Http,
+            matches: vec![RouteMatch {
+                path: Some(PathMatch::PathPrefix("/admin".into())),
+                ..Default::default()
+            }],
+            authorizations: vec![Authorization {
+                name: "admin-web".into(),
+                authentications: vec![Authentication::MeshTls {
+                    identities: vec![web.into()],
+                }],
+            }],
+        }];
+        policy.servers.insert(80, srv);
+        p.replace(policy);
+        let src = "10.0.0.1".parse().unwrap();
+        let req = |a: &Authz, path: &str| {
+            a.route(
+                &Method::GET,
+                &path.parse().unwrap(),
+                &HeaderMap::new(),
+                &cluster,
+            )
+        };
+        let conn = Authz::decide(&p, 80, &cluster, Some(web), src);
+        assert!(!conn.allowed, "the Server alone admits nobody");
+        let Routed::Route(a) = req(&conn, "/admin/x") else {
+            panic!("no route")
+        };
+        assert!(a.allowed && a.route == Some(0));
+        assert_eq!(
+            &*a.authorization_names()[a.authorization.unwrap()],
+            "admin-web"
+        );
+        assert_eq!(&*a.route_names().unwrap().name, "admin");
+        assert!(!a.same_series(&conn));
+        assert!(matches!(req(&conn, "/public"), Routed::NotFound));
+        let other = Authz::decide(&p, 80, &cluster, None, src);
+        let Routed::Route(denied) = req(&other, "/admin") else {
+            panic!("no route")
+        };
+        assert!(!denied.allowed && denied.authorization.is_none());
+        let open = Authz::decide(&p, 81, &cluster, None, src);
+        assert!(matches!(req(&open, "/admin"), Routed::Default));
     }
 }

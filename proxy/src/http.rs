@@ -8,7 +8,8 @@
 //! Layout: `forward` (one request to its target), `orig_proto` (HTTP/1
 //! across the mesh's HTTP/2 hop), `replay` (request bodies that can be sent
 //! again), `headers`, `body` (the response body that records the
-//! response), `error` (the proxy's own responses).
+//! response), `error` (the proxy's own responses), `route_match` (Gateway
+//! API matches, outbound routes' and inbound per-route policy's).
 
 pub mod body;
 pub mod error;
@@ -17,8 +18,9 @@ pub mod headers;
 pub mod orig_proto;
 pub mod park;
 pub mod replay;
+pub mod route_match;
 
-use crate::authz::Authz;
+use crate::authz::{Authz, Routed};
 use crate::connect::mtls;
 use crate::connect::pool::{Upstream, H2_CONN_WINDOW, H2_MAX_SEND_BUF, H2_STREAM_WINDOW};
 use crate::ctx::Ctx;
@@ -51,7 +53,9 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 /// that no future of this call is kept while it waits).
 /// Connection-level errors are counted in `{direction}_http_errors_total`.
 /// With an inbound verdict (`authz`) each request is counted in
-/// `inbound_http_authz_{allow,deny}_total`; a denied one is answered 403
+/// `inbound_http_authz_{allow,deny}_total`, on the route it matches when
+/// the port's Server has routes (none: 404, gRPC `NOT_FOUND`, counted in
+/// `inbound_http_route_not_found_total`); a denied one is answered 403
 /// (gRPC: `PERMISSION_DENIED`) and never reaches the app, nor does an
 /// allowed one over the port's rate limit: 429 (gRPC:
 /// `RESOURCE_EXHAUSTED`), counted in `inbound_http_local_ratelimit_total`.
@@ -308,20 +312,43 @@ impl Service {
             let now = conn_authz.current(&self.ctx.inbound_policies, &cfg.cluster_networks);
             let authz = now.as_ref().unwrap_or(conn_authz);
             let m = self.ctx.metrics.authz();
-            if now.as_ref().is_some_and(|a| !a.same_series(conn_authz)) {
-                m.record(self.series.target(), authz, true);
-            } else {
-                self.authz_counter
-                    .get_or_init(|| m.counter(self.series.target(), conn_authz, true))
-                    .inc();
-            }
+            let target = self.series.target();
+            // A Server with routes decides on the request's route.
+            let routed = authz.route(
+                req.method(),
+                req.uri(),
+                req.headers(),
+                &cfg.cluster_networks,
+            );
+            let authz = match &routed {
+                Routed::Route(a) => {
+                    m.record(target, a, true);
+                    a
+                }
+                Routed::NotFound => {
+                    m.record_route_not_found(target, authz);
+                    authz
+                }
+                Routed::Default => {
+                    if now.as_ref().is_some_and(|a| !a.same_series(conn_authz)) {
+                        m.record(target, authz, true);
+                    } else {
+                        self.authz_counter
+                            .get_or_init(|| m.counter(target, conn_authz, true))
+                            .inc();
+                    }
+                    authz
+                }
+            };
             // The rate limit only once admitted, as linkerd2-proxy: a
             // refused client takes no token.
-            let refused = if !authz.allowed {
+            let refused = if matches!(routed, Routed::NotFound) {
+                Some(Error::RouteNotFound(authz.describe()))
+            } else if !authz.allowed {
                 Some(Error::Unauthorized(authz.describe()))
             } else {
                 authz.rate_limit().err().map(|limited| {
-                    m.record_rate_limited(self.series.target(), authz, limited.scope());
+                    m.record_rate_limited(target, authz, limited.scope());
                     let rl = authz.server.rate_limit.as_ref();
                     let name = rl.map_or("", |r| &*r.name);
                     Error::RateLimited(format!("HTTPLocalRateLimitPolicy {name}"), limited)

@@ -4,13 +4,14 @@
 //! to the first); a rule's `timeouts.request` answers 504; a request no
 //! rule matches gets 404 (as Linkerd); the `retry.pimesh.io/*`
 //! annotations retry a backend's 503 into a 200. Backends are HTTP
-//! servers on 127.0.0.1 answering their own name.
+//! servers on 127.0.0.1 answering their own name; a `GRPCRoute` is
+//! tested with real gRPC too (Python grpcio client and servers).
 
 mod support;
 
 use std::time::Duration;
 use support::outbound::{client_proxy, load, service_add, Backend, ProxyClient};
-use support::{eventually, Controller, TempDir};
+use support::{eventually, peer_script, py_client, run, Controller, PyPeer, TempDir};
 
 /// Applies `yaml` with `pimesh apply -f`.
 fn apply(ctl: &Controller, dir: &TempDir, yaml: &str) {
@@ -240,4 +241,141 @@ fn a_grpc_route_sends_by_service_and_method() {
     assert_eq!(call("/shop.Cart/Checkout"), (200, "checkout".into()));
     assert_eq!(call("/shop.Cart/Checkout2"), (200, "cart".into()));
     assert_eq!(call("/shop.Other/Add").0, 404);
+}
+
+const GRPC_ECHO: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: echo-by-method
+spec:
+  parentRefs:
+    - {group: "", kind: Service, name: echo, port: 80}
+  rules:
+    - matches:
+        - method: {service: pimesh.test.Echo, method: Unary}
+      backendRefs:
+        - {name: echo-a, port: 80}
+    - matches:
+        - method: {service: pimesh.test.Echo}
+      backendRefs:
+        - {name: echo-b, port: 80}
+"#;
+
+/// One gRPC call's outcome, as `grpc_echo.py calls` prints it: the code
+/// name, the details and which server answered (`x-echo-server`).
+#[derive(Debug, PartialEq)]
+struct Call {
+    code: String,
+    details: String,
+    server: String,
+}
+
+/// Unary calls to `paths` through `proxy` (explicit mode, `:authority`
+/// `echo:80`) on one grpcio channel, in order.
+fn grpc_calls(proxy: std::net::SocketAddr, paths: &[&str]) -> Vec<Call> {
+    let out = run(
+        std::process::Command::new("python3")
+            .arg(peer_script("grpc_echo.py"))
+            .args(["calls", "--target", &proxy.to_string()])
+            .args(["--authority", "echo:80"])
+            .args(paths),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "grpc_echo.py calls: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |line: &str, key: &str| {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v[key].as_str().unwrap_or("").to_string()
+    };
+    stdout
+        .lines()
+        .map(|l| Call {
+            code: field(l, "code"),
+            details: field(l, "details"),
+            server: field(l, "server"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_grpc_route_splits_real_grpc_calls_by_method() {
+    let ctl = Controller::start(&[]);
+    let dir = TempDir::new("routes-grpc-real");
+    // The parent answers too (its own name), so a call that reached it
+    // instead of a rule's backend would show.
+    let (parent, a, b) = (
+        PyPeer::start_named("grpc_echo.py", "echo"),
+        PyPeer::start_named("grpc_echo.py", "echo-a"),
+        PyPeer::start_named("grpc_echo.py", "echo-b"),
+    );
+    for (name, peer) in [("echo", &parent), ("echo-a", &a), ("echo-b", &b)] {
+        service_add(&ctl, name, 80, &[peer.addr()], &[]);
+    }
+    let client = client_proxy(&ctl, &[]);
+    let (unary, whoami) = ("/pimesh.test.Echo/Unary", "/pimesh.test.Echo/Whoami");
+    let other = "/pimesh.test.Other/Unary";
+    // No route yet: every call reaches the parent, whatever its method.
+    let calls = grpc_calls(client.outbound, &[unary, whoami]);
+    assert!(calls.iter().all(|c| c.server == "echo"), "{calls:?}");
+
+    apply(&ctl, &dir, GRPC_ECHO);
+    assert!(
+        eventually(Duration::from_secs(10), || grpc_calls(
+            client.outbound,
+            &[unary]
+        )[0]
+        .server
+            == "echo-a"),
+        "the route reaches the proxy"
+    );
+    let calls = grpc_calls(client.outbound, &[unary, whoami, unary, other, whoami]);
+    let servers: Vec<&str> = calls.iter().map(|c| c.server.as_str()).collect();
+    assert_eq!(
+        servers,
+        ["echo-a", "echo-b", "echo-a", "", "echo-b"],
+        "Unary to echo-a, the service's other methods to echo-b: {calls:?}"
+    );
+    // A service no rule names: the proxy answers UNIMPLEMENTED itself
+    // (HTTP 404's gRPC status), and the calls after it on the same
+    // channel still go through.
+    assert_eq!(calls[3].code, "UNIMPLEMENTED", "{calls:?}");
+    assert!(
+        calls[3].details.contains("no route of service"),
+        "the proxy's answer, not a server's: {calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .enumerate()
+            .all(|(i, c)| i == 3 || c.code == "OK"),
+        "{calls:?}"
+    );
+    // Streaming through the route too: the echo client's unary calls
+    // (Unary, to echo-a) and its bidirectional stream (to echo-b).
+    let out = py_client(
+        None,
+        "grpc_echo.py",
+        &[
+            "--target",
+            &client.outbound.to_string(),
+            "--authority",
+            "echo:80",
+            "--unary",
+            "5",
+            "--messages",
+            "20",
+        ],
+    );
+    assert!(out.contains("\"unary_ok\": 5"), "{out}");
+    assert!(out.contains("\"bidi_trailer\": \"bidi-20\""), "{out}");
+    let no_route = client.metric(
+        "response_total",
+        &[("grpc_status", "12"), ("error", "no_route")],
+    );
+    assert_eq!(no_route, 1.0, "{}", client.metrics());
 }

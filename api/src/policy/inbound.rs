@@ -1,8 +1,9 @@
 //! The inbound policy the controller streams to a proxy (as Linkerd's
 //! `InboundServer` of `linkerd2-proxy-api` `inbound.proto`): per port, the
-//! `Server` that selects it, its protocol, and the authorizations that
+//! `Server` that selects it, its protocol, the authorizations that
 //! admit clients to it, resolved to what the proxy checks (mesh identity
-//! patterns, source networks). A port no `Server` selects gets the
+//! patterns, source networks), and its routes ([`InboundRoute`]: per-route
+//! policy). A port no `Server` selects gets the
 //! proxy's default policy ([`InboundServer::default_policy`]).
 //!
 //! Wire: `GET` [`INBOUND_POLICY_PATH`]`?labels=K%3DV,…` (percent-encoded) on the
@@ -13,6 +14,7 @@
 //! [`crate::discovery::BOOKMARK_INTERVAL_SECS`] otherwise.
 
 use super::{Cidr, DefaultPolicy, Networks};
+use crate::discovery::route::RouteMatch;
 use crate::discovery::EventType;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,6 +25,9 @@ pub const INBOUND_POLICY_PATH: &str = "/v1/policy/inbound";
 
 /// The `srv_group`/`authz_group` label of resources of pimesh's policy API.
 pub const POLICY_GROUP: &str = "policy.pimesh.io";
+
+/// The `route_group` label of Gateway API routes (`HTTPRoute`, `GRPCRoute`).
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// One line of the inbound-policy stream (the shape of a discovery
 /// [`crate::discovery::WatchEvent`]).
@@ -106,6 +111,58 @@ pub struct InboundServer {
     /// (and from controllers that predate it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// The Server's routes (`HTTPRoute`s and `GRPCRoute`s whose parentRef
+    /// is the Server), oldest first (`creationTimestamp`, then name: the
+    /// tie-break of equal matches). Empty: Linkerd's default route, every
+    /// request decided by the Server alone; otherwise a request no route
+    /// matches is refused (404) and a matching one is decided by its
+    /// route's authorizations, then the Server's (as linkerd2-proxy's
+    /// inbound `HttpRoute`s, which carry the Server's authorizations too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<InboundRoute>,
+}
+
+/// A route of a Server (Linkerd's inbound `HttpRoute` of
+/// `linkerd2-proxy-api` `inbound.proto`): which requests, and who else
+/// may send them. Backends, timeouts and retries of an inbound route are
+/// not used (Linkerd ignores them too).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundRoute {
+    /// The route's name (`route_name`; the Server's namespace).
+    pub name: String,
+    /// Its kind (`route_kind`).
+    pub kind: RouteKind,
+    /// Requests matching any of these take the route (every rule's
+    /// matches, a `GRPCRoute`'s as request paths); empty: every request
+    /// (a route without rules, Gateway API's default match).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RouteMatch>,
+    /// The AuthorizationPolicies targeting the route, resolved, by name;
+    /// checked before the Server's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorizations: Vec<Authorization>,
+}
+
+/// The kind of an inbound route (`route_kind`, with `route_group`
+/// [`GATEWAY_GROUP`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RouteKind {
+    /// A Gateway API `HTTPRoute`.
+    #[serde(rename = "HTTPRoute")]
+    Http,
+    /// A Gateway API `GRPCRoute`.
+    #[serde(rename = "GRPCRoute")]
+    Grpc,
+}
+
+impl RouteKind {
+    /// The `route_kind` label: `HTTPRoute` or `GRPCRoute`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Http => "HTTPRoute",
+            RouteKind::Grpc => "GRPCRoute",
+        }
+    }
 }
 
 /// A Server's local rate limit, resolved (Linkerd's
@@ -213,6 +270,7 @@ impl InboundServer {
             authorizations: Vec::new(),
             access_policy: policy,
             rate_limit: None,
+            routes: Vec::new(),
         }
     }
 
@@ -220,7 +278,19 @@ impl InboundServer {
     /// authentications admit it, else the access policy (`cluster` the
     /// cluster networks of the `cluster-*` policies).
     pub fn decide(&self, client: Client<'_>, cluster: &Networks) -> Verdict<'_> {
-        if let Some(a) = self.authorizations.iter().find(|a| a.admits(client)) {
+        self.decide_route(&[], client, cluster)
+    }
+
+    /// Decides for `client` on a route whose own authorizations are
+    /// `route`: those first, then the Server's, then the access policy.
+    pub fn decide_route<'a>(
+        &'a self,
+        route: &'a [Authorization],
+        client: Client<'_>,
+        cluster: &Networks,
+    ) -> Verdict<'a> {
+        let mut all = route.iter().chain(&self.authorizations);
+        if let Some(a) = all.find(|a| a.admits(client)) {
             return Verdict::Authorized(a);
         }
         if self
@@ -389,6 +459,7 @@ mod tests {
             }],
             access_policy: DefaultPolicy::Deny,
             rate_limit: None,
+            routes: vec![],
         };
         let c = |identity, source: &str| Client {
             identity,
@@ -421,6 +492,25 @@ mod tests {
         );
         assert_eq!(open.decide(c(None, "192.0.2.1"), &cluster), Verdict::Denied);
         assert_eq!(open.name, "cluster-unauthenticated");
+        // A route's authorizations come first, then the Server's.
+        let route = [Authorization {
+            name: "db-on-route".into(),
+            authentications: vec![Authentication::MeshTls {
+                identities: vec![DB.into()],
+            }],
+        }];
+        assert!(matches!(
+            srv.decide_route(&route, c(Some(DB), "10.1.2.3"), &cluster),
+            Verdict::Authorized(a) if a.name == "db-on-route"
+        ));
+        assert!(matches!(
+            srv.decide_route(&route, c(Some(WEB), "10.1.2.3"), &cluster),
+            Verdict::Authorized(a) if a.name == "web-only"
+        ));
+        assert_eq!(
+            srv.decide_route(&route, c(None, "10.1.2.3"), &cluster),
+            Verdict::Denied
+        );
     }
 
     #[test]
@@ -451,6 +541,17 @@ mod tests {
                         identities: vec![WEB.into()],
                     }],
                 }),
+                routes: vec![InboundRoute {
+                    name: "admin".into(),
+                    kind: RouteKind::Grpc,
+                    matches: vec![RouteMatch {
+                        path: Some(crate::discovery::route::PathMatch::PathPrefix(
+                            "/admin".into(),
+                        )),
+                        ..Default::default()
+                    }],
+                    authorizations: vec![],
+                }],
             },
         );
         let ev = PolicyEvent {
@@ -462,15 +563,20 @@ mod tests {
         assert!(json.contains("\"protocol\":\"opaque\""), "{json}");
         assert!(json.contains("\"access_policy\":\"deny\""), "{json}");
         assert!(json.contains("\"cidr\":\"fd00::/8\""), "{json}");
+        assert!(json.contains("\"kind\":\"GRPCRoute\""), "{json}");
         assert_eq!(serde_json::from_str::<PolicyEvent>(&json).unwrap(), ev);
         // Without a rate limit the field is left out: old proxies and
         // controllers read each other's events.
         let mut plain = ev.clone();
         if let Some(p) = plain.object.as_mut() {
-            p.servers.values_mut().for_each(|s| s.rate_limit = None);
+            p.servers.values_mut().for_each(|s| {
+                s.rate_limit = None;
+                s.routes.clear();
+            });
         }
         let plain_json = serde_json::to_string(&plain).unwrap();
         assert!(!plain_json.contains("rate_limit"), "{plain_json}");
+        assert!(!plain_json.contains("routes"), "{plain_json}");
         assert_eq!(
             serde_json::from_str::<PolicyEvent>(&plain_json).unwrap(),
             plain

@@ -43,9 +43,7 @@ fn list(snapshots: &Snapshots, registry: &Registry) -> Vec<crate::policy::index:
     let snapshot = snapshots.latest();
     let mut list = crate::policy::index::statuses(&snapshot.resources);
     crate::policy::outbound::mark_unregistered(&mut list, &snapshot.resources, |ns, name, port| {
-        registry
-            .service(ns, name)
-            .is_some_and(|s| port.is_none_or(|p| s.ports.contains(&p)))
+        registry.has_service(ns, name, port)
     });
     list
 }

@@ -111,11 +111,16 @@ fn load(file: &str) -> Result<Vec<Resource>, Error> {
     Ok(out)
 }
 
-/// kubectl's name of a resource: `server.policy.pimesh.io/api-http`.
+/// kubectl's name of a resource: `server.policy.pimesh.io/api-http`,
+/// `httproute.gateway.networking.k8s.io/web-split`.
 fn kubectl_name(resource: &str) -> String {
     let (kind, rest) = resource.split_once(' ').unwrap_or((resource, ""));
     let name = rest.rsplit('/').next().unwrap_or(rest);
-    format!("{}.policy.pimesh.io/{name}", kind.to_ascii_lowercase())
+    let group = match kind {
+        "HTTPRoute" | "GRPCRoute" => crate::policy::GATEWAY_GROUP,
+        _ => crate::policy::GROUP,
+    };
+    format!("{}.{group}/{name}", kind.to_ascii_lowercase())
 }
 
 /// `pimesh apply -f FILE`.

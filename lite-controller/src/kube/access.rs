@@ -161,6 +161,56 @@ pub const RULES: &[Rule] = &[
         verbs: &["get", "list", "watch"],
         scope: Scope::Cluster,
         resource_name: None,
+    }, // The policy resources' and routes' statuses (`policy/status.rs`'
+    // server-side applies to the status subresource).
+    Rule {
+        group: POLICY_GROUP,
+        resource: "servers/status",
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: POLICY_GROUP,
+        resource: "authorizationpolicies/status",
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: POLICY_GROUP,
+        resource: "meshtlsauthentications/status",
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: POLICY_GROUP,
+        resource: "networkauthentications/status",
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: POLICY_GROUP,
+        resource: "httplocalratelimitpolicies/status",
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: GATEWAY_GROUP,
+        resource: "httproutes/status",
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        resource_name: None,
+    },
+    Rule {
+        group: GATEWAY_GROUP,
+        resource: "grpcroutes/status",
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        resource_name: None,
     },
 ];
 
@@ -356,6 +406,16 @@ mod tests {
                     "  - apiGroups: [\"policy.pimesh.io\"]\n    resources: [\"{r}\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n"
                 )),
                 "{r}"
+            );
+        }
+        // Their statuses, patched and nothing else.
+        for crd in crate::policy::crd::crds() {
+            let r = &crd.spec.names.plural;
+            assert!(
+                m.contains(&format!(
+                    "  - apiGroups: [\"policy.pimesh.io\"]\n    resources: [\"{r}/status\"]\n    verbs: [\"patch\"]\n"
+                )),
+                "{r}/status"
             );
         }
         // And every Gateway API route kind watched.

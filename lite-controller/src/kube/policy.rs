@@ -13,6 +13,8 @@
 //! --crds | kubectl apply -f -` (or, for the routes, Gateway API's CRDs,
 //! which are upstream's and often absent: one info line), and the watch
 //! probes until the CRD appears (`super::watch`).
+//!
+//! `status` writes each resource's status back (its `Accepted` condition).
 
 use super::watch::{not_found, Watch};
 use super::KubeMetrics;
@@ -339,6 +341,8 @@ where
         shared.update(|i| i.apply(k, change));
     }
 }
+
+pub mod status;
 
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
     group = "policy.pimesh.io",
     version = "v1alpha1",
     kind = "AuthorizationPolicy",
+    status = "super::condition::Status",
     doc = "Authorizes clients to communicate with the Servers, HTTPRoutes or Namespace it targets (as Linkerd's AuthorizationPolicy).",
     plural = "authorizationpolicies",
     singular = "authorizationpolicy",
@@ -21,9 +22,9 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct AuthorizationPolicySpec {
     /// TargetRef references a resource to which the authorization policy
-    /// applies: a `Server` (policy.pimesh.io), an `HTTPRoute`
-    /// (gateway.networking.k8s.io) or the policy's `Namespace` (every
-    /// Server in it).
+    /// applies: a `Server` (policy.pimesh.io), an `HTTPRoute` or a
+    /// `GRPCRoute` (gateway.networking.k8s.io) with a Server parent (that
+    /// route only), or the policy's `Namespace` (every Server in it).
     pub target_ref: TargetRef,
     /// RequiredAuthenticationRefs enumerates a set of required
     /// authentications: `MeshTLSAuthentication` and `NetworkAuthentication`

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
     group = "gateway.networking.k8s.io",
     version = "v1",
     kind = "GRPCRoute",
+    status = "super::condition::RouteStatus",
     doc = "Routes gRPC requests to its parent Services among backend Services (Gateway API's GRPCRoute; the CRD is upstream's).",
     plural = "grpcroutes",
     singular = "grpcroute",

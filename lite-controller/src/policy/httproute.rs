@@ -39,6 +39,7 @@ pub const RETRY_TIMEOUT: &str = "retry.pimesh.io/timeout";
     group = "gateway.networking.k8s.io",
     version = "v1",
     kind = "HTTPRoute",
+    status = "super::condition::RouteStatus",
     doc = "Routes HTTP requests to its parent Services among backend Services (Gateway API's HTTPRoute; the CRD is upstream's).",
     plural = "httproutes",
     singular = "httproute",

@@ -6,21 +6,24 @@
 //! applied `AuthorizationPolicy`s that target it or its Namespace,
 //! resolved to identity patterns and networks, and its applied
 //! `HTTPLocalRateLimitPolicy` (the oldest, as Linkerd), overrides resolved
-//! to identities. No I/O.
+//! to identities, and its routes (`routes`: `HTTPRoute`s and `GRPCRoute`s
+//! with the Server as parent, each with the policies targeting it). No I/O.
 //!
 //! Ports are matched by number: a Server naming its port (`port: http`)
 //! is resolved beforehand against the proxy's container ports
 //! (`ports.rs`); one its pod does not name selects nothing.
 
 use super::authn::{MeshTLSAuthenticationSpec, NetworkAuthenticationSpec};
-use super::authz::AuthorizationPolicySpec;
 use super::index::{missing_in_authorization, rate_limit_of};
-use super::refs::GROUP;
+use super::outbound::{resolve, resolve_grpc};
+use super::parents::server_parent;
+use super::refs::{TargetRef, GATEWAY_GROUP, GROUP};
 use super::resource::Resource;
 use super::server::{Port, ProxyProtocol, Server};
+use pimesh_api::discovery::route::RouteMatch;
 use pimesh_api::policy::inbound::{
-    Authentication, Authorization, InboundPolicy, InboundServer, NetworkMatch, Protocol, RateLimit,
-    RateLimitOverride, ServerKind,
+    Authentication, Authorization, InboundPolicy, InboundRoute, InboundServer, NetworkMatch,
+    Protocol, RateLimit, RateLimitOverride, RouteKind, ServerKind,
 };
 use pimesh_api::policy::Cidr;
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,8 +77,10 @@ pub fn inbound_policy(
             );
             continue;
         }
-        let authorizations = authorizations(all, ns, &name, &present, trust_domain);
+        let targets = |t: &TargetRef| targets_server(t, ns, &name);
+        let authorizations = authorizations(all, ns, &present, trust_domain, targets);
         let rate_limit = rate_limit(all, ns, &name, trust_domain);
+        let routes = routes_of(all, ns, &name, &present, trust_domain);
         out.servers.insert(
             port,
             InboundServer {
@@ -85,12 +90,14 @@ pub fn inbound_policy(
                 authorizations,
                 access_policy: s.spec.access_policy.into(),
                 rate_limit,
+                routes,
             },
         );
     }
     out
 }
 
+/// The stored resources by `(kind, namespace, name)`.
 type Present<'a> = BTreeSet<(&'a str, &'a str, &'a str)>;
 
 fn present(all: &[Resource]) -> Present<'_> {
@@ -110,14 +117,14 @@ fn protocol(p: ProxyProtocol) -> Protocol {
     }
 }
 
-/// The applied AuthorizationPolicies of `ns` that target Server `server`
-/// or the Namespace, by name, resolved.
+/// The applied AuthorizationPolicies of `ns` whose target `targets`
+/// accepts (a Server and its Namespace, or a route), by name, resolved.
 fn authorizations(
     all: &[Resource],
     ns: &str,
-    server: &str,
     present: &Present<'_>,
     trust_domain: &str,
+    targets: impl Fn(&TargetRef) -> bool,
 ) -> Vec<Authorization> {
     let mut out: Vec<Authorization> = all
         .iter()
@@ -127,7 +134,7 @@ fn authorizations(
             }
             _ => None,
         })
-        .filter(|(_, a)| targets(a, ns, server))
+        .filter(|(_, a)| targets(&a.target_ref))
         .filter(|(_, a)| missing_in_authorization(a, ns, present).is_none())
         .filter_map(|(name, a)| {
             let authentications = a
@@ -148,8 +155,78 @@ fn authorizations(
     out
 }
 
-fn targets(a: &AuthorizationPolicySpec, ns: &str, server: &str) -> bool {
-    let t = &a.target_ref;
+/// The routes of a Server (per-route policy, as Linkerd's policy
+/// controller attaches `HTTPRoute`s with a Server parent to its
+/// `InboundServer`): the `HTTPRoute`s and `GRPCRoute`s of its namespace
+/// with a parentRef to it (`parents.rs`), oldest first
+/// (`creationTimestamp`, then name), each with its matches (read as the
+/// outbound side reads them, `outbound.rs`) and the applied
+/// AuthorizationPolicies targeting it. Backends, timeouts and retries are
+/// not used inbound (as Linkerd).
+fn routes_of(
+    all: &[Resource],
+    ns: &str,
+    server: &str,
+    present: &Present<'_>,
+    trust_domain: &str,
+) -> Vec<InboundRoute> {
+    let mut routes: Vec<_> = all
+        .iter()
+        .filter(|r| r.namespace() == Some(ns))
+        .filter_map(|r| {
+            let (kind, created, parents, route) = match r {
+                Resource::HTTPRoute(h) => (
+                    RouteKind::Http,
+                    &h.metadata.creation_timestamp,
+                    h.spec.parent_refs.as_deref(),
+                    resolve(h),
+                ),
+                Resource::GRPCRoute(g) => (
+                    RouteKind::Grpc,
+                    &g.metadata.creation_timestamp,
+                    g.spec.parent_refs.as_deref(),
+                    resolve_grpc(g),
+                ),
+                _ => return None,
+            };
+            let attached = parents.unwrap_or_default().iter().any(|p| {
+                server_parent(p).is_some_and(|(pns, n)| pns.unwrap_or(ns) == ns && n == server)
+            });
+            if !attached {
+                return None;
+            }
+            let name = r.name();
+            // Every rule's matches; a rule without any matches every request.
+            let matches: Vec<RouteMatch> = route
+                .rules
+                .into_iter()
+                .flat_map(|rule| match rule.matches.is_empty() {
+                    true => vec![RouteMatch::default()],
+                    false => rule.matches,
+                })
+                .collect();
+            let targets = |t: &TargetRef| {
+                t.kind == kind.as_str()
+                    && t.group.as_deref() == Some(GATEWAY_GROUP)
+                    && t.name == name
+            };
+            let route = InboundRoute {
+                name: name.to_string(),
+                kind,
+                matches,
+                authorizations: authorizations(all, ns, present, trust_domain, targets),
+            };
+            Some(((created.as_ref().map(|t| t.0), name), route))
+        })
+        .collect();
+    // Oldest first, then by name.
+    routes.sort_by(|a, b| a.0.cmp(&b.0));
+    routes.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Whether `t` is Server `server` or the Namespace `ns` (a policy there
+/// applies to every route of the Server too).
+fn targets_server(t: &TargetRef, ns: &str, server: &str) -> bool {
     let group = t.group.as_deref().unwrap_or_default();
     match t.kind.as_str() {
         "Server" => group == GROUP && t.name == server,

@@ -1,11 +1,15 @@
 //! Which stored policy resources take effect, and why not: an
 //! `AuthorizationPolicy` naming a missing Server or authentication, or an
 //! `HTTPLocalRateLimitPolicy` naming a missing Server or a Server another
-//! one already limits, is *not applied*, its reason given (what `pimesh
+//! one already limits, or a route naming a missing Server parent, is *not
+//! applied*, its reason given (what `pimesh
 //! policy ls` shows; Linkerd reports the same in the resource's status:
-//! `NoMatchingTarget`, `RateLimitReasonAlreadyExists`). No I/O.
+//! `NoMatchingTarget`, `RateLimitReasonAlreadyExists`); a `Server` that a
+//! conflict with an older one keeps from every pod is not applied either
+//! (`Conflict`, the rule in `conflict.rs`). No I/O.
 
 use super::authz::AuthorizationPolicySpec;
+use super::parents::missing_server_parent;
 use super::ratelimit::HTTPLocalRateLimitPolicySpec;
 use super::refs::{GATEWAY_GROUP, GROUP};
 use super::resource::Resource;
@@ -53,6 +57,10 @@ pub fn statuses(all: &[Resource]) -> Vec<PolicyStatus> {
                         })
                     }
                 }
+                Resource::Server(s) => super::conflict::superseded(all, s),
+                Resource::HTTPRoute(_) | Resource::GRPCRoute(_) => {
+                    missing_server_parent(r, &present)
+                }
                 _ => None,
             };
             PolicyStatus {
@@ -78,11 +86,10 @@ pub(super) fn missing_in_authorization(
         ("Server", GROUP) if !present.contains(&("Server", ns, t.name.as_str())) => {
             return Some(format!("Server {ns}/{} not found", t.name));
         }
-        ("HTTPRoute", GATEWAY_GROUP) => {
-            return Some(format!(
-                "HTTPRoute {ns}/{}: routes are not supported yet",
-                t.name
-            ));
+        ("HTTPRoute" | "GRPCRoute", GATEWAY_GROUP)
+            if !present.contains(&(t.kind.as_str(), ns, t.name.as_str())) =>
+        {
+            return Some(format!("{} {ns}/{} not found", t.kind, t.name));
         }
         _ => {}
     }

@@ -10,6 +10,7 @@ use super::grpcroute::GRPCRoute;
 use super::httproute::validate::{core_group, gateway_duration, retry};
 use super::httproute::{HTTPBackendRef, HTTPRoute, ParentReference, PathMatchType};
 use super::index::PolicyStatus;
+use super::parents::server_parent;
 use super::resource::Resource;
 use pimesh_api::discovery::route::{
     Backend, HttpRoute, NameValue, PathMatch, RouteMatch, RouteRule,
@@ -39,7 +40,7 @@ pub fn routes_for(all: &[Resource], ns: &str, name: &str, port: u16) -> Vec<Http
 }
 
 /// A route's parentRefs and backendRefs; `None` for other kinds.
-fn refs(r: &Resource) -> Option<(&[ParentReference], Vec<&HTTPBackendRef>)> {
+pub(super) fn refs(r: &Resource) -> Option<(&[ParentReference], Vec<&HTTPBackendRef>)> {
     let (parents, backends) = match r {
         Resource::HTTPRoute(h) => (
             h.spec.parent_refs.as_deref(),
@@ -77,7 +78,7 @@ fn attaches(r: &Resource, parents: &[ParentReference], ns: &str, name: &str, por
 }
 
 /// The wire form of a `GRPCRoute`: its matches on the request path.
-fn resolve_grpc(g: &GRPCRoute) -> HttpRoute {
+pub(super) fn resolve_grpc(g: &GRPCRoute) -> HttpRoute {
     let ns = g.metadata.namespace.as_deref().unwrap_or_default();
     let retry = retry(g.metadata.annotations.as_ref()).ok().flatten();
     let rules: Vec<RouteRule> = g
@@ -122,7 +123,7 @@ fn backends(refs: Option<&[HTTPBackendRef]>, ns: &str) -> Vec<Backend> {
 
 /// The wire form of a validated route (values `validate` refused cannot
 /// occur; were they to, they are dropped rather than panicking).
-fn resolve(h: &HTTPRoute) -> HttpRoute {
+pub(super) fn resolve(h: &HTTPRoute) -> HttpRoute {
     let ns = h.metadata.namespace.as_deref().unwrap_or_default();
     let retry = retry(h.metadata.annotations.as_ref()).ok().flatten();
     let ms = |v: Option<&str>| {
@@ -189,7 +190,16 @@ pub fn mark_unregistered(
         };
         let ns = r.namespace().unwrap_or_default();
         let port = |p: Option<i32>| p.and_then(|p| u16::try_from(p).ok());
-        let parents = parents.iter().map(|p| {
+        // Server parents are inbound (`parents`), whose backends are not
+        // used (as Linkerd): only Service parents need registered Services.
+        let parents: Vec<_> = parents
+            .iter()
+            .filter(|p| server_parent(p).is_none())
+            .collect();
+        if parents.is_empty() {
+            continue;
+        }
+        let parents = parents.into_iter().map(|p| {
             let pns = p.namespace.as_deref().unwrap_or(ns);
             (pns, p.name.as_str(), port(p.port), "parent")
         });

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
     group = "policy.pimesh.io",
     version = "v1alpha1",
     kind = "HTTPLocalRateLimitPolicy",
+    status = "super::condition::Status",
     doc = "Rate limits for the HTTP traffic to one Server (as Linkerd's HTTPLocalRateLimitPolicy).",
     plural = "httplocalratelimitpolicies",
     singular = "httplocalratelimitpolicy",

@@ -117,7 +117,8 @@ impl Resource {
         }
     }
 
-    fn metadata(&self) -> &kube::core::ObjectMeta {
+    /// Its `metadata` (name, namespace, generation, resourceVersion, …).
+    pub fn metadata(&self) -> &kube::core::ObjectMeta {
         match self {
             Resource::Server(r) => &r.metadata,
             Resource::AuthorizationPolicy(r) => &r.metadata,

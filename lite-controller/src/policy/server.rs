@@ -19,6 +19,7 @@ use std::fmt;
     group = "policy.pimesh.io",
     version = "v1alpha1",
     kind = "Server",
+    status = "super::condition::Status",
     doc = "A Server selects a port on a set of pods in the same namespace (as Linkerd's Server).",
     plural = "servers",
     singular = "server",

@@ -279,6 +279,11 @@ fn authorization_targets_and_authentications_are_of_the_allowed_kinds() {
     .unwrap();
     parsed(
         "authorization-policy.yaml",
+        target("GRPCRoute", json!("gateway.networking.k8s.io"), "api"),
+    )
+    .unwrap();
+    parsed(
+        "authorization-policy.yaml",
         target("Namespace", Value::Null, "shop"),
     )
     .unwrap();

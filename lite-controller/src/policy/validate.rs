@@ -133,7 +133,7 @@ pub(crate) fn authorization(a: &AuthorizationPolicySpec, ns: Option<&str>) -> Re
     let group = group.as_deref();
     match kind.as_str() {
         "Server" => check_group(group, GROUP, kind, "spec.targetRef")?,
-        "HTTPRoute" => check_group(group, GATEWAY_GROUP, kind, "spec.targetRef")?,
+        "HTTPRoute" | "GRPCRoute" => check_group(group, GATEWAY_GROUP, kind, "spec.targetRef")?,
         "Namespace" => {
             check_group(group, "", kind, "spec.targetRef")?;
             if ns.is_some_and(|ns| ns != name) {
@@ -146,7 +146,9 @@ pub(crate) fn authorization(a: &AuthorizationPolicySpec, ns: Option<&str>) -> Re
         _ => {
             return Err(invalid(
                 "spec.targetRef.kind",
-                format!("{kind:?}: the target is a Server, an HTTPRoute or a Namespace"),
+                format!(
+                    "{kind:?}: the target is a Server, an HTTPRoute, a GRPCRoute or a Namespace"
+                ),
             ))
         }
     }

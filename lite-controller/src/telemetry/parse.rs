@@ -117,7 +117,7 @@ pub struct AuthzKey {
     pub srv_kind: String,
     /// `srv_name`: the Server, or the default policy (`all-unauthenticated`, `deny`, ...).
     pub srv_name: String,
-    /// `route_name` of HTTP series (`default` until routes are named).
+    /// `route_name` of HTTP series (`default`: a Server without routes).
     pub route: Option<String>,
     /// `authz_kind` of allowed series: `authorizationpolicy`,
     /// `serverauthorization` (Linkerd's older resource) or `default`;

@@ -1,6 +1,8 @@
 //! The response body handed back to the client: the target's streaming
 //! body (data and trailers untouched) or a local one, recording the
-//! exchange's metrics at the first frame and at the end of the stream.
+//! exchange's metrics at the first frame and at the end of the stream. A
+//! gRPC response whose target fails mid-body ends with `grpc-status: 14`
+//! trailers rather than a reset (as linkerd2-proxy's `GrpcRescue`).
 
 use crate::metrics::RequestMetrics;
 use bytes::Bytes;
@@ -23,24 +25,35 @@ pub enum Inner {
 /// and `response_total` when it ends (classified by status and, for gRPC,
 /// the `grpc-status` trailer or trailers-only header). A body dropped
 /// before its end, e.g. because the client went away, counts as a failure
-/// with `error="cancel"`.
+/// with `error="cancel"`; one whose target failed, with `error="stream"`.
 #[derive(Debug)]
 pub struct ResponseBody {
     inner: Inner,
     metrics: Option<RequestMetrics>,
     status: u16,
     grpc_status: Option<u32>,
+    /// A gRPC response (`content-type: application/grpc…`) not ended by
+    /// its head: if the target's body fails, the client gets trailers
+    /// with `grpc-status: 14` (UNAVAILABLE) and the reason, a status its
+    /// gRPC library reports, instead of a stream reset (`INTERNAL`).
+    rescue: bool,
 }
+
+/// The gRPC status of a response whose target failed mid-body:
+/// UNAVAILABLE, as the proxy's own answers when a target fails.
+const GRPC_UNAVAILABLE: u32 = 14;
 
 impl ResponseBody {
     /// Wraps the target's response body; `headers` are the response's, where
     /// a trailers-only gRPC response carries its `grpc-status`.
     pub fn new(inner: Inner, metrics: RequestMetrics, status: u16, headers: &HeaderMap) -> Self {
+        let grpc_status = grpc_status(headers);
         let mut body = ResponseBody {
             inner,
             metrics: Some(metrics),
             status,
-            grpc_status: grpc_status(headers),
+            rescue: grpc_status.is_none() && is_grpc_over_h2(headers),
+            grpc_status,
         };
         if body.is_end_stream() {
             body.finish("");
@@ -56,7 +69,27 @@ impl ResponseBody {
             metrics: None,
             status: 0,
             grpc_status: None,
+            rescue: false,
         }
+    }
+
+    /// The trailers that end a gRPC response whose target failed with
+    /// `e`; the body is over after them.
+    fn rescued(&mut self, e: &hyper::Error) -> Frame<Bytes> {
+        self.rescue = false;
+        self.inner = Inner::Local(None);
+        self.grpc_status = Some(GRPC_UNAVAILABLE);
+        self.finish("stream");
+        let mut trailers = HeaderMap::new();
+        trailers.insert(
+            &super::headers::GRPC_STATUS,
+            http::HeaderValue::from(GRPC_UNAVAILABLE),
+        );
+        let msg = format!("target failed mid-response: {}", crate::error_chain(e));
+        if let Some(v) = super::headers::percent_encoded(&msg) {
+            trailers.insert(&super::headers::GRPC_MESSAGE, v);
+        }
+        Frame::trailers(trailers)
     }
 
     fn finish(&mut self, error: &'static str) {
@@ -64,6 +97,17 @@ impl ResponseBody {
             m.end(Some(self.status), self.grpc_status, error);
         }
     }
+}
+
+/// Whether a response is gRPC over HTTP/2 (`application/grpc`, `+proto`
+/// and the like), whose status may come in trailers; not gRPC-Web
+/// (`application/grpc-web…`), which carries its trailers in the body and
+/// may cross HTTP/1.
+fn is_grpc_over_h2(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().strip_prefix(b"application/grpc"))
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'+' || rest[0] == b';')
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<u32> {
@@ -88,8 +132,13 @@ impl Body for ResponseBody {
             Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
             Inner::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
-        let Poll::Ready(frame) = polled else {
-            return Poll::Pending;
+        let frame = match polled {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Err(e))) if this.rescue => {
+                tracing::debug!(error = %crate::error_chain(&e), "gRPC response failed mid-body; ending it with grpc-status 14");
+                return Poll::Ready(Some(Ok(this.rescued(&e))));
+            }
+            Poll::Ready(frame) => frame,
         };
         match &frame {
             Some(Ok(f)) => {

@@ -64,6 +64,13 @@ pub enum Error {
     /// The request (or its last try) took longer than its timeout.
     #[error("request timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// Inbound: the port's Server has routes and none matches the request
+    /// (`server NAME`). As linkerd2-proxy's inbound `HttpRouteNotFound`,
+    /// which its `ServerRescue` answers with
+    /// `SyntheticHttpResponse::not_found`: 404, gRPC `NOT_FOUND`
+    /// (`linkerd/app/inbound/src/http/server.rs`).
+    #[error("no route of the {0} matches the request")]
+    RouteNotFound(String),
     /// Inbound: the port's policy (`server NAME` or `default policy
     /// NAME`) does not admit this client.
     #[error("unauthorized request: the {0} does not admit this client")]
@@ -94,6 +101,7 @@ impl Error {
             Error::Timeout(_) => "timeout",
             Error::NoRoute(_) => "no_route",
             Error::NoBackend(_) => "no_backend",
+            Error::RouteNotFound(_) => "route_not_found",
             Error::Unauthorized(_) => "unauthorized",
             Error::RateLimited(..) => "rate_limited",
         }
@@ -107,7 +115,8 @@ impl Error {
     /// (8) for a request over a rate limit (as linkerd2-proxy's
     /// `SyntheticHttpResponse`); `UNIMPLEMENTED` (12) when no route matches
     /// (HTTP 404's gRPC status, grpc `doc/http-grpc-status-mapping.md`),
-    /// `INTERNAL` (13) for a rule without a backend.
+    /// `INTERNAL` (13) for a rule without a backend, `NOT_FOUND` (5) when
+    /// no inbound route matches (as linkerd2-proxy's inbound).
     pub fn grpc_status(&self) -> u32 {
         match self {
             Error::NoTarget | Error::Loop => 13,
@@ -124,6 +133,7 @@ impl Error {
             | Error::AllEjected(_) => 14,
             Error::Timeout(_) => 4,
             Error::NoRoute(_) => 12,
+            Error::RouteNotFound(_) => 5,
             Error::NoBackend(_) => 13,
             Error::Unauthorized(_) => 7,
         }
@@ -133,7 +143,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NoTarget | Error::Loop => StatusCode::BAD_REQUEST,
-            Error::NoRoute(_) => StatusCode::NOT_FOUND,
+            Error::NoRoute(_) | Error::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Error::NoBackend(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Unauthorized(_) => StatusCode::FORBIDDEN,
             Error::RateLimited(..) => StatusCode::TOO_MANY_REQUESTS,
@@ -158,16 +168,7 @@ impl Error {
 /// proxies, and as linkerd2-proxy answers.
 pub(super) fn error_response(e: &Error, grpc: bool) -> Response<ResponseBody> {
     let msg = crate::error_chain(e);
-    // Header-safe: printable ASCII, the rest percent-encoded (as
-    // grpc-message requires).
-    let encoded: String = msg
-        .bytes()
-        .map(|b| match b {
-            b' '..=b'~' if b != b'%' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let encoded = http::HeaderValue::from_str(&encoded).ok();
+    let encoded = super::headers::percent_encoded(&msg);
     let mut rsp = if grpc {
         let mut rsp = Response::new(ResponseBody::local(Bytes::new()));
         let h = rsp.headers_mut();
@@ -177,7 +178,7 @@ pub(super) fn error_response(e: &Error, grpc: bool) -> Response<ResponseBody> {
         );
         h.insert("grpc-status", http::HeaderValue::from(e.grpc_status()));
         if let Some(v) = &encoded {
-            h.insert("grpc-message", v.clone());
+            h.insert(&super::headers::GRPC_MESSAGE, v.clone());
         }
         rsp
     } else {

@@ -65,6 +65,23 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
 /// hashed, at every look-up).
 pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
+/// `grpc-message`.
+pub static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// `msg` as a header value: printable ASCII, the rest (and `%`)
+/// percent-encoded, as `grpc-message` requires (gRPC over HTTP/2,
+/// `PROTOCOL-HTTP2.md`); `None` if it still is not a valid value.
+pub fn percent_encoded(msg: &str) -> Option<HeaderValue> {
+    let encoded: String = msg
+        .bytes()
+        .map(|b| match b {
+            b' '..=b'~' if b != b'%' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    HeaderValue::from_str(&encoded).ok()
+}
+
 /// `Keep-Alive` (RFC 9112 §9.3, obsolete but still sent).
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// `Proxy-Connection` (never standard, sent by old clients).

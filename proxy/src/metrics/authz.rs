@@ -10,17 +10,23 @@
 //! `authz_name=<accessPolicy>` when the Server's access policy admitted
 //! it). Default policies label as Linkerd's default servers:
 //! `srv_kind="default"`, `srv_name=<policy>`, `authz_kind="default"`,
-//! `authz_name=<policy>`. HTTP series add `route_kind="default"`,
-//! `route_name="default"`; all the connection's `target_addr`, `tls` and
-//! `client_id`. `inbound_http_local_ratelimit_total` counts the requests a
-//! rate limit refused, with the `srv_*` labels and linkerd2-proxy's
+//! `authz_name=<policy>`. HTTP series add the route: Linkerd's default
+//! route (`route_group=""`, `route_kind="default"`, `route_name="default"`)
+//! for a Server without routes, else the route the request matched
+//! (`route_group="gateway.networking.k8s.io"`, `route_kind="HTTPRoute"` or
+//! `"GRPCRoute"`, `route_name=<route>`); all the connection's
+//! `target_addr`, `tls` and `client_id`. `inbound_http_route_not_found_total`
+//! (linkerd2-proxy's) counts requests no route of their Server matched,
+//! with the `srv_*` labels. `inbound_http_local_ratelimit_total` counts the
+//! requests a rate limit refused, with the `srv_*` and route labels and
+//! linkerd2-proxy's
 //! `ratelimit_group="policy.pimesh.io"`,
 //! `ratelimit_kind="HTTPLocalRateLimitPolicy"`, `ratelimit_name`,
 //! `ratelimit_scope` (`total` or `identity`).
 
 use super::labels::TargetLabels;
 use crate::authz::Authz;
-use pimesh_api::policy::inbound::{ServerKind, POLICY_GROUP};
+use pimesh_api::policy::inbound::{RouteKind, ServerKind, GATEWAY_GROUP, POLICY_GROUP};
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,8 +41,8 @@ pub struct AuthzLabels {
     srv_kind: ServerKind,
     /// `srv_name`.
     srv_name: Arc<str>,
-    /// HTTP series carry the route labels.
-    http: bool,
+    /// HTTP series carry the route labels: `None` the default route.
+    route: Option<Option<(RouteKind, Arc<str>)>>,
     /// Allowed series carry the authorization labels: whether an
     /// AuthorizationPolicy (else the access policy) admitted, and its name.
     allowed: Option<(bool, Arc<str>)>,
@@ -52,10 +58,18 @@ impl EncodeLabelSet for AuthzLabels {
         ("srv_group", srv_group).encode(e.encode_label())?;
         ("srv_kind", srv_kind).encode(e.encode_label())?;
         ("srv_name", &*self.srv_name).encode(e.encode_label())?;
-        if self.http {
-            ("route_group", "").encode(e.encode_label())?;
-            ("route_kind", "default").encode(e.encode_label())?;
-            ("route_name", "default").encode(e.encode_label())?;
+        match &self.route {
+            None => {}
+            Some(None) => {
+                ("route_group", "").encode(e.encode_label())?;
+                ("route_kind", "default").encode(e.encode_label())?;
+                ("route_name", "default").encode(e.encode_label())?;
+            }
+            Some(Some((kind, name))) => {
+                ("route_group", GATEWAY_GROUP).encode(e.encode_label())?;
+                ("route_kind", kind.as_str()).encode(e.encode_label())?;
+                ("route_name", &**name).encode(e.encode_label())?;
+            }
         }
         if let Some((by_policy, name)) = &self.allowed {
             let (group, kind) = if *by_policy {
@@ -91,11 +105,13 @@ impl EncodeLabelSet for RateLimitLabels {
     }
 }
 
-/// The four authorization families and the rate-limit one.
+/// The four authorization families, the route-not-found one and the
+/// rate-limit one.
 #[derive(Debug, Default)]
 pub struct AuthzMetrics {
     http_allow: Family<AuthzLabels, Counter>,
     http_deny: Family<AuthzLabels, Counter>,
+    http_route_not_found: Family<AuthzLabels, Counter>,
     tcp_allow: Family<AuthzLabels, Counter>,
     tcp_deny: Family<AuthzLabels, Counter>,
     http_ratelimit: Family<RateLimitLabels, Counter>,
@@ -112,6 +128,11 @@ impl AuthzMetrics {
             "inbound_http_authz_deny",
             "Inbound HTTP requests denied, by server",
             self.http_deny.clone(),
+        );
+        r.register(
+            "inbound_http_route_not_found",
+            "Inbound HTTP requests that could not be associated with a route, by server",
+            self.http_route_not_found.clone(),
         );
         r.register(
             "inbound_tcp_authz_allow",
@@ -137,13 +158,22 @@ impl AuthzMetrics {
         let labels = RateLimitLabels {
             server: AuthzLabels {
                 allowed: None,
-                http: false,
-                ..Self::labels(target, authz, false)
+                ..Self::labels(target, authz, true)
             },
             name: name.unwrap_or_else(|| "".into()),
             scope,
         };
         self.http_ratelimit.get_or_create(&labels).inc();
+    }
+
+    /// Counts one HTTP request that no route of `authz`'s server matched.
+    pub fn record_route_not_found(&self, target: &TargetLabels, authz: &Authz) {
+        let labels = AuthzLabels {
+            allowed: None,
+            route: None,
+            ..Self::labels(target, authz, false)
+        };
+        self.http_route_not_found.get_or_create(&labels).inc();
     }
 
     /// Counts one HTTP request (`http`) or one opaque connection by the
@@ -166,18 +196,20 @@ impl AuthzMetrics {
         let allowed = authz.allowed.then(|| match authz.authorization {
             Some(i) => (
                 true,
-                srv.authorization_names
+                authz
+                    .authorization_names()
                     .get(i)
                     .cloned()
                     .unwrap_or_else(|| "".into()),
             ),
             None => (false, srv.spec.access_policy.as_str().into()),
         });
+        let route = http.then(|| authz.route_names().map(|r| (r.kind, r.name.clone())));
         AuthzLabels {
             target: target.clone(),
             srv_kind: srv.spec.kind,
             srv_name: srv.name.clone(),
-            http,
+            route,
             allowed,
         }
     }

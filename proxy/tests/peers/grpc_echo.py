@@ -7,9 +7,13 @@ Service ``pimesh.test.Echo`` with two methods whose messages are raw bytes:
   details ``requested status <code>`` and trailer ``x-echo-trailer: failed``.
 * ``BidiStream``: echoes every message as soon as it arrives; trailer
   ``x-echo-trailer: bidi-<count>`` when the client half-closes.
+* ``Whoami``: answers the server's ``--name``.
+
+With ``--name``, every answer's initial metadata carries ``x-echo-server:
+<name>`` (which of several servers answered, e.g. behind a GRPCRoute).
 
 Usage:
-    python3 grpc_echo.py serve [--port 0]
+    python3 grpc_echo.py serve [--port 0] [--name NAME]
         Listens on 127.0.0.1 or --host (port 0 picks a free port), prints ``PORT <n>``
         on stdout, then serves until SIGTERM/SIGINT.
     python3 grpc_echo.py client --target HOST:PORT [--unary N] [--messages M]
@@ -17,6 +21,12 @@ Usage:
         Runs N unary echoes, one expected-failure call and an interleaved
         bidi stream of M messages. Prints one JSON summary line on stdout and
         exits 0 if every check passed; otherwise explains on stderr, exits 1.
+    python3 grpc_echo.py calls --target HOST:PORT [--authority NAME:PORT]
+                               /SERVICE/METHOD...
+        One unary call per path, in order, on one channel (one HTTP/2
+        connection while it lasts); prints one JSON line per call: path,
+        code name, details and the ``x-echo-server`` that answered (null
+        when none did, e.g. an answer of the proxy itself). Exits 0.
 """
 
 import argparse
@@ -30,14 +40,18 @@ import grpc
 
 SERVICE = "pimesh.test.Echo"
 TRAILER = "x-echo-trailer"
+SERVER = "x-echo-server"
 TIMEOUT = 10.0  # seconds: deadline of every RPC (the whole bidi stream too)
 STATUS_BY_CODE = {s.value[0]: s for s in grpc.StatusCode}
+NAME = ""  # serve --name
 
 
 # ---------------------------------------------------------------- server
 
 
 def unary(request, context):
+    if NAME:
+        context.send_initial_metadata(((SERVER, NAME),))
     if request.startswith(b"status:"):
         code = int(request[len(b"status:"):])
         status = STATUS_BY_CODE.get(code, grpc.StatusCode.UNKNOWN)
@@ -47,7 +61,15 @@ def unary(request, context):
     return request
 
 
+def whoami(_request, context):
+    if NAME:
+        context.send_initial_metadata(((SERVER, NAME),))
+    return NAME.encode()
+
+
 def bidi_stream(request_iterator, context):
+    if NAME:
+        context.send_initial_metadata(((SERVER, NAME),))
     count = 0
     for message in request_iterator:
         count += 1
@@ -60,6 +82,7 @@ def serve(port, host="127.0.0.1"):
     handler = grpc.method_handlers_generic_handler(SERVICE, {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "BidiStream": grpc.stream_stream_rpc_method_handler(bidi_stream),
+        "Whoami": grpc.unary_unary_rpc_method_handler(whoami),
     })
     server.add_generic_rpc_handlers((handler,))
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -181,20 +204,51 @@ def client(target, n, m, authority=None):
     return 0
 
 
+def calls(target, paths, authority=None):
+    options = [("grpc.enable_http_proxy", 0)]
+    if authority:
+        options.append(("grpc.default_authority", authority))
+    with grpc.insecure_channel(target, options=options) as channel:
+        for path in paths:
+            method = channel.unary_unary(path)
+            try:
+                reply, call = method.with_call(b"hello", timeout=TIMEOUT)
+                code, details = grpc.StatusCode.OK, None
+                metadata = call.initial_metadata()
+            except grpc.RpcError as err:
+                reply, code, details = b"", err.code(), err.details()
+                metadata = err.initial_metadata()
+            server = dict(metadata or ()).get(SERVER)
+            print(json.dumps({
+                "path": path, "code": code.name, "details": details,
+                "server": server, "reply": reply.decode("latin-1"),
+            }), flush=True)
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_serve = sub.add_parser("serve")
     p_serve.add_argument("--port", type=int, default=0)
     p_serve.add_argument("--host", default="127.0.0.1")
+    p_serve.add_argument("--name", default="")
     p_client = sub.add_parser("client")
     p_client.add_argument("--target", required=True)
     p_client.add_argument("--unary", type=int, default=10)
     p_client.add_argument("--messages", type=int, default=20)
     p_client.add_argument("--authority", default=None)
+    p_calls = sub.add_parser("calls")
+    p_calls.add_argument("--target", required=True)
+    p_calls.add_argument("--authority", default=None)
+    p_calls.add_argument("paths", nargs="+")
     args = parser.parse_args()
     if args.cmd == "serve":
+        global NAME
+        NAME = args.name
         return serve(args.port, args.host)
+    if args.cmd == "calls":
+        return calls(args.target, args.paths, args.authority)
     return client(args.target, args.unary, args.messages, args.authority)
 
 

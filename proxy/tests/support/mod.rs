@@ -296,11 +296,22 @@ impl PyPeer {
         PyPeer::start_in(None, script, "127.0.0.1", 0)
     }
 
+    /// Starts `script serve --name NAME` on 127.0.0.1 (a peer that says
+    /// which one answered).
+    pub fn start_named(script: &str, name: &str) -> PyPeer {
+        PyPeer::spawn(None, script, "127.0.0.1", 0, &["--name", name])
+    }
+
     /// Starts `script serve` inside `netns` on `host:port`.
     pub fn start_in(netns: Option<&str>, script: &str, host: &str, port: u16) -> PyPeer {
+        PyPeer::spawn(netns, script, host, port, &[])
+    }
+
+    fn spawn(netns: Option<&str>, script: &str, host: &str, port: u16, extra: &[&str]) -> PyPeer {
         let mut child = cmd(netns, "python3")
             .arg(peer_script(script))
             .args(["serve", "--host", host, "--port", &port.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -315,6 +326,11 @@ impl PyPeer {
             .parse()
             .unwrap();
         PyPeer { child, port }
+    }
+
+    /// `127.0.0.1:port` (peers started on loopback).
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 }
 

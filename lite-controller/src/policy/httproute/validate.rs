@@ -2,10 +2,12 @@
 //! field (`spec.rules[0].backendRefs[1].port: …`): what upstream's CRD
 //! schema and CEL rules refuse (ranges, paths starting with `/`, a
 //! `backendRequest` longer than `request`), what pimesh does not support
-//! yet (regular expressions, filters, parents other than Services), and
+//! yet (regular expressions, filters, parents other than Services and
+//! Servers), and
 //! the retry annotations. Also reads the annotations and Gateway API
 //! durations for `policy::outbound`. No I/O.
 
+use super::super::refs::{GROUP, LINKERD_GROUP};
 use super::super::validate::{dns_label, invalid, Invalid};
 use super::{
     HTTPBackendRef, HTTPRoute, HTTPRouteMatch, HTTPValueMatch, ParentReference, PathMatchType,
@@ -222,7 +224,9 @@ pub fn http_route(r: &HTTPRoute) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// A route's parents: 1 to 32 Services.
+/// A route's parents: 1 to 32 Services (outbound routes) or Servers
+/// (`policy.pimesh.io`, inbound routes: per-route policy, as Linkerd's
+/// `policy.linkerd.io` Server parents; no `port`, the Server names it).
 pub(crate) fn parent_refs(parents: Option<&[ParentReference]>) -> Result<(), Invalid> {
     let parents = parents.unwrap_or_default();
     if parents.is_empty() || parents.len() > MAX_PARENTS {
@@ -233,16 +237,27 @@ pub(crate) fn parent_refs(parents: Option<&[ParentReference]>) -> Result<(), Inv
     }
     for (i, p) in parents.iter().enumerate() {
         let f = format!("spec.parentRefs[{i}]");
-        if p.kind.as_deref() != Some("Service") || !core_group(p.group.as_deref()) {
+        let group = p.group.as_deref();
+        let server = p.kind.as_deref() == Some("Server") && group == Some(GROUP);
+        if server && p.port.is_some() {
             return Err(invalid(
-                format!("{f}.kind"),
+                format!("{f}.port"),
+                "a Server parent takes no port (the Server selects it)",
+            ));
+        }
+        if !server && (p.kind.as_deref() != Some("Service") || !core_group(group)) {
+            let reason = if group == Some(LINKERD_GROUP) {
+                format!("{LINKERD_GROUP:?} is Linkerd's group; a Server is in {GROUP}")
+            } else {
                 format!(
                     "{:?} in group {:?}: pimesh supports Service parents (group \"\", kind \
-                     Service), outbound routes",
+                     Service), outbound routes, and Server parents (group {GROUP}), inbound \
+                     routes",
                     p.kind.as_deref().unwrap_or("Gateway"),
-                    p.group.as_deref().unwrap_or("gateway.networking.k8s.io")
-                ),
-            ));
+                    group.unwrap_or("gateway.networking.k8s.io")
+                )
+            };
+            return Err(invalid(format!("{f}.kind"), reason));
         }
         name_and_namespace(&f, &p.name, p.namespace.as_deref())?;
         port(&format!("{f}.port"), p.port)?;

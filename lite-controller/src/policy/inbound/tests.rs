@@ -364,3 +364,132 @@ fn of_two_rate_limits_on_a_server_the_oldest_applies_and_the_other_says_why() {
         .clone();
     assert_eq!(rl.map(|r| r.name), Some("aa-new".into()));
 }
+
+/// The documents of `examples/policy/FILE` (one or more).
+fn example_docs(file: &str) -> Vec<Value> {
+    let path = format!("{}/../examples/policy/{file}", env!("CARGO_MANIFEST_DIR"));
+    serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_servers_routes_carry_their_matches_and_authorizations() {
+    use pimesh_api::discovery::route::{PathMatch, RouteMatch};
+    use pimesh_api::policy::inbound::{InboundRoute, RouteKind};
+    let mut docs = example_docs("per-route.yaml");
+    docs.extend(example_docs("meshtls-authentication.yaml"));
+    // A GRPCRoute on the same Server, a policy on the Server (every
+    // route's), a route of another Server and a policy on a missing route.
+    docs.push(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GRPCRoute",
+        "metadata": {"namespace": "shop", "name": "api-grpc"},
+        "spec": {
+            "parentRefs": [{"group": "policy.pimesh.io", "kind": "Server", "name": "api-ops"}],
+            "rules": [{"matches": [{"method": {"service": "shop.Ops", "method": "Drain"}}]}],
+        },
+    }));
+    docs.push(doc(
+        "AuthorizationPolicy",
+        "ops-db",
+        json!({
+            "targetRef": {"group": "policy.pimesh.io", "kind": "Server", "name": "api-ops"},
+            "requiredAuthenticationRefs": [{"kind": "ServiceAccount", "name": "db"}],
+        }),
+    ));
+    docs.push(doc(
+        "AuthorizationPolicy",
+        "orphan",
+        json!({
+            "targetRef": {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "nope"},
+            "requiredAuthenticationRefs": [],
+        }),
+    ));
+    let all = parse(docs);
+    let p = policy_of(&all, "shop", "app=api");
+    let s = &p.servers[&9990];
+    assert_eq!(s.name, "api-ops");
+    let names: Vec<&str> = s.authorizations.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["ops-db"], "the Server's own, not the routes'");
+    let prefix = |p: &str| RouteMatch {
+        path: Some(PathMatch::PathPrefix(p.into())),
+        ..Default::default()
+    };
+    let by_name: BTreeMap<&str, &InboundRoute> =
+        s.routes.iter().map(|r| (r.name.as_str(), r)).collect();
+    assert_eq!(by_name.len(), 3, "{:?}", s.routes);
+    let public = by_name["api-public"];
+    assert_eq!(
+        (public.kind, &public.matches),
+        (RouteKind::Http, &vec![prefix("/public")])
+    );
+    assert_eq!(
+        public.authorizations,
+        [Authorization {
+            name: "api-public-all".into(),
+            authentications: vec![],
+        }]
+    );
+    let admin = by_name["api-admin"];
+    assert_eq!(admin.matches, [prefix("/admin")]);
+    assert_eq!(
+        admin.authorizations,
+        [Authorization {
+            name: "api-admin-web".into(),
+            authentications: vec![Authentication::MeshTls {
+                identities: vec![WEB.into()]
+            }],
+        }]
+    );
+    let grpc = by_name["api-grpc"];
+    assert_eq!(grpc.kind, RouteKind::Grpc);
+    assert_eq!(
+        grpc.matches,
+        [RouteMatch {
+            path: Some(PathMatch::Exact("/shop.Ops/Drain".into())),
+            ..Default::default()
+        }]
+    );
+    assert!(grpc.authorizations.is_empty());
+    // Statuses: the routes and their policies applied, the orphan not.
+    let st = super::super::index::statuses(&all);
+    let reason = |name: &str| {
+        st.iter()
+            .find(|s| s.name == name)
+            .map(|s| s.reason.clone())
+            .unwrap()
+    };
+    for name in [
+        "api-public",
+        "api-admin",
+        "api-grpc",
+        "api-admin-web",
+        "ops-db",
+    ] {
+        assert_eq!(reason(name), None, "{name}");
+    }
+    assert_eq!(
+        reason("orphan").as_deref(),
+        Some("HTTPRoute shop/nope not found")
+    );
+    // Without its Server, a route is not applied and says why; the
+    // Service-parent check does not apply to it.
+    let without: Vec<Resource> = all
+        .iter()
+        .filter(|r| r.name() != "api-ops")
+        .cloned()
+        .collect();
+    let st = super::super::index::statuses(&without);
+    let admin = st.iter().find(|s| s.name == "api-admin").unwrap();
+    assert_eq!(
+        admin.reason.as_deref(),
+        Some("Server shop/api-ops not found")
+    );
+    let mut st = super::super::index::statuses(&all);
+    super::super::outbound::mark_unregistered(&mut st, &all, |_, _, _| false);
+    assert!(
+        st.iter()
+            .filter(|s| s.kind.ends_with("Route"))
+            .all(|s| s.applied),
+        "{st:?}"
+    );
+}

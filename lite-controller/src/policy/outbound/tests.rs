@@ -113,6 +113,21 @@ fn bad_routes_are_refused_with_the_field_named() {
             "spec.parentRefs",
         ),
         (
+            // A Server parent (per-route policy) takes no port.
+            Box::new(|d| {
+                d["spec"]["parentRefs"][0]["group"] = json!("policy.pimesh.io");
+                d["spec"]["parentRefs"][0]["kind"] = json!("Server");
+            }),
+            "spec.parentRefs[0].port",
+        ),
+        (
+            Box::new(|d| {
+                d["spec"]["parentRefs"][0] =
+                    json!({"group": "policy.linkerd.io", "kind": "Server", "name": "api"});
+            }),
+            "spec.parentRefs[0].kind",
+        ),
+        (
             Box::new(|d| d["spec"]["parentRefs"][0]["port"] = json!(0)),
             "spec.parentRefs[0].port",
         ),

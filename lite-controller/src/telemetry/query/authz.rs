@@ -21,7 +21,7 @@ pub struct AuthzRow {
     pub name: String,
     /// `http` (requests) or `tcp` (opaque connections).
     pub protocol: String,
-    /// `route_name` of HTTP rows (`default` until routes are named).
+    /// `route_name` of HTTP rows (`default`: a Server without routes).
     pub route: Option<String>,
     /// `srv_kind`: `server` or `default`.
     pub server_kind: String,

@@ -1,21 +1,22 @@
 //! A service's routes ready to match (built with its `Dst`): every
-//! rule's matches in Gateway API's precedence, the weighted backend pick
+//! rule's matches in Gateway API's precedence (`http::route_match`), the
+//! weighted backend pick
 //! and the rule's timeouts and retries over the backend's policy. A leaf:
 //! no I/O.
 
 use super::super::policy::Policy;
 use crate::config::{parse_grpc_codes, parse_http_classes};
+use crate::http::route_match::Matches;
 use http::{HeaderMap, Method, Uri};
-use pimesh_api::discovery::route::{Backend, HttpRoute, PathMatch, RouteMatch, RouteRetry};
+use pimesh_api::discovery::route::{Backend, HttpRoute, RouteMatch, RouteRetry};
 use std::borrow::Cow;
-use std::cmp::Reverse;
 use std::time::Duration;
 
 /// A service's routes, their matches in precedence order.
 #[derive(Debug)]
 pub struct RouteTable {
     /// Every match of every rule, highest precedence first, with its rule.
-    matches: Vec<(RouteMatch, usize)>,
+    matches: Matches<usize>,
     /// The rules, routes' order then rule order.
     rules: Vec<Rule>,
     /// The parent's service port: backends without one use it.
@@ -80,10 +81,8 @@ impl RouteTable {
                 rules.push(Rule::new(&route.name, r));
             }
         }
-        // Stable: ties keep the routes' and rules' order.
-        matches.sort_by_key(|(m, _)| Reverse(rank(m)));
         Some(RouteTable {
-            matches,
+            matches: Matches::new(matches),
             rules,
             port,
         })
@@ -92,56 +91,9 @@ impl RouteTable {
     /// The rule of the first match of a request, in precedence order.
     pub fn find(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<&Rule> {
         self.matches
-            .iter()
-            .find(|(m, _)| matches(m, method, uri, headers))
-            .and_then(|(_, i)| self.rules.get(*i))
+            .find(method, uri, headers)
+            .and_then(|i| self.rules.get(*i))
     }
-}
-
-/// A match's precedence, larger first: exact path, prefix length,
-/// method, header and query parameter counts.
-fn rank(m: &RouteMatch) -> (bool, usize, bool, usize, usize) {
-    let (exact, len) = match &m.path {
-        Some(PathMatch::Exact(p)) => (true, p.len()),
-        Some(PathMatch::PathPrefix(p)) => (false, p.len()),
-        None => (false, 1),
-    };
-    (
-        exact,
-        len,
-        m.method.is_some(),
-        m.headers.len(),
-        m.query_params.len(),
-    )
-}
-
-/// Whether a request meets every condition of `m`.
-pub fn matches(m: &RouteMatch, method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
-    let path = uri.path();
-    let path_ok = match &m.path {
-        None => true,
-        Some(PathMatch::Exact(p)) => path == p,
-        Some(PathMatch::PathPrefix(p)) => {
-            let p = p.trim_end_matches('/');
-            path.strip_prefix(p)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        }
-    };
-    let method_ok = m.method.as_deref().is_none_or(|x| x == method.as_str());
-    let headers_ok = m.headers.iter().all(|h| {
-        headers
-            .get_all(h.name.as_str())
-            .iter()
-            .any(|v| v.as_bytes() == h.value.as_bytes())
-    });
-    let query_ok = m.query_params.iter().all(|q| {
-        uri.query()
-            .unwrap_or_default()
-            .split('&')
-            .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-            .any(|(k, v)| k == q.name && v == q.value)
-    });
-    path_ok && method_ok && headers_ok && query_ok
 }
 
 impl Rule {

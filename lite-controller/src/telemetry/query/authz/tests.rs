@@ -181,3 +181,49 @@ fn a_restart_counts_from_zero_and_rings_are_bounded() {
     );
     assert_eq!(t.authz.len(), crate::telemetry::state::MAX_AUTHZ_PER_TARGET);
 }
+
+#[test]
+fn a_servers_routes_are_rows_of_their_own() {
+    let labels = "namespace=\"shop\",deployment=\"api\",pod=\"api-1\",direction=\"inbound\",target_addr=\"127.0.0.1:9990\",tls=\"true\"";
+    let srv = "srv_group=\"policy.pimesh.io\",srv_kind=\"server\",srv_name=\"api-ops\"";
+    let route = |name: &str| {
+        format!("route_group=\"gateway.networking.k8s.io\",route_kind=\"HTTPRoute\",route_name=\"{name}\"")
+    };
+    let text = |n: u64| {
+        format!(
+            "inbound_http_authz_allow_total{{{labels},client_id=\"web\",{srv},{},authz_group=\"policy.pimesh.io\",authz_kind=\"authorizationpolicy\",authz_name=\"api-admin-web\"}} {n}\n\
+             inbound_http_authz_deny_total{{{labels},client_id=\"db\",{srv},{}}} {n}\n",
+            route("api-admin"),
+            route("api-admin"),
+        )
+    };
+    let mut t = listed();
+    for (n, at) in [(1, 1_000), (3, 11_000)] {
+        t.record(parse(&text(n)).unwrap(), at, 10_000, 100);
+    }
+    let mut ts = Targets::new();
+    ts.insert("127.0.0.1:1".parse().unwrap(), t);
+    let (rows, _) = authz(
+        &ts,
+        Resource::Deployment,
+        &filter("shop", "api"),
+        11_000,
+        60_000,
+    );
+    let shown: Vec<_> = rows
+        .iter()
+        .map(|r| (r.route.as_deref(), r.authorization(), r.allowed, r.denied))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                Some("api-admin"),
+                "authorizationpolicy/api-admin-web".to_string(),
+                2,
+                0
+            ),
+            (Some("api-admin"), String::new(), 0, 2),
+        ]
+    );
+}

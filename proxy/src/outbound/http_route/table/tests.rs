@@ -1,5 +1,5 @@
 use super::*;
-use pimesh_api::discovery::route::{NameValue, RouteRule};
+use pimesh_api::discovery::route::{NameValue, PathMatch, RouteRule};
 
 fn path(p: PathMatch) -> RouteMatch {
     RouteMatch {
