@@ -22,7 +22,7 @@ pub mod route_match;
 
 use crate::authz::{Authz, Routed};
 use crate::connect::mtls;
-use crate::connect::pool::{Upstream, H2_CONN_WINDOW, H2_MAX_SEND_BUF, H2_STREAM_WINDOW};
+use crate::connect::pool::{H2_CONN_WINDOW, H2_MAX_SEND_BUF, H2_STREAM_WINDOW};
 use crate::ctx::Ctx;
 use crate::detect::Protocol;
 use crate::metrics::{ConnectionSeries, Direction, RequestLabels, RequestMetrics, TargetLabels};
@@ -78,7 +78,6 @@ where
         series: ConnectionSeries::new(labels),
         authz,
         authz_counter: std::sync::OnceLock::new(),
-        upstream: Upstream::default(),
     });
     if protocol != Protocol::Http2 {
         return Parked::new(svc, io).serve().await;
@@ -281,8 +280,6 @@ struct Service {
     /// The `inbound_http_authz_*_total` counter of `authz`, from the
     /// first request on.
     authz_counter: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
-    /// Connections to the target, reused across this connection's requests.
-    upstream: Upstream,
 }
 
 /// What [`Service::handle`] returns: the request's future, boxed.
@@ -446,7 +443,6 @@ impl Service {
         Forward {
             clients: &self.ctx.clients,
             metrics: &self.ctx.metrics,
-            upstream: &self.upstream,
             explicit: matches!(self.target, Target::Explicit(_)),
         }
     }

@@ -1,10 +1,10 @@
 //! HTTP client connections. Each request goes out in its own HTTP
-//! version: HTTP/2 on one multiplexed connection per client connection
-//! (fixed targets, [`Upstream`]) or per peer ([`SharedH2Pool`]: balanced
-//! endpoints and peer proxies over mTLS); HTTP/1 on an idle connection
-//! from a pool shared by every client connection (so that idle clients
-//! hold no upstream connection), retried once on a fresh connection when
-//! a pooled one closed before the request was written.
+//! version: HTTP/2 on one multiplexed connection per address, shared by
+//! every client connection ([`SharedH2Pool`]: fixed targets, balanced
+//! endpoints, and peer proxies over mTLS); HTTP/1 on an idle connection
+//! from a pool shared by every client connection, retried once on a fresh
+//! connection when a pooled one closed before the request was written.
+//! So an idle client connection holds no upstream connection of its own.
 
 use super::mtls::{self, Carries};
 use super::tcp::Dialer;
@@ -50,7 +50,8 @@ pub struct Clients {
     pub tracker: TaskTracker,
     /// Idle HTTP/1 connections to targets, shared by client connections.
     pub h1: Http1Pool,
-    /// Plaintext HTTP/2 connections to endpoints of balanced services.
+    /// Plaintext HTTP/2 connections, one per address: fixed targets (the
+    /// app, an unmeshed destination) and endpoints of balanced services.
     pub h2: SharedH2Pool,
     /// Multiplexed mTLS connections to peer proxies.
     pub mesh: SharedH2Pool,
@@ -63,6 +64,64 @@ impl Clients {
         self.h1.clear();
         self.h2.clear();
         self.mesh.clear();
+    }
+
+    /// Sends `req` to the fixed target `target` in `req`'s HTTP version
+    /// and returns the response head and streaming body: HTTP/2 on the
+    /// target's shared connection ([`Clients::h2`]), HTTP/1 on an idle
+    /// pooled connection or a new one. `upgrade` requests get an HTTP/1
+    /// connection of their own, which the upgrade then consumes.
+    ///
+    /// # Errors
+    ///
+    /// Connect failures and a target that fails before answering.
+    pub async fn send(
+        &self,
+        target: SocketAddr,
+        labels: &TargetLabels,
+        req: Request<ReqBody>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, Error> {
+        if req.version() == Version::HTTP_2 {
+            return self.h2.send(self, None, target, labels, req).await;
+        }
+        let mut req = req;
+        if !upgrade {
+            while let Some(mut sender) = self.h1.take(target) {
+                if sender.ready().await.is_err() {
+                    continue; // closed while idle
+                }
+                match sender.try_send_request(req).await {
+                    Ok(rsp) => {
+                        self.h1.put(target, sender);
+                        return Ok(rsp);
+                    }
+                    Err(mut e) => match e.take_message() {
+                        // Never written: safe to send on another connection.
+                        Some(unsent) => req = unsent,
+                        None => return Err(Error::Upstream(target, e.into_error())),
+                    },
+                }
+            }
+        }
+        let io = TokioIo::new(self.dialer.tcp_http(target, labels).await?);
+        let (mut sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| Error::Upstream(target, e))?;
+        self.tracker.spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%e, "HTTP/1 target connection failed");
+            }
+        });
+        let rsp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| Error::Upstream(target, e))?;
+        if !upgrade {
+            self.h1.put(target, sender);
+        }
+        Ok(rsp)
     }
 }
 
@@ -109,104 +168,6 @@ impl Http1Pool {
             senders.remove(0);
         }
         senders.push(sender);
-    }
-}
-
-/// The HTTP/2 connection of one client connection.
-#[derive(Default)]
-pub struct Upstream {
-    h2: tokio::sync::Mutex<Option<(SocketAddr, http2::SendRequest<ReqBody>)>>,
-}
-
-impl Upstream {
-    /// Sends `req` to `target` in `req`'s HTTP version and returns the
-    /// response head and streaming body. `upgrade` requests get an HTTP/1
-    /// connection of their own, which the upgrade then consumes.
-    ///
-    /// # Errors
-    ///
-    /// Connect failures and a target that fails before answering.
-    pub async fn send(
-        &self,
-        c: &Clients,
-        target: SocketAddr,
-        labels: &TargetLabels,
-        req: Request<ReqBody>,
-        upgrade: bool,
-    ) -> Result<Response<Incoming>, Error> {
-        if req.version() == Version::HTTP_2 {
-            return self.send_h2(c, target, labels, req).await;
-        }
-        let mut req = req;
-        if !upgrade {
-            while let Some(mut sender) = c.h1.take(target) {
-                if sender.ready().await.is_err() {
-                    continue; // closed while idle
-                }
-                match sender.try_send_request(req).await {
-                    Ok(rsp) => {
-                        c.h1.put(target, sender);
-                        return Ok(rsp);
-                    }
-                    Err(mut e) => match e.take_message() {
-                        // Never written: safe to send on another connection.
-                        Some(unsent) => req = unsent,
-                        None => return Err(Error::Upstream(target, e.into_error())),
-                    },
-                }
-            }
-        }
-        let io = TokioIo::new(c.dialer.tcp_http(target, labels).await?);
-        let (mut sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| Error::Upstream(target, e))?;
-        c.tracker.spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%e, "HTTP/1 target connection failed");
-            }
-        });
-        let rsp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| Error::Upstream(target, e))?;
-        if !upgrade {
-            c.h1.put(target, sender);
-        }
-        Ok(rsp)
-    }
-
-    async fn send_h2(
-        &self,
-        c: &Clients,
-        target: SocketAddr,
-        labels: &TargetLabels,
-        req: Request<ReqBody>,
-    ) -> Result<Response<Incoming>, Error> {
-        let mut sender = {
-            let mut cached = self.h2.lock().await;
-            match &*cached {
-                Some((addr, s)) if *addr == target && !s.is_closed() => s.clone(),
-                _ => {
-                    let io = TokioIo::new(c.dialer.tcp_http(target, labels).await?);
-                    let (s, conn) = h2_client()
-                        .handshake(io)
-                        .await
-                        .map_err(|e| Error::Upstream(target, e))?;
-                    c.tracker.spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(%e, "HTTP/2 target connection failed");
-                        }
-                    });
-                    *cached = Some((target, s.clone()));
-                    s
-                }
-            }
-        };
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| Error::Upstream(target, e))
     }
 }
 

@@ -8,7 +8,7 @@ use super::error::Error;
 use super::{headers, orig_proto};
 use crate::config::MeshDestination;
 use crate::connect::mtls::{self, Carries};
-use crate::connect::pool::{Clients, Upstream};
+use crate::connect::pool::Clients;
 use crate::http::replay::ReqBody;
 use crate::metrics::{Metrics, TargetLabels};
 use http::{Method, Request, Response, StatusCode};
@@ -28,8 +28,6 @@ pub struct Forward<'a> {
     pub clients: &'a Clients,
     /// Where requests (and balanced tries) are counted.
     pub metrics: &'a Arc<Metrics>,
-    /// The client connection's own HTTP/2 connection to its target.
-    pub upstream: &'a Upstream,
     /// Explicit HTTP proxy mode: `CONNECT` tunnels, absolute-form URIs.
     pub explicit: bool,
 }
@@ -72,14 +70,8 @@ impl Forward<'_> {
         let mut rsp = match mesh_dest {
             Some(dest) => self.send_mesh_upgrade(dest, labels, req).await?,
             None => {
-                self.upstream
-                    .send(
-                        self.clients,
-                        target,
-                        labels,
-                        req.map(ReqBody::from),
-                        upgrade,
-                    )
+                self.clients
+                    .send(target, labels, req.map(ReqBody::from), upgrade)
                     .await?
             }
         };
