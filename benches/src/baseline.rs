@@ -2,7 +2,8 @@
 //! `report.json`, matched by protocol, scenario, proxy and step, as
 //! new / old ratios (below 1: this run is faster or smaller).
 
-use crate::report::Report;
+use crate::config::Protocol;
+use crate::report::{IdleFigure, Report};
 use std::path::Path;
 
 /// The baseline file could not be used.
@@ -118,9 +119,14 @@ pub fn compare(old: &Report, new: &Report) -> Vec<CompareRow> {
         }
     }
     for f in &new.idle_conns {
-        if let Some(prev) = old.idle_conns.iter().find(|p| p.proxy == f.proxy) {
+        let same = |p: &&IdleFigure| p.proxy == f.proxy && p.protocol == f.protocol;
+        if let Some(prev) = old.idle_conns.iter().find(same) {
+            let what = match f.protocol {
+                Protocol::H1 => "",
+                Protocol::H2 => " (h2)",
+            };
             push(
-                format!("{} idle connections RSS MiB", f.proxy),
+                format!("{} idle connections{what} RSS MiB", f.proxy),
                 Some(prev.rss_kib as f64 / 1024.0),
                 Some(f.rss_kib as f64 / 1024.0),
             );

@@ -142,6 +142,11 @@ pub struct Args {
     /// figure [default: 10000, 200 with --short; 0 skips]
     #[arg(long)]
     pub idle_conns: Option<usize>,
+    /// Idle HTTP/2 (h2c) connections, one request each, opened to the
+    /// inbound listener for the same figure in HTTP/2 [default: 1000, 100
+    /// with --short; 0 skips]
+    #[arg(long)]
+    pub idle_h2_conns: Option<usize>,
     /// Simulated proxies registered with, and scraped by, a standalone
     /// controller for its memory figure [default: 100, 20 with --short; 0:
     /// the idle figure only]
@@ -215,6 +220,12 @@ impl Args {
     pub fn idle_conns(&self) -> usize {
         self.idle_conns
             .unwrap_or(if self.short { 200 } else { 10_000 })
+    }
+
+    /// Idle HTTP/2 connections to open (0: skip the figure).
+    pub fn idle_h2_conns(&self) -> usize {
+        self.idle_h2_conns
+            .unwrap_or(if self.short { 100 } else { 1000 })
     }
 
     /// Simulated proxies of the controller figure.
@@ -356,6 +367,7 @@ mod tests {
         assert_eq!(cli.args.sorted_rates(), vec![100.0, 500.0, 1000.0]);
         assert_eq!(cli.args.step_duration(), Duration::from_secs(10));
         assert_eq!(cli.args.idle_conns(), 10_000);
+        assert_eq!(cli.args.idle_h2_conns(), 1000);
         assert_eq!(cli.args.memory, 32 << 20);
         assert_eq!(cli.args.protocol, vec![Protocol::H1, Protocol::H2]);
         assert_eq!(cli.args.controller_proxies(), 100);
@@ -367,6 +379,7 @@ mod tests {
         let cli = Cli::try_parse_from(["pimesh-bench", "--short", "--protocol", "h2"]).unwrap();
         assert_eq!(cli.args.step_duration(), Duration::from_secs(1));
         assert_eq!(cli.args.idle_conns(), 200);
+        assert_eq!(cli.args.idle_h2_conns(), 100);
         assert_eq!(cli.args.controller_proxies(), 20);
         assert_eq!(cli.args.controller_duration(), Duration::from_secs(6));
         assert_eq!(

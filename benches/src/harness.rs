@@ -110,7 +110,7 @@ pub fn run(args: &Args) -> Result<Report, Error> {
         Some(h)
     };
     let idle_conns = args.idle_conns();
-    let nofile = idle::raise_nofile(idle_conns as u64 * 3 + 4096);
+    let nofile = idle::raise_nofile(idle_conns.max(args.idle_h2_conns()) as u64 * 3 + 4096);
     let scratch = TempDir::create("bench").map_err(|e| Error::Output(std::env::temp_dir(), e))?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -225,25 +225,28 @@ pub fn run(args: &Args) -> Result<Report, Error> {
     }
 
     let mut idle_figures = Vec::new();
-    if idle_conns > 0 {
+    let idle_runs = [
+        (Protocol::H1, idle_conns),
+        (Protocol::H2, args.idle_h2_conns()),
+    ];
+    for (protocol, n) in idle_runs.into_iter().filter(|&(_, n)| n > 0) {
         let mut figure_limits = env.limits;
         figure_limits.memory = args.idle_memory;
-        let max = idle_conns + 1000;
+        let max = n + 1000;
         let mut setups = vec![(
             "pimesh".to_string(),
-            env.inbound(Protocol::H1, args.payload, figure_limits, Some(max)),
+            env.inbound(protocol, args.payload, figure_limits, Some(max)),
         )];
         for peer in &peers {
-            let s = env.peer(peer, Protocol::H1, args.payload, figure_limits, max);
+            let s = env.peer(peer, protocol, args.payload, figure_limits, max);
             setups.push((peer.name.clone(), s));
         }
         for (name, setup) in setups {
             match setup {
-                Ok(mut s) => {
-                    idle_figures.push(idle_figure(&rt, &mut s, idle_conns, args.payload, nofile))
-                }
+                Ok(mut s) => idle_figures.push(idle_figure(&rt, &mut s, n, args.payload, nofile)),
                 Err(e) => note(&format!(
-                    "[idle {name}] FAILED to start: {}",
+                    "[idle {name} {}] FAILED to start: {}",
+                    protocol.as_str(),
                     error_chain(&e)
                 )),
             }

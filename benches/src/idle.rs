@@ -1,9 +1,12 @@
-//! The idle-connection figure: N HTTP/1.1 connections to a proxy's inbound
+//! The idle-connection figures: N connections to a proxy's inbound
 //! listener, each sending one request and reading its response, then kept
-//! open and silent (a keep-alive connection between requests, the common
-//! idle state of a meshed app's pool); plus the file-descriptor limit that
-//! needs.
+//! open and silent. HTTP/1.1: a keep-alive connection between requests,
+//! the common idle state of a meshed app's pool. HTTP/2 (h2c): a
+//! connection with no open stream, as a gRPC channel holds between calls.
+//! Plus the file-descriptor limit that needs.
 
+use crate::config::Protocol;
+use crate::load::{self, Target};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,20 +15,29 @@ use tokio::net::TcpStream;
 /// Connections opened at once while building up.
 const PARALLEL: usize = 128;
 
+/// One idle connection, closed when dropped.
+pub enum Idle {
+    /// The HTTP/1.1 connection's socket.
+    H1(TcpStream),
+    /// The HTTP/2 connection's request handle; its driver task closes the
+    /// connection once this is dropped.
+    H2(load::Sender),
+}
+
 /// The open connections (closed on drop) and how the build-up went.
 pub struct IdleConns {
-    pub streams: Vec<TcpStream>,
+    pub conns: Vec<Idle>,
     /// Connections that failed to open or to get their response.
     pub failed: usize,
     pub first_error: Option<String>,
 }
 
-/// Opens `n` connections to `addr`, each doing one `GET` with `Host:
-/// host` and reading a `payload`-byte response.
-pub async fn open(addr: SocketAddr, host: &str, payload: u64, n: usize) -> IdleConns {
-    let request = format!("GET /payload HTTP/1.1\r\nHost: {host}\r\n\r\n");
+/// Opens `n` connections to `target.connect` in `target.protocol`, each
+/// doing one `GET` of `target.uri` and reading its `target.payload`-byte
+/// response, [`PARALLEL`] at a time; each has 10 s.
+pub async fn open(target: &Target, n: usize) -> IdleConns {
     let mut out = IdleConns {
-        streams: Vec::with_capacity(n),
+        conns: Vec::with_capacity(n),
         failed: 0,
         first_error: None,
     };
@@ -35,9 +47,9 @@ pub async fn open(addr: SocketAddr, host: &str, payload: u64, n: usize) -> IdleC
         left -= batch;
         let tasks: Vec<_> = (0..batch)
             .map(|_| {
-                let request = request.clone();
+                let target = target.clone();
                 tokio::spawn(async move {
-                    tokio::time::timeout(Duration::from_secs(10), one(addr, request, payload))
+                    tokio::time::timeout(Duration::from_secs(10), one(target))
                         .await
                         .unwrap_or_else(|_| Err("no response within 10 s".into()))
                 })
@@ -45,7 +57,7 @@ pub async fn open(addr: SocketAddr, host: &str, payload: u64, n: usize) -> IdleC
             .collect();
         for t in tasks {
             match t.await {
-                Ok(Ok(s)) => out.streams.push(s),
+                Ok(Ok(c)) => out.conns.push(c),
                 Ok(Err(e)) => {
                     out.failed += 1;
                     out.first_error.get_or_insert(e);
@@ -60,7 +72,27 @@ pub async fn open(addr: SocketAddr, host: &str, payload: u64, n: usize) -> IdleC
     out
 }
 
-async fn one(addr: SocketAddr, request: String, payload: u64) -> Result<TcpStream, String> {
+/// One connection of [`open`].
+async fn one(target: Target) -> Result<Idle, String> {
+    match target.protocol {
+        Protocol::H1 => {
+            let host = target.host.to_str().unwrap_or("");
+            let request = format!("GET {} HTTP/1.1\r\nHost: {host}\r\n\r\n", target.uri);
+            one_h1(target.connect, request, target.payload)
+                .await
+                .map(Idle::H1)
+        }
+        Protocol::H2 => {
+            let mut sender = load::connect(&target).await.map_err(|e| e.to_string())?;
+            load::request(&mut sender, &target)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Idle::H2(sender))
+        }
+    }
+}
+
+async fn one_h1(addr: SocketAddr, request: String, payload: u64) -> Result<TcpStream, String> {
     let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     s.write_all(request.as_bytes())
         .await

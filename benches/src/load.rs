@@ -78,13 +78,14 @@ impl Target {
     }
 }
 
-enum Sender {
+/// A client connection's request handle (its driver runs as a task).
+pub enum Sender {
     H1(http1::SendRequest<Empty<Bytes>>),
     H2(http2::SendRequest<Empty<Bytes>>),
 }
 
 /// One connection to `target` (its driver runs as a task).
-async fn connect(target: &Target) -> Result<Sender, Error> {
+pub(crate) async fn connect(target: &Target) -> Result<Sender, Error> {
     let fut = async {
         let tcp = TcpStream::connect(target.connect)
             .await
@@ -113,7 +114,7 @@ async fn connect(target: &Target) -> Result<Sender, Error> {
 }
 
 /// One request and its whole body.
-async fn request(sender: &mut Sender, target: &Target) -> Result<(), Error> {
+pub(crate) async fn request(sender: &mut Sender, target: &Target) -> Result<(), Error> {
     let fut = async {
         let mut req = Request::builder().uri(target.uri.clone());
         if target.protocol == Protocol::H1 {

@@ -182,6 +182,10 @@ pub struct IdleFigure {
     /// Connections open (request answered) when `rss_kib` was read.
     pub open: usize,
     pub failed: usize,
+    /// The connections' HTTP version (reports before it was recorded:
+    /// HTTP/1.1).
+    #[serde(default = "http1")]
+    pub protocol: Protocol,
     /// What each connection did.
     pub mode: String,
     /// VmRSS before the connections, KiB.
@@ -199,6 +203,11 @@ pub struct IdleFigure {
     #[serde(default)]
     pub died: Option<String>,
     pub first_error: Option<String>,
+}
+
+/// What an [`IdleFigure`] read from a report without `protocol` measured.
+fn http1() -> Protocol {
+    Protocol::H1
 }
 
 /// The standalone controller's memory: at rest, then with simulated
@@ -368,6 +377,7 @@ pub(crate) mod tests {
                 requested: 200,
                 open: 200,
                 failed: 0,
+                protocol: Protocol::H1,
                 mode: "one request each".into(),
                 rss_before_kib: 2048,
                 rss_kib: 4096,

@@ -136,13 +136,25 @@ fn short_mode_writes_well_formed_reports_and_compares_with_a_baseline() {
             }
         }
     }
-    let idle = &report.idle_conns[0];
+    // HTTP/1.1 (200 with --short), then HTTP/2 (100), each answered.
+    let idle: Vec<_> = report
+        .idle_conns
+        .iter()
+        .map(|f| (f.proxy.as_str(), f.protocol, f.open, f.failed))
+        .collect();
     assert_eq!(
-        (idle.proxy.as_str(), idle.open),
-        ("pimesh", 200),
-        "{idle:?}"
+        idle,
+        [
+            ("pimesh", Protocol::H1, 200, 0),
+            ("pimesh", Protocol::H2, 100, 0)
+        ],
+        "{:?}",
+        report.idle_conns
     );
-    assert!(idle.rss_kib > 0);
+    assert!(report
+        .idle_conns
+        .iter()
+        .all(|f| f.rss_kib > f.rss_before_kib));
     // The controller figure: idle, then 20 simulated proxies (--short)
     // registered over the proxy API, every one scraped.
     let ctl = report.controller.as_ref().expect("the controller figure");

@@ -4,7 +4,7 @@
 
 use super::note;
 use crate::cgroup;
-use crate::config::{Args, Scenario};
+use crate::config::{Args, Protocol, Scenario};
 use crate::error_chain;
 use crate::idle;
 use crate::load::{self, Load, Pool};
@@ -270,15 +270,18 @@ pub fn idle_figure(
             "[idle {name}] RLIMIT_NOFILE is {nofile}: some of {n} connections may fail"
         ));
     }
-    let host = setup.target.host.to_str().unwrap_or("").to_string();
-    let mut streams = Vec::with_capacity(n);
+    let target = load::Target {
+        payload,
+        ..setup.target.clone()
+    };
+    let mut conns = Vec::with_capacity(n);
     let (mut failed, mut first_error) = (0, None);
     let mut sample = (0, before);
     let mut died = None;
-    while streams.len() + failed < n {
-        let chunk = (n - streams.len() - failed).min(IDLE_CHUNK);
-        let more = rt.block_on(idle::open(setup.target.connect, &host, payload, chunk));
-        streams.extend(more.streams);
+    while conns.len() + failed < n {
+        let chunk = (n - conns.len() - failed).min(IDLE_CHUNK);
+        let more = rt.block_on(idle::open(&target, chunk));
+        conns.extend(more.conns);
         failed += more.failed;
         first_error = first_error.or(more.first_error);
         if more.failed > 0 {
@@ -287,21 +290,21 @@ pub fn idle_figure(
         }
         let p = &mut setup.procs[0].proc;
         if let Some(how) = p.exited() {
-            died = Some(format!("{how} with {} connections open", streams.len()));
+            died = Some(format!("{how} with {} connections open", conns.len()));
             break;
         }
         // A process on its way out has no VmRSS any more: keep the last figure.
         let rss = p.rss_kib();
         if rss > 0 {
-            sample = (streams.len(), rss);
+            sample = (conns.len(), rss);
         }
     }
     if died.is_none() {
         std::thread::sleep(Duration::from_secs(1));
         let p = &mut setup.procs[0].proc;
         match p.exited() {
-            Some(how) => died = Some(format!("{how} with {} connections open", streams.len())),
-            None if p.rss_kib() > 0 => sample = (streams.len(), p.rss_kib()),
+            Some(how) => died = Some(format!("{how} with {} connections open", conns.len())),
+            None if p.rss_kib() > 0 => sample = (conns.len(), p.rss_kib()),
             None => {}
         }
     }
@@ -312,7 +315,12 @@ pub fn idle_figure(
         requested: n,
         open,
         failed,
-        mode: "one HTTP/1.1 request, response read, then kept open".into(),
+        protocol: target.protocol,
+        mode: match target.protocol {
+            Protocol::H1 => "one HTTP/1.1 request, response read, then kept open",
+            Protocol::H2 => "one HTTP/2 (h2c) request, response read, then kept open",
+        }
+        .into(),
         rss_before_kib: before,
         rss_kib: rss,
         bytes_per_conn: (open > 0)
@@ -323,7 +331,8 @@ pub fn idle_figure(
         first_error: first_error.clone(),
     };
     note(&format!(
-        "[idle {name}] {open}/{n} connections open: RSS {:.2} MiB (before {:.2} MiB){}{}",
+        "[idle {name} {}] {open}/{n} connections open: RSS {:.2} MiB (before {:.2} MiB){}{}",
+        target.protocol.as_str(),
         rss as f64 / 1024.0,
         before as f64 / 1024.0,
         died.map_or(String::new(), |d| format!(
@@ -332,6 +341,6 @@ pub fn idle_figure(
         )),
         first_error.map_or(String::new(), |e| format!(", first error: {e}"))
     ));
-    drop(streams);
+    drop(conns);
     fig
 }

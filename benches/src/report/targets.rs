@@ -192,7 +192,10 @@ impl Report {
             });
         }
 
-        let idle = self.idle_conns.iter().find(|f| f.proxy == "pimesh");
+        let idle = self
+            .idle_conns
+            .iter()
+            .find(|f| f.proxy == "pimesh" && f.protocol == Protocol::H1);
         let full = idle.is_some_and(|f| f.open >= 10_000 && f.died.is_none());
         let died = idle.and_then(|f| f.died.as_ref().map(|d| (f, d)));
         let v = idle.filter(|f| f.open > 0).map(|f| f.rss_kib as f64 / MIB);
