@@ -81,7 +81,7 @@ wait \$!
 EOF
 chmod +x "$work/wrap.sh"
 "$target_dir/release/pimesh-bench" --short --no-cgroup --emulated --scenarios inbound,mesh \
-    --idle-conns 0 --controller-proxies 0 --proxy-bin "$work/wrap.sh" \
+    --idle-conns 0 --idle-h2-conns 0 --controller-proxies 0 --proxy-bin "$work/wrap.sh" \
     --controller-bin "$controller" --out "$work/bench" >"$work/bench.log" 2>&1 ||
     { cat "$work/bench.log"; echo "pimesh-bench failed" >&2; exit 1; }
 pkill -TERM -f "$work/pimesh-proxy" || true
