@@ -180,8 +180,8 @@ impl Http1Pool {
 }
 
 /// Shared HTTP/2 connections, one per peer address: peer proxies over
-/// mTLS (a mesh destination given) and plaintext endpoints of balanced
-/// services. Connecting to one peer does not hold up requests to others.
+/// mTLS (a mesh destination given), and plaintext fixed targets and
+/// endpoints of balanced services. Connecting to one peer does not hold up requests to others.
 #[derive(Debug, Default)]
 pub struct SharedH2Pool {
     peers: std::sync::Mutex<HashMap<SocketAddr, H2Slot>>,
