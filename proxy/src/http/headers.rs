@@ -3,7 +3,7 @@
 //! proxy requests (RFC 9112 §3.2), and the size of a request head.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::Authority;
+use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Uri, Version};
 
 /// The request's authority: the URI's (absolute-form, authority-form,
@@ -87,16 +87,52 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// `Proxy-Connection` (never standard, sent by old clients).
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Whether `name` is one of the fixed hop-by-hop fields (not counting
-/// those a `Connection` header names).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::TE
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHORIZATION
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+/// The fixed hop-by-hop fields (not counting those a `Connection` header
+/// names), one bit each in a field set: bit `i` is `HOP_BY_HOP[i]`.
+const HOP_BY_HOP: [&HeaderName; 7] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TRANSFER_ENCODING,
+    &header::TE,
+    &header::UPGRADE,
+    &header::PROXY_AUTHORIZATION,
+];
+/// `Connection`'s bit in a set of [`HOP_BY_HOP`] fields.
+const CONNECTION_BIT: u8 = 1;
+/// `Keep-Alive`'s bit.
+const KEEP_ALIVE_BIT: u8 = 1 << 1;
+/// `Proxy-Connection`'s bit.
+const PROXY_CONNECTION_BIT: u8 = 1 << 2;
+/// `Transfer-Encoding`'s bit.
+const TRANSFER_ENCODING_BIT: u8 = 1 << 3;
+/// `TE`'s bit.
+const TE_BIT: u8 = 1 << 4;
+/// `Upgrade`'s bit.
+const UPGRADE_BIT: u8 = 1 << 5;
+/// `Proxy-Authorization`'s bit.
+const PROXY_AUTHORIZATION_BIT: u8 = 1 << 6;
+
+/// `name`'s bit among the [`HOP_BY_HOP`] fields; 0 when it is none of
+/// them.
+fn hop_by_hop_bit(name: &HeaderName) -> u8 {
+    if name == header::CONNECTION {
+        CONNECTION_BIT
+    } else if name == KEEP_ALIVE {
+        KEEP_ALIVE_BIT
+    } else if name == PROXY_CONNECTION {
+        PROXY_CONNECTION_BIT
+    } else if name == header::TRANSFER_ENCODING {
+        TRANSFER_ENCODING_BIT
+    } else if name == header::TE {
+        TE_BIT
+    } else if name == header::UPGRADE {
+        UPGRADE_BIT
+    } else if name == header::PROXY_AUTHORIZATION {
+        PROXY_AUTHORIZATION_BIT
+    } else {
+        0
+    }
 }
 
 /// Removes hop-by-hop headers: those named in `Connection`, and
@@ -105,40 +141,62 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// `keep_upgrade` the upgrade handshake (`Connection: upgrade`, `Upgrade`)
 /// is kept; with `explicit` (the client addressed us as its proxy)
 /// `Proxy-Authorization` is dropped too. Runs on every request and
-/// response: one pass over the names first, as most messages carry none
-/// of these (each removal hashes its name).
+/// response, so it looks at the names once and removes only the fixed
+/// fields that are there (each removal hashes its name): most messages
+/// carry none, and an HTTP/1 response mostly only `Connection:
+/// keep-alive`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, explicit: bool) {
-    if !headers.keys().any(is_hop_by_hop) {
+    let present = headers.keys().fold(0, |set, n| set | hop_by_hop_bit(n));
+    if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // These go whenever they are there.
+    let mut strip =
+        present & (CONNECTION_BIT | KEEP_ALIVE_BIT | PROXY_CONNECTION_BIT | TRANSFER_ENCODING_BIT);
+    if present & CONNECTION_BIT != 0 {
+        let mut named = Vec::new();
+        for token in headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+        {
+            let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) else {
+                continue;
+            };
+            if keep_upgrade && name == header::UPGRADE {
+                continue;
+            }
+            match hop_by_hop_bit(&name) {
+                0 => named.push(name),
+                bit => strip |= bit & present,
+            }
+        }
+        for name in named {
+            headers.remove(name);
+        }
     }
-    headers.remove(header::CONNECTION);
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    if headers
-        .get(header::TE)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    if present & TE_BIT != 0
+        && headers
+            .get(header::TE)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
     {
-        headers.remove(header::TE);
+        strip |= TE_BIT;
     }
     if explicit {
-        headers.remove(header::PROXY_AUTHORIZATION);
+        strip |= present & PROXY_AUTHORIZATION_BIT;
     }
-    if keep_upgrade && headers.contains_key(header::UPGRADE) {
+    let upgrading = keep_upgrade && present & UPGRADE_BIT != 0;
+    if !upgrading {
+        strip |= present & UPGRADE_BIT;
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if strip & (1 << i) != 0 {
+            headers.remove(*name);
+        }
+    }
+    if upgrading {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -147,12 +205,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, explicit: b
 /// when the client sent none.
 pub fn to_origin_form<B>(req: &mut Request<B>, authority: Option<&Authority>) {
     if req.uri().authority().is_some() && req.method() != Method::CONNECT {
+        // The parsed path is kept as it is (a reference-counted clone).
         let path = req
             .uri()
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        *req.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
     }
     if let Some(a) = authority {
         if !req.headers().contains_key(header::HOST) {
@@ -211,6 +270,80 @@ mod tests {
         h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("x"));
         strip_hop_by_hop(&mut h, false, false);
         assert!(h.contains_key(header::PROXY_AUTHORIZATION));
+    }
+
+    /// Every subset of the fixed hop-by-hop fields, with `Connection`
+    /// naming nothing, a fixed field, `upgrade` or an end-to-end field,
+    /// and `TE` saying `trailers` or not: the fields that are left are
+    /// those left by removing each hop-by-hop name one by one (the code
+    /// before the field set, 17e6df6^).
+    #[test]
+    fn strips_as_removing_each_name() {
+        fn remove_each(h: &mut HeaderMap, keep_upgrade: bool, explicit: bool) {
+            let named: Vec<HeaderName> = h
+                .get_all(header::CONNECTION)
+                .iter()
+                .flat_map(|v| v.to_str().unwrap().split(','))
+                .map(|t| HeaderName::from_bytes(t.trim().as_bytes()).unwrap())
+                .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+                .collect();
+            for name in named.iter().chain([&header::CONNECTION, &KEEP_ALIVE]) {
+                h.remove(name);
+            }
+            h.remove(&PROXY_CONNECTION);
+            h.remove(header::TRANSFER_ENCODING);
+            if h.get(header::TE).is_some_and(|v| v != "trailers") {
+                h.remove(header::TE);
+            }
+            if explicit {
+                h.remove(header::PROXY_AUTHORIZATION);
+            }
+            if keep_upgrade && h.contains_key(header::UPGRADE) {
+                h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            } else {
+                h.remove(header::UPGRADE);
+            }
+        }
+        let connection = ["keep-alive", "te, x-hop", "Upgrade", "x-hop, upgrade"];
+        for fields in 0..1u8 << HOP_BY_HOP.len() {
+            for (conn, te, keep_upgrade, explicit) in cases(&connection) {
+                let mut h = HeaderMap::new();
+                h.insert("x-end-to-end", HeaderValue::from_static("kept"));
+                h.insert("x-hop", HeaderValue::from_static("named"));
+                for (i, name) in HOP_BY_HOP.iter().enumerate() {
+                    if fields & (1 << i) != 0 {
+                        let value = if *name == header::CONNECTION {
+                            conn
+                        } else if *name == header::TE {
+                            te
+                        } else {
+                            "x"
+                        };
+                        h.insert(*name, HeaderValue::from_static(value));
+                    }
+                }
+                let mut want = h.clone();
+                remove_each(&mut want, keep_upgrade, explicit);
+                strip_hop_by_hop(&mut h, keep_upgrade, explicit);
+                assert_eq!(
+                    h, want,
+                    "{fields:07b} {conn:?} {te:?} {keep_upgrade} {explicit}"
+                );
+            }
+        }
+        /// Every combination of a `Connection` value, a `TE` value and the
+        /// two flags.
+        fn cases<'a>(
+            connection: &'a [&'static str],
+        ) -> impl Iterator<Item = (&'static str, &'static str, bool, bool)> + 'a {
+            connection.iter().flat_map(|&c| {
+                ["trailers", "gzip"].into_iter().flat_map(move |t| {
+                    [(false, false), (false, true), (true, false), (true, true)]
+                        .into_iter()
+                        .map(move |(k, e)| (c, t, k, e))
+                })
+            })
+        }
     }
 
     #[test]

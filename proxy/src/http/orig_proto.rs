@@ -5,12 +5,14 @@
 
 use super::error::Error;
 use super::headers;
-use http::uri::Authority;
-use http::{HeaderValue, Request, Version};
+use http::header::HeaderName;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Uri, Version};
 use std::net::SocketAddr;
 
-/// The header carrying an HTTP/1 request's version across the HTTP/2 hop.
-pub const ORIG_PROTO: &str = "pimesh-orig-proto";
+/// The header carrying an HTTP/1 request's version across the HTTP/2 hop
+/// (a constant name: neither parsed nor allocated per request).
+pub static ORIG_PROTO: HeaderName = HeaderName::from_static("pimesh-orig-proto");
 
 /// Outbound: turns an HTTP/1 request into an HTTP/2 one marked with its
 /// version, with an absolute URI (`authority`, else `addr`); HTTP/2
@@ -28,10 +30,22 @@ pub fn to_h2<B>(
     if version == Version::HTTP_2 {
         return Ok(());
     }
-    let authority = authority.map_or_else(|| addr.to_string(), |a| a.to_string());
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    *req.uri_mut() = format!("http://{authority}{path}")
-        .parse()
+    // Built from the parsed parts (reference-counted clones), not
+    // formatted and parsed again.
+    let authority = match authority {
+        Some(a) => a.clone(),
+        None => Authority::try_from(addr.to_string()).map_err(|_| Error::NoTarget)?,
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
         .map_err(|_| Error::NoTarget)?;
     let orig = if version == Version::HTTP_10 {
         "HTTP/1.0"
@@ -40,7 +54,7 @@ pub fn to_h2<B>(
     };
     let h = req.headers_mut();
     h.remove(http::header::HOST);
-    h.insert(ORIG_PROTO, HeaderValue::from_static(orig));
+    h.insert(&ORIG_PROTO, HeaderValue::from_static(orig));
     *req.version_mut() = Version::HTTP_2;
     Ok(())
 }
@@ -48,7 +62,7 @@ pub fn to_h2<B>(
 /// Inbound: a request marked by [`to_h2`] becomes the HTTP/1 request it
 /// was, in origin form; `false` (and unchanged) when it is not marked.
 pub fn from_h2<B>(req: &mut Request<B>, authority: Option<&Authority>) -> bool {
-    let Some(orig) = req.headers_mut().remove(ORIG_PROTO) else {
+    let Some(orig) = req.headers_mut().remove(&ORIG_PROTO) else {
         return false;
     };
     *req.version_mut() = if orig == "HTTP/1.0" {
