@@ -243,7 +243,7 @@ pub fn run(args: &Args) -> Result<Report, Error> {
         }
         for (name, setup) in setups {
             match setup {
-                Ok(mut s) => idle_figures.push(idle_figure(&rt, &mut s, n, args.payload, nofile)),
+                Ok(mut s) => idle_figures.push(idle_figure(&rt, &mut s, n, nofile)),
                 Err(e) => note(&format!(
                     "[idle {name} {}] FAILED to start: {}",
                     protocol.as_str(),

@@ -259,21 +259,18 @@ pub fn idle_figure(
     rt: &tokio::runtime::Runtime,
     setup: &mut Setup,
     n: usize,
-    payload: u64,
     nofile: u64,
 ) -> IdleFigure {
     let name = setup.proxy.clone();
+    let target = setup.target.clone();
     std::thread::sleep(Duration::from_millis(300));
     let before = setup.procs[0].proc.rss_kib();
     if nofile < n as u64 * 2 + 1000 {
         note(&format!(
-            "[idle {name}] RLIMIT_NOFILE is {nofile}: some of {n} connections may fail"
+            "[idle {name} {}] RLIMIT_NOFILE is {nofile}: some of {n} connections may fail",
+            target.protocol.as_str()
         ));
     }
-    let target = load::Target {
-        payload,
-        ..setup.target.clone()
-    };
     let mut conns = Vec::with_capacity(n);
     let (mut failed, mut first_error) = (0, None);
     let mut sample = (0, before);
