@@ -14,7 +14,8 @@
 #   The environment is passed on to the proxies (e.g. MIMALLOC_* options).
 #   CTL: the `pimesh` binary (a debug one will do), default target/debug/pimesh
 # Needs valgrind, nginx, h2load, curl; uses loopback ports 27481-27524.
-# Output (callgrind files, logs) in ${OUT:-/tmp/pimesh-callgrind}/LABEL.
+# Output (callgrind files, logs) in ${OUT:-/tmp/pimesh-callgrind}/LABEL;
+# benches/callgrind_crates.py on that directory sums the counts by crate.
 # STRACE=1: the same runs without valgrind, counting each proxy's syscalls
 # per request with `strace -c -f` instead (`SYSCALLS` lines; N=20000 suits).
 set -u
