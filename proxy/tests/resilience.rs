@@ -178,7 +178,10 @@ fn an_endpoint_that_never_answers_times_out_is_retried_and_ejected() {
     hang.set_hang(true);
     // The hanging endpoint weighs 100 times more, so that it keeps being
     // picked until the breaker ejects it (by latency alone, peak-EWMA
-    // would shun it after its first timeout).
+    // would shun it after its first timeout). Three retries: a request
+    // whose first three tries all land on it (when the other worker's
+    // first request starts late on a busy machine) makes the breaker eject
+    // it on the third timeout and still has a try left for the good one.
     service_add(&ctl, "web", 80, &[hang.addr], &["--weight", "10000"]);
     service_add(&ctl, "web", 80, &[good.addr], &["--weight", "100"]);
     service_set(
@@ -186,7 +189,7 @@ fn an_endpoint_that_never_answers_times_out_is_retried_and_ejected() {
         "web",
         &[
             "--retries",
-            "2",
+            "3",
             "--per-try-timeout",
             "200ms",
             "--failure-accrual",
